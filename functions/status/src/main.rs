@@ -1,0 +1,17 @@
+//! The status function: `GET /jobs/{id}` (with `?wait=N`) and `DELETE /jobs/{id}` behind
+//! API Gateway (HTTP API, payload format 2.0).
+
+use lambda_http::{run, service_fn, Error, Request};
+use sluice::api::Api;
+use sluice::config::ApiConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init();
+    let api = Api::from_config(ApiConfig::from_env()?).await;
+    let api = &api;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(api.job(req).await)
+    }))
+    .await
+}

@@ -1,0 +1,340 @@
+//! The request handlers behind `POST /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the same
+//! code in Lambda and in the local stack.
+
+use std::time::Duration;
+
+use crate::aws::DisplayErrorContext;
+use lambda_http::http::header::{CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
+use lambda_http::http::{HeaderValue, Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+
+use super::{
+    caller, job_url, parse_job_id, parse_wait, sha256_hex, validate_idempotency_key,
+    validate_submit, ApiError, JobView,
+};
+use crate::config::ApiConfig;
+use crate::job::{JobId, JobRecord, Owner, Status};
+use crate::queue::{Envelope, JobQueue};
+use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
+use crate::time::Millis;
+
+/// The API's handlers over one store and queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Api {
+    store: JobStore,
+    queue: Option<JobQueue>,
+    config: ApiConfig,
+}
+
+impl Api {
+    pub fn new(store: JobStore, queue: Option<JobQueue>, config: ApiConfig) -> Self {
+        Api {
+            store,
+            queue,
+            config,
+        }
+    }
+
+    /// Builds the SDK clients from the default chain (region, credentials, `AWS_ENDPOINT_URL`).
+    pub async fn from_config(config: ApiConfig) -> Self {
+        let aws = crate::aws::load().await;
+        let store = JobStore::from_sdk(&aws, &config.table_name);
+        let queue = config
+            .queue_url
+            .as_ref()
+            .map(|url| JobQueue::from_sdk(&aws, url));
+        Api::new(store, queue, config)
+    }
+
+    /// Routes a request to its handler: what the local stack serves. In AWS, API Gateway routes
+    /// and each function calls its handler directly.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match (req.method(), segments.as_slice()) {
+            (&Method::POST, ["jobs"]) => self.submit(req).await,
+            (&Method::GET | &Method::DELETE, ["jobs", _]) => self.job(req).await,
+            (_, ["jobs"] | ["jobs", _]) => respond_error(ApiError::bad_request(
+                "method_not_allowed",
+                format!("{} is not allowed here: use POST /jobs, GET /jobs/{{id}} or DELETE /jobs/{{id}}", req.method()),
+            )),
+            _ => respond_error(ApiError::NoRoute {
+                method: req.method().to_string(),
+                path: path.chars().take(200).collect(),
+            }),
+        }
+    }
+
+    /// `POST /jobs`.
+    pub async fn submit(&self, req: Request) -> Response<Body> {
+        match self.try_submit(&req).await {
+            Ok((status, view)) => {
+                let mut resp = json_response(status, &view);
+                if let Some(url) = view
+                    .url
+                    .as_deref()
+                    .and_then(|u| HeaderValue::from_str(u).ok())
+                {
+                    resp.headers_mut().insert(LOCATION, url);
+                }
+                resp
+            }
+            Err(e) => respond_error(e),
+        }
+    }
+
+    /// `GET /jobs/{id}` and `DELETE /jobs/{id}`.
+    pub async fn job(&self, req: Request) -> Response<Body> {
+        let result = match *req.method() {
+            Method::DELETE => self.try_cancel(&req).await,
+            _ => self.try_status(&req).await,
+        };
+        match result {
+            Ok((status, view)) => json_response(status, &view),
+            Err(e) => respond_error(e),
+        }
+    }
+
+    async fn try_submit(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
+        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let valid = validate_submit(content_type, req.body().as_ref())?;
+        let key =
+            validate_idempotency_key(req.headers().get("idempotency-key").map(|v| v.as_bytes()))?;
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("this function has no queue configured".into()))?;
+        let url_of = |id: &JobId| self_url(req, id);
+
+        // The key is scoped to the caller; the request is compared by its meaning, not its bytes.
+        let idempotency = key.map(|k| {
+            let canonical = serde_json::from_str::<serde_json::Value>(valid.input.get())
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let shape = format!("{:?}|{:?}", valid.deadline, valid.max_attempts);
+            (
+                sha256_hex(&[owner.as_str().as_bytes(), k.as_bytes()]),
+                sha256_hex(&[canonical.as_bytes(), shape.as_bytes()]),
+                k,
+            )
+        });
+        if let Some((key_hash, request_hash, key)) = &idempotency {
+            if let Some(found) = self.store.find_idempotent(key_hash).await? {
+                return self.replay(&found, request_hash, key, &owner, url_of).await;
+            }
+        }
+
+        let now = Millis::now();
+        let id = JobId::generate();
+        let message = Envelope::new(id.clone(), valid.input).encode()?;
+        let record = JobRecord::queued(
+            id.clone(),
+            owner.clone(),
+            now,
+            valid.deadline.map(|d| now.plus(d)),
+            valid.max_attempts.unwrap_or(self.config.max_attempts),
+            valid.input.get().len() as u64,
+        );
+        // The message goes first and the record second. A submit that fails between the two
+        // answers an error and leaves only a message without a record, which workers delete
+        // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record
+        // that no message will ever run.
+        queue.send(message).await?;
+        let created = self
+            .store
+            .create(
+                &record,
+                self.config.retention,
+                idempotency
+                    .as_ref()
+                    .map(|(k, r, _)| (k.as_str(), r.as_str())),
+            )
+            .await?;
+        match created {
+            Created::Created => {
+                tracing::info!(job_id = %id, owner = %owner, "job submitted");
+                let mut view = JobView::of(&record, now);
+                view.url = Some(url_of(&id));
+                Ok((StatusCode::ACCEPTED, view))
+            }
+            // A concurrent submit with the same key won; the message just sent is an orphan.
+            Created::Existing(found) => {
+                let (_, request_hash, key) =
+                    idempotency.as_ref().expect("only keyed submits meet a key");
+                self.replay(&found, request_hash, key, &owner, url_of).await
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        found: &IdempotencyRecord,
+        request_hash: &str,
+        key: &str,
+        owner: &Owner,
+        url_of: impl Fn(&JobId) -> String,
+    ) -> Result<(StatusCode, JobView), ApiError> {
+        if found.request_hash != request_hash {
+            return Err(ApiError::Unprocessable(format!(
+                "Idempotency-Key {key:?} was first used for job {} with a different request; \
+                 use a new key for a new job",
+                found.job_id
+            )));
+        }
+        let job = self
+            .store
+            .get(&found.job_id)
+            .await?
+            .filter(|j| j.owner == *owner)
+            .ok_or_else(|| ApiError::NotFound(found.job_id.to_string()))?;
+        let mut view = JobView::of(&job, Millis::now());
+        view.url = Some(url_of(&job.id));
+        Ok((StatusCode::OK, view))
+    }
+
+    async fn try_status(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
+        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let id = parse_job_id(&path_id(req))?;
+        let wait = parse_wait(
+            req.query_string_parameters_ref()
+                .and_then(|q| q.first("wait")),
+        )?;
+        let until = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let job = self.owned(&id, &owner).await?;
+            let now = Millis::now();
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if job.effective_status(now).is_terminal() || left.is_zero() {
+                let mut view = JobView::of(&job, now);
+                view.url = Some(self_url(req, &id));
+                return Ok((StatusCode::OK, view));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn try_cancel(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
+        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let id = parse_job_id(&path_id(req))?;
+        // A cancel can race a worker's claim or finish; the second try sees where it landed.
+        for _ in 0..3 {
+            let now = Millis::now();
+            match self
+                .store
+                .cancel(&id, &owner, now, self.config.retention)
+                .await
+            {
+                Ok(job) => {
+                    let status = if job.status == Status::Cancelled {
+                        tracing::info!(job_id = %id, "job cancelled while queued");
+                        StatusCode::OK
+                    } else {
+                        tracing::info!(job_id = %id, "cancel requested for a running job");
+                        StatusCode::ACCEPTED
+                    };
+                    return Ok((status, JobView::of(&job, now)));
+                }
+                Err(StoreError::Conflict { current: Some(job) }) if job.owner == owner => {
+                    let seen = job.effective_status(now);
+                    if seen == Status::Expired && job.status == Status::Queued {
+                        // Record what readers already see; a failure here changes nothing.
+                        let _ = self.store.expire(&id, now, self.config.retention).await;
+                    }
+                    if seen.is_terminal() {
+                        return Err(ApiError::Conflict {
+                            code: "already_finished",
+                            message: format!(
+                                "job {id} already ended {seen}; there is nothing to cancel"
+                            ),
+                        });
+                    }
+                }
+                Err(StoreError::Conflict { .. }) => return Err(ApiError::NotFound(id.to_string())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Unavailable(
+            "the job kept changing while it was being cancelled".into(),
+        ))
+    }
+
+    /// The caller's job; another caller's job is indistinguishable from a missing one.
+    async fn owned(&self, id: &JobId, owner: &Owner) -> Result<JobRecord, ApiError> {
+        self.store
+            .get(id)
+            .await?
+            .filter(|j| j.owner == *owner)
+            .ok_or_else(|| ApiError::NotFound(id.to_string()))
+    }
+}
+
+/// The `{id}` of `/jobs/{id}`: API Gateway's path parameter, or the path's last segment.
+fn path_id(req: &Request) -> String {
+    if let Some(id) = req.path_parameters_ref().and_then(|p| p.first("id")) {
+        return id.to_owned();
+    }
+    req.uri()
+        .path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The URL a caller fetches a job from, as seen from the caller's side of the gateway.
+fn self_url(req: &Request, id: &JobId) -> String {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let (domain, stage) = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.domain_name.clone(), ctx.stage.clone()),
+        _ => (None, None),
+    };
+    let host = domain
+        .or_else(|| header(HOST.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "localhost".into());
+    let scheme = header("x-forwarded-proto").unwrap_or(
+        if host.starts_with("127.") || host.starts_with("localhost") {
+            "http"
+        } else {
+            "https"
+        },
+    );
+    job_url(scheme, &host, stage.as_deref(), id)
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let text = serde_json::to_string(body).expect("API types always serialize");
+    let mut resp = Response::new(Body::Text(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The one place errors become answers. A 5xx is logged once with its whole cause chain; the
+/// caller sees only the error's public message.
+pub(crate) fn respond_error(e: ApiError) -> Response<Body> {
+    let (status, code) = e.status_and_code();
+    if status >= 500 {
+        tracing::error!(code, error = %DisplayErrorContext(&e), "request failed");
+    } else if status == 429 {
+        tracing::warn!(code, error = %DisplayErrorContext(&e), "request throttled");
+    }
+    let mut resp = json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.body(),
+    );
+    if matches!(status, 429 | 503) {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

@@ -1,0 +1,584 @@
+//! The HTTP API: request and response types, validation, the caller's identity, and the one
+//! mapping from errors to HTTP answers.
+
+mod handler;
+mod identity;
+
+pub(crate) use handler::respond_error;
+pub use handler::Api;
+pub use identity::{caller, local_context};
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::job::{JobId, JobRecord, Status};
+use crate::queue::MAX_MESSAGE_BYTES;
+use crate::time::Millis;
+
+/// The longest `?wait=` a status request may ask for, within API Gateway's 30 s limit.
+pub const MAX_WAIT: Duration = Duration::from_secs(25);
+/// The longest deadline a job may carry: 14 days, the longest SQS keeps a message.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(14 * 86_400);
+/// The most attempts a caller may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The largest request body read at all; larger ones are refused before parsing.
+pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
+
+/// `POST /jobs`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest<'a> {
+    /// The handler's input: any JSON value.
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+    /// Seconds from now after which the job expires instead of starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+    /// Attempts before the job ends `FAILED` (default: the deployment's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// A job as the API shows it (`GET /jobs/{id}`, and the answer to submit and cancel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: String,
+    pub status: Status,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub submitted_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+    /// The handler's output, once `SUCCEEDED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why the job failed, or why its last attempt did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where to fetch the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl JobView {
+    pub fn of(job: &JobRecord, now: Millis) -> Self {
+        let status = job.effective_status(now);
+        JobView {
+            id: job.id.to_string(),
+            status,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            submitted_at: job.submitted_at.to_rfc3339(),
+            started_at: job.started_at.map(Millis::to_rfc3339),
+            finished_at: match (job.finished_at, status) {
+                (Some(t), _) => Some(t.to_rfc3339()),
+                (None, Status::Expired) => job.deadline.map(Millis::to_rfc3339),
+                (None, _) => None,
+            },
+            deadline: job.deadline.map(Millis::to_rfc3339),
+            cancel_requested: job.cancel_requested && !status.is_terminal(),
+            result: job.result.as_deref().map(|r| {
+                serde_json::from_str(r).unwrap_or_else(|_| serde_json::Value::String(r.to_owned()))
+            }),
+            error: match status {
+                Status::Expired if job.error.is_none() => {
+                    Some("the deadline passed before the job started".into())
+                }
+                _ => job.error.clone(),
+            },
+            url: None,
+        }
+    }
+}
+
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// Everything the API answers with other than success. The message is shown to the caller,
+/// so it never carries internal detail; `Internal` and `Unavailable` keep their cause for the
+/// log only.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("no caller identity: the API must be called through an authorizer")]
+    Unauthenticated,
+    #[error("no job with id {0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("too many requests; retry after a short pause")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the service is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status and the error code of the answer.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (400, code),
+            ApiError::Unauthenticated => (403, "forbidden"),
+            ApiError::NotFound(_) => (404, "not_found"),
+            ApiError::NoRoute { .. } => (404, "no_route"),
+            ApiError::Conflict { code, .. } => (409, code),
+            ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => (415, "unsupported_media_type"),
+            ApiError::Unprocessable(_) => (422, "idempotency_key_reused"),
+            ApiError::Throttled(_) => (429, "throttled"),
+            ApiError::Unavailable(_) => (503, "unavailable"),
+            ApiError::Internal(_) => (500, "internal"),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Throttled(_) => ApiError::Throttled(Box::new(e)),
+            StoreError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            StoreError::Conflict { .. } | StoreError::Corrupt { .. } => {
+                ApiError::Internal(Box::new(e))
+            }
+        }
+    }
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        use crate::queue::QueueError;
+        match e {
+            QueueError::TooLarge { size } => ApiError::PayloadTooLarge(too_large_message(size)),
+            QueueError::Throttled(_) => ApiError::Throttled(Box::new(e)),
+            QueueError::Unavailable(_) | QueueError::StaleReceipt(_) => {
+                ApiError::Unavailable(Box::new(e))
+            }
+        }
+    }
+}
+
+fn too_large_message(size: usize) -> String {
+    format!(
+        "the job is {size} bytes; a job's input must fit in one queue message of {MAX_MESSAGE_BYTES} bytes \
+         (about 1 MiB) with its envelope: put large inputs in S3 and submit a reference to them"
+    )
+}
+
+/// A submit request, checked.
+#[derive(Debug)]
+pub struct ValidSubmit<'a> {
+    pub input: &'a RawValue,
+    pub deadline: Option<Duration>,
+    pub max_attempts: Option<u32>,
+}
+
+/// Checks a submit request's content type and body. Pure.
+pub fn validate_submit<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<ValidSubmit<'a>, ApiError> {
+    let media_type = content_type
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if media_type != "application/json" {
+        let got = content_type.map_or("no Content-Type".to_owned(), |c| {
+            format!("Content-Type {c:?}")
+        });
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{got} is not accepted: send the job as JSON with Content-Type: application/json"
+        )));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge(too_large_message(body.len())));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8 text"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body is empty: send {\"input\": <any JSON>}",
+        ));
+    }
+    let req: SubmitRequest<'a> = serde_json::from_str(text).map_err(|e| {
+        let what = if e.is_data() {
+            "the body is JSON but not a job"
+        } else {
+            "the body is not valid JSON"
+        };
+        ApiError::bad_request(
+            "invalid_json",
+            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N}}"),
+        )
+    })?;
+    let deadline = match req.deadline_seconds {
+        None => None,
+        Some(s) if s == 0 || s > MAX_DEADLINE.as_secs() => {
+            return Err(ApiError::bad_request(
+                "invalid_deadline",
+                format!("deadline_seconds must be 1 to {}", MAX_DEADLINE.as_secs()),
+            ))
+        }
+        Some(s) => Some(Duration::from_secs(s)),
+    };
+    if let Some(n) = req.max_attempts {
+        if n == 0 || n > MAX_ATTEMPTS_LIMIT {
+            return Err(ApiError::bad_request(
+                "invalid_max_attempts",
+                format!("max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}"),
+            ));
+        }
+    }
+    Ok(ValidSubmit {
+        input: req.input,
+        deadline,
+        max_attempts: req.max_attempts,
+    })
+}
+
+/// Checks an `Idempotency-Key` header. Pure.
+pub fn validate_idempotency_key(key: Option<&[u8]>) -> Result<Option<&str>, ApiError> {
+    let Some(raw) = key else { return Ok(None) };
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let key = std::str::from_utf8(raw).map_err(|_| bad())?;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(key))
+}
+
+/// Parses `?wait=N`. Pure.
+pub fn parse_wait(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Duration::ZERO);
+    };
+    match raw.parse::<u64>() {
+        Ok(s) if s <= MAX_WAIT.as_secs() => Ok(Duration::from_secs(s)),
+        _ => Err(ApiError::bad_request(
+            "invalid_wait",
+            format!(
+                "wait must be a whole number of seconds from 0 to {}",
+                MAX_WAIT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Parses a job id from the path; a malformed one is simply not found.
+pub fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(raw.chars().take(64).collect()))
+}
+
+/// The absolute URL of a job. `stage` is API Gateway's stage (`$default` adds nothing).
+pub fn job_url(scheme: &str, host: &str, stage: Option<&str>, id: &JobId) -> String {
+    match stage {
+        Some(stage) if stage != "$default" && !stage.is_empty() => {
+            format!("{scheme}://{host}/{stage}/jobs/{id}")
+        }
+        _ => format!("{scheme}://{host}/jobs/{id}"),
+    }
+}
+
+/// SHA-256 as lowercase hex.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_validation_explains_every_refusal() {
+        let json = Some("application/json");
+        type Case<'a> = (Option<&'a str>, &'a str, Result<(), (u16, &'a str)>);
+        let cases: &[Case] = &[
+            (json, r#"{"input": {"text": "hi"}}"#, Ok(())),
+            (
+                Some("application/json; charset=utf-8"),
+                r#"{"input": 1}"#,
+                Ok(()),
+            ),
+            (Some("Application/JSON"), r#"{"input": null}"#, Ok(())),
+            (
+                json,
+                r#"{"input": [1,2], "deadline_seconds": 60, "max_attempts": 5}"#,
+                Ok(()),
+            ),
+            (
+                None,
+                r#"{"input": 1}"#,
+                Err((415, "no Content-Type is not accepted")),
+            ),
+            (
+                Some("text/plain"),
+                r#"{"input": 1}"#,
+                Err((415, "Content-Type \"text/plain\" is not accepted")),
+            ),
+            (json, "", Err((400, "the body is empty"))),
+            (
+                json,
+                "{\"input\": ",
+                Err((400, "the body is not valid JSON")),
+            ),
+            (json, "not json", Err((400, "the body is not valid JSON"))),
+            (
+                json,
+                r#"{"text": "hi"}"#,
+                Err((400, "the body is JSON but not a job")),
+            ),
+            (
+                json,
+                r#"{"input": 1, "inptu": 2}"#,
+                Err((400, "unknown field `inptu`")),
+            ),
+            (
+                json,
+                r#"{"input": 1, "deadline_seconds": 0}"#,
+                Err((400, "deadline_seconds must be 1 to 1209600")),
+            ),
+            (
+                json,
+                r#"{"input": 1, "deadline_seconds": -5}"#,
+                Err((400, "the body is JSON but not a job")),
+            ),
+            (
+                json,
+                r#"{"input": 1, "max_attempts": 11}"#,
+                Err((400, "max_attempts must be 1 to 10")),
+            ),
+        ];
+        for (ct, body, want) in cases {
+            let got = validate_submit(*ct, body.as_bytes()).map(|_| ());
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err((status, text))) => {
+                    assert_eq!(e.status_and_code().0, *status, "{body}: {e}");
+                    assert!(e.to_string().contains(text), "{body}: {e}");
+                }
+                (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_with_the_limit() {
+        let body = format!(r#"{{"input": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let e = validate_submit(Some("application/json"), body.as_bytes()).unwrap_err();
+        assert_eq!(e.status_and_code(), (413, "payload_too_large"));
+        assert!(e.to_string().contains("1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn idempotency_keys_and_waits_are_checked() {
+        assert_eq!(validate_idempotency_key(None).unwrap(), None);
+        assert_eq!(
+            validate_idempotency_key(Some(b"order-42")).unwrap(),
+            Some("order-42")
+        );
+        let long = "k".repeat(256);
+        for bad in [&b""[..], b"has space", "é".as_bytes(), long.as_bytes()] {
+            assert!(validate_idempotency_key(Some(bad)).is_err(), "{bad:?}");
+        }
+        let cases = [
+            (None, Ok(0)),
+            (Some("0"), Ok(0)),
+            (Some("25"), Ok(25)),
+            (Some("26"), Err(())),
+            (Some("-1"), Err(())),
+            (Some("1.5"), Err(())),
+            (Some(""), Err(())),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                parse_wait(raw).map(|d| d.as_secs()).map_err(|_| ()),
+                want,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_maps_to_one_status_and_a_json_body_without_internals() {
+        let secret = std::io::Error::other("arn:aws:dynamodb:secret-table");
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (
+                ApiError::bad_request("invalid_json", "x"),
+                400,
+                "invalid_json",
+            ),
+            (ApiError::Unauthenticated, 403, "forbidden"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (
+                ApiError::Conflict {
+                    code: "already_finished",
+                    message: "x".into(),
+                },
+                409,
+                "already_finished",
+            ),
+            (
+                ApiError::PayloadTooLarge("x".into()),
+                413,
+                "payload_too_large",
+            ),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::Unprocessable("x".into()),
+                422,
+                "idempotency_key_reused",
+            ),
+            (
+                ApiError::Throttled(Box::new(std::io::Error::other(
+                    "arn:aws:dynamodb:secret-table",
+                ))),
+                429,
+                "throttled",
+            ),
+            (
+                ApiError::Unavailable(Box::new(std::io::Error::other(
+                    "arn:aws:dynamodb:secret-table",
+                ))),
+                503,
+                "unavailable",
+            ),
+            (ApiError::Internal(Box::new(secret)), 500, "internal"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status_and_code(), (status, code));
+            let body = serde_json::to_string(&e.body()).unwrap();
+            assert!(body.starts_with(r#"{"error":{"code":""#), "{body}");
+            assert!(!body.contains("secret"), "{body}");
+        }
+    }
+
+    #[test]
+    fn job_urls_follow_the_stage() {
+        let id: JobId = "01JDQ3ZV1T8Y3G7Q0M9K2D4XWE".parse().unwrap();
+        let cases = [
+            (
+                "https",
+                "abc.execute-api.eu-west-1.amazonaws.com",
+                Some("$default"),
+                "https://abc.execute-api.eu-west-1.amazonaws.com/jobs/01JDQ3ZV1T8Y3G7Q0M9K2D4XWE",
+            ),
+            (
+                "https",
+                "abc.example.com",
+                Some("prod"),
+                "https://abc.example.com/prod/jobs/01JDQ3ZV1T8Y3G7Q0M9K2D4XWE",
+            ),
+            (
+                "http",
+                "127.0.0.1:8080",
+                None,
+                "http://127.0.0.1:8080/jobs/01JDQ3ZV1T8Y3G7Q0M9K2D4XWE",
+            ),
+        ];
+        for (scheme, host, stage, want) in cases {
+            assert_eq!(job_url(scheme, host, stage, &id), want);
+        }
+    }
+
+    #[test]
+    fn views_show_what_a_caller_needs() {
+        let mut job = JobRecord::queued(
+            JobId::generate(),
+            crate::job::Owner::new("a"),
+            Millis(1_000),
+            Some(Millis(5_000)),
+            3,
+            1,
+        );
+        let v = JobView::of(&job, Millis(2_000));
+        assert_eq!(
+            (v.status, v.error.as_deref(), v.finished_at.as_deref()),
+            (Status::Queued, None, None)
+        );
+        let v = JobView::of(&job, Millis(6_000));
+        assert_eq!(v.status, Status::Expired);
+        assert_eq!(
+            v.error.as_deref(),
+            Some("the deadline passed before the job started")
+        );
+        assert_eq!(v.finished_at.as_deref(), Some("1970-01-01T00:00:05.000Z"));
+
+        job.status = Status::Succeeded;
+        job.result = Some(r#"{"answer":42}"#.into());
+        job.cancel_requested = true;
+        let v = JobView::of(&job, Millis(6_000));
+        assert_eq!(v.result, Some(serde_json::json!({"answer": 42})));
+        assert!(!v.cancel_requested, "a finished job has no pending cancel");
+    }
+}

@@ -1,0 +1,168 @@
+//! Configuration from environment variables, read once at start-up. Errors name the variable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::env;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set; {hint}")]
+    Missing {
+        name: &'static str,
+        hint: &'static str,
+    },
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where variables come from: the process environment, or a list in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// A variable that must be set.
+pub fn required(
+    src: &(impl Source + ?Sized),
+    name: &'static str,
+    hint: &'static str,
+) -> Result<String, ConfigError> {
+    src.get(name).ok_or(ConfigError::Missing { name, hint })
+}
+
+/// A number with a default, checked to lie in `range`.
+pub fn number_or<T>(
+    src: &(impl Source + ?Sized),
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(value) = src.get(name) else {
+        return Ok(default);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name,
+        value: value.clone(),
+        reason,
+    };
+    let n: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("expected a whole number".into()))?;
+    if !range.contains(&n) {
+        return Err(invalid(format!(
+            "expected {} to {}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(n)
+}
+
+/// Seconds with a default, checked to lie in `range`.
+pub fn seconds_or(
+    src: &(impl Source + ?Sized),
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    number_or(src, name, default, range).map(Duration::from_secs)
+}
+
+/// What the submit and status handlers need.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub table_name: String,
+    /// Unset for the status function, which never enqueues.
+    pub queue_url: Option<String>,
+    pub max_attempts: u32,
+    pub retention: Duration,
+}
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Self, ConfigError> {
+        Ok(ApiConfig {
+            table_name: required(src, env::TABLE_NAME, "set it to the jobs table's name")?,
+            queue_url: src.get(env::QUEUE_URL),
+            max_attempts: number_or(src, env::MAX_ATTEMPTS, 3, 1..=100)?,
+            retention: Duration::from_secs(86_400)
+                * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_config_names_the_variable_at_fault() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, Option<&str>)] = &[
+            (&[], Some("SLUICE_TABLE_NAME is not set")),
+            (&[("SLUICE_TABLE_NAME", "jobs")], None),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_MAX_ATTEMPTS", "three"),
+                ],
+                Some("SLUICE_MAX_ATTEMPTS=\"three\" is not valid: expected a whole number"),
+            ),
+            (
+                &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_MAX_ATTEMPTS", "0")],
+                Some("SLUICE_MAX_ATTEMPTS=\"0\" is not valid: expected 1 to 100"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_RETENTION_DAYS", "-1"),
+                ],
+                Some("SLUICE_RETENTION_DAYS=\"-1\" is not valid: expected a whole number"),
+            ),
+        ];
+        for (vars, want) in cases {
+            let got = ApiConfig::from_source(*vars);
+            match (got, want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(w)) => assert!(e.to_string().starts_with(w), "{e} vs {w}"),
+                (got, want) => panic!("{vars:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn api_config_defaults() {
+        let c = ApiConfig::from_source(&[("SLUICE_TABLE_NAME", "jobs")][..]).unwrap();
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.queue_url, None);
+    }
+}

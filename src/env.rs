@@ -1,0 +1,78 @@
+//! The environment-variable contract between the deployment (the CDK app in `cdk/`, the local
+//! stack in `Makefile`) and the sluice binaries.
+//!
+//! Every variable a binary reads is named here and nowhere else; the CDK app keeps the same list
+//! on its side and a test compares the two. Resource names have no default; tuning knobs do.
+
+/// DynamoDB table holding the job records. Read by: submit, status, worker, local API.
+pub const TABLE_NAME: &str = "SLUICE_TABLE_NAME";
+/// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog.
+pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
+
+/// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, local API.
+pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
+/// Days a finished job's record is kept before DynamoDB's TTL removes it (default 7).
+/// Read by: submit, local API.
+pub const RETENTION_DAYS: &str = "SLUICE_RETENTION_DAYS";
+
+/// Jobs one worker runs at once (default 4). Read by: worker.
+pub const CONCURRENCY: &str = "SLUICE_CONCURRENCY";
+/// Seconds a received message stays invisible, renewed by the heartbeat (default 60).
+/// Read by: worker.
+pub const VISIBILITY_TIMEOUT_SECONDS: &str = "SLUICE_VISIBILITY_TIMEOUT_SECONDS";
+/// Seconds a claimed job's lease lasts, renewed by the heartbeat (default 60). Read by: worker.
+pub const LEASE_SECONDS: &str = "SLUICE_LEASE_SECONDS";
+/// Seconds between heartbeats of a running job (default: a third of the lease). Read by: worker.
+pub const HEARTBEAT_SECONDS: &str = "SLUICE_HEARTBEAT_SECONDS";
+/// Seconds a stopping worker lets running jobs finish before it releases them (default 90;
+/// keep it below the task's stop timeout). Read by: worker.
+pub const DRAIN_SECONDS: &str = "SLUICE_DRAIN_SECONDS";
+/// Long-poll wait of one receive, 1 to 20 seconds (default 20). Read by: worker.
+pub const RECEIVE_WAIT_SECONDS: &str = "SLUICE_RECEIVE_WAIT_SECONDS";
+/// First retry delay in seconds; doubles per attempt (default 2). Read by: worker.
+pub const RETRY_BASE_SECONDS: &str = "SLUICE_RETRY_BASE_SECONDS";
+/// Longest retry delay in seconds (default 300). Read by: worker.
+pub const RETRY_MAX_SECONDS: &str = "SLUICE_RETRY_MAX_SECONDS";
+/// Which compute the `sluice-worker` binary runs (default `demo`). Read by: worker.
+pub const HANDLER: &str = "SLUICE_HANDLER";
+/// The worker's name in job records and logs (default: host name and process id).
+/// Read by: worker.
+pub const WORKER_ID: &str = "SLUICE_WORKER_ID";
+/// Log format: `json` (default in AWS) or `text` (default elsewhere). Read by: every binary.
+pub const LOG_FORMAT: &str = "SLUICE_LOG_FORMAT";
+
+/// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
+pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
+
+/// Name or ARN of the ECS cluster running the workers. Read by: backlog, submit (scale from zero).
+pub const CLUSTER: &str = "SLUICE_CLUSTER";
+/// Name of the ECS service running the workers. Read by: backlog, submit (scale from zero).
+pub const SERVICE: &str = "SLUICE_SERVICE";
+/// The scaling policy as JSON text (the content of `scaling/policy.json`). Read by: backlog.
+pub const SCALING_POLICY: &str = "SLUICE_SCALING_POLICY";
+/// Seconds between two samples inside one backlog run (default 10). Read by: backlog.
+pub const SAMPLE_INTERVAL_SECONDS: &str = "SLUICE_SAMPLE_INTERVAL_SECONDS";
+
+/// Every variable above, for the contract test against the CDK app's list.
+pub const ALL: &[&str] = &[
+    TABLE_NAME,
+    QUEUE_URL,
+    MAX_ATTEMPTS,
+    RETENTION_DAYS,
+    CONCURRENCY,
+    VISIBILITY_TIMEOUT_SECONDS,
+    LEASE_SECONDS,
+    HEARTBEAT_SECONDS,
+    DRAIN_SECONDS,
+    RECEIVE_WAIT_SECONDS,
+    RETRY_BASE_SECONDS,
+    RETRY_MAX_SECONDS,
+    HANDLER,
+    WORKER_ID,
+    LOG_FORMAT,
+    LISTEN_ADDR,
+    CLUSTER,
+    SERVICE,
+    SCALING_POLICY,
+    SAMPLE_INTERVAL_SECONDS,
+];

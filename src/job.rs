@@ -1,0 +1,573 @@
+//! The job model and its state machine, as plain types and pure functions.
+//!
+//! ```text
+//! QUEUED ──claim──► RUNNING ──► SUCCEEDED | FAILED
+//!   ▲                  │
+//!   └──retry/release───┘
+//! QUEUED | RUNNING ──cancel──► CANCELLED
+//! QUEUED ──deadline passed before start──► EXPIRED
+//! ```
+//!
+//! The DynamoDB store encodes the same rules as conditional writes; the functions here decide
+//! what a worker does with a message, and are what the tests of the rules exercise.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Millis;
+
+/// A job's id: a ULID, so ids sort by submission time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(ulid::Ulid);
+
+impl JobId {
+    pub fn generate() -> Self {
+        JobId(ulid::Ulid::new())
+    }
+
+    /// The instant the id was generated, from its time prefix.
+    pub fn created_at(&self) -> Millis {
+        Millis(i64::try_from(self.0.timestamp_ms()).unwrap_or(i64::MAX))
+    }
+}
+
+/// The text is not a job id (a 26-character ULID).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a job id: expected 26 characters of Crockford base32, like 01JDQ3ZV1T8Y3G7Q0M9K2D4XWE"
+)]
+pub struct InvalidJobId;
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(JobId)
+            .map_err(|_| InvalidJobId)
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = InvalidJobId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The caller a job belongs to, as established by the API's authorizer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Owner(String);
+
+impl Owner {
+    pub fn new(identity: impl Into<String>) -> Self {
+        Owner(identity.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's status. The same strings appear in DynamoDB, the API, the CLI and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "QUEUED",
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "CANCELLED",
+            Status::Expired => "EXPIRED",
+        }
+    }
+
+    /// A terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Cancelled | Status::Expired
+        )
+    }
+
+    /// Whether the state machine allows `self → next`.
+    pub fn can_become(self, next: Status) -> bool {
+        use Status::*;
+        matches!(
+            (self, next),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Queued, Expired)
+                | (Running, Running) // a new attempt takes over an expired lease
+                | (Running, Queued) // retryable failure, or released on shutdown
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Cancelled)
+        )
+    }
+}
+
+/// The status string is not one of sluice's statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything sluice keeps about a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub owner: Owner,
+    pub status: Status,
+    /// Attempts started so far; also the fencing token of the current attempt.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Attempts handed back by a stopping worker; they do not count against `max_attempts`.
+    pub releases: u32,
+    pub submitted_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// The job expires instead of running when it has not started by then.
+    pub deadline: Option<Millis>,
+    pub lease_expires_at: Option<Millis>,
+    pub worker_id: Option<String>,
+    pub cancel_requested: bool,
+    /// The handler's output, as JSON text.
+    pub result: Option<String>,
+    /// Why the job failed, or why its last attempt did.
+    pub error: Option<String>,
+    /// Size of the submitted input in bytes.
+    pub input_bytes: u64,
+}
+
+impl JobRecord {
+    /// A freshly submitted job.
+    pub fn queued(
+        id: JobId,
+        owner: Owner,
+        submitted_at: Millis,
+        deadline: Option<Millis>,
+        max_attempts: u32,
+        input_bytes: u64,
+    ) -> Self {
+        JobRecord {
+            id,
+            owner,
+            status: Status::Queued,
+            attempt: 0,
+            max_attempts,
+            releases: 0,
+            submitted_at,
+            started_at: None,
+            finished_at: None,
+            deadline,
+            lease_expires_at: None,
+            worker_id: None,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            input_bytes,
+        }
+    }
+
+    /// The status a reader should see at `now`: a queued job whose deadline has passed is
+    /// expired even before a worker records it (a stored status changes only on a write).
+    pub fn effective_status(&self, now: Millis) -> Status {
+        match (self.status, self.deadline) {
+            (Status::Queued, Some(deadline)) if deadline <= now => Status::Expired,
+            (status, _) => status,
+        }
+    }
+
+    /// Attempts that count against `max_attempts`.
+    pub fn attempts_used(&self) -> u32 {
+        self.attempt.saturating_sub(self.releases)
+    }
+
+    pub fn lease_expired(&self, now: Millis) -> bool {
+        self.lease_expires_at.is_none_or(|t| t <= now)
+    }
+}
+
+/// What a worker does after its claim on a job was refused, judged from the record as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// The job is finished (or was never recorded and never will be): delete the message.
+    Delete,
+    /// The queued job's deadline passed: record `EXPIRED`, then delete the message.
+    Expire,
+    /// The running job's owner asked to cancel and its worker is gone: record `CANCELLED`.
+    Cancel,
+    /// Another attempt holds a live lease: look again after this long.
+    RetryLater(Duration),
+}
+
+/// How long a message may wait for its job record before it is deemed an orphan. The submit
+/// path sends the message before it writes the record; a message older than this whose record
+/// does not exist belongs to a submit that failed and answered an error.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+
+/// Decides what to do with a message whose claim was refused. `record` is the job as it was
+/// when the claim was refused (`None` when there is no record), `message_age` how long ago the
+/// message was first sent.
+pub fn on_claim_refused(
+    record: Option<&JobRecord>,
+    now: Millis,
+    message_age: Duration,
+) -> ClaimRefusal {
+    let Some(job) = record else {
+        return if message_age >= ORPHAN_GRACE {
+            ClaimRefusal::Delete
+        } else {
+            // The record may be a few milliseconds behind its message.
+            ClaimRefusal::RetryLater(Duration::from_secs(2))
+        };
+    };
+    match job.status {
+        s if s.is_terminal() => ClaimRefusal::Delete,
+        Status::Queued => match job.deadline {
+            Some(deadline) if deadline <= now => ClaimRefusal::Expire,
+            // Claimable: the claim lost a race with another write; try again soon.
+            _ => ClaimRefusal::RetryLater(Duration::from_secs(1)),
+        },
+        Status::Running if job.cancel_requested && job.lease_expired(now) => ClaimRefusal::Cancel,
+        Status::Running => {
+            let left = job
+                .lease_expires_at
+                .map_or(Duration::ZERO, |t| t.since(now));
+            ClaimRefusal::RetryLater(left.max(Duration::from_secs(1)))
+        }
+        // Every status is covered above; terminal ones by the guard.
+        _ => ClaimRefusal::Delete,
+    }
+}
+
+/// Whether a job just claimed has already used up its attempts on earlier attempts that never
+/// finished (their workers died): it then ends `FAILED` instead of running again.
+pub fn exhausted_by_lost_attempts(claimed: &JobRecord) -> bool {
+    claimed.attempts_used() > claimed.max_attempts
+}
+
+/// How a finished attempt leaves the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Succeeded,
+    /// Back to `QUEUED`, visible again after the delay.
+    Retry(Duration),
+    Failed,
+}
+
+/// The retry policy: an exponential backoff, doubling from `base` up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
+    /// `jitter` in `[0, 1)` spreads retries of jobs that failed together over the upper half
+    /// of the interval ("equal jitter").
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(32);
+        let full = self
+            .base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.max);
+        let half = full / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Decides how an attempt that ended with an error leaves the job.
+pub fn after_error(job: &JobRecord, retryable: bool, backoff: &Backoff, jitter: f64) -> AttemptEnd {
+    if retryable && job.attempts_used() < job.max_attempts {
+        AttemptEnd::Retry(backoff.delay(job.attempts_used(), jitter))
+    } else {
+        AttemptEnd::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(status: Status) -> JobRecord {
+        let mut j = JobRecord::queued(
+            JobId::generate(),
+            Owner::new("alice"),
+            Millis(1_000),
+            None,
+            3,
+            2,
+        );
+        j.status = status;
+        j
+    }
+
+    #[test]
+    fn status_strings_round_trip_and_match_serde() {
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert!("queued".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn transitions_follow_the_state_machine() {
+        use Status::*;
+        let allowed = [
+            (Queued, Running),
+            (Queued, Cancelled),
+            (Queued, Expired),
+            (Running, Running),
+            (Running, Queued),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+        ];
+        for from in Status::ALL {
+            for to in Status::ALL {
+                let want = allowed.contains(&(from, to));
+                assert_eq!(from.can_become(to), want, "{from} -> {to}");
+            }
+        }
+        for s in Status::ALL {
+            if s.is_terminal() {
+                assert!(Status::ALL.iter().all(|&t| !s.can_become(t)), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn job_ids_parse_sort_by_time_and_reject_garbage() {
+        let a = JobId::generate();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = JobId::generate();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(a.to_string().parse::<JobId>(), Ok(a.clone()));
+        for bad in [
+            "",
+            "nope",
+            "01JDQ3ZV1T8Y3G7Q0M9K2D4XW",
+            "01JDQ3ZV1T8Y3G7Q0M9K2D4XWE0",
+            "../etc/passwd",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_queued_job_past_its_deadline_reads_as_expired() {
+        let mut j = job(Status::Queued);
+        j.deadline = Some(Millis(5_000));
+        let cases = [
+            (Status::Queued, Millis(4_999), Status::Queued),
+            (Status::Queued, Millis(5_000), Status::Expired),
+            (Status::Running, Millis(9_000), Status::Running),
+            (Status::Succeeded, Millis(9_000), Status::Succeeded),
+        ];
+        for (stored, now, want) in cases {
+            j.status = stored;
+            assert_eq!(j.effective_status(now), want, "{stored} at {now:?}");
+        }
+        j.deadline = None;
+        j.status = Status::Queued;
+        assert_eq!(j.effective_status(Millis(i64::MAX)), Status::Queued);
+    }
+
+    #[test]
+    fn refused_claims_are_judged_from_the_old_record() {
+        let now = Millis(100_000);
+        let young = Duration::from_secs(1);
+        let old = ORPHAN_GRACE;
+
+        let mut expired = job(Status::Queued);
+        expired.deadline = Some(Millis(99_000));
+        let mut live_lease = job(Status::Running);
+        live_lease.lease_expires_at = Some(Millis(130_000));
+        let mut cancel_dead = job(Status::Running);
+        cancel_dead.cancel_requested = true;
+        cancel_dead.lease_expires_at = Some(Millis(90_000));
+        let mut cancel_live = live_lease.clone();
+        cancel_live.cancel_requested = true;
+
+        let (succeeded, failed, cancelled, expired_done, queued) = (
+            job(Status::Succeeded),
+            job(Status::Failed),
+            job(Status::Cancelled),
+            job(Status::Expired),
+            job(Status::Queued),
+        );
+        let cases: Vec<(&str, Option<&JobRecord>, Duration, ClaimRefusal)> = vec![
+            (
+                "no record, young message",
+                None,
+                young,
+                ClaimRefusal::RetryLater(Duration::from_secs(2)),
+            ),
+            ("no record, orphan", None, old, ClaimRefusal::Delete),
+            ("succeeded", Some(&succeeded), young, ClaimRefusal::Delete),
+            ("failed", Some(&failed), young, ClaimRefusal::Delete),
+            ("cancelled", Some(&cancelled), young, ClaimRefusal::Delete),
+            ("expired", Some(&expired_done), young, ClaimRefusal::Delete),
+            (
+                "queued past deadline",
+                Some(&expired),
+                young,
+                ClaimRefusal::Expire,
+            ),
+            (
+                "queued, lost a race",
+                Some(&queued),
+                young,
+                ClaimRefusal::RetryLater(Duration::from_secs(1)),
+            ),
+            (
+                "running, live lease",
+                Some(&live_lease),
+                young,
+                ClaimRefusal::RetryLater(Duration::from_secs(30)),
+            ),
+            (
+                "running, cancel asked, worker gone",
+                Some(&cancel_dead),
+                young,
+                ClaimRefusal::Cancel,
+            ),
+            (
+                "running, cancel asked, worker alive",
+                Some(&cancel_live),
+                young,
+                ClaimRefusal::RetryLater(Duration::from_secs(30)),
+            ),
+        ];
+        for (name, record, age, want) in cases {
+            assert_eq!(on_claim_refused(record, now, age), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_equal_jitter_and_caps() {
+        let b = Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        let cases = [
+            (1, 0.0, 1_000),
+            (1, 0.999_999, 2_000),
+            (2, 0.0, 2_000),
+            (3, 0.5, 6_000),
+            (6, 0.0, 30_000),
+            (7, 0.0, 30_000),
+            (40, 1.0, 60_000),
+            (0, 0.0, 1_000),
+        ];
+        for (attempt, jitter, want_ms) in cases {
+            let got = b.delay(attempt, jitter).as_millis();
+            assert!(
+                got.abs_diff(want_ms) <= 1,
+                "attempt {attempt} jitter {jitter}: {got} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_retry_until_the_attempts_run_out() {
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+        };
+        let mut j = job(Status::Running);
+        let cases = [
+            // attempt, releases, retryable, expected
+            (1, 0, true, AttemptEnd::Retry(Duration::from_millis(500))),
+            (2, 0, true, AttemptEnd::Retry(Duration::from_secs(1))),
+            (3, 0, true, AttemptEnd::Failed),
+            (3, 1, true, AttemptEnd::Retry(Duration::from_secs(1))),
+            (1, 0, false, AttemptEnd::Failed),
+        ];
+        for (attempt, releases, retryable, want) in cases {
+            j.attempt = attempt;
+            j.releases = releases;
+            assert_eq!(
+                after_error(&j, retryable, &b, 0.0),
+                want,
+                "attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn lost_attempts_exhaust_the_job() {
+        let mut j = job(Status::Running);
+        for (attempt, releases, want) in [(3, 0, false), (4, 0, true), (4, 1, false), (1, 0, false)]
+        {
+            j.attempt = attempt;
+            j.releases = releases;
+            assert_eq!(exhausted_by_lost_attempts(&j), want, "{attempt}/{releases}");
+        }
+    }
+}

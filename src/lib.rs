@@ -1,0 +1,18 @@
+//! sluice: asynchronous compute on AWS. Callers submit jobs over HTTP; the jobs are recorded in
+//! DynamoDB and queued in SQS; workers on ECS Fargate run them and store their results.
+//!
+//! This library holds what every sluice binary shares: the job model and its state machine,
+//! the HTTP API's handlers, the DynamoDB and SQS adapters, configuration, and the HTTP client
+//! behind the `sluice` command.
+
+pub mod api;
+pub mod aws;
+pub mod client;
+pub mod config;
+pub mod env;
+pub mod job;
+pub mod local;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,266 @@
+//! The local stack: creates the table, the queue and its dead-letter queue (on the emulator, or
+//! on any account the SDK is pointed at), and serves the HTTP API on a loopback port with the
+//! same handlers Lambda runs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_http::{Body, RequestExt};
+use tokio::net::TcpListener;
+
+use crate::api::{self, Api, ApiError};
+
+/// The resources a sluice stack needs.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub table_name: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// How the queue is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub visibility_timeout: Duration,
+    /// Deliveries before a message moves to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout: Duration::from_secs(60),
+            max_receive_count: 5,
+        }
+    }
+}
+
+/// Creates (or finds) the table `<prefix>-jobs`, the queue `<prefix>-jobs` and the dead-letter
+/// queue `<prefix>-jobs-dlq`.
+pub async fn ensure_resources(
+    aws: &SdkConfig,
+    prefix: &str,
+    settings: QueueSettings,
+) -> anyhow::Result<Resources> {
+    let ddb = aws_sdk_dynamodb::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let table_name = format!("{prefix}-jobs");
+
+    let exists = ddb
+        .describe_table()
+        .table_name(&table_name)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        ddb.create_table()
+            .table_name(&table_name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .send()
+            .await?;
+        ddb.update_time_to_live()
+            .table_name(&table_name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name("expires_at")
+                    .build()?,
+            )
+            .send()
+            .await?;
+    }
+
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-jobs-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": settings.max_receive_count,
+    });
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-jobs"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            settings.visibility_timeout.as_secs().to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    Ok(Resources {
+        table_name,
+        queue_url,
+        dlq_url,
+    })
+}
+
+/// The identity every local request carries.
+pub const LOCAL_IDENTITY: &str = "arn:aws:iam::000000000000:user/local";
+
+/// Serves the API on `listener` until `shutdown` completes. Every request is handled by
+/// [`Api::handle`] as if API Gateway's IAM authorizer had vouched for [`LOCAL_IDENTITY`].
+pub async fn serve(
+    api: Api,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => break,
+        };
+        let api = api.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(handle(&api, req, peer).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+    connections.close();
+    // In-flight requests (a long-poll may take 25 s) get a moment to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+    Ok(())
+}
+
+async fn handle(
+    api: &Api,
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, api::MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return to_hyper(crate::api::respond_error(ApiError::PayloadTooLarge(
+                format!(
+                "the request body is over {} bytes; a job's input must fit in one queue message",
+                api::MAX_BODY_BYTES
+            ),
+            )))
+        }
+    };
+    let query: std::collections::HashMap<String, Vec<String>> =
+        parse_query(parts.uri.query().unwrap_or(""));
+    let mut req = lambda_http::Request::from_parts(parts, Body::from(bytes.to_vec()))
+        .with_query_string_parameters(query)
+        .with_request_context(api::local_context(LOCAL_IDENTITY));
+    req.extensions_mut().insert(peer);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = api.handle(req).await;
+    tracing::debug!(%method, path, status = resp.status().as_u16(), "request");
+    to_hyper(resp)
+}
+
+fn to_hyper(resp: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = resp.into_parts();
+    let bytes = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(t) => Bytes::from(t),
+        Body::Binary(b) => Bytes::from(b),
+        _ => Bytes::new(),
+    };
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// `a=1&b=x%20y` → `{a: [1], b: ["x y"]}`.
+fn parse_query(q: &str) -> std::collections::HashMap<String, Vec<String>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.entry(percent_decode(k))
+            .or_default()
+            .push(percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded() {
+        let q = parse_query("wait=10&x=a%20b&x=c+d&flag&bad=%zz&end=%4");
+        assert_eq!(q["wait"], ["10"]);
+        assert_eq!(q["x"], ["a b", "c d"]);
+        assert_eq!(q["flag"], [""]);
+        assert_eq!(q["bad"], ["%zz"]);
+        assert_eq!(q["end"], ["%4"]);
+    }
+}

@@ -1,0 +1,339 @@
+//! The job queue: SQS messages that carry a job's id and input.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName,
+};
+use aws_sdk_sqs::Client;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::job::JobId;
+use crate::time::Millis;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest message SQS accepts: 1 MiB, body and attributes together.
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// The longest visibility timeout SQS allows: 12 hours.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the job message is {size} bytes; one SQS message holds at most {MAX_MESSAGE_BYTES}")]
+    TooLarge { size: usize },
+    #[error("sqs throttled the request")]
+    Throttled(#[source] BoxError),
+    #[error("sqs request failed")]
+    Unavailable(#[source] BoxError),
+    #[error("the receipt handle is no longer valid")]
+    StaleReceipt(#[source] BoxError),
+}
+
+fn classify<E, R>(err: SdkError<E, R>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match err.code() {
+        Some(
+            "RequestThrottled" | "ThrottlingException" | "AWS.SimpleQueueService.RequestThrottled",
+        ) => QueueError::Throttled(Box::new(err)),
+        Some("ReceiptHandleIsInvalid" | "InvalidParameterValue" | "MessageNotInflight") => {
+            QueueError::StaleReceipt(Box::new(err))
+        }
+        _ => QueueError::Unavailable(Box::new(err)),
+    }
+}
+
+/// What a job message carries. `v` lets a worker tell a message it cannot read from one it
+/// should run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<'a> {
+    pub v: u32,
+    pub job_id: JobId,
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+}
+
+impl<'a> Envelope<'a> {
+    pub const VERSION: u32 = 1;
+
+    pub fn new(job_id: JobId, input: &'a RawValue) -> Self {
+        Envelope {
+            v: Self::VERSION,
+            job_id,
+            input,
+        }
+    }
+
+    /// The message body, refused when it would not fit in one SQS message.
+    pub fn encode(&self) -> Result<String, QueueError> {
+        let body = serde_json::to_string(self).expect("an envelope always serializes");
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(QueueError::TooLarge { size: body.len() });
+        }
+        Ok(body)
+    }
+
+    /// Reads a message body; the error says what is wrong with it.
+    pub fn decode(body: &'a str) -> Result<Self, String> {
+        let env: Envelope<'a> =
+            serde_json::from_str(body).map_err(|e| format!("not a sluice job message: {e}"))?;
+        if env.v != Self::VERSION {
+            return Err(format!(
+                "job message version {} is not supported (this worker reads version {})",
+                env.v,
+                Self::VERSION
+            ));
+        }
+        Ok(env)
+    }
+}
+
+/// An SQS receipt handle: the right to delete or hide one delivery of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptHandle(pub String);
+
+/// One delivery of a message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message_id: String,
+    pub body: String,
+    pub receipt: ReceiptHandle,
+    /// How many times SQS has delivered this message, this delivery included.
+    pub receive_count: u32,
+    /// When the message was first sent.
+    pub sent_at: Millis,
+}
+
+/// The SQS job queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    client: Client,
+    url: String,
+}
+
+impl JobQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        JobQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn from_sdk(aws: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        JobQueue::new(Client::new(aws), url)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn send(&self, body: String) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Long-polls for up to `max` messages (at most 10), waiting up to `wait`.
+    pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20).min(20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let attrs = m.attributes.unwrap_or_default();
+                let num = |k: MessageSystemAttributeName| {
+                    attrs
+                        .get(&k)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0)
+                };
+                Some(Received {
+                    receive_count: u32::try_from(num(
+                        MessageSystemAttributeName::ApproximateReceiveCount,
+                    ))
+                    .unwrap_or(1),
+                    sent_at: Millis(num(MessageSystemAttributeName::SentTimestamp)),
+                    message_id: m.message_id.unwrap_or_default(),
+                    body: m.body.unwrap_or_default(),
+                    receipt: ReceiptHandle(m.receipt_handle?),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, receipt: &ReceiptHandle) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(&receipt.0)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Deletes up to 10 deliveries in one request. Returns the receipts SQS refused.
+    pub async fn delete_batch(
+        &self,
+        receipts: &[ReceiptHandle],
+    ) -> Result<Vec<ReceiptHandle>, QueueError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&r.0)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .failed
+            .iter()
+            .filter_map(|f| f.id.parse::<usize>().ok())
+            .filter_map(|i| receipts.get(i).cloned())
+            .collect())
+    }
+
+    /// Hides a delivery for `timeout` from now (0 makes it visible at once).
+    pub async fn change_visibility(
+        &self,
+        receipt: &ReceiptHandle,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&receipt.0)
+            .visibility_timeout(visibility_seconds(timeout))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Hides up to 10 deliveries for `timeout` in one request. Returns the receipts SQS refused.
+    pub async fn change_visibility_batch(
+        &self,
+        receipts: &[ReceiptHandle],
+        timeout: Duration,
+    ) -> Result<Vec<ReceiptHandle>, QueueError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&r.0)
+                    .visibility_timeout(visibility_seconds(timeout))
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .failed
+            .iter()
+            .filter_map(|f| f.id.parse::<usize>().ok())
+            .filter_map(|i| receipts.get(i).cloned())
+            .collect())
+    }
+}
+
+fn visibility_seconds(d: Duration) -> i32 {
+    i32::try_from(d.min(MAX_VISIBILITY).as_secs()).unwrap_or(43_200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_refuse_what_they_cannot_read() {
+        let id = JobId::generate();
+        let input = RawValue::from_string("{\"text\":\"hi\"}".into()).unwrap();
+        let body = Envelope::new(id.clone(), &input).encode().unwrap();
+        let back = Envelope::decode(&body).unwrap();
+        assert_eq!(back.job_id, id);
+        assert_eq!(back.input.get(), "{\"text\":\"hi\"}");
+
+        let cases = [
+            ("garbage", "not a sluice job message"),
+            ("{\"v\":1}", "not a sluice job message"),
+            (
+                "{\"v\":1,\"job_id\":\"nope\",\"input\":1}",
+                "not a sluice job message",
+            ),
+            (
+                &*format!("{{\"v\":2,\"job_id\":\"{id}\",\"input\":1}}"),
+                "version 2 is not supported",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = Envelope::decode(body).unwrap_err();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn envelopes_that_do_not_fit_one_message_are_refused() {
+        let big = format!("\"{}\"", "x".repeat(MAX_MESSAGE_BYTES));
+        let input = RawValue::from_string(big).unwrap();
+        let err = Envelope::new(JobId::generate(), &input)
+            .encode()
+            .unwrap_err();
+        assert!(matches!(err, QueueError::TooLarge { size } if size > MAX_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn visibility_is_clamped_to_what_sqs_allows() {
+        assert_eq!(visibility_seconds(Duration::ZERO), 0);
+        assert_eq!(visibility_seconds(Duration::from_millis(1500)), 1);
+        assert_eq!(visibility_seconds(Duration::from_secs(50_000)), 43_200);
+    }
+}

@@ -1,0 +1,751 @@
+//! The job store: job records in DynamoDB, every transition a conditional write.
+//!
+//! The conditions here are the state machine of [`crate::job`] written for DynamoDB: a claim
+//! succeeds only on a `QUEUED` job whose deadline has not passed or a `RUNNING` job whose lease
+//! expired; every later write of an attempt names that attempt (the fencing token), so a stalled
+//! worker can never overwrite a newer attempt.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::job::{JobId, JobRecord, Owner, Status};
+use crate::time::Millis;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's condition did not hold; `current` is the record as it was, if any.
+    #[error("the job is not in a state that allows this change")]
+    Conflict { current: Option<Box<JobRecord>> },
+    #[error("dynamodb throttled the request")]
+    Throttled(#[source] BoxError),
+    #[error("dynamodb request failed")]
+    Unavailable(#[source] BoxError),
+    #[error("job record {id} is malformed: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+impl StoreError {
+    /// Throttling, time-outs and 5xx: worth trying again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+}
+
+fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let throttled = matches!(
+        err.code(),
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "ThrottlingException"
+                | "TransactionInProgressException"
+        )
+    );
+    if throttled {
+        StoreError::Throttled(Box::new(err))
+    } else {
+        StoreError::Unavailable(Box::new(err))
+    }
+}
+
+/// The outcome of recording a new job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    Created,
+    /// The caller's idempotency key already names a job.
+    Existing(IdempotencyRecord),
+}
+
+/// What an idempotency key points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub job_id: JobId,
+    /// Hash of the request that first used the key.
+    pub request_hash: String,
+}
+
+/// The DynamoDB job store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    client: Client,
+    table: String,
+}
+
+mod attr {
+    pub const ID: &str = "id";
+    pub const OWNER: &str = "owner";
+    pub const STATUS: &str = "status";
+    pub const ATTEMPT: &str = "attempt";
+    pub const MAX_ATTEMPTS: &str = "max_attempts";
+    pub const RELEASES: &str = "releases";
+    pub const SUBMITTED_AT: &str = "submitted_at";
+    pub const STARTED_AT: &str = "started_at";
+    pub const FINISHED_AT: &str = "finished_at";
+    pub const DEADLINE: &str = "deadline";
+    pub const LEASE_EXPIRES_AT: &str = "lease_expires_at";
+    pub const WORKER_ID: &str = "worker_id";
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
+    pub const RESULT: &str = "result";
+    pub const ERROR: &str = "error";
+    pub const INPUT_BYTES: &str = "input_bytes";
+    /// DynamoDB's TTL attribute, in epoch seconds.
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const JOB_ID: &str = "job_id";
+    pub const REQUEST_HASH: &str = "request_hash";
+}
+
+/// The key of the item that maps a caller's idempotency key to its job.
+pub fn idempotency_item_id(key_hash: &str) -> String {
+    format!("idem:{key_hash}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// An update expression with its names and values, built one clause at a time; every
+/// attribute is referred to as `#name` so none collides with DynamoDB's reserved words.
+#[derive(Default)]
+struct Update {
+    set: Vec<String>,
+    remove: Vec<String>,
+    add: Vec<String>,
+    condition: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Update {
+    fn name(&mut self, a: &str) -> String {
+        self.names.insert(format!("#{a}"), a.to_owned());
+        format!("#{a}")
+    }
+    fn value(&mut self, key: &str, v: AttributeValue) -> String {
+        self.values.insert(format!(":{key}"), v);
+        format!(":{key}")
+    }
+    fn set(mut self, a: &str, v: AttributeValue) -> Self {
+        let (n, val) = (self.name(a), self.value(a, v));
+        self.set.push(format!("{n} = {val}"));
+        self
+    }
+    fn set_if_absent(mut self, a: &str, v: AttributeValue) -> Self {
+        let (n, val) = (self.name(a), self.value(a, v));
+        self.set.push(format!("{n} = if_not_exists({n}, {val})"));
+        self
+    }
+    fn increment(mut self, a: &str) -> Self {
+        let n = self.name(a);
+        let one = self.value("one", n_one());
+        self.add.push(format!("{n} {one}"));
+        self
+    }
+    fn remove(mut self, a: &str) -> Self {
+        let n = self.name(a);
+        self.remove.push(n);
+        self
+    }
+    /// `condition` uses `#attr` names and `:value` placeholders registered with `bind`.
+    fn when(mut self, condition: &str) -> Self {
+        for a in attribute_refs(condition) {
+            self.name(a);
+        }
+        self.condition = condition.to_owned();
+        self
+    }
+    fn bind(mut self, key: &str, v: AttributeValue) -> Self {
+        self.value(key, v);
+        self
+    }
+    fn expression(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.set.is_empty() {
+            parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            parts.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!("ADD {}", self.add.join(", ")));
+        }
+        parts.join(" ")
+    }
+}
+
+/// The `#name` references in an expression.
+fn attribute_refs(expr: &str) -> impl Iterator<Item = &str> {
+    expr.split('#').skip(1).map(|rest| {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        &rest[..end]
+    })
+}
+
+fn n_one() -> AttributeValue {
+    n(1)
+}
+
+/// The condition under which a worker may claim a job at `:now`.
+const CLAIMABLE: &str =
+    "(#status = :queued AND (attribute_not_exists(#deadline) OR #deadline > :now)) \
+     OR (#status = :running AND #lease_expires_at <= :now \
+         AND (attribute_not_exists(#cancel_requested) OR #cancel_requested = :false))";
+
+/// The condition under which attempt `:attempt` still owns the job.
+const HOLDS_ATTEMPT: &str = "#status = :running AND #attempt = :attempt";
+
+impl JobStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        JobStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn from_sdk(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        JobStore::new(Client::new(aws), table)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Records a new job, and with it the caller's idempotency key if there is one, in one
+    /// transaction: either both exist or neither does.
+    pub async fn create(
+        &self,
+        job: &JobRecord,
+        retention: Duration,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<Created, StoreError> {
+        let expires = expires_at(job.submitted_at, retention);
+        let mut item = to_item(job);
+        item.insert(attr::EXPIRES_AT.into(), n(expires));
+        let Some((key_hash, request_hash)) = idempotency else {
+            return match self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", attr::ID)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(Created::Created),
+                Err(e) if is_conditional_failure(&e) => Err(StoreError::Conflict { current: None }),
+                Err(e) => Err(classify(e)),
+            };
+        };
+        let put_job = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .build()
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let mut idem = HashMap::new();
+        idem.insert(attr::ID.into(), s(idempotency_item_id(key_hash)));
+        idem.insert(attr::JOB_ID.into(), s(job.id.to_string()));
+        idem.insert(attr::OWNER.into(), s(job.owner.as_str()));
+        idem.insert(attr::REQUEST_HASH.into(), s(request_hash));
+        idem.insert(attr::EXPIRES_AT.into(), n(expires));
+        let put_idem = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(idem))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_job).build())
+            .transact_items(TransactWriteItem::builder().put(put_idem).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::Created),
+            Err(err) => {
+                let existing = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                        _ => None,
+                    })
+                    .and_then(|e| e.cancellation_reasons().get(1))
+                    .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .and_then(|r| r.item())
+                    .and_then(idempotency_from_item);
+                match existing {
+                    Some(found) => Ok(Created::Existing(found)),
+                    None => Err(classify(err)),
+                }
+            }
+        }
+    }
+
+    /// The job an idempotency key points at, if any.
+    pub async fn find_idempotent(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(idempotency_item_id(key_hash)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item().and_then(idempotency_from_item))
+    }
+
+    /// Reads a job with a strongly consistent read.
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item().map(from_item).transpose()
+    }
+
+    /// Claims the job for a new attempt by `worker` until `now + lease`. Returns the record as
+    /// claimed (its `attempt` is this attempt's fencing token), or `Conflict` with the record
+    /// as it was.
+    pub async fn claim(
+        &self,
+        id: &JobId,
+        worker: &str,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::STATUS, s(Status::Running.as_str()))
+            .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
+            .set(attr::WORKER_ID, s(worker))
+            .set_if_absent(attr::STARTED_AT, n(now.0))
+            .increment(attr::ATTEMPT)
+            .when(CLAIMABLE)
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("running", s(Status::Running.as_str()))
+            .bind("now", n(now.0))
+            .bind("false", AttributeValue::Bool(false));
+        self.update(id, update).await
+    }
+
+    /// Extends attempt `attempt`'s lease to `now + lease`. Returns the record, whose
+    /// `cancel_requested` tells the worker whether to stop; `Conflict` means the attempt no
+    /// longer owns the job.
+    pub async fn heartbeat(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
+            .when(HOLDS_ATTEMPT)
+            .bind("running", s(Status::Running.as_str()))
+            .bind("attempt", n(attempt));
+        self.update(id, update).await
+    }
+
+    /// Ends attempt `attempt` with a terminal status, a result or an error.
+    pub async fn finish(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        end: Finish,
+        now: Millis,
+        retention: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let (status, result, error) = match end {
+            Finish::Succeeded { result } => (Status::Succeeded, Some(result), None),
+            Finish::Failed { error } => (Status::Failed, None, Some(error)),
+            Finish::Cancelled => (
+                Status::Cancelled,
+                None,
+                Some("cancelled by the caller".into()),
+            ),
+        };
+        let mut update = Update::default()
+            .set(attr::STATUS, s(status.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .remove(attr::LEASE_EXPIRES_AT)
+            .when(HOLDS_ATTEMPT)
+            .bind("running", s(Status::Running.as_str()))
+            .bind("attempt", n(attempt));
+        update = match (result, error) {
+            (Some(r), _) => update.set(attr::RESULT, s(r)).remove(attr::ERROR),
+            (None, Some(e)) => update.set(attr::ERROR, s(e)),
+            (None, None) => update,
+        };
+        self.update(id, update).await
+    }
+
+    /// Hands attempt `attempt` back: the job is `QUEUED` again. `error` says why (a retryable
+    /// failure); a release on shutdown has none and does not count against the attempts.
+    pub async fn requeue(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        error: Option<String>,
+    ) -> Result<JobRecord, StoreError> {
+        let mut update = Update::default()
+            .set(attr::STATUS, s(Status::Queued.as_str()))
+            .remove(attr::LEASE_EXPIRES_AT)
+            .remove(attr::WORKER_ID)
+            .when(HOLDS_ATTEMPT)
+            .bind("running", s(Status::Running.as_str()))
+            .bind("attempt", n(attempt));
+        update = match error {
+            Some(e) => update.set(attr::ERROR, s(e)),
+            None => update.increment(attr::RELEASES),
+        };
+        self.update(id, update).await
+    }
+
+    /// Records that a queued job's deadline passed before it started.
+    pub async fn expire(
+        &self,
+        id: &JobId,
+        now: Millis,
+        retention: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::STATUS, s(Status::Expired.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .set(attr::ERROR, s("the deadline passed before the job started"))
+            .when("#status = :queued AND #deadline <= :now")
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("now", n(now.0));
+        self.update(id, update).await
+    }
+
+    /// The caller's cancel: a queued job is `CANCELLED` at once; a running one is asked to
+    /// stop (its worker cancels it at its next heartbeat). `Conflict` carries the record when
+    /// the job is neither (or another caller's, or missing: `current` is then `None` or
+    /// another owner's record).
+    pub async fn cancel(
+        &self,
+        id: &JobId,
+        owner: &Owner,
+        now: Millis,
+        retention: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let queued = Update::default()
+            .set(attr::STATUS, s(Status::Cancelled.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .set(attr::ERROR, s("cancelled by the caller"))
+            .when("#owner = :owner AND #status = :queued AND (attribute_not_exists(#deadline) OR #deadline > :now)")
+            .bind("owner", s(owner.as_str()))
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("now", n(now.0));
+        match self.update(id, queued).await {
+            Err(StoreError::Conflict { current: Some(job) })
+                if job.owner == *owner && job.status == Status::Running =>
+            {
+                let running = Update::default()
+                    .set(attr::CANCEL_REQUESTED, AttributeValue::Bool(true))
+                    .when("#owner = :owner AND #status = :running")
+                    .bind("owner", s(owner.as_str()))
+                    .bind("running", s(Status::Running.as_str()));
+                self.update(id, running).await
+            }
+            other => other,
+        }
+    }
+
+    /// Records `CANCELLED` for a running job whose cancel was requested after its worker was
+    /// lost (its lease expired).
+    pub async fn cancel_abandoned(
+        &self,
+        id: &JobId,
+        now: Millis,
+        retention: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::STATUS, s(Status::Cancelled.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .set(attr::ERROR, s("cancelled by the caller"))
+            .remove(attr::LEASE_EXPIRES_AT)
+            .when("#status = :running AND #cancel_requested = :true AND #lease_expires_at <= :now")
+            .bind("running", s(Status::Running.as_str()))
+            .bind("true", AttributeValue::Bool(true))
+            .bind("now", n(now.0));
+        self.update(id, update).await
+    }
+
+    async fn update(&self, id: &JobId, u: Update) -> Result<JobRecord, StoreError> {
+        let mut names = u.names.clone();
+        names.insert("#id".into(), attr::ID.into());
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(id.to_string()))
+            .update_expression(u.expression())
+            .condition_expression(format!("attribute_exists(#id) AND ({})", u.condition))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(u.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes() {
+                Some(item) => from_item(item),
+                None => Err(StoreError::Corrupt {
+                    id: id.to_string(),
+                    reason: "update returned no attributes".into(),
+                }),
+            },
+            Err(err) => {
+                if let Some(UpdateItemError::ConditionalCheckFailedException(e)) =
+                    err.as_service_error()
+                {
+                    let current = e.item().map(from_item).transpose()?.map(Box::new);
+                    return Err(StoreError::Conflict { current });
+                }
+                Err(classify(err))
+            }
+        }
+    }
+}
+
+/// How an attempt ends the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// `result` is the handler's output as JSON text.
+    Succeeded {
+        result: String,
+    },
+    Failed {
+        error: String,
+    },
+    Cancelled,
+}
+
+fn is_conditional_failure<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+) -> bool {
+    e.as_service_error()
+        .is_some_and(|e| e.is_conditional_check_failed_exception())
+}
+
+fn expires_at(from: Millis, retention: Duration) -> i64 {
+    from.plus(retention).as_epoch_seconds()
+}
+
+fn idempotency_from_item(item: &Item) -> Option<IdempotencyRecord> {
+    let job_id = item.get(attr::JOB_ID)?.as_s().ok()?.parse().ok()?;
+    let request_hash = item.get(attr::REQUEST_HASH)?.as_s().ok()?.clone();
+    Some(IdempotencyRecord {
+        job_id,
+        request_hash,
+    })
+}
+
+/// The DynamoDB item of a job record (without its TTL attribute).
+pub fn to_item(job: &JobRecord) -> Item {
+    let mut item = HashMap::new();
+    item.insert(attr::ID.into(), s(job.id.to_string()));
+    item.insert(attr::OWNER.into(), s(job.owner.as_str()));
+    item.insert(attr::STATUS.into(), s(job.status.as_str()));
+    item.insert(attr::ATTEMPT.into(), n(job.attempt));
+    item.insert(attr::MAX_ATTEMPTS.into(), n(job.max_attempts));
+    item.insert(attr::RELEASES.into(), n(job.releases));
+    item.insert(attr::SUBMITTED_AT.into(), n(job.submitted_at.0));
+    item.insert(attr::INPUT_BYTES.into(), n(job.input_bytes));
+    item.insert(
+        attr::CANCEL_REQUESTED.into(),
+        AttributeValue::Bool(job.cancel_requested),
+    );
+    let optional = [
+        (attr::STARTED_AT, job.started_at.map(|t| n(t.0))),
+        (attr::FINISHED_AT, job.finished_at.map(|t| n(t.0))),
+        (attr::DEADLINE, job.deadline.map(|t| n(t.0))),
+        (attr::LEASE_EXPIRES_AT, job.lease_expires_at.map(|t| n(t.0))),
+        (attr::WORKER_ID, job.worker_id.clone().map(s)),
+        (attr::RESULT, job.result.clone().map(s)),
+        (attr::ERROR, job.error.clone().map(s)),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            item.insert(k.into(), v);
+        }
+    }
+    item
+}
+
+/// Reads a job record from its DynamoDB item.
+pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
+    let id_text = item
+        .get(attr::ID)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id_text.clone(),
+        reason,
+    };
+    let text = |k: &str| -> Option<String> { item.get(k).and_then(|v| v.as_s().ok()).cloned() };
+    let num = |k: &str| -> Result<Option<i64>, StoreError> {
+        match item.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_n()
+                .ok()
+                .and_then(|n| n.parse::<i64>().ok())
+                .map(Some)
+                .ok_or_else(|| corrupt(format!("{k} is not a whole number"))),
+        }
+    };
+    let count = |k: &str| -> Result<u32, StoreError> {
+        num(k)?.map_or(Ok(0), |v| {
+            u32::try_from(v).map_err(|_| corrupt(format!("{k} is out of range")))
+        })
+    };
+    let id = id_text
+        .parse::<JobId>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let status = text(attr::STATUS)
+        .ok_or_else(|| corrupt("no status".into()))?
+        .parse::<Status>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(JobRecord {
+        id,
+        owner: Owner::new(text(attr::OWNER).ok_or_else(|| corrupt("no owner".into()))?),
+        status,
+        attempt: count(attr::ATTEMPT)?,
+        max_attempts: count(attr::MAX_ATTEMPTS)?,
+        releases: count(attr::RELEASES)?,
+        submitted_at: Millis(
+            num(attr::SUBMITTED_AT)?.ok_or_else(|| corrupt("no submitted_at".into()))?,
+        ),
+        started_at: num(attr::STARTED_AT)?.map(Millis),
+        finished_at: num(attr::FINISHED_AT)?.map(Millis),
+        deadline: num(attr::DEADLINE)?.map(Millis),
+        lease_expires_at: num(attr::LEASE_EXPIRES_AT)?.map(Millis),
+        worker_id: text(attr::WORKER_ID),
+        cancel_requested: item
+            .get(attr::CANCEL_REQUESTED)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        result: text(attr::RESULT),
+        error: text(attr::ERROR),
+        input_bytes: u64::try_from(num(attr::INPUT_BYTES)?.unwrap_or(0)).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_items() {
+        let mut job = JobRecord::queued(
+            JobId::generate(),
+            Owner::new("arn:aws:iam::123456789012:user/alice"),
+            Millis(1_700_000_000_000),
+            Some(Millis(1_700_000_060_000)),
+            3,
+            42,
+        );
+        assert_eq!(from_item(&to_item(&job)).unwrap(), job);
+        job.status = Status::Succeeded;
+        job.attempt = 2;
+        job.releases = 1;
+        job.started_at = Some(Millis(1_700_000_001_000));
+        job.finished_at = Some(Millis(1_700_000_002_000));
+        job.lease_expires_at = Some(Millis(1_700_000_031_000));
+        job.worker_id = Some("w-1".into());
+        job.cancel_requested = true;
+        job.result = Some("{\"ok\":true}".into());
+        job.error = Some("boom".into());
+        assert_eq!(from_item(&to_item(&job)).unwrap(), job);
+    }
+
+    #[test]
+    fn malformed_items_are_reported_not_guessed() {
+        let job = JobRecord::queued(JobId::generate(), Owner::new("a"), Millis(1), None, 3, 0);
+        let cases: &[(&str, Option<AttributeValue>, &str)] = &[
+            ("status", Some(s("DONE")), "unknown job status"),
+            ("status", None, "no status"),
+            ("attempt", Some(n(-1)), "attempt is out of range"),
+            ("attempt", Some(s("one")), "attempt is not a whole number"),
+            ("owner", None, "no owner"),
+            ("id", Some(s("x")), "not a job id"),
+        ];
+        for (key, value, want) in cases {
+            let mut item = to_item(&job);
+            match value {
+                Some(v) => item.insert((*key).into(), v.clone()),
+                None => item.remove(*key),
+            };
+            let err = from_item(&item).unwrap_err().to_string();
+            assert!(err.contains(want), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn update_expressions_alias_every_attribute() {
+        let u = Update::default()
+            .set(attr::STATUS, s("RUNNING"))
+            .set_if_absent(attr::STARTED_AT, n(5))
+            .increment(attr::ATTEMPT)
+            .remove(attr::ERROR);
+        assert_eq!(
+            u.expression(),
+            "SET #status = :status, #started_at = if_not_exists(#started_at, :started_at) REMOVE #error ADD #attempt :one"
+        );
+        assert_eq!(u.names.len(), 4);
+        let refs: Vec<_> = attribute_refs(CLAIMABLE).collect();
+        assert_eq!(
+            refs,
+            [
+                "status",
+                "deadline",
+                "deadline",
+                "status",
+                "lease_expires_at",
+                "cancel_requested",
+                "cancel_requested"
+            ]
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Logging: `tracing` with structured fields, JSON in AWS, text on a terminal.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::env;
+
+/// Installs the global subscriber. The format is `SLUICE_LOG_FORMAT` (`json` or `text`), by
+/// default JSON inside Lambda or ECS and text elsewhere; the level is `RUST_LOG` (default
+/// `info`). Logs go to stderr, leaving stdout to program output and metric lines.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json_logs() {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+    // A subscriber installed earlier (tests) stays in place.
+    drop(result);
+}
+
+/// Whether logs (and the worker's metric lines) are JSON.
+pub fn json_logs() -> bool {
+    match std::env::var(env::LOG_FORMAT).as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => {
+            std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
+                || std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_some()
+        }
+    }
+}
