@@ -12,7 +12,7 @@ pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
 /// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
 /// Days a finished job's record is kept before DynamoDB's TTL removes it (default 7).
-/// Read by: submit, local API.
+/// Read by: submit, worker, local API.
 pub const RETENTION_DAYS: &str = "SLUICE_RETENTION_DAYS";
 
 /// Jobs one worker runs at once (default 4). Read by: worker.

@@ -19,7 +19,11 @@ pub fn init() {
             .with_current_span(true)
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        use std::io::IsTerminal;
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     // A subscriber installed earlier (tests) stays in place.
     drop(result);

@@ -169,7 +169,23 @@ impl<H: Handler> Worker<H> {
     async fn run_job(&self, msg: &Received, id: &JobId, input: &str, release: CancellationToken) {
         let cfg = &self.config;
         let now = Millis::now();
-        let job = match self.store.claim(id, &cfg.worker_id, now, cfg.lease).await {
+        let mut claimed = self.store.claim(id, &cfg.worker_id, now, cfg.lease).await;
+        // The submit path writes the record just after it sends the message: a message received
+        // at once may be a few milliseconds early. Looking again soon keeps that race from
+        // costing the job one of its deliveries.
+        for _ in 0..2 {
+            let early = matches!(&claimed, Err(StoreError::Conflict { current: None }))
+                && now.since(msg.sent_at) < Duration::from_secs(5);
+            if !early {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            claimed = self
+                .store
+                .claim(id, &cfg.worker_id, Millis::now(), cfg.lease)
+                .await;
+        }
+        let job = match claimed {
             Ok(job) => job,
             Err(StoreError::Conflict { current }) => {
                 let decision =

@@ -1,0 +1,38 @@
+# The entry points a person types. `make dev` runs the local stack; `make test` runs every test.
+# Both install what they need (the emulator into .venv) on first use.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+MOTO_VERSION := 5.2.5
+
+.PHONY: dev test unit lint build setup bench clean help
+
+help:
+	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
+	@echo "make test   format and lint checks, unit tests, integration tests against the emulator"
+	@echo "make build  debug build of every binary"
+
+$(VENV)/.ok:
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+setup: $(VENV)/.ok
+
+build:
+	cargo build --workspace --bins
+
+dev: setup build
+	scripts/dev.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: setup lint build
+	cargo test --workspace
+
+clean:
+	rm -rf $(VENV) target

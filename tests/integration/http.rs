@@ -1,0 +1,129 @@
+//! The local stack's HTTP server and the `sluice` client and command, end to end.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sluice::client::{Client, ClientError, SubmitOptions};
+use sluice::job::Status;
+
+use crate::support::*;
+
+async fn serve(s: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = s.api.clone();
+    tokio::spawn(sluice::local::serve(api, listener, async move {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_submits_and_waits_over_http() {
+    let s = Stack::new("http_client").await;
+    let _w = s.worker("w1", &[]);
+    let (url, _stop) = serve(&s).await;
+    let client = Client::new(&url).unwrap();
+
+    let input = RawValue::from_string(r#"{"text": "over the wire"}"#.into()).unwrap();
+    let opts = SubmitOptions {
+        idempotency_key: Some("k-1".into()),
+        ..Default::default()
+    };
+    let job = client.submit(&input, &opts).await.unwrap();
+    assert_eq!(job.status, Status::Queued);
+    assert_eq!(
+        job.url.as_deref(),
+        Some(format!("{url}/jobs/{}", job.id).as_str())
+    );
+    let same = client.submit(&input, &opts).await.unwrap();
+    assert_eq!(same.id, job.id);
+
+    let done = client
+        .wait(&job.id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(done.result.unwrap()["echo"], "over the wire");
+
+    match client
+        .status("01JDQ3ZV1T8Y3G7Q0M9K2D4XWE", Duration::ZERO)
+        .await
+    {
+        Err(ClientError::Api {
+            status: 404, code, ..
+        }) => assert_eq!(code, "not_found"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_for_people_and_scripts_and_fails_clearly() {
+    let s = Stack::new("http_cli").await;
+    let _w = s.worker("w1", &[]);
+    let (url, _stop) = serve(&s).await;
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("sluice");
+    let run = |args: &[&str]| {
+        let bin = bin.clone();
+        let url = url.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin)
+                    .arg("--url")
+                    .arg(url)
+                    .args(args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let out = run(&[
+        "--json",
+        "submit",
+        r#"{"text": "from the shell"}"#,
+        "--wait",
+        "--timeout",
+        "30",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "SUCCEEDED");
+    assert_eq!(v["result"]["words"], 3);
+
+    let out = run(&["status", v["id"].as_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("status    SUCCEEDED") && text.contains("\"echo\": \"from the shell\""),
+        "{text}"
+    );
+
+    let out = run(&["submit", r#"{"fail": "permanent"}"#, "--wait"]).await;
+    assert_eq!(out.status.code(), Some(3), "a job that fails exits 3");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status    FAILED"));
+
+    let out = run(&["submit", "not json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the input argument is not valid JSON"));
+
+    let out = run(&["status", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no job with id nope (HTTP 404, not_found)")
+    );
+}

@@ -1,0 +1,137 @@
+//! The job store's conditional writes, with explicit clocks.
+
+use std::time::Duration;
+
+use sluice::job::{JobId, JobRecord, Owner, Status};
+use sluice::store::{Finish, StoreError};
+use sluice::time::Millis;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_stale_attempt_cannot_overwrite_a_newer_attempts_result() {
+    let s = Stack::new("stale_attempt").await;
+    let t0 = Millis::now();
+    let job = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, None, 3, 1);
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let lease = Duration::from_secs(10);
+
+    let first = s.store.claim(&job.id, "slow", t0, lease).await.unwrap();
+    assert_eq!((first.status, first.attempt), (Status::Running, 1));
+    // While the first lease holds, nobody else may claim.
+    let early = s
+        .store
+        .claim(&job.id, "eager", t0.plus(Duration::from_secs(5)), lease)
+        .await;
+    assert!(
+        matches!(early, Err(StoreError::Conflict { current: Some(_) })),
+        "{early:?}"
+    );
+
+    // The first worker stalls past its lease; a second attempt takes over.
+    let later = t0.plus(Duration::from_secs(11));
+    let second = s.store.claim(&job.id, "fresh", later, lease).await.unwrap();
+    assert_eq!(
+        (second.attempt, second.worker_id.as_deref()),
+        (2, Some("fresh"))
+    );
+    s.store
+        .finish(
+            &job.id,
+            2,
+            Finish::Succeeded {
+                result: r#""fresh""#.into(),
+            },
+            later,
+            s.retention,
+        )
+        .await
+        .unwrap();
+
+    // The stalled attempt wakes up: its heartbeat, result and requeue are all refused.
+    let hb = s.store.heartbeat(&job.id, 1, later, lease).await;
+    assert!(matches!(hb, Err(StoreError::Conflict { .. })), "{hb:?}");
+    let stale = s
+        .store
+        .finish(
+            &job.id,
+            1,
+            Finish::Succeeded {
+                result: r#""stale""#.into(),
+            },
+            later,
+            s.retention,
+        )
+        .await;
+    match stale {
+        Err(StoreError::Conflict { current: Some(cur) }) => {
+            assert_eq!((cur.status, cur.attempt), (Status::Succeeded, 2))
+        }
+        other => panic!("the stale finish was not refused: {other:?}"),
+    }
+    assert!(matches!(
+        s.store.requeue(&job.id, 1, Some("x".into())).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    let stored = s.store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempt, stored.result.as_deref()),
+        (Status::Succeeded, 2, Some(r#""fresh""#))
+    );
+}
+
+#[tokio::test]
+async fn claims_respect_deadlines_and_cancels() {
+    let s = Stack::new("claims").await;
+    let t0 = Millis::now();
+    let lease = Duration::from_secs(10);
+    let late = JobRecord::queued(
+        JobId::generate(),
+        Owner::new("o"),
+        t0,
+        Some(t0.plus(Duration::from_secs(1))),
+        3,
+        1,
+    );
+    s.store.create(&late, s.retention, None).await.unwrap();
+    let refused = s
+        .store
+        .claim(&late.id, "w", t0.plus(Duration::from_secs(2)), lease)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "a job past its deadline cannot start"
+    );
+    let expired = s
+        .store
+        .expire(&late.id, t0.plus(Duration::from_secs(2)), s.retention)
+        .await
+        .unwrap();
+    assert_eq!(expired.status, Status::Expired);
+
+    let job = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, None, 3, 1);
+    s.store.create(&job, s.retention, None).await.unwrap();
+    s.store.claim(&job.id, "w", t0, lease).await.unwrap();
+    let asked = s
+        .store
+        .cancel(&job.id, &Owner::new("o"), t0, s.retention)
+        .await
+        .unwrap();
+    assert_eq!(
+        (asked.status, asked.cancel_requested),
+        (Status::Running, true)
+    );
+    // Its worker dies; the next claim must not run a job its owner cancelled.
+    let after = t0.plus(Duration::from_secs(11));
+    assert!(matches!(
+        s.store.claim(&job.id, "w2", after, lease).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let done = s
+        .store
+        .cancel_abandoned(&job.id, after, s.retention)
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Cancelled);
+}

@@ -1,0 +1,204 @@
+//! The worker, as a real `sluice-worker` process, against the emulator.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use serde_json::value::RawValue;
+use sluice::job::Status;
+use sluice::queue::Envelope;
+
+use crate::support::*;
+
+const SOON: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_submitted_job_runs_and_its_result_can_be_fetched() {
+    let s = Stack::new("run_and_fetch").await;
+    let _w = s.worker("w1", &[]);
+    let id = s.submit(ALICE, json!({"text": "hello sluice world"})).await;
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let result = view.result.unwrap();
+    assert_eq!(result["echo"], "hello sluice world");
+    assert_eq!(result["words"], 3);
+    assert_eq!(view.attempt, 1);
+    assert!(view.started_at.is_some() && view.finished_at.is_some());
+    s.until_queue_empty(SOON).await;
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_until_it_succeeds() {
+    let s = Stack::new("retry").await;
+    let _w = s.worker("w1", &[]);
+    let id = s
+        .submit(ALICE, json!({"text": "flaky", "fail_attempts": 1}))
+        .await;
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(
+        (view.status, view.attempt),
+        (Status::Succeeded, 2),
+        "{view:?}"
+    );
+    assert_eq!(view.result.unwrap()["attempt"], 2);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_the_job_at_once() {
+    let s = Stack::new("permanent").await;
+    let _w = s.worker("w1", &[]);
+    let id = s.submit(ALICE, json!({"fail": "permanent"})).await;
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
+    assert_eq!(
+        view.error.as_deref(),
+        Some("the demo was asked to fail permanently")
+    );
+
+    // Retryable failures that never stop use up the attempts, then fail.
+    let id = s.submit(ALICE, json!({"fail_attempts": 99})).await;
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(30)).await;
+    assert_eq!((view.status, view.attempt), (Status::Failed, 3), "{view:?}");
+    assert!(view.error.unwrap().contains("this is attempt 3"));
+}
+
+#[tokio::test]
+async fn a_poison_message_reaches_the_dlq_while_the_queue_keeps_flowing() {
+    let s = Stack::new("poison").await;
+    s.queue.send("this is not a job".into()).await.unwrap();
+    let _w = s.worker("w1", &[]);
+    let id = s.submit(ALICE, json!({"text": "behind the poison"})).await;
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(view.status, Status::Succeeded);
+
+    let start = Instant::now();
+    let dead = loop {
+        let got = s.dlq.receive(10, Duration::from_secs(1)).await.unwrap();
+        if let Some(m) = got.into_iter().next() {
+            break m;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the poison message never reached the DLQ"
+        );
+    };
+    assert_eq!(dead.body, "this is not a job");
+    s.until_queue_empty(SOON).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_of_a_finished_job_is_deleted_without_running() {
+    let s = Stack::new("duplicate").await;
+    let _w = s.worker("w1", &[]);
+    let id = s.submit(ALICE, json!({"text": "once"})).await;
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(view.status, Status::Succeeded);
+    let before = s.store.get(&id).await.unwrap().unwrap();
+
+    let input = RawValue::from_string(r#"{"text":"once"}"#.into()).unwrap();
+    s.queue
+        .send(Envelope::new(id.clone(), &input).encode().unwrap())
+        .await
+        .unwrap();
+    s.until_queue_empty(SOON).await;
+    let after = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(after, before, "the duplicate changed nothing");
+    assert_eq!(after.attempt, 1);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_loses_only_its_lease() {
+    let s = Stack::new("sigkill").await;
+    let mut a = s.worker("doomed", &[]);
+    let id = s
+        .submit(ALICE, json!({"text": "survivor", "sleep_ms": 2500}))
+        .await;
+    s.until(&id, SOON, "the job starts", |j| j.status == Status::Running)
+        .await;
+    a.kill();
+
+    let _b = s.worker("heir", &[]);
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (view.status, view.attempt),
+        (Status::Succeeded, 2),
+        "{view:?}"
+    );
+    assert_eq!(view.result.unwrap()["worker"], "heir");
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_releases_unfinished_jobs_at_once() {
+    let s = Stack::new("sigterm").await;
+    // A long visibility timeout: without the release, the job would stay hidden for a minute.
+    let mut w = s.worker(
+        "leaving",
+        &[
+            ("SLUICE_DRAIN_SECONDS", "1"),
+            ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "60"),
+            ("SLUICE_LEASE_SECONDS", "60"),
+        ],
+    );
+    let quick = s
+        .submit(ALICE, json!({"text": "quick", "sleep_ms": 300}))
+        .await;
+    let slow = s
+        .submit(ALICE, json!({"text": "slow", "sleep_ms": 60000}))
+        .await;
+    s.until(&slow, SOON, "the slow job starts", |j| {
+        j.status == Status::Running
+    })
+    .await;
+    s.until(&quick, SOON, "the quick job starts", |j| {
+        j.status != Status::Queued
+    })
+    .await;
+
+    w.signal("TERM");
+    let status = w.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "the worker exits cleanly: {status:?}");
+    let quick_job = s.store.get(&quick).await.unwrap().unwrap();
+    assert_eq!(
+        quick_job.status,
+        Status::Succeeded,
+        "running jobs finish within the drain"
+    );
+    let released = s.store.get(&slow).await.unwrap().unwrap();
+    assert_eq!(
+        (released.status, released.attempt, released.releases),
+        (Status::Queued, 1, 1)
+    );
+
+    let back = s.queue.receive(10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(back.len(), 1, "the released job is visible at once");
+    assert!(back[0].body.contains(&slow.to_string()));
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_it_at_the_next_heartbeat() {
+    let s = Stack::new("cancel_running").await;
+    let _w = s.worker("w1", &[]);
+    let id = s
+        .submit(ALICE, json!({"text": "long", "sleep_ms": 60000}))
+        .await;
+    s.until(&id, SOON, "the job starts", |j| j.status == Status::Running)
+        .await;
+    let (status, v) = s.call(delete(ALICE, &format!("/jobs/{id}"))).await;
+    assert_eq!(
+        (
+            status,
+            v["status"].as_str(),
+            v["cancel_requested"].as_bool()
+        ),
+        (202, Some("RUNNING"), Some(true)),
+        "{v}"
+    );
+
+    let asked = Instant::now();
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(view.status, Status::Cancelled, "{view:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopped within a few heartbeats"
+    );
+    s.until_queue_empty(SOON).await;
+}
