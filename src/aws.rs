@@ -10,3 +10,63 @@ pub async fn load() -> SdkConfig {
 }
 
 pub use aws_smithy_types::error::display::DisplayErrorContext;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// Counts the requests an SDK client sends (every attempt, as AWS bills them), by service and
+/// operation. Add it to a client's config with `.interceptor(counter.clone())`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+}
+
+impl RequestCounter {
+    /// Requests so far, keyed by (service, operation).
+    pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
+        self.counts
+            .lock()
+            .expect("the counter's lock is never poisoned")
+            .clone()
+    }
+
+    /// Requests so far of one operation.
+    pub fn count(&self, operation: &str) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|((_, op), _)| op == operation)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>() {
+            let key = (m.service().to_owned(), m.name().to_owned());
+            *self
+                .counts
+                .lock()
+                .expect("the counter's lock is never poisoned")
+                .entry(key)
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}

@@ -101,6 +101,8 @@ pub struct ApiConfig {
     pub queue_url: Option<String>,
     pub max_attempts: u32,
     pub retention: Duration,
+    /// The worker service (cluster, service) to raise from zero on submit, when set.
+    pub workers: Option<(String, String)>,
 }
 
 impl ApiConfig {
@@ -115,6 +117,22 @@ impl ApiConfig {
             max_attempts: number_or(src, env::MAX_ATTEMPTS, 3, 1..=100)?,
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
+            workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
+                (Some(c), Some(s)) => Some((c, s)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Missing {
+                        name: env::SERVICE,
+                        hint: "set it with SLUICE_CLUSTER, or unset both",
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Missing {
+                        name: env::CLUSTER,
+                        hint: "set it with SLUICE_SERVICE, or unset both",
+                    })
+                }
+            },
         })
     }
 }
@@ -146,6 +164,10 @@ mod tests {
                     ("SLUICE_RETENTION_DAYS", "-1"),
                 ],
                 Some("SLUICE_RETENTION_DAYS=\"-1\" is not valid: expected a whole number"),
+            ),
+            (
+                &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_CLUSTER", "c")],
+                Some("SLUICE_SERVICE is not set; set it with SLUICE_CLUSTER"),
             ),
         ];
         for (vars, want) in cases {

@@ -7,12 +7,17 @@
 
 pub mod api;
 pub mod aws;
+pub mod backlog;
 pub mod client;
+pub mod cloudwatch;
 pub mod config;
+pub mod ecs;
 pub mod env;
 pub mod job;
 pub mod local;
+pub mod nudge;
 pub mod queue;
+pub mod scaling;
 pub mod store;
 pub mod telemetry;
 pub mod time;

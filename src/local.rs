@@ -40,10 +40,12 @@ pub struct QueueSettings {
 }
 
 impl Default for QueueSettings {
+    /// As deployed: 12 deliveries, above the 10 attempts a job may ask for, so that jobs end
+    /// by their own attempt count and only undecodable messages reach the dead-letter queue.
     fn default() -> Self {
         QueueSettings {
             visibility_timeout: Duration::from_secs(60),
-            max_receive_count: 5,
+            max_receive_count: 12,
         }
     }
 }

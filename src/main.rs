@@ -74,6 +74,41 @@ enum Command {
     },
     /// Cancel a job: at once when queued, at the worker's next heartbeat when running.
     Cancel { id: String },
+    /// Show the queue, the worker service, and what the scaling policy would do now.
+    Report {
+        /// The jobs queue's URL.
+        #[arg(long, env = "SLUICE_QUEUE_URL")]
+        queue_url: String,
+        /// The workers' ECS cluster.
+        #[arg(long, env = "SLUICE_CLUSTER")]
+        cluster: String,
+        /// The workers' ECS service.
+        #[arg(long, env = "SLUICE_SERVICE")]
+        service: String,
+        /// The scaling policy (default: the one built in, scaling/policy.json).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// Replay a workload through sluice's scaling policy, the scalers it replaces and an
+    /// oracle; print each one's queue waits, task-seconds and time to first task.
+    Simulate {
+        /// `steady`, `burst`, `diurnal`, `spike`, or `csv:FILE` with lines of
+        /// `arrival_seconds,duration_seconds`.
+        #[arg(long, default_value = "burst")]
+        workload: String,
+        /// The scaling policy to try (default: the one built in, scaling/policy.json).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Seconds from a task's request until it takes jobs (Fargate's start-up).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+        startup_delay: f64,
+        /// Seed of the built-in workloads' generator.
+        #[arg(long, default_value_t = sluice::scaling::sim::DEFAULT_SEED)]
+        seed: u64,
+        /// Also draw backlog and tasks over time into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// Serve the API locally (the local stack): creates the table and queues if missing and
     /// runs a worker beside it.
     Dev {
@@ -116,6 +151,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         dev::run(listen, &prefix, if no_worker { None } else { Some(worker) }).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Simulate {
+        workload,
+        policy,
+        startup_delay,
+        seed,
+        svg,
+    } = &cli.command
+    {
+        return simulate(
+            workload,
+            policy.as_deref(),
+            *startup_delay,
+            *seed,
+            svg.as_deref(),
+            cli.json,
+        );
+    }
+    if let Command::Report {
+        queue_url,
+        cluster,
+        service,
+        policy,
+    } = &cli.command
+    {
+        let policy = report::load_policy(policy.as_deref())?;
+        let aws = sluice::aws::load().await;
+        let r = report::Report::read(&aws, queue_url, cluster, service, &policy).await?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            print!("{r}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::new(&cli.url)?;
     let (view, must_succeed) = match cli.command {
         Command::Submit {
@@ -154,7 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             true,
         ),
         Command::Cancel { id } => (client.cancel(&id).await?, false),
-        Command::Dev { .. } => unreachable!("handled above"),
+        Command::Dev { .. } | Command::Report { .. } | Command::Simulate { .. } => {
+            unreachable!("handled above")
+        }
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -163,6 +234,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if must_succeed && view.status != Status::Succeeded {
         return Ok(ExitCode::from(EXIT_JOB_NOT_SUCCEEDED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(
+    workload: &str,
+    policy: Option<&std::path::Path>,
+    startup_delay: f64,
+    seed: u64,
+    svg: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sluice::scaling::sim::{simulate, ScalerKind, SimOptions, Workload};
+    if !(startup_delay.is_finite() && startup_delay >= 0.0) {
+        bail!("--startup-delay must be a number of seconds, 0 or more");
+    }
+    let policy = report::load_policy(policy)?;
+    let work = match workload.strip_prefix("csv:") {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            Workload::from_csv(&text).with_context(|| format!("{path} is not a workload"))?
+        }
+        None => Workload::builtin(workload, seed)?,
+    };
+    let mut opts = SimOptions::new(policy);
+    opts.startup_delay_seconds = startup_delay;
+    opts.record_series = svg.is_some();
+    let report = simulate(&work, &ScalerKind::ALL, &opts);
+    if let Some(path) = svg {
+        std::fs::write(path, report.to_svg())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+        if let Some(path) = svg {
+            println!("backlog and tasks over time: {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -224,6 +335,118 @@ fn describe(v: &JobView) -> String {
     out
 }
 
+mod report {
+    use std::fmt;
+    use std::path::Path;
+
+    use anyhow::Context;
+    use serde::Serialize;
+    use sluice::backlog::sample_of;
+    use sluice::ecs::{Service, TaskCounts};
+    use sluice::queue::{Depth, JobQueue};
+    use sluice::scaling::{desired_tasks, tasks_for_backlog, Observation, Policy, ScalingState};
+
+    pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
+        match path {
+            None => Ok(Policy::builtin()?),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                Policy::from_json(&text)
+                    .with_context(|| format!("{} is not a valid scaling policy", p.display()))
+            }
+        }
+    }
+
+    /// The state of the queue and the service, and the policy's verdict.
+    #[derive(Debug, Serialize)]
+    pub struct Report {
+        pub queue: Depth,
+        pub service: TaskCounts,
+        pub backlog_per_task: f64,
+        pub target_backlog_per_task: f64,
+        /// Tasks the backlog needs at the target.
+        pub tasks_for_backlog: u32,
+        /// What the scaling alarms would do on this sample.
+        pub policy_action: String,
+        pub policy_desired_tasks: u32,
+    }
+
+    impl Report {
+        pub async fn read(
+            aws: &aws_config::SdkConfig,
+            queue_url: &str,
+            cluster: &str,
+            service: &str,
+            policy: &Policy,
+        ) -> anyhow::Result<Report> {
+            let queue = JobQueue::from_sdk(aws, queue_url);
+            let svc = Service::from_sdk(aws, cluster, service);
+            let (depth, tasks) = tokio::join!(queue.depth(), svc.counts());
+            let depth = depth.with_context(|| format!("cannot read the queue {queue_url}"))?;
+            let tasks =
+                tasks.with_context(|| format!("cannot read the service {service} in {cluster}"))?;
+            Ok(Report::of(depth, tasks, policy))
+        }
+
+        /// Pure.
+        pub fn of(depth: Depth, tasks: TaskCounts, policy: &Policy) -> Report {
+            let sample = sample_of(depth, tasks);
+            let observation = Observation {
+                at_seconds: 0.0,
+                capacity: tasks.desired,
+                sample,
+            };
+            let decision = desired_tasks(policy, &observation, &ScalingState::default());
+            let action = serde_json::to_value(decision.action)
+                .ok()
+                .and_then(|v| v.get("policy").and_then(|p| p.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "none".into());
+            Report {
+                queue: depth,
+                service: tasks,
+                backlog_per_task: decision.metrics.backlog_per_task,
+                target_backlog_per_task: policy.target_backlog_per_task(),
+                tasks_for_backlog: tasks_for_backlog(
+                    depth.visible,
+                    policy.target_backlog_per_task(),
+                ),
+                policy_action: action,
+                policy_desired_tasks: decision.desired_tasks,
+            }
+        }
+    }
+
+    impl fmt::Display for Report {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            writeln!(
+                f,
+                "queue     {} visible, {} in flight, {} delayed",
+                self.queue.visible, self.queue.in_flight, self.queue.delayed
+            )?;
+            writeln!(
+                f,
+                "tasks     {} running, {} pending, {} desired",
+                self.service.running, self.service.pending, self.service.desired
+            )?;
+            writeln!(
+                f,
+                "backlog   {:.2} per task (target {:.2}); the backlog needs {} task(s)",
+                self.backlog_per_task, self.target_backlog_per_task, self.tasks_for_backlog
+            )?;
+            let verdict = if self.policy_action == "none" {
+                format!("no change: stays at {} desired", self.policy_desired_tasks)
+            } else {
+                format!(
+                    "{}: {} → {} desired",
+                    self.policy_action, self.service.desired, self.policy_desired_tasks
+                )
+            };
+            writeln!(f, "policy    {verdict}")
+        }
+    }
+}
+
 mod dev {
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -251,6 +474,7 @@ mod dev {
             queue_url: Some(res.queue_url.clone()),
             max_attempts: 3,
             retention: std::time::Duration::from_secs(7 * 86_400),
+            workers: None,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -95,6 +95,17 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// A queue's message counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Depth {
+    /// Waiting for a worker.
+    pub visible: u32,
+    /// Received by a worker and not yet deleted.
+    pub in_flight: u32,
+    /// Sent with a delay (or retried with backoff) and not yet visible.
+    pub delayed: u32,
+}
+
 /// An SQS receipt handle: the right to delete or hide one delivery of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptHandle(pub String);
@@ -132,6 +143,38 @@ impl JobQueue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The queue's message counts (approximate, as SQS reports them).
+    pub async fn depth(&self) -> Result<Depth, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(classify)?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |k: A| {
+            attrs
+                .get(&k)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        Ok(Depth {
+            visible: get(A::ApproximateNumberOfMessages),
+            in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
+            delayed: get(A::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+
+    /// The queue's name: the last segment of its URL.
+    pub fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or(&self.url)
     }
 
     pub async fn send(&self, body: String) -> Result<(), QueueError> {

@@ -323,6 +323,38 @@ impl JobStore {
         Ok(out.item().and_then(idempotency_from_item))
     }
 
+    /// Takes a turn that lasts `interval`: `true` for the one caller whose conditional write
+    /// wins, `false` while another caller's turn lasts. The marker item expires by TTL.
+    pub async fn take_turn(
+        &self,
+        key: &str,
+        now: Millis,
+        interval: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = now.plus(interval);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::ID, s(key))
+            .item("until", n(until.0))
+            .item(
+                attr::EXPIRES_AT,
+                n(expires_at(until, Duration::from_secs(3600))),
+            )
+            .condition_expression("attribute_not_exists(#id) OR #until <= :now")
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", n(now.0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Reads a job with a strongly consistent read.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let out = self

@@ -1,6 +1,7 @@
 //! The request handlers behind `POST /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the same
 //! code in Lambda and in the local stack.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::DisplayErrorContext;
@@ -15,7 +16,9 @@ use super::{
     validate_submit, ApiError, JobView,
 };
 use crate::config::ApiConfig;
+use crate::ecs::Service;
 use crate::job::{JobId, JobRecord, Owner, Status};
+use crate::nudge::{ScaleFromZero, NUDGE_INTERVAL};
 use crate::queue::{Envelope, JobQueue};
 use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
 use crate::time::Millis;
@@ -26,6 +29,7 @@ pub struct Api {
     store: JobStore,
     queue: Option<JobQueue>,
     config: ApiConfig,
+    scale_from_zero: Option<Arc<ScaleFromZero>>,
 }
 
 impl Api {
@@ -34,7 +38,14 @@ impl Api {
             store,
             queue,
             config,
+            scale_from_zero: None,
         }
+    }
+
+    /// Raises the worker service from zero tasks when a job is accepted.
+    pub fn with_scale_from_zero(mut self, nudge: ScaleFromZero) -> Self {
+        self.scale_from_zero = Some(Arc::new(nudge));
+        self
     }
 
     /// Builds the SDK clients from the default chain (region, credentials, `AWS_ENDPOINT_URL`).
@@ -45,7 +56,18 @@ impl Api {
             .queue_url
             .as_ref()
             .map(|url| JobQueue::from_sdk(&aws, url));
-        Api::new(store, queue, config)
+        let nudge = config.workers.as_ref().map(|(cluster, service)| {
+            ScaleFromZero::new(
+                Service::from_sdk(&aws, cluster, service),
+                store.clone(),
+                NUDGE_INTERVAL,
+            )
+        });
+        let api = Api::new(store, queue, config);
+        match nudge {
+            Some(n) => api.with_scale_from_zero(n),
+            None => api,
+        }
     }
 
     /// Routes a request to its handler: what the local stack serves. In AWS, API Gateway routes
@@ -159,6 +181,9 @@ impl Api {
         match created {
             Created::Created => {
                 tracing::info!(job_id = %id, owner = %owner, "job submitted");
+                if let Some(nudge) = &self.scale_from_zero {
+                    nudge.after_accept().await;
+                }
                 let mut view = JobView::of(&record, now);
                 view.url = Some(url_of(&id));
                 Ok((StatusCode::ACCEPTED, view))

@@ -46,7 +46,7 @@ pub struct Metrics {
     pub running_tasks: u32,
     /// The service's desired count.
     pub desired_tasks: u32,
-    /// `backlog / max(running_tasks, 1)`: see [`backlog_per_task`].
+    /// `backlog / max(running_tasks + pending_tasks, 1)`: see [`backlog_per_task`].
     pub backlog_per_task: f64,
     /// 1 when jobs wait and no task runs or starts, else 0.
     pub backlog_without_capacity: u32,
@@ -60,7 +60,12 @@ impl Sample {
             in_flight: self.in_flight,
             running_tasks: self.running_tasks,
             desired_tasks: self.desired_tasks,
-            backlog_per_task: backlog_per_task(self.visible, self.running_tasks),
+            // Tasks still starting are capacity on its way: dividing by them too keeps the
+            // policy from asking again, during a start-up, for what it already asked for.
+            backlog_per_task: backlog_per_task(
+                self.visible,
+                self.running_tasks.saturating_add(self.pending_tasks),
+            ),
             backlog_without_capacity: u32::from(
                 self.visible > 0 && self.running_tasks == 0 && self.pending_tasks == 0,
             ),
@@ -68,8 +73,8 @@ impl Sample {
     }
 }
 
-/// Backlog per task: visible (waiting) jobs per running task, with at least
-/// one task in the denominator.
+/// Backlog per task: visible (waiting) jobs per task, running or starting,
+/// with at least one task in the denominator.
 ///
 /// In-flight jobs are left out on purpose. The target backlog per task says
 /// how many *waiting* jobs a task can clear within the acceptable latency
@@ -80,8 +85,8 @@ impl Sample {
 /// up. In-flight jobs still count where they matter: a fleet with jobs in
 /// flight is never idle, so it is never scaled to zero (see [`Metrics`] and
 /// the idle alarm), and scale-in protection keeps busy tasks alive.
-pub fn backlog_per_task(visible: u32, running_tasks: u32) -> f64 {
-    f64::from(visible) / f64::from(running_tasks.max(1))
+pub fn backlog_per_task(visible: u32, tasks: u32) -> f64 {
+    f64::from(visible) / f64::from(tasks.max(1))
 }
 
 /// Tasks needed for a backlog at a target backlog per task
@@ -264,6 +269,20 @@ pub enum Action {
     ScaleFromZero,
 }
 
+impl Action {
+    /// The policy's name, as in its JSON form: `none`, `scale-out`,
+    /// `scale-in`, `scale-to-idle` or `scale-from-zero`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::ScaleOut { .. } => "scale-out",
+            Action::ScaleIn => "scale-in",
+            Action::ScaleToIdle => "scale-to-idle",
+            Action::ScaleFromZero => "scale-from-zero",
+        }
+    }
+}
+
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -305,7 +324,6 @@ pub fn desired_tasks(policy: &Policy, observation: &Observation, state: &Scaling
     let now = observation.at_seconds;
     let capacity = observation.capacity;
     let metrics = observation.sample.metrics();
-    let target = policy.target_backlog_per_task();
     let bpt = metrics.backlog_per_task;
     let mut next = state.clone();
     let mut proposals: Vec<(Action, u32)> = Vec::new();
@@ -357,9 +375,11 @@ pub fn desired_tasks(policy: &Policy, observation: &Observation, state: &Scaling
     } else {
         1
     };
-    let idle_fires = next
-        .idle
-        .evaluate(Some(idle_metric == 0), policy.idle_evaluation_periods(), now);
+    let idle_fires = next.idle.evaluate(
+        Some(idle_metric == 0),
+        policy.idle_evaluation_periods(),
+        now,
+    );
     if idle_fires && !cooling(next.idle_cooldown_until, now) && capacity > policy.min_tasks {
         proposals.push((Action::ScaleToIdle, policy.min_tasks));
     }
@@ -430,22 +450,45 @@ mod tests {
             max_tasks: 20,
             metric_period_seconds: 10,
             scale_out_steps: vec![
-                ScaleOutStep { above_ratio: 1.0, change_percent: 50 },
-                ScaleOutStep { above_ratio: 2.0, change_percent: 100 },
-                ScaleOutStep { above_ratio: 4.0, change_percent: 300 },
+                ScaleOutStep {
+                    above_ratio: 1.0,
+                    change_percent: 50,
+                },
+                ScaleOutStep {
+                    above_ratio: 2.0,
+                    change_percent: 100,
+                },
+                ScaleOutStep {
+                    above_ratio: 4.0,
+                    change_percent: 300,
+                },
             ],
-            scale_in: ScaleIn { below_ratio: 0.5, change_percent: -25, evaluation_periods: 6 },
+            scale_in: ScaleIn {
+                below_ratio: 0.5,
+                change_percent: -25,
+                evaluation_periods: 6,
+            },
             scale_to_zero_after_idle_seconds: 300,
             cooldown_seconds: 30,
         }
     }
 
     fn sample(visible: u32, in_flight: u32, running: u32, pending: u32, desired: u32) -> Sample {
-        Sample { visible, in_flight, running_tasks: running, pending_tasks: pending, desired_tasks: desired }
+        Sample {
+            visible,
+            in_flight,
+            running_tasks: running,
+            pending_tasks: pending,
+            desired_tasks: desired,
+        }
     }
 
     fn at(t: f64, capacity: u32, s: Sample) -> Observation {
-        Observation { at_seconds: t, capacity, sample: s }
+        Observation {
+            at_seconds: t,
+            capacity,
+            sample: s,
+        }
     }
 
     #[test]
@@ -458,7 +501,11 @@ mod tests {
             (0, 8, 0.0),
         ];
         for (visible, running, want) in cases {
-            assert_eq!(backlog_per_task(visible, running), want, "{visible}/{running}");
+            assert_eq!(
+                backlog_per_task(visible, running),
+                want,
+                "{visible}/{running}"
+            );
         }
     }
 
@@ -476,16 +523,32 @@ mod tests {
         assert_eq!(tasks_for_backlog(1500, p.target_backlog_per_task()), 15);
         // The step policy lands on the same answer: 1.5 × target is in the
         // first interval (+50 %), and 10 + 50 % = 15.
-        let d = desired_tasks(&p, &at(10.0, 10, sample(1500, 0, 10, 0, 10)), &ScalingState::default());
+        let d = desired_tasks(
+            &p,
+            &at(10.0, 10, sample(1500, 0, 10, 0, 10)),
+            &ScalingState::default(),
+        );
         assert_eq!(d.desired_tasks, 15);
         assert_eq!(d.action, Action::ScaleOut { above_ratio: 1.0 });
     }
 
     #[test]
     fn tasks_for_backlog_table() {
-        let cases = [(0, 6.0, 0), (1, 6.0, 1), (6, 6.0, 1), (7, 6.0, 2), (1500, 100.0, 15), (1501, 100.0, 16), (3, 0.5, 6)];
+        let cases = [
+            (0, 6.0, 0),
+            (1, 6.0, 1),
+            (6, 6.0, 1),
+            (7, 6.0, 2),
+            (1500, 100.0, 15),
+            (1501, 100.0, 16),
+            (3, 0.5, 6),
+        ];
         for (backlog, target, want) in cases {
-            assert_eq!(tasks_for_backlog(backlog, target), want, "{backlog} at {target}");
+            assert_eq!(
+                tasks_for_backlog(backlog, target),
+                want,
+                "{backlog} at {target}"
+            );
         }
     }
 
@@ -493,11 +556,11 @@ mod tests {
     fn percent_adjustment_rounds_like_application_auto_scaling() {
         let cases = [
             (10, 50, 5),
-            (4, 25, 1),    // exactly 1
-            (3, 25, 1),    // 0.75 rounds to 1
-            (7, 50, 3),    // 3.5 rounds down
+            (4, 25, 1), // exactly 1
+            (3, 25, 1), // 0.75 rounds to 1
+            (7, 50, 3), // 3.5 rounds down
             (1, 300, 3),
-            (0, 300, 1),   // 0 → MinAdjustmentMagnitude 1
+            (0, 300, 1), // 0 → MinAdjustmentMagnitude 1
             (8, -25, -2),
             (3, -25, -1),  // -0.75 rounds to -1
             (10, -25, -2), // -2.5 rounds up to -2
@@ -505,7 +568,11 @@ mod tests {
             (0, -25, -1),
         ];
         for (capacity, percent, want) in cases {
-            assert_eq!(percent_adjustment(capacity, percent), want, "{percent}% of {capacity}");
+            assert_eq!(
+                percent_adjustment(capacity, percent),
+                want,
+                "{percent}% of {capacity}"
+            );
         }
     }
 
@@ -522,28 +589,56 @@ mod tests {
             (1000.0, Some(4.0)),
         ];
         for (bpt, want) in cases {
-            assert_eq!(scale_out_step(&p, bpt).map(|s| s.above_ratio), want, "bpt {bpt}");
+            assert_eq!(
+                scale_out_step(&p, bpt).map(|s| s.above_ratio),
+                want,
+                "bpt {bpt}"
+            );
         }
     }
 
     #[test]
     fn one_evaluation_table() {
         let p = policy(); // target 6, max 20
-        // (capacity, sample, desired, action)
+                          // (capacity, sample, desired, action)
         let cases = [
             (0, sample(0, 0, 0, 0, 0), 0, Action::None),
             (0, sample(3, 0, 0, 0, 0), 1, Action::ScaleFromZero),
             (1, sample(3, 0, 0, 1, 1), 1, Action::None),
-            (1, sample(100, 0, 0, 1, 1), 4, Action::ScaleOut { above_ratio: 4.0 }),
-            (4, sample(30, 4, 4, 0, 4), 6, Action::ScaleOut { above_ratio: 1.0 }),
-            (4, sample(50, 4, 4, 0, 4), 8, Action::ScaleOut { above_ratio: 2.0 }),
-            (10, sample(500, 10, 10, 0, 10), 20, Action::ScaleOut { above_ratio: 4.0 }),
+            (
+                1,
+                sample(100, 0, 0, 1, 1),
+                4,
+                Action::ScaleOut { above_ratio: 4.0 },
+            ),
+            (
+                4,
+                sample(30, 4, 4, 0, 4),
+                6,
+                Action::ScaleOut { above_ratio: 1.0 },
+            ),
+            (
+                4,
+                sample(50, 4, 4, 0, 4),
+                8,
+                Action::ScaleOut { above_ratio: 2.0 },
+            ),
+            (
+                10,
+                sample(500, 10, 10, 0, 10),
+                20,
+                Action::ScaleOut { above_ratio: 4.0 },
+            ),
             (20, sample(5000, 20, 20, 0, 20), 20, Action::None),
             (5, sample(5, 5, 5, 0, 5), 5, Action::None),
         ];
         for (capacity, s, want, action) in cases {
             let d = desired_tasks(&p, &at(100.0, capacity, s), &ScalingState::default());
-            assert_eq!((d.desired_tasks, d.action), (want, action), "capacity {capacity}, {s:?}");
+            assert_eq!(
+                (d.desired_tasks, d.action),
+                (want, action),
+                "capacity {capacity}, {s:?}"
+            );
         }
     }
 
@@ -552,14 +647,26 @@ mod tests {
         let mut p = policy();
         p.scale_out_steps[0].above_ratio = 1.0;
         p.acceptable_latency_seconds = 600.0; // target 60: one job is far below it
-        let d = desired_tasks(&p, &at(10.0, 0, sample(1, 0, 0, 0, 0)), &ScalingState::default());
+        let d = desired_tasks(
+            &p,
+            &at(10.0, 0, sample(1, 0, 0, 0, 0)),
+            &ScalingState::default(),
+        );
         assert_eq!((d.desired_tasks, d.action), (1, Action::ScaleFromZero));
         assert_eq!(d.metrics.backlog_without_capacity, 1);
         p.min_tasks = 2;
-        let d = desired_tasks(&p, &at(10.0, 0, sample(1, 0, 0, 0, 0)), &ScalingState::default());
+        let d = desired_tasks(
+            &p,
+            &at(10.0, 0, sample(1, 0, 0, 0, 0)),
+            &ScalingState::default(),
+        );
         assert_eq!(d.desired_tasks, 2);
         // A pending task is capacity: nothing to do.
-        let d = desired_tasks(&p, &at(10.0, 2, sample(1, 0, 0, 2, 2)), &ScalingState::default());
+        let d = desired_tasks(
+            &p,
+            &at(10.0, 2, sample(1, 0, 0, 2, 2)),
+            &ScalingState::default(),
+        );
         assert_eq!(d.action, Action::None);
     }
 
@@ -586,7 +693,11 @@ mod tests {
         let p = policy();
         let mut state = ScalingState::default();
         for k in 1..=20 {
-            let d = desired_tasks(&p, &at(f64::from(k) * 10.0, 1, sample(1, 1, 1, 0, 1)), &state);
+            let d = desired_tasks(
+                &p,
+                &at(f64::from(k) * 10.0, 1, sample(1, 1, 1, 0, 1)),
+                &state,
+            );
             assert_eq!(d.desired_tasks, 1, "period {k}");
             state = d.state;
         }
@@ -599,7 +710,15 @@ mod tests {
         let mut desired = 3;
         let mut changes = Vec::new();
         for k in 1..=40 {
-            let d = desired_tasks(&p, &at(f64::from(k) * 10.0, desired, sample(0, 0, desired, 0, desired)), &state);
+            let d = desired_tasks(
+                &p,
+                &at(
+                    f64::from(k) * 10.0,
+                    desired,
+                    sample(0, 0, desired, 0, desired),
+                ),
+                &state,
+            );
             state = d.state;
             if d.desired_tasks != desired {
                 changes.push((k, d.desired_tasks, d.action));
@@ -610,7 +729,11 @@ mod tests {
         // when the idle time is up (30 periods).
         assert_eq!(
             changes,
-            vec![(6, 2, Action::ScaleIn), (12, 1, Action::ScaleIn), (30, 0, Action::ScaleToIdle)]
+            vec![
+                (6, 2, Action::ScaleIn),
+                (12, 1, Action::ScaleIn),
+                (30, 0, Action::ScaleToIdle)
+            ]
         );
         // Once parked, the idle alarm is back to OK: a nudge is not undone.
         assert!(!state.idle.in_alarm);
@@ -623,7 +746,11 @@ mod tests {
         let p = policy();
         let mut state = ScalingState::default();
         for k in 1..=100 {
-            let d = desired_tasks(&p, &at(f64::from(k) * 10.0, 1, sample(0, 1, 1, 0, 1)), &state);
+            let d = desired_tasks(
+                &p,
+                &at(f64::from(k) * 10.0, 1, sample(0, 1, 1, 0, 1)),
+                &state,
+            );
             assert_eq!(d.desired_tasks, 1);
             state = d.state;
         }
@@ -636,33 +763,48 @@ mod tests {
         // 4 tasks, bpt 7 (first step, +50 %) → 6.
         let d1 = desired_tasks(&p, &at(10.0, 4, sample(28, 4, 4, 0, 4)), &s0);
         assert_eq!(d1.desired_tasks, 6);
-        // 10 s later, still cooling, bpt 30 (third step, +300 % of the base 4 = 16).
-        let d2 = desired_tasks(&p, &at(20.0, 6, sample(120, 4, 4, 2, 6)), &d1.state);
-        assert_eq!(d2.desired_tasks, 6, "alarm already in ALARM: no re-invocation within a minute");
+        // 10 s later, still cooling, bpt 30 over 4 running and 2 starting tasks (third step,
+        // +300 % of the base 4 = 16).
+        let d2 = desired_tasks(&p, &at(20.0, 6, sample(180, 4, 4, 2, 6)), &d1.state);
+        assert_eq!(
+            d2.desired_tasks, 6,
+            "alarm already in ALARM: no re-invocation within a minute"
+        );
         let mut fresh = d1.state.clone();
         fresh.scale_out.in_alarm = false; // as if it had gone OK in between
         fresh.scale_out.breaching_streak = 0;
-        let d3 = desired_tasks(&p, &at(20.0, 6, sample(120, 4, 4, 2, 6)), &fresh);
+        let d3 = desired_tasks(&p, &at(20.0, 6, sample(180, 4, 4, 2, 6)), &fresh);
         assert_eq!(d3.desired_tasks, 16);
         // The same step again during the cooldown adds nothing.
         let mut again = d1.state.clone();
         again.scale_out.in_alarm = false;
         again.scale_out.breaching_streak = 0;
-        let d4 = desired_tasks(&p, &at(20.0, 6, sample(28, 4, 4, 2, 6)), &again);
+        let d4 = desired_tasks(&p, &at(20.0, 6, sample(42, 4, 4, 2, 6)), &again);
         assert_eq!(d4.desired_tasks, 6);
     }
 
     #[test]
     fn alarm_repeats_its_action_once_a_minute() {
         let mut alarm = AlarmState::default();
-        let fired: Vec<bool> = (0..14).map(|k| alarm.evaluate(Some(true), 1, f64::from(k) * 10.0)).collect();
+        let fired: Vec<bool> = (0..14)
+            .map(|k| alarm.evaluate(Some(true), 1, f64::from(k) * 10.0))
+            .collect();
         assert_eq!(
             fired,
-            vec![true, false, false, false, false, false, true, false, false, false, false, false, true, false]
+            vec![
+                true, false, false, false, false, false, true, false, false, false, false, false,
+                true, false
+            ]
         );
         assert!(!alarm.evaluate(Some(false), 1, 140.0));
-        assert!(alarm.evaluate(Some(true), 1, 150.0), "a new transition acts at once");
-        assert!(!alarm.evaluate(None, 1, 160.0), "missing data keeps the state and does nothing");
+        assert!(
+            alarm.evaluate(Some(true), 1, 150.0),
+            "a new transition acts at once"
+        );
+        assert!(
+            !alarm.evaluate(None, 1, 160.0),
+            "missing data keeps the state and does nothing"
+        );
         assert!(alarm.in_alarm);
     }
 
@@ -679,7 +821,11 @@ mod tests {
             (0, Some(200.0), 100.0, 10.0, true), // clock went backwards
         ];
         for (desired, last, now, interval, want) in cases {
-            assert_eq!(should_nudge_from_zero(desired, last, now, interval), want, "{desired} {last:?} {now}");
+            assert_eq!(
+                should_nudge_from_zero(desired, last, now, interval),
+                want,
+                "{desired} {last:?} {now}"
+            );
         }
     }
 
@@ -698,10 +844,32 @@ mod tests {
     }
 
     #[test]
+    fn action_names_match_their_json_tag() {
+        let actions = [
+            Action::None,
+            Action::ScaleOut { above_ratio: 2.0 },
+            Action::ScaleIn,
+            Action::ScaleToIdle,
+            Action::ScaleFromZero,
+        ];
+        for action in actions {
+            let v = serde_json::to_value(action).unwrap();
+            assert_eq!(v["policy"], action.name());
+        }
+    }
+
+    #[test]
     fn metrics_serialize_with_cloudwatch_names() {
         let m = sample(4, 1, 0, 0, 0).metrics();
         let v = serde_json::to_value(m).unwrap();
-        for name in ["Backlog", "InFlight", "RunningTasks", "DesiredTasks", "BacklogPerTask", "BacklogWithoutCapacity"] {
+        for name in [
+            "Backlog",
+            "InFlight",
+            "RunningTasks",
+            "DesiredTasks",
+            "BacklogPerTask",
+            "BacklogWithoutCapacity",
+        ] {
             assert!(v.get(name).is_some(), "{name} in {v}");
         }
         assert_eq!(v["BacklogWithoutCapacity"], 1);

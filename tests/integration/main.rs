@@ -3,6 +3,7 @@
 
 mod api;
 mod http;
+mod scaling;
 mod store;
 mod support;
 mod worker;

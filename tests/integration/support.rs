@@ -139,6 +139,7 @@ impl Stack {
             queue_url: Some(res.queue_url.clone()),
             max_attempts: 3,
             retention: Duration::from_secs(86_400),
+            workers: None,
         };
         let store = JobStore::from_sdk(&aws, &res.table_name);
         let queue = JobQueue::from_sdk(&aws, &res.queue_url);

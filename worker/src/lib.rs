@@ -23,6 +23,7 @@ pub mod demo;
 mod handler;
 pub mod health;
 pub mod metrics;
+pub mod protection;
 mod runtime;
 
 pub use config::WorkerConfig;

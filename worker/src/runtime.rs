@@ -10,7 +10,7 @@ use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord};
 use sluice::queue::{Envelope, JobQueue, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
@@ -18,6 +18,7 @@ use tracing::{info, warn, Instrument};
 use crate::config::WorkerConfig;
 use crate::handler::{Handler, JobContext, JobError};
 use crate::metrics::{self, Outcome};
+use crate::protection;
 
 /// The largest result stored inline in the job record (DynamoDB items hold 400 KB).
 pub const MAX_RESULT_BYTES: usize = 350_000;
@@ -75,6 +76,10 @@ impl<H: Handler> Worker<H> {
     async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let jobs = TaskTracker::new();
+        // Jobs held, watched by the scale-in protection keeper.
+        let (busy_tx, busy_rx) = watch::channel(0usize);
+        let busy = Arc::new(busy_tx);
+        let protection = tokio::spawn(protection::keep(protection::Agent::from_env(), busy_rx));
         let release = CancellationToken::new();
         let mut failures = 0u32;
         tokio::pin!(shutdown);
@@ -118,10 +123,13 @@ impl<H: Handler> Worker<H> {
                 };
                 let worker = self.clone();
                 let release = release.clone();
+                let busy = busy.clone();
+                busy.send_modify(|n| *n += 1);
                 let span = tracing::info_span!("message", message_id = %msg.message_id);
                 jobs.spawn(
                     async move {
                         worker.process(msg, release).await;
+                        busy.send_modify(|n| *n -= 1);
                         drop(permit);
                     }
                     .instrument(span),
@@ -143,6 +151,9 @@ impl<H: Handler> Worker<H> {
             release.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
         }
+        // With no jobs left, protection comes off.
+        drop(busy);
+        let _ = tokio::time::timeout(Duration::from_secs(10), protection).await;
         info!("worker stopped");
         Ok(())
     }

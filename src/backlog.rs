@@ -1,0 +1,227 @@
+//! The backlog sampler behind the `backlog` function: every few seconds it reads the queue and
+//! the worker service, and publishes the metrics the scaling alarms act on.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::aws::DisplayErrorContext;
+use crate::cloudwatch::{Dimensions, Publisher};
+use crate::config::{number_or, required, ConfigError, ProcessEnv, Source};
+use crate::ecs::{Service, TaskCounts};
+use crate::env;
+use crate::queue::{Depth, JobQueue};
+use crate::scaling::{Metrics, Policy, Sample};
+use crate::time::Millis;
+
+/// One invocation runs every minute; it samples until this much of the minute has passed.
+pub const WINDOW: Duration = Duration::from_secs(55);
+
+#[derive(Debug, Clone)]
+pub struct BacklogConfig {
+    pub queue_url: String,
+    pub cluster: String,
+    pub service: String,
+    pub policy: Policy,
+    pub sample_interval: Duration,
+}
+
+impl BacklogConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Self, ConfigError> {
+        let policy = match src.get(env::SCALING_POLICY) {
+            None => Policy::builtin(),
+            Some(text) => Policy::from_json(&text),
+        }
+        .map_err(|e| ConfigError::Invalid {
+            name: env::SCALING_POLICY,
+            value: "(the policy JSON)".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(BacklogConfig {
+            queue_url: required(src, env::QUEUE_URL, "set it to the jobs queue's URL")?,
+            cluster: required(src, env::CLUSTER, "set it to the workers' ECS cluster")?,
+            service: required(src, env::SERVICE, "set it to the workers' ECS service")?,
+            policy,
+            sample_interval: Duration::from_secs(number_or(
+                src,
+                env::SAMPLE_INTERVAL_SECONDS,
+                10u64,
+                1..=60,
+            )?),
+        })
+    }
+}
+
+/// The sample of a queue and a service. Pure.
+pub fn sample_of(depth: Depth, tasks: TaskCounts) -> Sample {
+    Sample {
+        visible: depth.visible,
+        in_flight: depth.in_flight,
+        running_tasks: tasks.running,
+        pending_tasks: tasks.pending,
+        desired_tasks: tasks.desired,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("could not read the queue")]
+    Queue(#[source] crate::queue::QueueError),
+    #[error("could not read the service")]
+    Service(#[source] crate::ecs::EcsError),
+    #[error("could not publish the metrics")]
+    Publish(#[source] crate::cloudwatch::PublishError),
+}
+
+/// Reads the queue and the service and publishes their metrics.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    pub queue: JobQueue,
+    pub service: Service,
+    pub publisher: Publisher,
+    pub dims: Dimensions,
+}
+
+impl Sampler {
+    pub fn from_sdk(aws: &aws_config::SdkConfig, config: &BacklogConfig) -> Self {
+        let queue = JobQueue::from_sdk(aws, &config.queue_url);
+        let dims = Dimensions {
+            queue_name: queue.name().to_owned(),
+            service_name: config.service.clone(),
+        };
+        Sampler {
+            queue,
+            service: Service::from_sdk(aws, &config.cluster, &config.service),
+            publisher: Publisher::from_sdk(aws, &config.policy.namespace),
+            dims,
+        }
+    }
+
+    /// Reads the queue and the service at once.
+    pub async fn read(&self) -> Result<Sample, SampleError> {
+        let (depth, tasks) = tokio::join!(self.queue.depth(), self.service.counts());
+        Ok(sample_of(
+            depth.map_err(SampleError::Queue)?,
+            tasks.map_err(SampleError::Service)?,
+        ))
+    }
+
+    /// One sample, published. A sample that fails publishes nothing.
+    pub async fn sample(&self) -> Result<Metrics, SampleError> {
+        let metrics = self.read().await?.metrics();
+        self.publisher
+            .publish(&metrics, &self.dims, Millis::now())
+            .await
+            .map_err(SampleError::Publish)?;
+        Ok(metrics)
+    }
+
+    /// Samples every `interval` until `window` has passed since the start; returns how many
+    /// samples were published.
+    pub async fn run(&self, interval: Duration, window: Duration) -> u32 {
+        let start = tokio::time::Instant::now();
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut published = 0;
+        loop {
+            ticks.tick().await;
+            if start.elapsed() >= window {
+                break;
+            }
+            match self.sample().await {
+                Ok(m) => {
+                    published += 1;
+                    info!(
+                        backlog = m.backlog,
+                        in_flight = m.in_flight,
+                        running = m.running_tasks,
+                        desired = m.desired_tasks,
+                        backlog_per_task = m.backlog_per_task,
+                        without_capacity = m.backlog_without_capacity,
+                        "sample published"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %DisplayErrorContext(&e), "sample failed; nothing published")
+                }
+            }
+        }
+        published
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_the_policy_and_names_what_is_wrong() {
+        let base = [
+            ("SLUICE_QUEUE_URL", "http://q/1/jobs"),
+            ("SLUICE_CLUSTER", "c"),
+            ("SLUICE_SERVICE", "s"),
+        ];
+        let c = BacklogConfig::from_source(&base[..]).unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(10));
+        assert_eq!(c.policy, Policy::builtin().unwrap());
+
+        let bad: Vec<_> = base
+            .iter()
+            .copied()
+            .chain([("SLUICE_SCALING_POLICY", "{}")])
+            .collect();
+        let e = BacklogConfig::from_source(&bad[..])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("SLUICE_SCALING_POLICY=\"(the policy JSON)\" is not valid"),
+            "{e}"
+        );
+        let e = BacklogConfig::from_source(&base[..2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("SLUICE_SERVICE is not set"), "{e}");
+    }
+
+    #[test]
+    fn samples_combine_the_queue_and_the_service() {
+        let s = sample_of(
+            Depth {
+                visible: 30,
+                in_flight: 4,
+                delayed: 2,
+            },
+            TaskCounts {
+                running: 0,
+                pending: 0,
+                desired: 0,
+            },
+        );
+        let m = s.metrics();
+        assert_eq!(
+            (m.backlog, m.in_flight, m.backlog_without_capacity),
+            (30, 4, 1)
+        );
+        let s = sample_of(
+            Depth {
+                visible: 30,
+                in_flight: 4,
+                delayed: 0,
+            },
+            TaskCounts {
+                running: 0,
+                pending: 1,
+                desired: 1,
+            },
+        );
+        assert_eq!(
+            s.metrics().backlog_without_capacity,
+            0,
+            "a starting task is capacity on its way"
+        );
+    }
+}

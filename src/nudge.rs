@@ -1,0 +1,100 @@
+//! Scale from zero at once: when submit accepts a job while the worker service wants no task,
+//! it raises the service to one task, without waiting for a metric period and an alarm.
+//!
+//! A burst of submits makes one ECS call, not one per submit: each function instance checks at
+//! most once per interval, and of all instances only the one that wins a conditional write in
+//! the jobs table (a short-lived marker item) asks ECS.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::aws::DisplayErrorContext;
+use crate::ecs::Service;
+use crate::scaling::should_nudge_from_zero;
+use crate::store::JobStore;
+use crate::time::Millis;
+
+/// How often one stack asks ECS at most.
+pub const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct ScaleFromZero {
+    service: Service,
+    store: JobStore,
+    interval: Duration,
+    /// When this instance last took its turn, and last raised the service.
+    last_turn: Mutex<Option<Instant>>,
+    last_nudge: Mutex<Option<Instant>>,
+    epoch: Instant,
+}
+
+impl ScaleFromZero {
+    pub fn new(service: Service, store: JobStore, interval: Duration) -> Self {
+        ScaleFromZero {
+            service,
+            store,
+            interval,
+            last_turn: Mutex::new(None),
+            last_nudge: Mutex::new(None),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Called after a job was accepted. Never fails the submit: a missed nudge is covered by
+    /// the backlog alarm a minute later.
+    pub async fn after_accept(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_turn.lock().expect("lock is never poisoned");
+            if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let key = format!("nudge:{}/{}", self.service.cluster(), self.service.name());
+        match self
+            .store
+            .take_turn(&key, Millis::now(), self.interval)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not take a turn");
+                return;
+            }
+        }
+        let counts = match self.service.counts().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not read the service");
+                return;
+            }
+        };
+        let secs = |t: Instant| t.duration_since(self.epoch).as_secs_f64();
+        let last_nudge = *self.last_nudge.lock().expect("lock is never poisoned");
+        if !should_nudge_from_zero(
+            counts.desired,
+            last_nudge.map(secs),
+            secs(now),
+            self.interval.as_secs_f64(),
+        ) {
+            return;
+        }
+        match self.service.set_desired(1).await {
+            Ok(()) => {
+                *self.last_nudge.lock().expect("lock is never poisoned") = Some(now);
+                info!(
+                    service = self.service.name(),
+                    "scale from zero: asked for one task"
+                );
+            }
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not raise the service")
+            }
+        }
+    }
+}

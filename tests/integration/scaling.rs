@@ -1,0 +1,243 @@
+//! Scaling against the emulator: the backlog metrics, the scale-from-zero nudge, and task
+//! scale-in protection through a stand-in of the ECS agent's endpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use serde_json::json;
+use sluice::api::Api;
+use sluice::aws::RequestCounter;
+use sluice::backlog::Sampler;
+use sluice::cloudwatch::{Dimensions, Publisher};
+use sluice::ecs::Service;
+use sluice::job::Status;
+use sluice::nudge::ScaleFromZero;
+use sluice::time::Millis;
+
+use crate::support::*;
+
+/// An ECS cluster and a service with no tasks, as `cdk deploy` leaves them.
+async fn worker_service(s: &Stack, counter: Option<&RequestCounter>) -> Service {
+    let ecs = aws_sdk_ecs::Client::new(&s.aws);
+    ecs.create_cluster()
+        .cluster_name(&s.name)
+        .send()
+        .await
+        .unwrap();
+    let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name("worker")
+        .image("sluice-worker")
+        .memory(512)
+        .build();
+    ecs.register_task_definition()
+        .family(&s.name)
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster(&s.name)
+        .service_name("workers")
+        .task_definition(&s.name)
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    let mut conf = aws_sdk_ecs::config::Builder::from(&s.aws);
+    if let Some(c) = counter {
+        conf = conf.interceptor(c.clone());
+    }
+    Service::new(
+        aws_sdk_ecs::Client::from_conf(conf.build()),
+        &s.name,
+        "workers",
+    )
+}
+
+#[tokio::test]
+async fn the_backlog_metrics_can_be_read_back() {
+    let s = Stack::new("backlog_metrics").await;
+    let service = worker_service(&s, None).await;
+    for i in 0..7 {
+        s.submit(ALICE, json!({ "n": i })).await;
+    }
+    service.set_desired(2).await.unwrap();
+    let namespace = format!("Sluice-{}", s.name);
+    let sampler = Sampler {
+        queue: s.queue.clone(),
+        service: service.clone(),
+        publisher: Publisher::from_sdk(&s.aws, &namespace),
+        dims: Dimensions {
+            queue_name: s.queue.name().to_owned(),
+            service_name: "workers".into(),
+        },
+    };
+    let start = Millis::now();
+    let m = sampler.sample().await.unwrap();
+    assert_eq!((m.backlog, m.running_tasks, m.desired_tasks), (7, 2, 2));
+    assert_eq!(m.backlog_per_task, 3.5);
+
+    let cw = aws_sdk_cloudwatch::Client::new(&s.aws);
+    let query = |id: &str, name: &str| {
+        let metric = Metric::builder()
+            .namespace(&namespace)
+            .metric_name(name)
+            .dimensions(
+                Dimension::builder()
+                    .name("QueueName")
+                    .value(s.queue.name())
+                    .build(),
+            )
+            .dimensions(
+                Dimension::builder()
+                    .name("ServiceName")
+                    .value("workers")
+                    .build(),
+            )
+            .build();
+        MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(metric)
+                    .period(1)
+                    .stat("Maximum")
+                    .build(),
+            )
+            .build()
+    };
+    let out = cw
+        .get_metric_data()
+        .metric_data_queries(query("backlog", "Backlog"))
+        .metric_data_queries(query("bpt", "BacklogPerTask"))
+        .metric_data_queries(query("nocap", "BacklogWithoutCapacity"))
+        .start_time(DateTime::from_millis(start.0 - 60_000))
+        .end_time(DateTime::from_millis(Millis::now().0 + 60_000))
+        .send()
+        .await
+        .unwrap();
+    let value = |id: &str| {
+        out.metric_data_results()
+            .iter()
+            .find(|r| r.id() == Some(id))
+            .and_then(|r| r.values().first().copied())
+    };
+    assert_eq!(value("backlog"), Some(7.0));
+    assert_eq!(value("bpt"), Some(3.5));
+    assert_eq!(value("nocap"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_submits_raises_the_service_from_zero_with_one_call() {
+    let s = Stack::new("scale_from_zero").await;
+    let counter = RequestCounter::default();
+    let service = worker_service(&s, Some(&counter)).await;
+    // Three function instances share the table and the service, as concurrent Lambdas do.
+    let apis: Vec<Api> = (0..3)
+        .map(|_| {
+            let nudge =
+                ScaleFromZero::new(service.clone(), s.store.clone(), Duration::from_secs(60));
+            s.api.clone().with_scale_from_zero(nudge)
+        })
+        .collect();
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let api = apis[i % apis.len()].clone();
+        burst.spawn(async move {
+            let body = json!({ "input": { "n": i } }).to_string();
+            crate::support::decode(api.handle(post_json(ALICE, &body, None)).await).0
+        });
+    }
+    while let Some(status) = burst.join_next().await {
+        assert_eq!(status.unwrap(), 202);
+    }
+    assert_eq!(
+        counter.count("UpdateService"),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
+    assert_eq!(
+        counter.count("DescribeServices"),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
+    assert_eq!(service.counts().await.unwrap().desired, 1);
+}
+
+/// A stand-in of the ECS agent's task-protection endpoint that records every request body.
+async fn agent_stand_in() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            assert_eq!(
+                                (req.method().as_str(), req.uri().path()),
+                                ("PUT", "/task-protection/v1/state")
+                            );
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            let enabled = v["ProtectionEnabled"].as_bool().unwrap();
+                            log.lock().unwrap().push(v);
+                            let answer = json!({"protection": {"ProtectionEnabled": enabled, "TaskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/1"}});
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(answer.to_string()),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_keeps_scale_in_protection_and_drops_it_when_done() {
+    let s = Stack::new("protection").await;
+    let (agent, seen) = agent_stand_in().await;
+    let mut w = s.worker("protected", &[("ECS_AGENT_URI", &agent)]);
+    let id = s
+        .submit(ALICE, json!({"text": "guard me", "sleep_ms": 1500}))
+        .await;
+    s.until(&id, Duration::from_secs(20), "the job starts", |j| {
+        j.status == Status::Running
+    })
+    .await;
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(20)).await;
+    assert_eq!(view.status, Status::Succeeded);
+    {
+        let calls = seen.lock().unwrap();
+        assert_eq!(
+            calls.first(),
+            Some(&json!({"ProtectionEnabled": true, "ExpiresInMinutes": 10})),
+            "{calls:?}"
+        );
+    }
+    w.signal("TERM");
+    w.exited(Duration::from_secs(15)).await;
+    let calls = seen.lock().unwrap();
+    assert_eq!(
+        calls.last(),
+        Some(&json!({"ProtectionEnabled": false})),
+        "{calls:?}"
+    );
+    assert_eq!(calls.len(), 2, "one call on, one off: {calls:?}");
+}

@@ -1,0 +1,259 @@
+//! ECS task scale-in protection: on while the worker holds any job, renewed before it lapses,
+//! off once the worker has been idle for a moment. Scale-in then never stops a busy task.
+//!
+//! It speaks to the ECS agent's endpoint (`PUT $ECS_AGENT_URI/task-protection/v1/state`),
+//! which the agent injects into every task; outside ECS there is no agent and nothing to do.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How long one protection lasts; renewed at half-time while jobs run.
+pub const PROTECTION_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long the worker must be idle before protection comes off, so the gaps between jobs of
+/// a busy worker cost no calls.
+pub const IDLE_GRACE: Duration = Duration::from_secs(10);
+
+/// What protection needs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Enable,
+    Disable,
+}
+
+/// The protection as last set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// When the current protection lapses, `None` when off.
+    pub protected_until: Option<Instant>,
+    /// Since when the worker holds no job, `None` while busy.
+    pub idle_since: Option<Instant>,
+}
+
+/// Decides the next call. Pure.
+pub fn next_action(
+    busy: bool,
+    state: &State,
+    now: Instant,
+    ttl: Duration,
+    grace: Duration,
+) -> Option<Action> {
+    match (busy, state.protected_until) {
+        (true, None) => Some(Action::Enable),
+        (true, Some(until)) if until.saturating_duration_since(now) < ttl / 2 => {
+            Some(Action::Enable)
+        }
+        (true, Some(_)) => None,
+        (false, Some(_))
+            if state
+                .idle_since
+                .is_some_and(|t| now.duration_since(t) >= grace) =>
+        {
+            Some(Action::Disable)
+        }
+        (false, _) => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtectionError {
+    #[error("the ECS agent could not be reached")]
+    Transport(#[source] reqwest::Error),
+    #[error("the ECS agent refused: {0}")]
+    Refused(String),
+}
+
+#[derive(Deserialize)]
+struct AgentAnswer {
+    protection: Option<serde_json::Value>,
+    failure: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+}
+
+/// A client of the ECS agent's task-protection endpoint.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    /// `agent_uri` is `$ECS_AGENT_URI`.
+    pub fn new(agent_uri: &str) -> Self {
+        Agent {
+            url: format!(
+                "{}/task-protection/v1/state",
+                agent_uri.trim_end_matches('/')
+            ),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a plain HTTP client builds"),
+        }
+    }
+
+    /// The agent of this task, or `None` outside ECS.
+    pub fn from_env() -> Option<Self> {
+        std::env::var("ECS_AGENT_URI")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|u| Agent::new(&u))
+    }
+
+    pub async fn set(&self, action: Action, ttl: Duration) -> Result<(), ProtectionError> {
+        let body = match action {
+            Action::Enable => serde_json::json!({
+                "ProtectionEnabled": true,
+                "ExpiresInMinutes": (ttl.as_secs() / 60).clamp(1, 2880),
+            }),
+            Action::Disable => serde_json::json!({ "ProtectionEnabled": false }),
+        };
+        let resp = self
+            .http
+            .put(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(ProtectionError::Transport)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(ProtectionError::Transport)?;
+        let answer: Option<AgentAnswer> = serde_json::from_str(&text).ok();
+        match answer {
+            Some(AgentAnswer {
+                protection: Some(_),
+                ..
+            }) if status.is_success() => Ok(()),
+            Some(AgentAnswer {
+                failure: Some(f), ..
+            })
+            | Some(AgentAnswer { error: Some(f), .. }) => {
+                Err(ProtectionError::Refused(f.to_string()))
+            }
+            _ => Err(ProtectionError::Refused(format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// Keeps protection in step with `busy` (the number of jobs held) until the sender is dropped,
+/// then takes it off.
+pub async fn keep(agent: Option<Agent>, mut busy: watch::Receiver<usize>) {
+    let Some(agent) = agent else {
+        info!("not running on ECS (no ECS_AGENT_URI): task scale-in protection is off");
+        return;
+    };
+    let mut state = State {
+        protected_until: None,
+        idle_since: Some(Instant::now()),
+    };
+    loop {
+        let now = Instant::now();
+        let is_busy = *busy.borrow_and_update() > 0;
+        match (is_busy, state.idle_since) {
+            (true, _) => state.idle_since = None,
+            (false, None) => state.idle_since = Some(now),
+            (false, Some(_)) => {}
+        }
+        if let Some(action) = next_action(is_busy, &state, now, PROTECTION_TTL, IDLE_GRACE) {
+            match agent.set(action, PROTECTION_TTL).await {
+                Ok(()) => {
+                    state.protected_until =
+                        (action == Action::Enable).then(|| now + PROTECTION_TTL);
+                    info!(?action, "task scale-in protection set");
+                }
+                Err(e) => {
+                    warn!(error = %sluice::aws::DisplayErrorContext(&e), ?action, "could not set task scale-in protection")
+                }
+            }
+        }
+        // Wake for a change, a renewal, or the end of the idle grace.
+        let wake = match (is_busy, state.protected_until, state.idle_since) {
+            (true, Some(until), _) => until.checked_sub(PROTECTION_TTL / 2).unwrap_or(now),
+            (false, Some(_), Some(idle)) => idle + IDLE_GRACE,
+            _ => now + Duration::from_secs(3600),
+        }
+        .max(now + Duration::from_millis(100));
+        tokio::select! {
+            changed = busy.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    if state.protected_until.is_some() {
+        if let Err(e) = agent.set(Action::Disable, PROTECTION_TTL).await {
+            warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not take task scale-in protection off");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_follows_the_work_with_renewal_and_grace() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(600);
+        let grace = Duration::from_secs(10);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let cases = [
+            (
+                "busy, unprotected",
+                true,
+                None,
+                None,
+                0,
+                Some(Action::Enable),
+            ),
+            ("busy, fresh protection", true, Some(at(600)), None, 0, None),
+            (
+                "busy, protection past half-life",
+                true,
+                Some(at(600)),
+                None,
+                301,
+                Some(Action::Enable),
+            ),
+            (
+                "busy, protection lapsed",
+                true,
+                Some(at(600)),
+                None,
+                700,
+                Some(Action::Enable),
+            ),
+            (
+                "idle within grace",
+                false,
+                Some(at(600)),
+                Some(at(0)),
+                9,
+                None,
+            ),
+            (
+                "idle past grace",
+                false,
+                Some(at(600)),
+                Some(at(0)),
+                10,
+                Some(Action::Disable),
+            ),
+            ("idle, unprotected", false, None, Some(at(0)), 100, None),
+        ];
+        for (name, busy, until, idle, now, want) in cases {
+            let state = State {
+                protected_until: until,
+                idle_since: idle,
+            };
+            assert_eq!(
+                next_action(busy, &state, at(now), ttl, grace),
+                want,
+                "{name}"
+            );
+        }
+    }
+}
