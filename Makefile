@@ -7,12 +7,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MOTO_VERSION := 5.2.5
 
-.PHONY: dev test unit lint build setup bench clean help
+.PHONY: dev test lint build setup clean help
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
-	@echo "make test   format and lint checks, unit tests, integration tests against the emulator"
+	@echo "make test   every check: fmt, clippy, unit and integration tests on the emulator, the CDK app's"
+	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, a simulator run"
 	@echo "make build  debug build of every binary"
+	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
 
 $(VENV)/.ok:
 	python3 -m venv $(VENV)
@@ -31,8 +33,11 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: setup lint build
+test: setup lint build cdk-test docker-context-check
+	target/debug/sluice simulate --workload burst
 	cargo test --workspace
 
 clean:
 	rm -rf $(VENV) target
+
+include mk/cdk.mk

@@ -27,6 +27,96 @@ pub enum ClientError {
     InvalidUrl(String),
     #[error("timed out after {0:?} waiting for the job to finish")]
     TimedOut(Duration),
+    #[error("cannot sign the request: {0}")]
+    Signing(String),
+}
+
+/// Signs requests with AWS Signature Version 4 for API Gateway's IAM authorization, with
+/// credentials from the SDK's default chain.
+#[derive(Debug, Clone)]
+pub struct Sigv4 {
+    credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    region: String,
+}
+
+/// The region of an API Gateway URL (`https://ID.execute-api.REGION.amazonaws.com/...`). Pure.
+pub fn region_from_url(url: &str) -> Option<&str> {
+    let host = url.split("://").nth(1)?.split(['/', ':']).next()?;
+    let rest = host.split(".execute-api.").nth(1)?;
+    rest.split('.').next().filter(|r| !r.is_empty())
+}
+
+impl Sigv4 {
+    /// Credentials from the default chain; the region from the URL, else from the SDK's
+    /// configuration.
+    pub async fn for_url(url: &str) -> Result<Self, ClientError> {
+        let aws = crate::aws::load().await;
+        let region = region_from_url(url)
+            .map(str::to_owned)
+            .or_else(|| aws.region().map(|r| r.to_string()))
+            .ok_or_else(|| {
+                ClientError::Signing("cannot tell the API's region: set AWS_REGION".into())
+            })?;
+        let credentials = aws.credentials_provider().ok_or_else(|| {
+            ClientError::Signing(
+                "no AWS credentials found (the SDK's default chain is empty)".into(),
+            )
+        })?;
+        Ok(Sigv4 {
+            credentials,
+            region,
+        })
+    }
+
+    async fn sign(&self, req: &mut reqwest::Request) -> Result<(), ClientError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::sign::v4;
+
+        let creds = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| ClientError::Signing(format!("no AWS credentials: {e}")))?;
+        let identity = creds.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("execute-api")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ClientError::Signing(e.to_string()))?
+            .into();
+        let body = req
+            .body()
+            .and_then(|b| b.as_bytes())
+            .unwrap_or_default()
+            .to_vec();
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let signable = SignableRequest::new(
+            req.method().as_str(),
+            req.url().as_str(),
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| ClientError::Signing(e.to_string()))?
+            .into_parts();
+        for (name, value) in instructions.headers() {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
+            req.headers_mut().insert(name, value);
+        }
+        Ok(())
+    }
 }
 
 /// Options of a submit beyond the input.
@@ -42,6 +132,7 @@ pub struct SubmitOptions {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    signer: Option<Sigv4>,
 }
 
 impl Client {
@@ -60,7 +151,17 @@ impl Client {
                 url: base.clone(),
                 source: e,
             })?;
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            signer: None,
+        })
+    }
+
+    /// Signs every request with SigV4 (for an API deployed with IAM authorization).
+    pub fn with_sigv4(mut self, signer: Sigv4) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Submits a job with `input` (any JSON). A `202` (new job) and a `200` (the job an
@@ -124,10 +225,15 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<JobView, ClientError> {
-        let resp = req.send().await.map_err(|e| ClientError::Transport {
+        let transport = |e| ClientError::Transport {
             url: self.base.clone(),
             source: e,
-        })?;
+        };
+        let mut req = req.build().map_err(transport)?;
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut req).await?;
+        }
+        let resp = self.http.execute(req).await.map_err(transport)?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| ClientError::Transport {
             url: self.base.clone(),
@@ -148,5 +254,66 @@ impl Client {
                 message: text.chars().take(200).collect(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_comes_from_an_api_gateway_url() {
+        let cases = [
+            (
+                "https://abc123.execute-api.eu-west-1.amazonaws.com",
+                Some("eu-west-1"),
+            ),
+            (
+                "https://abc123.execute-api.us-east-1.amazonaws.com/prod/jobs",
+                Some("us-east-1"),
+            ),
+            (
+                "https://abc123.execute-api.cn-north-1.amazonaws.com.cn:443/",
+                Some("cn-north-1"),
+            ),
+            ("https://api.example.com", None),
+            ("http://127.0.0.1:8080", None),
+            ("nonsense", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(region_from_url(url), want, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn signed_requests_carry_a_sigv4_authorization() {
+        let creds =
+            aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let signer = Sigv4 {
+            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+            region: "eu-west-1".into(),
+        };
+        let http = reqwest::Client::new();
+        let mut req = http
+            .post("https://abc.execute-api.eu-west-1.amazonaws.com/jobs")
+            .header("content-type", "application/json")
+            .body("{\"input\":1}")
+            .build()
+            .unwrap();
+        signer.sign(&mut req).await.unwrap();
+        let auth = req.headers()["authorization"].to_str().unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("/eu-west-1/execute-api/aws4_request"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date"),
+            "{auth}"
+        );
+        assert!(req.headers().contains_key("x-amz-date"));
     }
 }

@@ -29,6 +29,10 @@ struct Cli {
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     json: bool,
+    /// Sign requests with AWS SigV4 (a deployed API with IAM authorization), with credentials
+    /// from the AWS default chain.
+    #[arg(long, global = true)]
+    sigv4: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -185,7 +189,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::new(&cli.url)?;
+    let mut client = Client::new(&cli.url)?;
+    if cli.sigv4 {
+        client = client.with_sigv4(sluice::client::Sigv4::for_url(&cli.url).await?);
+    }
     let (view, must_succeed) = match cli.command {
         Command::Submit {
             input,

@@ -1,0 +1,190 @@
+import * as path from 'node:path';
+import { Duration } from 'aws-cdk-lib';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer, HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { statusEnv, submitEnv } from '../env';
+import { RustFunction } from './rust-function';
+
+/** A JWT authorizer in place of IAM. */
+export interface JwtAuthorization {
+  /** The token issuer (`iss`), an https URL, e.g. a Cognito user pool's. */
+  readonly issuer: string;
+  /** Accepted audiences (`aud`, or `client_id` for Cognito access tokens). */
+  readonly audience: string[];
+}
+
+/** Properties of {@link JobApi}. */
+export interface JobApiProps {
+  readonly table: dynamodb.ITable;
+  readonly queue: sqs.IQueue;
+  /** The worker service, which submit nudges from zero (its names go into submit's environment). */
+  readonly workerService: ecs.IBaseService;
+  /** The folder with cargo-lambda's output: `<lambdaAssetDir>/submit/bootstrap`, `.../status/bootstrap`. */
+  readonly lambdaAssetDir: string;
+  /**
+   * Attempts a job gets before it ends `FAILED`.
+   *
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+  /**
+   * Days a finished job's record is kept.
+   *
+   * @default 7
+   */
+  readonly retentionDays?: number;
+  /**
+   * Authorize callers with JWTs instead of IAM (SigV4).
+   *
+   * @default - IAM authorization on every route
+   */
+  readonly jwt?: JwtAuthorization;
+  /**
+   * Steady-state requests per second on the default stage.
+   *
+   * @default 50
+   */
+  readonly throttleRateLimit?: number;
+  /**
+   * Burst of requests on the default stage.
+   *
+   * @default 100
+   */
+  readonly throttleBurstLimit?: number;
+  /**
+   * Retention of the access logs and the functions' logs.
+   *
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: logs.RetentionDays;
+}
+
+/** The HTTP API: `POST /jobs` → submit, `GET|DELETE /jobs/{id}` → status. */
+export class JobApi extends Construct {
+  public readonly api: apigwv2.HttpApi;
+  public readonly stage: apigwv2.HttpStage;
+  public readonly submitFunction: lambda.IFunction;
+  public readonly statusFunction: lambda.IFunction;
+  public readonly accessLogGroup: logs.LogGroup;
+  /** The routes' authorizer. */
+  public readonly authorizer: apigwv2.IHttpRouteAuthorizer;
+  /** The base URL, ending in `/`. */
+  public readonly url: string;
+
+  constructor(scope: Construct, id: string, props: JobApiProps) {
+    super(scope, id);
+    const maxAttempts = props.maxAttempts ?? 3;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
+      throw new Error(`maxAttempts must be a positive integer, got ${maxAttempts}`);
+    }
+    const retentionDays = props.retentionDays ?? 7;
+    if (!Number.isInteger(retentionDays) || retentionDays < 1) {
+      throw new Error(`retentionDays must be a positive integer, got ${retentionDays}`);
+    }
+    const rateLimit = props.throttleRateLimit ?? 50;
+    const burstLimit = props.throttleBurstLimit ?? 100;
+    if (!(rateLimit > 0) || !Number.isInteger(burstLimit) || burstLimit < 1) {
+      throw new Error(`throttle limits must be positive, got rate ${rateLimit} and burst ${burstLimit}`);
+    }
+    if (props.jwt !== undefined) {
+      if (!/^https:\/\/[^\s/]+/.test(props.jwt.issuer)) {
+        throw new Error(`jwt issuer must be an https url, got ${props.jwt.issuer}`);
+      }
+      if (props.jwt.audience.length === 0 || props.jwt.audience.some((a) => a.trim() === '')) {
+        throw new Error('jwt audience must list at least one non-empty audience');
+      }
+    }
+    const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+
+    const submit = new RustFunction(this, 'Submit', {
+      assetDir: path.join(props.lambdaAssetDir, 'submit'),
+      description: 'sluice submit: validates, records and enqueues a job',
+      // Well below the 60 s after which workers delete a message whose record never came
+      // (ORPHAN_GRACE in src/job.rs): a submit still running then could not be told from one
+      // that failed.
+      timeout: Duration.seconds(10),
+      logRetention,
+      environment: submitEnv({
+        tableName: props.table.tableName,
+        queueUrl: props.queue.queueUrl,
+        maxAttempts,
+        retentionDays,
+        clusterName: props.workerService.cluster.clusterName,
+        serviceName: props.workerService.serviceName,
+      }),
+    });
+    // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem.
+    props.table.grant(submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
+    props.queue.grant(submit.function, 'sqs:SendMessage');
+    this.submitFunction = submit.function;
+
+    const status = new RustFunction(this, 'Status', {
+      assetDir: path.join(props.lambdaAssetDir, 'status'),
+      description: 'sluice status: reads (and long-polls) or cancels a job',
+      // HTTP APIs cut integrations at 30 s; a long-poll must answer before that.
+      timeout: Duration.seconds(29),
+      logRetention,
+      environment: statusEnv({ tableName: props.table.tableName }),
+    });
+    props.table.grant(status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    this.statusFunction = status.function;
+
+    this.authorizer =
+      props.jwt === undefined
+        ? new HttpIamAuthorizer()
+        : new HttpJwtAuthorizer('JwtAuthorizer', props.jwt.issuer, { jwtAudience: props.jwt.audience });
+
+    this.api = new apigwv2.HttpApi(this, 'Api', {
+      description: 'sluice jobs API',
+      createDefaultStage: false,
+      defaultAuthorizer: this.authorizer,
+    });
+
+    this.accessLogGroup = new logs.LogGroup(this, 'AccessLogs', { retention: logRetention });
+    this.stage = new apigwv2.HttpStage(this, 'DefaultStage', {
+      httpApi: this.api,
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit, burstLimit },
+      accessLogSettings: {
+        destination: new apigwv2.LogGroupLogDestination(this.accessLogGroup),
+        format: AccessLogFormat.custom(
+          JSON.stringify({
+            requestId: '$context.requestId',
+            requestTime: '$context.requestTime',
+            sourceIp: '$context.identity.sourceIp',
+            caller: '$context.identity.userArn',
+            routeKey: '$context.routeKey',
+            status: '$context.status',
+            responseLength: '$context.responseLength',
+            responseLatency: '$context.responseLatency',
+            integrationLatency: '$context.integrationLatency',
+            integrationError: '$context.integrationErrorMessage',
+            authorizerError: '$context.authorizer.error',
+          }),
+        ),
+      },
+    });
+    this.url = this.stage.url;
+
+    const payloadFormatVersion = apigwv2.PayloadFormatVersion.VERSION_2_0;
+    this.api.addRoutes({
+      path: '/jobs',
+      methods: [apigwv2.HttpMethod.POST],
+      integration: new HttpLambdaIntegration('SubmitIntegration', this.submitFunction, { payloadFormatVersion }),
+    });
+    this.api.addRoutes({
+      path: '/jobs/{id}',
+      methods: [apigwv2.HttpMethod.GET, apigwv2.HttpMethod.DELETE],
+      integration: new HttpLambdaIntegration('StatusIntegration', this.statusFunction, { payloadFormatVersion }),
+    });
+  }
+}

@@ -1,0 +1,228 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwactions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { wholeSeconds } from '../validate';
+import { BacklogMetricName, MetricSource, WorkerMetricName, backlogMetric, workerMetric } from '../metrics';
+
+/** Properties of {@link Observability}. */
+export interface ObservabilityProps {
+  /** Where the backlog and worker metrics are published. */
+  readonly metrics: MetricSource;
+  readonly queue: sqs.IQueue;
+  readonly deadLetterQueue: sqs.IQueue;
+  /** The Lambdas whose errors and duration the dashboard shows, by label. */
+  readonly functions: Record<string, lambda.IFunction>;
+  /**
+   * Target backlog per task, drawn on the backlog-per-task graph.
+   *
+   * @default - no annotation
+   */
+  readonly targetBacklogPerTask?: number;
+  /**
+   * Subscribe this address to the alarm topic.
+   *
+   * @default - no subscription
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Alarm when the oldest queued message is older than this.
+   *
+   * @default Duration.minutes(15)
+   */
+  readonly maxMessageAge?: Duration;
+  /**
+   * Alarm when at least this many jobs fail within five minutes.
+   *
+   * @default 5
+   */
+  readonly failedJobsThreshold?: number;
+}
+
+/** The dashboard, and alarms on what a person must look at, sent to an encrypted SNS topic. */
+export class Observability extends Construct {
+  public readonly dashboard: cloudwatch.Dashboard;
+  public readonly topic: sns.Topic;
+  public readonly topicKey: kms.Key;
+  public readonly deadLetterAlarm: cloudwatch.Alarm;
+  public readonly oldestMessageAlarm: cloudwatch.Alarm;
+  public readonly failedJobsAlarm: cloudwatch.Alarm;
+
+  constructor(scope: Construct, id: string, props: ObservabilityProps) {
+    super(scope, id);
+    const maxAgeSeconds = wholeSeconds(props.maxMessageAge ?? Duration.minutes(15), 'maxMessageAge');
+    if (maxAgeSeconds < 60) {
+      throw new Error(`maxMessageAge must be at least one minute, got ${maxAgeSeconds} s`);
+    }
+    const failedJobsThreshold = props.failedJobsThreshold ?? 5;
+    if (!Number.isInteger(failedJobsThreshold) || failedJobsThreshold < 1) {
+      throw new Error(`failedJobsThreshold must be a positive integer, got ${failedJobsThreshold}`);
+    }
+    if (props.alarmEmail !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(props.alarmEmail)) {
+      throw new Error(`alarmEmail must be an e-mail address, got ${props.alarmEmail}`);
+    }
+
+    // SNS encryption needs a customer managed key: CloudWatch cannot use the aws/sns key.
+    this.topicKey = new kms.Key(this, 'TopicKey', {
+      description: 'sluice alarm topic',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+      pendingWindow: Duration.days(7),
+    });
+    this.topicKey.grant(new iam.ServicePrincipal('cloudwatch.amazonaws.com'), 'kms:Decrypt', 'kms:GenerateDataKey*');
+    this.topic = new sns.Topic(this, 'AlarmTopic', { masterKey: this.topicKey, enforceSSL: true });
+    if (props.alarmEmail !== undefined) {
+      this.topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    }
+    const notify = new cwactions.SnsAction(this.topic);
+
+    const minute = Duration.minutes(1);
+    const dlqDepth = props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: minute,
+      label: 'DLQ depth',
+    });
+    const oldestAge = props.queue.metricApproximateAgeOfOldestMessage({
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: minute,
+      label: 'Oldest message age (s)',
+    });
+    const m = props.metrics;
+    const failed5m = workerMetric(m, WorkerMetricName.JOBS_FAILED, cloudwatch.Stats.SUM, Duration.minutes(5), 'Failed');
+
+    this.deadLetterAlarm = new cloudwatch.Alarm(this, 'DeadLetterAlarm', {
+      alarmDescription: 'sluice: messages in the dead-letter queue',
+      metric: dlqDepth,
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.oldestMessageAlarm = new cloudwatch.Alarm(this, 'OldestMessageAlarm', {
+      alarmDescription: `sluice: a queued job has waited more than ${maxAgeSeconds} s`,
+      metric: oldestAge,
+      threshold: maxAgeSeconds,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.failedJobsAlarm = new cloudwatch.Alarm(this, 'FailedJobsAlarm', {
+      alarmDescription: `sluice: ${failedJobsThreshold} or more jobs failed within five minutes`,
+      metric: failed5m,
+      threshold: failedJobsThreshold,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    for (const alarm of [this.deadLetterAlarm, this.oldestMessageAlarm, this.failedJobsAlarm]) {
+      alarm.addAlarmAction(notify);
+      alarm.addOkAction(notify);
+    }
+
+    const b = (name: string, stat: string, label?: string) => backlogMetric(m, name, stat, minute, label);
+    const w = (name: string, stat: string, label?: string) => workerMetric(m, name, stat, minute, label);
+    const fns = Object.entries(props.functions);
+    const width = 8;
+    const height = 6;
+
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      defaultInterval: Duration.hours(3),
+      widgets: [
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Backlog and in flight',
+            width,
+            height,
+            left: [
+              b(BacklogMetricName.BACKLOG, cloudwatch.Stats.MAXIMUM, 'Backlog'),
+              b(BacklogMetricName.IN_FLIGHT, cloudwatch.Stats.MAXIMUM, 'In flight'),
+            ],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Backlog per task',
+            width,
+            height,
+            left: [b(BacklogMetricName.BACKLOG_PER_TASK, cloudwatch.Stats.AVERAGE, 'Backlog per task')],
+            leftAnnotations:
+              props.targetBacklogPerTask === undefined
+                ? undefined
+                : [{ value: props.targetBacklogPerTask, label: 'Target' }],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Tasks',
+            width,
+            height,
+            left: [
+              b(BacklogMetricName.RUNNING_TASKS, cloudwatch.Stats.MAXIMUM, 'Running'),
+              b(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM, 'Desired'),
+              b(BacklogMetricName.BACKLOG_WITHOUT_CAPACITY, cloudwatch.Stats.MAXIMUM, 'Backlog without capacity'),
+            ],
+          }),
+        ],
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Job outcomes',
+            width,
+            height,
+            stacked: true,
+            left: [
+              w(WorkerMetricName.JOBS_SUCCEEDED, cloudwatch.Stats.SUM, 'Succeeded'),
+              w(WorkerMetricName.JOBS_FAILED, cloudwatch.Stats.SUM, 'Failed'),
+              w(WorkerMetricName.JOBS_RETRIED, cloudwatch.Stats.SUM, 'Retried'),
+              w(WorkerMetricName.JOBS_CANCELLED, cloudwatch.Stats.SUM, 'Cancelled'),
+              w(WorkerMetricName.JOBS_EXPIRED, cloudwatch.Stats.SUM, 'Expired'),
+            ],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Job latency (ms)',
+            width,
+            height,
+            left: [
+              w(WorkerMetricName.JOB_DURATION, cloudwatch.Stats.p(50), 'Duration p50'),
+              w(WorkerMetricName.JOB_DURATION, cloudwatch.Stats.p(99), 'Duration p99'),
+              w(WorkerMetricName.QUEUE_WAIT, cloudwatch.Stats.p(50), 'Queue wait p50'),
+              w(WorkerMetricName.QUEUE_WAIT, cloudwatch.Stats.p(99), 'Queue wait p99'),
+            ],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Dead-letter queue and oldest message',
+            width,
+            height,
+            left: [dlqDepth],
+            right: [oldestAge],
+          }),
+        ],
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Lambda errors',
+            width: 12,
+            height,
+            left: fns.map(([label, fn]) => fn.metricErrors({ statistic: cloudwatch.Stats.SUM, period: minute, label })),
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Lambda duration p99 (ms)',
+            width: 12,
+            height,
+            left: fns.map(([label, fn]) =>
+              fn.metricDuration({ statistic: cloudwatch.Stats.p(99), period: minute, label }),
+            ),
+          }),
+        ],
+        [
+          new cloudwatch.AlarmStatusWidget({
+            title: 'Alarms',
+            width: 24,
+            height: 3,
+            alarms: [this.deadLetterAlarm, this.oldestMessageAlarm, this.failedJobsAlarm],
+          }),
+        ],
+      ],
+    });
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The environment-variable contract between this app and the sluice binaries.
+ *
+ * The Rust side names every variable in `src/env.rs`; this module is the only place on the CDK side
+ * that spells them, and `test/env-contract.test.ts` proves that both lists agree. Each binary gets
+ * exactly the variables it reads, through one typed builder per binary.
+ */
+
+/** Every variable of `src/env.rs`, keyed by the Rust constant's name. */
+export const ENV = {
+  TABLE_NAME: 'SLUICE_TABLE_NAME',
+  QUEUE_URL: 'SLUICE_QUEUE_URL',
+  MAX_ATTEMPTS: 'SLUICE_MAX_ATTEMPTS',
+  RETENTION_DAYS: 'SLUICE_RETENTION_DAYS',
+  CONCURRENCY: 'SLUICE_CONCURRENCY',
+  VISIBILITY_TIMEOUT_SECONDS: 'SLUICE_VISIBILITY_TIMEOUT_SECONDS',
+  LEASE_SECONDS: 'SLUICE_LEASE_SECONDS',
+  HEARTBEAT_SECONDS: 'SLUICE_HEARTBEAT_SECONDS',
+  DRAIN_SECONDS: 'SLUICE_DRAIN_SECONDS',
+  RECEIVE_WAIT_SECONDS: 'SLUICE_RECEIVE_WAIT_SECONDS',
+  RETRY_BASE_SECONDS: 'SLUICE_RETRY_BASE_SECONDS',
+  RETRY_MAX_SECONDS: 'SLUICE_RETRY_MAX_SECONDS',
+  HANDLER: 'SLUICE_HANDLER',
+  WORKER_ID: 'SLUICE_WORKER_ID',
+  LOG_FORMAT: 'SLUICE_LOG_FORMAT',
+  LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
+  CLUSTER: 'SLUICE_CLUSTER',
+  SERVICE: 'SLUICE_SERVICE',
+  SCALING_POLICY: 'SLUICE_SCALING_POLICY',
+  SAMPLE_INTERVAL_SECONDS: 'SLUICE_SAMPLE_INTERVAL_SECONDS',
+} as const;
+
+/** One variable name of the contract. */
+export type EnvName = (typeof ENV)[keyof typeof ENV];
+
+/**
+ * Variables the deployment never sets: local-only ones (the local API's listen address) and tuning
+ * knobs whose Rust defaults are right in AWS (the worker id defaults to the task's host name).
+ */
+export const NOT_DEPLOYED: readonly EnvName[] = [
+  ENV.LISTEN_ADDR,
+  ENV.WORKER_ID,
+  ENV.HEARTBEAT_SECONDS,
+  ENV.RECEIVE_WAIT_SECONDS,
+  ENV.RETRY_BASE_SECONDS,
+  ENV.RETRY_MAX_SECONDS,
+];
+
+/** The binaries this app deploys. */
+export type Binary = 'submit' | 'status' | 'worker' | 'backlog';
+
+/** Log format every deployed binary gets: CloudWatch Logs Insights parses JSON lines. */
+const LOG_FORMAT_IN_AWS = 'json';
+
+/** The variables each deployed binary reads, in the order the builders below set them. */
+export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
+  submit: [
+    ENV.TABLE_NAME,
+    ENV.QUEUE_URL,
+    ENV.MAX_ATTEMPTS,
+    ENV.RETENTION_DAYS,
+    ENV.CLUSTER,
+    ENV.SERVICE,
+    ENV.LOG_FORMAT,
+  ],
+  status: [ENV.TABLE_NAME, ENV.LOG_FORMAT],
+  worker: [
+    ENV.TABLE_NAME,
+    ENV.QUEUE_URL,
+    ENV.RETENTION_DAYS,
+    ENV.CONCURRENCY,
+    ENV.VISIBILITY_TIMEOUT_SECONDS,
+    ENV.LEASE_SECONDS,
+    ENV.DRAIN_SECONDS,
+    ENV.HANDLER,
+    ENV.LOG_FORMAT,
+  ],
+  backlog: [
+    ENV.QUEUE_URL,
+    ENV.CLUSTER,
+    ENV.SERVICE,
+    ENV.SCALING_POLICY,
+    ENV.SAMPLE_INTERVAL_SECONDS,
+    ENV.LOG_FORMAT,
+  ],
+};
+
+/** What the submit Lambda reads. */
+export interface SubmitEnv {
+  readonly tableName: string;
+  readonly queueUrl: string;
+  readonly maxAttempts: number;
+  readonly retentionDays: number;
+  /** Cluster of the worker service, for the scale-from-zero nudge. */
+  readonly clusterName: string;
+  /** The worker service, for the scale-from-zero nudge. */
+  readonly serviceName: string;
+}
+
+/** What the status Lambda reads. */
+export interface StatusEnv {
+  readonly tableName: string;
+}
+
+/** What the worker reads. */
+export interface WorkerEnv {
+  readonly tableName: string;
+  readonly queueUrl: string;
+  /** Days a finished job's record is kept (the worker sets the TTL when it finishes a job). */
+  readonly retentionDays: number;
+  readonly concurrency: number;
+  readonly visibilityTimeoutSeconds: number;
+  readonly leaseSeconds: number;
+  readonly drainSeconds: number;
+  readonly handler: string;
+}
+
+/** What the backlog Lambda reads. */
+export interface BacklogEnv {
+  readonly queueUrl: string;
+  readonly clusterName: string;
+  readonly serviceName: string;
+  /** The scaling policy as JSON text. */
+  readonly scalingPolicy: string;
+  readonly sampleIntervalSeconds: number;
+}
+
+/** Environment of the submit Lambda. */
+export function submitEnv(e: SubmitEnv): Record<string, string> {
+  return {
+    [ENV.TABLE_NAME]: e.tableName,
+    [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
+    [ENV.RETENTION_DAYS]: String(e.retentionDays),
+    [ENV.CLUSTER]: e.clusterName,
+    [ENV.SERVICE]: e.serviceName,
+    [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
+  };
+}
+
+/** Environment of the status Lambda. */
+export function statusEnv(e: StatusEnv): Record<string, string> {
+  return {
+    [ENV.TABLE_NAME]: e.tableName,
+    [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
+  };
+}
+
+/** Environment of the worker container. */
+export function workerEnv(e: WorkerEnv): Record<string, string> {
+  return {
+    [ENV.TABLE_NAME]: e.tableName,
+    [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.RETENTION_DAYS]: String(e.retentionDays),
+    [ENV.CONCURRENCY]: String(e.concurrency),
+    [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(e.visibilityTimeoutSeconds),
+    [ENV.LEASE_SECONDS]: String(e.leaseSeconds),
+    [ENV.DRAIN_SECONDS]: String(e.drainSeconds),
+    [ENV.HANDLER]: e.handler,
+    [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
+  };
+}
+
+/** Environment of the backlog Lambda. */
+export function backlogEnv(e: BacklogEnv): Record<string, string> {
+  return {
+    [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.CLUSTER]: e.clusterName,
+    [ENV.SERVICE]: e.serviceName,
+    [ENV.SCALING_POLICY]: e.scalingPolicy,
+    [ENV.SAMPLE_INTERVAL_SECONDS]: String(e.sampleIntervalSeconds),
+    [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
+  };
+}

@@ -1,0 +1,69 @@
+import { Duration } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+
+/** Published by the backlog Lambda (high resolution), dimensions `QueueName` and `ServiceName`. */
+export const BacklogMetricName = {
+  BACKLOG: 'Backlog',
+  IN_FLIGHT: 'InFlight',
+  RUNNING_TASKS: 'RunningTasks',
+  DESIRED_TASKS: 'DesiredTasks',
+  BACKLOG_PER_TASK: 'BacklogPerTask',
+  BACKLOG_WITHOUT_CAPACITY: 'BacklogWithoutCapacity',
+} as const;
+
+/** Published by the worker as Embedded Metric Format log lines, dimension `QueueName`. */
+export const WorkerMetricName = {
+  JOBS_SUCCEEDED: 'JobsSucceeded',
+  JOBS_FAILED: 'JobsFailed',
+  JOBS_RETRIED: 'JobsRetried',
+  JOBS_CANCELLED: 'JobsCancelled',
+  JOBS_EXPIRED: 'JobsExpired',
+  /** Milliseconds. */
+  JOB_DURATION: 'JobDuration',
+  /** Milliseconds. */
+  QUEUE_WAIT: 'QueueWait',
+} as const;
+
+/** Where sluice's custom metrics live for one deployment. */
+export interface MetricSource {
+  /** The custom namespace (from the scaling policy). */
+  readonly namespace: string;
+  readonly queueName: string;
+  readonly serviceName: string;
+}
+
+/** A backlog Lambda metric. */
+export function backlogMetric(
+  src: MetricSource,
+  metricName: string,
+  statistic: string,
+  period: Duration,
+  label?: string,
+): cloudwatch.Metric {
+  return new cloudwatch.Metric({
+    namespace: src.namespace,
+    metricName,
+    dimensionsMap: { QueueName: src.queueName, ServiceName: src.serviceName },
+    statistic,
+    period,
+    label,
+  });
+}
+
+/** A worker (EMF) metric. */
+export function workerMetric(
+  src: MetricSource,
+  metricName: string,
+  statistic: string,
+  period: Duration,
+  label?: string,
+): cloudwatch.Metric {
+  return new cloudwatch.Metric({
+    namespace: src.namespace,
+    metricName,
+    dimensionsMap: { QueueName: src.queueName },
+    statistic,
+    period,
+    label,
+  });
+}

@@ -1,0 +1,372 @@
+import * as path from 'node:path';
+import { CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { BacklogScaling } from './constructs/backlog-scaling';
+import { JobApi, JwtAuthorization } from './constructs/job-api';
+import { JobQueue } from './constructs/job-queue';
+import { JobTable } from './constructs/job-table';
+import { Observability } from './constructs/observability';
+import { Workers } from './constructs/workers';
+import { acknowledge } from './nag';
+import { DEFAULT_POLICY_FILE, REPO_ROOT, loadScalingPolicy } from './policy';
+
+/**
+ * The most attempts a caller may ask for per job (`max_attempts` in `POST /jobs`; the Rust API's
+ * `MAX_ATTEMPTS_LIMIT`). Retries reuse the job's message, so each attempt is one delivery.
+ */
+export const JOB_MAX_ATTEMPTS_LIMIT = 10;
+
+/** EC2 ids: a prefix and 8 or 17 hex digits. */
+const EC2_ID = (prefix: string) => new RegExp(`^${prefix}-([0-9a-f]{8}|[0-9a-f]{17})$`);
+
+/** cargo-lambda's output folder: `<repo>/target/lambda/<name>/bootstrap`. */
+export const DEFAULT_LAMBDA_ASSET_DIR = path.join(REPO_ROOT, 'target', 'lambda');
+
+/** An existing VPC, given without a lookup. */
+export interface ExistingVpc {
+  readonly vpcId: string;
+  /** Subnets for the worker tasks; a multiple of the number of AZs, in AZ order. */
+  readonly subnetIds: string[];
+  /** The subnets' availability zones. */
+  readonly availabilityZones: string[];
+  /**
+   * The subnets are public (route to an internet gateway): tasks get public IPs.
+   *
+   * @default false - private subnets with a NAT gateway or VPC endpoints
+   */
+  readonly assignPublicIp?: boolean;
+}
+
+/** The optional EFS mount for model files, by id. */
+export interface ModelFileSystemIds {
+  readonly fileSystemId: string;
+  readonly accessPointId: string;
+  /**
+   * @default '/models'
+   */
+  readonly mountPath?: string;
+  /**
+   * The mount targets' security group, to open NFS from the workers.
+   *
+   * @default - no rule is added
+   */
+  readonly securityGroupId?: string;
+}
+
+/** Properties of {@link SluiceStack}. */
+export interface SluiceStackProps extends StackProps {
+  /**
+   * Folder with cargo-lambda's output (`submit/bootstrap`, `status/bootstrap`, `backlog/bootstrap`).
+   *
+   * @default DEFAULT_LAMBDA_ASSET_DIR (`<repo>/target/lambda`)
+   */
+  readonly lambdaAssetDir?: string;
+  /**
+   * The scaling policy file.
+   *
+   * @default `<repo>/scaling/policy.json`
+   */
+  readonly scalingPolicyFile?: string;
+  /**
+   * Run the workers in an existing VPC.
+   *
+   * @default - a new two-AZ VPC with public subnets only (no NAT gateway) and gateway endpoints
+   */
+  readonly existingVpc?: ExistingVpc;
+  /**
+   * The worker image.
+   *
+   * @default - built from `worker/Dockerfile`
+   */
+  readonly workerImage?: ecs.ContainerImage;
+  /**
+   * Worker task CPU units.
+   *
+   * @default 1024
+   */
+  readonly taskCpu?: number;
+  /**
+   * Worker task memory (MiB).
+   *
+   * @default 2048
+   */
+  readonly taskMemoryMiB?: number;
+  /**
+   * Jobs one worker runs at once.
+   *
+   * @default 4
+   */
+  readonly workerConcurrency?: number;
+  /**
+   * The worker's handler.
+   *
+   * @default 'demo'
+   */
+  readonly workerHandler?: string;
+  /**
+   * Fewest worker tasks.
+   *
+   * @default - the policy's `min_tasks`
+   */
+  readonly minTasks?: number;
+  /**
+   * Most worker tasks.
+   *
+   * @default - the policy's `max_tasks`
+   */
+  readonly maxTasks?: number;
+  /**
+   * Run the workers on Fargate Spot.
+   *
+   * @default false
+   */
+  readonly spot?: boolean;
+  /**
+   * The job timeout (the lease between heartbeats); the visibility timeout derives from it.
+   *
+   * @default Duration.seconds(60)
+   */
+  readonly jobTimeout?: Duration;
+  /**
+   * Attempts a job gets.
+   *
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+  /**
+   * Deliveries before a message goes to the dead-letter queue; at least `maxAttempts`. Each attempt
+   * (retries reuse the message) and each release by a draining worker is one delivery.
+   *
+   * @default max(maxAttempts, JOB_MAX_ATTEMPTS_LIMIT) + 2
+   */
+  readonly maxReceiveCount?: number;
+  /**
+   * Days job records (and payloads, a day longer) are kept.
+   *
+   * @default 7
+   */
+  readonly retentionDays?: number;
+  /**
+   * How long a stopping worker drains; below the container's 120 s stop timeout.
+   *
+   * @default Duration.seconds(90)
+   */
+  readonly drainTimeout?: Duration;
+  /**
+   * Authorize the API with JWTs instead of IAM.
+   *
+   * @default - IAM (SigV4)
+   */
+  readonly jwt?: JwtAuthorization;
+  /**
+   * API requests per second (steady state).
+   *
+   * @default 50
+   */
+  readonly apiRateLimit?: number;
+  /**
+   * API burst.
+   *
+   * @default 100
+   */
+  readonly apiBurstLimit?: number;
+  /**
+   * E-mail address for the alarm topic.
+   *
+   * @default - no subscription
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Read-only EFS mount for model files.
+   *
+   * @default - none
+   */
+  readonly modelFileSystem?: ModelFileSystemIds;
+  /**
+   * Retention of every log group.
+   *
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: logs.RetentionDays;
+}
+
+/** sluice: the jobs API, queue and table, the Fargate workers and their backlog scaling. */
+export class SluiceStack extends Stack {
+  public readonly vpc: ec2.IVpc;
+  public readonly jobTable: JobTable;
+  public readonly jobQueue: JobQueue;
+  public readonly workers: Workers;
+  public readonly jobApi: JobApi;
+  public readonly scaling: BacklogScaling;
+  public readonly observability: Observability;
+
+  constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
+    super(scope, id, props);
+    const policy = loadScalingPolicy(props.scalingPolicyFile ?? DEFAULT_POLICY_FILE);
+    const lambdaAssetDir = props.lambdaAssetDir ?? DEFAULT_LAMBDA_ASSET_DIR;
+    const maxAttempts = props.maxAttempts ?? 3;
+    const maxReceiveCount = props.maxReceiveCount ?? Math.max(maxAttempts, JOB_MAX_ATTEMPTS_LIMIT) + 2;
+    if (maxReceiveCount < maxAttempts) {
+      throw new Error(
+        `maxReceiveCount (${maxReceiveCount}) must be at least maxAttempts (${maxAttempts}), or jobs reach the dead-letter queue early`,
+      );
+    }
+    const retentionDays = props.retentionDays ?? 7;
+    const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+
+    const network = this.network(props.existingVpc, logRetention);
+    this.vpc = network.vpc;
+
+    this.jobTable = new JobTable(this, 'JobTable');
+    this.jobQueue = new JobQueue(this, 'JobQueue', {
+      maxReceiveCount,
+      jobTimeout: props.jobTimeout,
+      payloadRetention: Duration.days(retentionDays + 1),
+    });
+
+    this.workers = new Workers(this, 'Workers', {
+      vpc: this.vpc,
+      vpcSubnets: network.subnets,
+      assignPublicIp: network.assignPublicIp,
+      queue: this.jobQueue.queue,
+      table: this.jobTable.table,
+      visibilityTimeout: this.jobQueue.visibilityTimeout,
+      leaseDuration: this.jobQueue.jobTimeout,
+      image: props.workerImage,
+      cpu: props.taskCpu,
+      memoryLimitMiB: props.taskMemoryMiB,
+      concurrency: props.workerConcurrency,
+      retentionDays,
+      handler: props.workerHandler,
+      drainTimeout: props.drainTimeout,
+      spot: props.spot,
+      logRetention,
+      modelFileSystem:
+        props.modelFileSystem === undefined
+          ? undefined
+          : {
+              fileSystemId: props.modelFileSystem.fileSystemId,
+              accessPointId: props.modelFileSystem.accessPointId,
+              mountPath: props.modelFileSystem.mountPath,
+              securityGroup:
+                props.modelFileSystem.securityGroupId === undefined
+                  ? undefined
+                  : this.importSecurityGroup('ModelFileSystemSecurityGroup', props.modelFileSystem.securityGroupId),
+            },
+    });
+
+    this.jobApi = new JobApi(this, 'JobApi', {
+      table: this.jobTable.table,
+      queue: this.jobQueue.queue,
+      workerService: this.workers.service,
+      lambdaAssetDir,
+      maxAttempts,
+      retentionDays,
+      jwt: props.jwt,
+      throttleRateLimit: props.apiRateLimit,
+      throttleBurstLimit: props.apiBurstLimit,
+      logRetention,
+    });
+
+    this.scaling = new BacklogScaling(this, 'BacklogScaling', {
+      queue: this.jobQueue.queue,
+      service: this.workers.service,
+      lambdaAssetDir,
+      policy,
+      minTasks: props.minTasks,
+      maxTasks: props.maxTasks,
+      nudgers: [this.jobApi.submitFunction],
+      logRetention,
+    });
+
+    this.observability = new Observability(this, 'Observability', {
+      metrics: this.scaling.metricSource,
+      queue: this.jobQueue.queue,
+      deadLetterQueue: this.jobQueue.deadLetterQueue,
+      targetBacklogPerTask: this.scaling.target,
+      functions: {
+        submit: this.jobApi.submitFunction,
+        status: this.jobApi.statusFunction,
+        backlog: this.scaling.function,
+      },
+      alarmEmail: props.alarmEmail,
+    });
+
+    new CfnOutput(this, 'ApiUrl', { value: this.jobApi.url, description: 'Base URL of the jobs API' });
+    new CfnOutput(this, 'TableName', { value: this.jobTable.table.tableName });
+    new CfnOutput(this, 'QueueUrl', { value: this.jobQueue.queue.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.jobQueue.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'ClusterName', { value: this.workers.cluster.clusterName });
+    new CfnOutput(this, 'ServiceName', { value: this.workers.service.serviceName });
+    new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
+    new CfnOutput(this, 'PayloadBucketName', { value: this.jobQueue.payloadBucket.bucketName });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
+  }
+
+  private importSecurityGroup(id: string, securityGroupId: string): ec2.ISecurityGroup {
+    if (!EC2_ID('sg').test(securityGroupId)) {
+      throw new Error(`security group ids must look like sg-0123456789abcdef0, got ${securityGroupId}`);
+    }
+    return ec2.SecurityGroup.fromSecurityGroupId(this, id, securityGroupId);
+  }
+
+  private network(
+    existing: ExistingVpc | undefined,
+    logRetention: logs.RetentionDays,
+  ): { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; assignPublicIp: boolean } {
+    if (existing !== undefined) {
+      const { vpcId, subnetIds, availabilityZones } = existing;
+      if (!EC2_ID('vpc').test(vpcId)) {
+        throw new Error(`vpcId must look like vpc-0123456789abcdef0, got ${vpcId}`);
+      }
+      if (availabilityZones.length === 0 || subnetIds.length === 0) {
+        throw new Error('an existing vpc needs subnetIds and availabilityZones');
+      }
+      if (subnetIds.length % availabilityZones.length !== 0) {
+        throw new Error(
+          `subnetIds (${subnetIds.length}) must be a multiple of availabilityZones (${availabilityZones.length})`,
+        );
+      }
+      const bad = subnetIds.find((s) => !EC2_ID('subnet').test(s));
+      if (bad !== undefined) {
+        throw new Error(`subnet ids must look like subnet-0123456789abcdef0, got ${bad}`);
+      }
+      const assignPublicIp = existing.assignPublicIp ?? false;
+      const vpc = ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
+        vpcId,
+        availabilityZones,
+        ...(assignPublicIp ? { publicSubnetIds: subnetIds } : { privateSubnetIds: subnetIds }),
+      });
+      for (const subnet of [...vpc.publicSubnets, ...vpc.privateSubnets]) {
+        acknowledge(
+          subnet,
+          'Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId',
+          'existing subnets are given by id only to place worker tasks; nothing in this app reads their route tables',
+        );
+      }
+      return { vpc, subnets: { subnets: assignPublicIp ? vpc.publicSubnets : vpc.privateSubnets }, assignPublicIp };
+    }
+    // No NAT gateway: tasks in public subnets with public IPs (no inbound rule), and free gateway
+    // endpoints keep DynamoDB and S3 traffic inside the VPC.
+    const vpc = new ec2.Vpc(this, 'Vpc', {
+      maxAzs: 2,
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'Public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 20 }],
+      gatewayEndpoints: {
+        DynamoDb: { service: ec2.GatewayVpcEndpointAwsService.DYNAMODB },
+        S3: { service: ec2.GatewayVpcEndpointAwsService.S3 },
+      },
+      restrictDefaultSecurityGroup: false,
+    });
+    vpc.addFlowLog('FlowLog', {
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogGroup', { retention: logRetention }),
+      ),
+    });
+    return { vpc, subnets: { subnetType: ec2.SubnetType.PUBLIC }, assignPublicIp: true };
+  }
+}

@@ -1,0 +1,106 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Binary, ENV, NOT_DEPLOYED, READS } from '../lib/env';
+import { REPO, logicalId, template } from './helpers';
+
+const ENV_RS = path.join(REPO, 'src', 'env.rs');
+
+interface RustVar {
+  readonly constName: string;
+  readonly name: string;
+  /** The binaries its doc comment says read it ("Read by: submit, worker, …"). */
+  readonly readBy: string;
+}
+
+/** Every `pub const NAME: &str = "SLUICE_…";` of src/env.rs, with the doc comment above it. */
+function rustVars(): RustVar[] {
+  const text = fs.readFileSync(ENV_RS, 'utf8');
+  const re = /((?:^[ \t]*\/\/\/.*\n)*)^[ \t]*pub const ([A-Z0-9_]+): &str = "(SLUICE_[A-Z0-9_]+)";/gm;
+  const vars: RustVar[] = [];
+  for (const m of text.matchAll(re)) {
+    const doc = m[1].replace(/^[ \t]*\/\/\/ ?/gm, '').replace(/\s+/g, ' ');
+    const readBy = /Read by: ([^.]*)\./.exec(doc)?.[1] ?? '';
+    vars.push({ constName: m[2], name: m[3], readBy });
+  }
+  return vars;
+}
+
+/** The variables the synthesized stack gives each binary. */
+function deployedEnv(): Record<Binary, Record<string, unknown>> {
+  const { stack, t } = template();
+  const resources = t.toJSON().Resources;
+  const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
+  const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
+  return {
+    submit: lambdaEnv(stack.jobApi.submitFunction),
+    status: lambdaEnv(stack.jobApi.statusFunction),
+    backlog: lambdaEnv(stack.scaling.function),
+    worker: Object.fromEntries(containers[0].Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
+  };
+}
+
+test('src/env.rs parses into the variables the rust side declares', () => {
+  const vars = rustVars();
+  assert.ok(vars.length >= 10, `only ${vars.length} variables found in ${ENV_RS}`);
+  for (const v of vars) {
+    assert.equal(v.name, `SLUICE_${v.constName}`, 'constant and variable names line up');
+  }
+});
+
+test('the cdk module knows exactly the variables of src/env.rs', () => {
+  const rust = new Set(rustVars().map((v) => v.name));
+  const ts = new Set<string>(Object.values(ENV));
+  assert.deepEqual([...ts].filter((n) => !rust.has(n)), [], 'names in lib/env.ts missing from src/env.rs');
+  assert.deepEqual([...rust].filter((n) => !ts.has(n)), [], 'names in src/env.rs missing from lib/env.ts');
+  // The constant names match as well.
+  for (const v of rustVars()) {
+    assert.equal((ENV as Record<string, string>)[v.constName], v.name);
+  }
+});
+
+test('every deployed variable exists in src/env.rs, and every rust variable but the local ones is deployed', () => {
+  const rust = new Set(rustVars().map((v) => v.name));
+  const deployed = new Set(Object.values(deployedEnv()).flatMap((env) => Object.keys(env)));
+  assert.deepEqual([...deployed].filter((n) => !rust.has(n)), [], 'set by the stack but unknown to rust');
+  const expected = [...rust].filter((n) => !(NOT_DEPLOYED as readonly string[]).includes(n)).sort();
+  assert.deepEqual([...deployed].sort(), expected);
+  assert.deepEqual(
+    [...NOT_DEPLOYED].sort(),
+    [
+      'SLUICE_HEARTBEAT_SECONDS',
+      'SLUICE_LISTEN_ADDR',
+      'SLUICE_RECEIVE_WAIT_SECONDS',
+      'SLUICE_RETRY_BASE_SECONDS',
+      'SLUICE_RETRY_MAX_SECONDS',
+      'SLUICE_WORKER_ID',
+    ],
+  );
+});
+
+test('each binary gets exactly the variables it reads', () => {
+  const env = deployedEnv();
+  for (const binary of Object.keys(READS) as Binary[]) {
+    assert.deepEqual(Object.keys(env[binary]).sort(), [...READS[binary]].sort(), binary);
+  }
+  assert.equal(env.worker.SLUICE_LOG_FORMAT, 'json');
+  assert.equal(env.status.SLUICE_QUEUE_URL, undefined, 'status does not read the queue');
+});
+
+test('each binary gets exactly what the doc comments of src/env.rs say it reads', () => {
+  const vars = rustVars();
+  assert.ok(vars.every((v) => v.readBy !== ''), 'every variable documents its readers ("Read by: …")');
+  const env = deployedEnv();
+  for (const binary of Object.keys(READS) as Binary[]) {
+    const documented = vars
+      .filter((v) => {
+        const readers = v.readBy.toLowerCase();
+        return readers.includes('every binary') || new RegExp(`\\b${binary}\\b`).test(readers);
+      })
+      .map((v) => v.name)
+      .filter((n) => !(NOT_DEPLOYED as readonly string[]).includes(n))
+      .sort();
+    assert.deepEqual(Object.keys(env[binary]).sort(), documented, `${binary}: set by the stack vs "Read by:" in src/env.rs`);
+  }
+});

@@ -1,0 +1,141 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { actionsOf, grantsOf, j, logicalId, sluiceStack, template, testApp } from './helpers';
+
+const ROUTES = ['POST /jobs', 'GET /jobs/{id}', 'DELETE /jobs/{id}'];
+const LOG_WRITE = ['logs:CreateLogStream', 'logs:PutLogEvents'];
+
+test('the routes go to submit and status with payload format 2.0', () => {
+  const { stack, t } = template();
+  const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
+  assert.deepEqual(routes.map((r) => r.Properties.RouteKey).sort(), [...ROUTES].sort());
+  const integrations = t.findResources('AWS::ApiGatewayV2::Integration');
+  for (const route of routes) {
+    const target = route.Properties.Target['Fn::Join'][1][1].Ref as string;
+    const integration = integrations[target].Properties;
+    assert.equal(integration.IntegrationType, 'AWS_PROXY');
+    assert.equal(integration.PayloadFormatVersion, '2.0');
+    const fn = route.Properties.RouteKey.startsWith('POST') ? stack.jobApi.submitFunction : stack.jobApi.statusFunction;
+    assert.equal(j(integration.IntegrationUri), j({ 'Fn::GetAtt': [logicalId(fn), 'Arn'] }));
+  }
+});
+
+test('every route requires iam authorization by default', () => {
+  const { t } = template();
+  const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
+  assert.equal(routes.length, 3);
+  for (const route of routes) {
+    assert.equal(route.Properties.AuthorizationType, 'AWS_IAM', route.Properties.RouteKey);
+  }
+  t.resourceCountIs('AWS::ApiGatewayV2::Authorizer', 0);
+});
+
+test('every route requires a jwt when a jwt authorizer is configured', () => {
+  const { t } = template({ jwt: { issuer: 'https://issuer.example.com/pool', audience: ['sluice-cli', 'sluice-web'] } });
+  const authorizers = t.findResources('AWS::ApiGatewayV2::Authorizer');
+  assert.equal(Object.keys(authorizers).length, 1);
+  const [authorizerId, authorizer] = Object.entries(authorizers)[0];
+  assert.equal(authorizer.Properties.AuthorizerType, 'JWT');
+  assert.deepEqual(authorizer.Properties.JwtConfiguration, {
+    Issuer: 'https://issuer.example.com/pool',
+    Audience: ['sluice-cli', 'sluice-web'],
+  });
+  assert.deepEqual(authorizer.Properties.IdentitySource, ['$request.header.Authorization']);
+  const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
+  assert.equal(routes.length, 3);
+  for (const route of routes) {
+    assert.equal(route.Properties.AuthorizationType, 'JWT', route.Properties.RouteKey);
+    assert.deepEqual(route.Properties.AuthorizerId, { Ref: authorizerId });
+  }
+});
+
+test('the default stage is throttled and writes access logs', () => {
+  const { stack, t } = template({ apiRateLimit: 20, apiBurstLimit: 40 });
+  t.resourceCountIs('AWS::ApiGatewayV2::Stage', 1);
+  t.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+    StageName: '$default',
+    AutoDeploy: true,
+    DefaultRouteSettings: { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 },
+    AccessLogSettings: {
+      DestinationArn: { 'Fn::GetAtt': [logicalId(stack.jobApi.accessLogGroup), 'Arn'] },
+      Format: Match.stringLikeRegexp('\\$context\\.requestId'),
+    },
+  });
+});
+
+test('the functions are rust on provided.al2023 for arm64, from the asset folders', () => {
+  const app = testApp();
+  const stack = sluiceStack({}, app);
+  const t = Template.fromStack(stack);
+  for (const fn of [stack.jobApi.submitFunction, stack.jobApi.statusFunction]) {
+    t.hasResourceProperties('AWS::Lambda::Function', {
+      Runtime: 'provided.al2023',
+      Architectures: ['arm64'],
+      Handler: 'bootstrap',
+      FunctionName: Match.absent(),
+      Role: { 'Fn::GetAtt': [Match.stringLikeRegexp(`^${logicalId(fn.role!)}$`), 'Arn'] },
+    });
+  }
+  const assembly = app.synth();
+  const manifest = JSON.parse(fs.readFileSync(path.join(assembly.directory, `${stack.artifactId}.assets.json`), 'utf8'));
+  const staged = (Object.values(manifest.files) as any[])
+    .map((f) => path.join(assembly.directory, f.source.path, 'bootstrap'))
+    .filter((p) => fs.existsSync(p))
+    .map((p) => fs.readFileSync(p, 'utf8'));
+  // One staged asset per function, each the stub of its own binary.
+  for (const name of ['submit', 'status', 'backlog']) {
+    assert.equal(staged.filter((s) => s.includes(`target/lambda/${name}/bootstrap`)).length, 1, name);
+  }
+});
+
+test('submit may only put, get and condition-check jobs, send to the queue and nudge the service', () => {
+  const { stack, t } = template();
+  const role = stack.jobApi.submitFunction.role!;
+  assert.deepEqual(
+    actionsOf(t, role),
+    [
+      'dynamodb:ConditionCheckItem',
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'ecs:DescribeServices',
+      'ecs:UpdateService',
+      ...LOG_WRITE,
+      'sqs:SendMessage',
+    ].sort(),
+  );
+  assert.equal(
+    j(grantsOf(t, role, 'sqs:SendMessage')[0].Resource),
+    j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] }),
+  );
+  assert.equal(j(grantsOf(t, role, 'ecs:UpdateService')[0].Resource), j({ Ref: logicalId(stack.workers.service) }));
+  assert.ok(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource).includes(logicalId(stack.jobTable.table)));
+});
+
+test('status may only get and update jobs, and cannot send messages', () => {
+  const { stack, t } = template();
+  const role = stack.jobApi.statusFunction.role!;
+  assert.deepEqual(actionsOf(t, role), ['dynamodb:GetItem', 'dynamodb:UpdateItem', ...LOG_WRITE].sort());
+  assert.equal(grantsOf(t, role, 'sqs:SendMessage').length, 0);
+});
+
+test('log writes are limited to each function its own log group', () => {
+  const { stack, t } = template();
+  for (const fn of [stack.jobApi.submitFunction, stack.jobApi.statusFunction, stack.scaling.function]) {
+    const fnProps = t.toJSON().Resources[logicalId(fn)].Properties;
+    const logGroup = fnProps.LoggingConfig.LogGroup;
+    const grant = grantsOf(t, fn.role!, 'logs:PutLogEvents');
+    assert.equal(grant.length, 1);
+    assert.equal(j(grant[0].Resource), j({ 'Fn::GetAtt': [logGroup.Ref, 'Arn'] }));
+  }
+});
+
+test('bad api props are rejected', () => {
+  assert.throws(() => template({ jwt: { issuer: 'http://issuer.example.com', audience: ['a'] } }), /jwt issuer must be an https url/);
+  assert.throws(() => template({ jwt: { issuer: 'https://issuer.example.com', audience: [] } }), /jwt audience must list at least one/);
+  assert.throws(() => template({ maxAttempts: 0 }), /maxAttempts must be a positive integer/);
+  assert.throws(() => template({ apiRateLimit: -1 }), /throttle limits must be positive/);
+  assert.throws(() => template({ lambdaAssetDir: '/nonexistent' }), /lambda asset not found: \/nonexistent\/submit\/bootstrap/);
+});

