@@ -194,14 +194,13 @@ async fn handle(
     };
     let query: std::collections::HashMap<String, Vec<String>> =
         parse_query(parts.uri.query().unwrap_or(""));
-    let mut req = lambda_http::Request::from_parts(parts, Body::from(bytes.to_vec()))
+    let req = lambda_http::Request::from_parts(parts, Body::from(bytes.to_vec()))
         .with_query_string_parameters(query)
         .with_request_context(api::local_context(LOCAL_IDENTITY));
-    req.extensions_mut().insert(peer);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let resp = api.handle(req).await;
-    tracing::debug!(%method, path, status = resp.status().as_u16(), "request");
+    tracing::debug!(%method, path, %peer, status = resp.status().as_u16(), "request");
     to_hyper(resp)
 }
 

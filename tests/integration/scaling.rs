@@ -127,6 +127,30 @@ async fn the_backlog_metrics_can_be_read_back() {
     assert_eq!(value("backlog"), Some(7.0));
     assert_eq!(value("bpt"), Some(3.5));
     assert_eq!(value("nocap"), Some(0.0));
+
+    let listed = cw
+        .list_metrics()
+        .namespace(&namespace)
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = listed
+        .metrics()
+        .iter()
+        .filter_map(|m| m.metric_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Backlog",
+            "BacklogPerTask",
+            "BacklogWithoutCapacity",
+            "DesiredTasks",
+            "InFlight",
+            "RunningTasks"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,4 +264,32 @@ async fn a_busy_worker_keeps_scale_in_protection_and_drops_it_when_done() {
         "{calls:?}"
     );
     assert_eq!(calls.len(), 2, "one call on, one off: {calls:?}");
+}
+
+#[tokio::test]
+async fn a_sample_that_fails_publishes_nothing() {
+    let s = Stack::new("failed_sample").await;
+    let namespace = format!("Sluice-{}", s.name);
+    let sampler = Sampler {
+        queue: s.queue.clone(),
+        // No such cluster or service: the sample cannot be read.
+        service: Service::from_sdk(&s.aws, "missing-cluster", "missing-service"),
+        publisher: Publisher::from_sdk(&s.aws, &namespace),
+        dims: Dimensions {
+            queue_name: s.queue.name().to_owned(),
+            service_name: "missing-service".into(),
+        },
+    };
+    let err = sampler.sample().await.unwrap_err();
+    assert!(
+        err.to_string().contains("could not read the service"),
+        "{err}"
+    );
+    let listed = aws_sdk_cloudwatch::Client::new(&s.aws)
+        .list_metrics()
+        .namespace(&namespace)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.metrics().is_empty(), "{:?}", listed.metrics());
 }

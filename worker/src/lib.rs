@@ -28,7 +28,7 @@ mod runtime;
 
 pub use config::WorkerConfig;
 pub use handler::{handler_fn, ErrorKind, Handler, HandlerFn, JobContext, JobError};
-pub use runtime::{run, MAX_RESULT_BYTES};
+pub use runtime::{run, run_with, MAX_RESULT_BYTES};
 
 /// Completes on SIGTERM (ECS stopping the task) or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use sluice::aws::DisplayErrorContext;
 use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord};
-use sluice::queue::{Envelope, JobQueue, Received};
+use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
@@ -33,14 +33,67 @@ pub async fn run<H: Handler>(
     let aws = sluice::aws::load().await;
     let store = JobStore::from_sdk(&aws, &config.table_name);
     let queue = JobQueue::from_sdk(&aws, &config.queue_url);
-    Worker {
+    run_with(handler, config, store, queue, shutdown).await
+}
+
+/// [`run`] over a store and a queue built by the caller (for instance with SDK clients that
+/// carry an interceptor).
+pub async fn run_with<H: Handler>(
+    handler: H,
+    config: WorkerConfig,
+    store: JobStore,
+    queue: JobQueue,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (deletes, pending) = mpsc::unbounded_channel();
+    let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
+    let result = Worker {
         handler: Arc::new(handler),
         store,
         queue,
         config: Arc::new(config),
+        deletes,
     }
     .run(shutdown)
-    .await
+    .await;
+    // Every job is done and every sender gone: the deleter flushes what is left and stops.
+    let _ = tokio::time::timeout(Duration::from_secs(10), deleter).await;
+    result
+}
+
+/// How long a finished job's delete may wait for others to share its request.
+pub const DELETE_LINGER: Duration = Duration::from_millis(50);
+
+/// Deletes finished jobs' messages ten to a request: a receipt waits at most `linger` for
+/// company. A delete that fails leaves its message to come back, and it is then deleted as a
+/// duplicate of a finished job.
+async fn delete_in_batches(
+    queue: JobQueue,
+    mut pending: mpsc::UnboundedReceiver<ReceiptHandle>,
+    linger: Duration,
+) {
+    let mut batch: Vec<ReceiptHandle> = Vec::with_capacity(10);
+    while let Some(first) = pending.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < 10 {
+            match tokio::time::timeout_at(deadline, pending.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        match queue.delete_batch(&batch).await {
+            Ok(refused) if refused.is_empty() => {}
+            Ok(refused) => warn!(
+                count = refused.len(),
+                "sqs refused some deletes; those messages will be deleted when they come back"
+            ),
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), count = batch.len(), "could not delete messages; they will be deleted when they come back")
+            }
+        }
+        batch.clear();
+    }
 }
 
 struct Worker<H> {
@@ -48,6 +101,8 @@ struct Worker<H> {
     store: JobStore,
     queue: JobQueue,
     config: Arc<WorkerConfig>,
+    /// Receipts of finished jobs, deleted in batches.
+    deletes: mpsc::UnboundedSender<ReceiptHandle>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -57,6 +112,7 @@ impl<H> Clone for Worker<H> {
             store: self.store.clone(),
             queue: self.queue.clone(),
             config: self.config.clone(),
+            deletes: self.deletes.clone(),
         }
     }
 }
@@ -419,9 +475,11 @@ impl<H: Handler> Worker<H> {
     }
 
     async fn delete(&self, msg: &Received) {
-        if let Err(e) = self.queue.delete(&msg.receipt).await {
-            // The delivery comes back and is then deleted as a duplicate of a finished job.
-            warn!(error = %DisplayErrorContext(&e), "could not delete the message");
+        if let Err(mpsc::error::SendError(receipt)) = self.deletes.send(msg.receipt.clone()) {
+            // The batcher is gone (never while jobs run); delete on our own.
+            if let Err(e) = self.queue.delete(&receipt).await {
+                warn!(error = %DisplayErrorContext(&e), "could not delete the message");
+            }
         }
     }
 
