@@ -38,6 +38,9 @@ pub const HANDLER: &str = "SLUICE_HANDLER";
 /// The worker's name in job records and logs (default: host name and process id).
 /// Read by: worker.
 pub const WORKER_ID: &str = "SLUICE_WORKER_ID";
+/// CloudWatch namespace of the worker's job metrics (default `Sluice`; the deployment sets the
+/// scaling policy's namespace). Read by: worker.
+pub const METRIC_NAMESPACE: &str = "SLUICE_METRIC_NAMESPACE";
 /// Log format: `json` (default in AWS) or `text` (default elsewhere). Read by: every binary.
 pub const LOG_FORMAT: &str = "SLUICE_LOG_FORMAT";
 
@@ -69,6 +72,7 @@ pub const ALL: &[&str] = &[
     RETRY_MAX_SECONDS,
     HANDLER,
     WORKER_ID,
+    METRIC_NAMESPACE,
     LOG_FORMAT,
     LISTEN_ADDR,
     CLUSTER,

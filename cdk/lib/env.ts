@@ -22,6 +22,7 @@ export const ENV = {
   RETRY_MAX_SECONDS: 'SLUICE_RETRY_MAX_SECONDS',
   HANDLER: 'SLUICE_HANDLER',
   WORKER_ID: 'SLUICE_WORKER_ID',
+  METRIC_NAMESPACE: 'SLUICE_METRIC_NAMESPACE',
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
@@ -73,6 +74,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.LEASE_SECONDS,
     ENV.DRAIN_SECONDS,
     ENV.HANDLER,
+    ENV.METRIC_NAMESPACE,
     ENV.LOG_FORMAT,
   ],
   backlog: [
@@ -113,6 +115,8 @@ export interface WorkerEnv {
   readonly leaseSeconds: number;
   readonly drainSeconds: number;
   readonly handler: string;
+  /** Namespace of the job metrics (EMF), the scaling policy's. */
+  readonly metricNamespace: string;
 }
 
 /** What the backlog Lambda reads. */
@@ -157,6 +161,7 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
     [ENV.LEASE_SECONDS]: String(e.leaseSeconds),
     [ENV.DRAIN_SECONDS]: String(e.drainSeconds),
     [ENV.HANDLER]: e.handler,
+    [ENV.METRIC_NAMESPACE]: e.metricNamespace,
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

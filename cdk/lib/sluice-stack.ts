@@ -241,6 +241,7 @@ export class SluiceStack extends Stack {
       concurrency: props.workerConcurrency,
       retentionDays,
       handler: props.workerHandler,
+      metricNamespace: policy.namespace,
       drainTimeout: props.drainTimeout,
       spot: props.spot,
       logRetention,

@@ -6,7 +6,7 @@ import { Duration } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import { validateFargateSize } from '../lib/constructs/workers';
 import { READS } from '../lib/env';
-import { actionsOf, grantsOf, j, logicalId, sluiceStack, template, testApp } from './helpers';
+import { actionsOf, grantsOf, j, logicalId, policyFile, sluiceStack, template, testApp } from './helpers';
 
 function container(t: ReturnType<typeof template>['t']): any {
   const defs = Object.values(t.findResources('AWS::ECS::TaskDefinition'));
@@ -70,6 +70,8 @@ test('the container drains within its stop timeout, checks its health and logs t
   assert.equal(env.SLUICE_DRAIN_SECONDS, '90');
   assert.ok(Number(env.SLUICE_DRAIN_SECONDS) < c.StopTimeout);
   assert.equal(env.SLUICE_LOG_FORMAT, 'json');
+  // Job metrics land where the dashboard and the failed-jobs alarm look: the policy's namespace.
+  assert.equal(env.SLUICE_METRIC_NAMESPACE, policyFile().namespace);
   assert.deepEqual(Object.keys(env).sort(), [...READS.worker].sort());
 });
 

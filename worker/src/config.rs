@@ -24,6 +24,8 @@ pub struct WorkerConfig {
     pub handler: String,
     /// Table retention for finished jobs' records.
     pub retention: Duration,
+    /// CloudWatch namespace of the job metrics.
+    pub metric_namespace: String,
 }
 
 impl WorkerConfig {
@@ -72,6 +74,9 @@ impl WorkerConfig {
             backoff: Backoff { base, max },
             worker_id: src.get(env::WORKER_ID).unwrap_or_else(default_worker_id),
             handler: src.get(env::HANDLER).unwrap_or_else(|| "demo".into()),
+            metric_namespace: src
+                .get(env::METRIC_NAMESPACE)
+                .unwrap_or_else(|| crate::metrics::NAMESPACE.into()),
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
         })

@@ -6,7 +6,9 @@ use std::time::Duration;
 use sluice::job::JobRecord;
 use sluice::time::Millis;
 
-/// The custom namespace of every sluice metric (never `AWS/…`).
+use crate::config::WorkerConfig;
+
+/// The default namespace of sluice's metrics (never `AWS/…`).
 pub const NAMESPACE: &str = "Sluice";
 
 /// How an attempt ended, as counted in metrics.
@@ -34,6 +36,7 @@ impl Outcome {
 /// The EMF line for one job outcome: a count, how long the attempt ran, and how long the job
 /// waited in the queue before its first start.
 pub fn emf_line(
+    namespace: &str,
     queue_name: &str,
     outcome: Outcome,
     ran: Duration,
@@ -56,7 +59,7 @@ pub fn emf_line(
     doc["_aws"] = serde_json::json!({
         "Timestamp": at.0,
         "CloudWatchMetrics": [{
-            "Namespace": NAMESPACE,
+            "Namespace": namespace,
             "Dimensions": [["QueueName"]],
             "Metrics": metrics,
         }],
@@ -66,15 +69,22 @@ pub fn emf_line(
 
 /// Writes a job's outcome as an EMF line when logs are JSON (in AWS); on a terminal it would
 /// only be noise.
-pub fn job_finished(queue_url: &str, outcome: Outcome, ran: Duration, job: &JobRecord) {
+pub fn job_finished(cfg: &WorkerConfig, outcome: Outcome, ran: Duration, job: &JobRecord) {
     if !sluice::telemetry::json_logs() {
         return;
     }
-    let queue_name = queue_url.rsplit('/').next().unwrap_or(queue_url);
+    let queue_name = cfg.queue_url.rsplit('/').next().unwrap_or(&cfg.queue_url);
     let wait = job.started_at.map(|s| s.since(job.submitted_at));
     println!(
         "{}",
-        emf_line(queue_name, outcome, ran, wait, Millis::now())
+        emf_line(
+            &cfg.metric_namespace,
+            queue_name,
+            outcome,
+            ran,
+            wait,
+            Millis::now()
+        )
     );
 }
 
@@ -85,6 +95,7 @@ mod tests {
     #[test]
     fn emf_lines_declare_every_metric_they_carry() {
         let line = emf_line(
+            "Inference",
             "jobs",
             Outcome::Succeeded,
             Duration::from_millis(1500),
@@ -97,7 +108,7 @@ mod tests {
         assert_eq!(v["JobDuration"], 1500);
         assert_eq!(v["QueueWait"], 2000);
         let decl = &v["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(decl["Namespace"], "Sluice");
+        assert_eq!(decl["Namespace"], "Inference");
         assert_eq!(decl["Dimensions"], serde_json::json!([["QueueName"]]));
         let names: Vec<&str> = decl["Metrics"]
             .as_array()
@@ -107,7 +118,14 @@ mod tests {
             .collect();
         assert_eq!(names, ["JobsSucceeded", "JobDuration", "QueueWait"]);
 
-        let line = emf_line("jobs", Outcome::Expired, Duration::ZERO, None, Millis(7));
+        let line = emf_line(
+            "Sluice",
+            "jobs",
+            Outcome::Expired,
+            Duration::ZERO,
+            None,
+            Millis(7),
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["JobsExpired"], 1);
         assert!(v.get("QueueWait").is_none());

@@ -310,7 +310,7 @@ impl<H: Handler> Worker<H> {
                     Outcome::Failed
                 };
                 info!(?ran, "job finished");
-                metrics::job_finished(&cfg.queue_url, outcome, ran, &job);
+                metrics::job_finished(cfg, outcome, ran, &job);
                 self.finish(msg, &job, end, outcome).await;
             }
             Stop::Returned(Err(e)) => {
@@ -318,7 +318,7 @@ impl<H: Handler> Worker<H> {
                 match job::after_error(&job, e.is_retryable(), &cfg.backoff, jitter) {
                     AttemptEnd::Retry(delay) => {
                         warn!(error = %e, ?delay, attempt = job.attempt, "job failed; retrying");
-                        metrics::job_finished(&cfg.queue_url, Outcome::Retried, ran, &job);
+                        metrics::job_finished(cfg, Outcome::Retried, ran, &job);
                         match self
                             .store
                             .requeue(id, job.attempt, Some(e.message.clone()))
@@ -332,7 +332,7 @@ impl<H: Handler> Worker<H> {
                     }
                     AttemptEnd::Failed | AttemptEnd::Succeeded => {
                         warn!(error = %e, attempt = job.attempt, "job failed");
-                        metrics::job_finished(&cfg.queue_url, Outcome::Failed, ran, &job);
+                        metrics::job_finished(cfg, Outcome::Failed, ran, &job);
                         self.finish(
                             msg,
                             &job,
@@ -345,7 +345,7 @@ impl<H: Handler> Worker<H> {
             }
             Stop::Cancelled => {
                 info!("job cancelled by its caller");
-                metrics::job_finished(&cfg.queue_url, Outcome::Cancelled, ran, &job);
+                metrics::job_finished(cfg, Outcome::Cancelled, ran, &job);
                 self.finish(msg, &job, Finish::Cancelled, Outcome::Cancelled)
                     .await;
             }
@@ -453,12 +453,7 @@ impl<H: Handler> Worker<H> {
             ClaimRefusal::Expire => match self.store.expire(id, now, retention).await {
                 Ok(job) => {
                     info!("job expired before it started");
-                    metrics::job_finished(
-                        &self.config.queue_url,
-                        Outcome::Expired,
-                        Duration::ZERO,
-                        &job,
-                    );
+                    metrics::job_finished(&self.config, Outcome::Expired, Duration::ZERO, &job);
                     self.delete(msg).await;
                 }
                 Err(e) => warn!(error = %DisplayErrorContext(&e), "could not expire the job"),

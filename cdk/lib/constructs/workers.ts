@@ -95,6 +95,12 @@ export interface WorkersProps {
    */
   readonly handler?: string;
   /**
+   * CloudWatch namespace of the worker's job metrics.
+   *
+   * @default 'Sluice'
+   */
+  readonly metricNamespace?: string;
+  /**
    * How long a stopping worker lets running jobs finish; must be below `stopTimeout`.
    *
    * @default Duration.seconds(90)
@@ -249,6 +255,7 @@ export class Workers extends Construct {
         leaseSeconds,
         drainSeconds,
         handler,
+        metricNamespace: props.metricNamespace ?? 'Sluice',
       }),
       stopTimeout,
       healthCheck: {
