@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MOTO_VERSION := 5.2.5
 
-.PHONY: dev test lint build setup clean help
+.PHONY: dev test lint build setup bench clean help
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
 	@echo "make test   every check: fmt, clippy, unit and integration tests on the emulator, the CDK app's"
 	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, a simulator run"
 	@echo "make build  debug build of every binary"
+	@echo "make bench  throughput, requests per job, latency, Lambda sizes on the emulator (bench/README.md)"
 	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
 
 $(VENV)/.ok:
@@ -36,6 +37,12 @@ lint:
 test: setup lint build cdk-test docker-context-check
 	target/debug/sluice simulate --workload burst
 	cargo test --workspace
+
+# Benchmarks against the emulator (not part of `make test`): one table, also bench-results/bench.json.
+# SLUICE_BENCH_LAMBDA_INIT=1 also builds the functions for this machine to time their start-up.
+bench: setup
+	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --release -p submit -p status -p backlog; fi
+	cargo bench -p sluice-worker --bench pipeline
 
 clean:
 	rm -rf $(VENV) target

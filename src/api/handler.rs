@@ -231,7 +231,8 @@ impl Api {
                 .and_then(|q| q.first("wait")),
         )?;
         let until = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(100);
+        // A job often finishes within milliseconds of a submit: look again soon, then less often.
+        let mut pause = Duration::from_millis(20);
         loop {
             let job = self.owned(&id, &owner).await?;
             let now = Millis::now();
@@ -242,7 +243,7 @@ impl Api {
                 return Ok((StatusCode::OK, view));
             }
             tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 3 / 2).min(Duration::from_secs(1));
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 

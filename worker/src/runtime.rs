@@ -61,6 +61,13 @@ pub async fn run_with<H: Handler>(
     result
 }
 
+/// Pauses before claiming again a job whose message came before its record.
+const EARLY_CLAIM_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(80),
+    Duration::from_millis(300),
+];
+
 /// How long a finished job's delete may wait for others to share its request.
 pub const DELETE_LINGER: Duration = Duration::from_millis(50);
 
@@ -239,14 +246,14 @@ impl<H: Handler> Worker<H> {
         let mut claimed = self.store.claim(id, &cfg.worker_id, now, cfg.lease).await;
         // The submit path writes the record just after it sends the message: a message received
         // at once may be a few milliseconds early. Looking again soon keeps that race from
-        // costing the job one of its deliveries.
-        for _ in 0..2 {
+        // costing the job one of its deliveries; the record is usually there within one write.
+        for pause in EARLY_CLAIM_RETRIES {
             let early = matches!(&claimed, Err(StoreError::Conflict { current: None }))
                 && now.since(msg.sent_at) < Duration::from_secs(5);
             if !early {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(pause).await;
             claimed = self
                 .store
                 .claim(id, &cfg.worker_id, Millis::now(), cfg.lease)
