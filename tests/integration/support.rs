@@ -34,9 +34,14 @@ struct Emulator {
 fn emulator() -> &'static Emulator {
     static EMULATOR: OnceLock<Emulator> = OnceLock::new();
     EMULATOR.get_or_init(|| {
-        let moto = std::env::var("SLUICE_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
+        // The workspace's `.venv`, found from whichever package's tests include this file.
+        let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let moto = std::env::var("SLUICE_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|_| {
+            here.ancestors()
+                .map(|dir| dir.join(".venv/bin/moto_server"))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| here.join(".venv/bin/moto_server"))
+        });
         assert!(
             moto.exists(),
             "the emulator is not installed at {}: run `make test`, which installs it, or set SLUICE_MOTO_SERVER",

@@ -1,0 +1,144 @@
+//! The worker runtime in-process, against the emulator: what its requests look like.
+
+#[path = "../../tests/integration/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice::aws::RequestCounter;
+use sluice::job::{JobId, JobRecord, Owner, Status};
+use sluice::queue::{Envelope, JobQueue};
+use sluice::store::JobStore;
+use sluice::time::Millis;
+use sluice_worker::{handler_fn, run_with, JobContext, JobError, WorkerConfig};
+use support::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_deleted_ten_to_a_request() {
+    let s = Stack::new("delete_batches").await;
+    let counter = RequestCounter::default();
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&s.aws)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let queue = JobQueue::new(sqs, &s.res.queue_url);
+    let store = JobStore::from_sdk(&s.aws, &s.res.table_name);
+
+    // Thirty jobs waiting before the worker starts, as on a busy queue.
+    let input = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+    for _ in 0..30 {
+        let id = JobId::generate();
+        let job = JobRecord::queued(id.clone(), Owner::new("o"), Millis::now(), None, 3, 2);
+        store.create(&job, s.retention, None).await.unwrap();
+        s.queue
+            .send(Envelope::new(id, &input).encode().unwrap())
+            .await
+            .unwrap();
+    }
+
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_CONCURRENCY", "10"),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_DRAIN_SECONDS", "5"),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    let noop =
+        handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(null)) });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(noop, config, store.clone(), queue, async {
+        let _ = stopped.await;
+    }));
+    s.until_queue_empty(Duration::from_secs(30)).await;
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(
+        counter.count("DeleteMessage"),
+        0,
+        "{:?}",
+        counter.snapshot()
+    );
+    let batches = counter.count("DeleteMessageBatch");
+    assert!(
+        (3..=10).contains(&batches),
+        "30 deletes took {batches} requests: {:?}",
+        counter.snapshot()
+    );
+    let receives = counter.count("ReceiveMessage");
+    assert!(
+        receives <= 12,
+        "30 jobs took {receives} receives: {:?}",
+        counter.snapshot()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_written_as_a_function_runs_on_the_queue() {
+    let s = Stack::new("library_handler").await;
+    #[derive(serde::Deserialize)]
+    struct Prompt {
+        text: String,
+    }
+    async fn shout(p: Prompt, ctx: JobContext) -> Result<String, JobError> {
+        if p.text.is_empty() {
+            return Err(JobError::permanent("text is empty"));
+        }
+        Ok(format!(
+            "{} (attempt {})",
+            p.text.to_uppercase(),
+            ctx.attempt
+        ))
+    }
+    let ok = s.submit(support::ALICE, json!({"text": "hello"})).await;
+    let empty = s.submit(support::ALICE, json!({"text": ""})).await;
+    let wrong = s.submit(support::ALICE, json!({"words": 3})).await;
+
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(
+        handler_fn(shout),
+        config,
+        s.store.clone(),
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let done = |id: JobId| {
+        let s = &s;
+        async move {
+            s.until(&id, Duration::from_secs(20), "the job ends", |j| {
+                j.status.is_terminal()
+            })
+            .await
+        }
+    };
+    let ok = done(ok).await;
+    assert_eq!(
+        (ok.status, ok.result.as_deref()),
+        (Status::Succeeded, Some("\"HELLO (attempt 1)\""))
+    );
+    let empty = done(empty).await;
+    assert_eq!(
+        (empty.status, empty.error.as_deref()),
+        (Status::Failed, Some("text is empty"))
+    );
+    let wrong = done(wrong).await;
+    assert_eq!(wrong.status, Status::Failed);
+    assert!(wrong
+        .error
+        .unwrap()
+        .starts_with("the input does not match what the handler takes: missing field `text`"));
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
