@@ -28,11 +28,6 @@ impl JobId {
     pub fn generate() -> Self {
         JobId(ulid::Ulid::new())
     }
-
-    /// The instant the id was generated, from its time prefix.
-    pub fn created_at(&self) -> Millis {
-        Millis(i64::try_from(self.0.timestamp_ms()).unwrap_or(i64::MAX))
-    }
 }
 
 /// The text is not a job id (a 26-character ULID).

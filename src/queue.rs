@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -288,43 +285,6 @@ impl JobQueue {
             .await
             .map(|_| ())
             .map_err(classify)
-    }
-
-    /// Hides up to 10 deliveries for `timeout` in one request. Returns the receipts SQS refused.
-    pub async fn change_visibility_batch(
-        &self,
-        receipts: &[ReceiptHandle],
-        timeout: Duration,
-    ) -> Result<Vec<ReceiptHandle>, QueueError> {
-        if receipts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries = receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&r.0)
-                    .visibility_timeout(visibility_seconds(timeout))
-                    .build()
-                    .expect("id and receipt handle are set")
-            })
-            .collect();
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out
-            .failed
-            .iter()
-            .filter_map(|f| f.id.parse::<usize>().ok())
-            .filter_map(|i| receipts.get(i).cloned())
-            .collect())
     }
 }
 

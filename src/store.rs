@@ -226,10 +226,6 @@ impl JobStore {
         JobStore::new(Client::new(aws), table)
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Records a new job, and with it the caller's idempotency key if there is one, in one
     /// transaction: either both exist or neither does.
     pub async fn create(
