@@ -32,6 +32,18 @@ export interface MetricSource {
   readonly serviceName: string;
 }
 
+/** A metric of one deployment's namespace with the given dimensions. */
+function sluiceMetric(
+  src: MetricSource,
+  dimensionsMap: Record<string, string>,
+  metricName: string,
+  statistic: string,
+  period: Duration,
+  label?: string,
+): cloudwatch.Metric {
+  return new cloudwatch.Metric({ namespace: src.namespace, metricName, dimensionsMap, statistic, period, label });
+}
+
 /** A backlog Lambda metric. */
 export function backlogMetric(
   src: MetricSource,
@@ -40,14 +52,8 @@ export function backlogMetric(
   period: Duration,
   label?: string,
 ): cloudwatch.Metric {
-  return new cloudwatch.Metric({
-    namespace: src.namespace,
-    metricName,
-    dimensionsMap: { QueueName: src.queueName, ServiceName: src.serviceName },
-    statistic,
-    period,
-    label,
-  });
+  const dimensions = { QueueName: src.queueName, ServiceName: src.serviceName };
+  return sluiceMetric(src, dimensions, metricName, statistic, period, label);
 }
 
 /** A worker (EMF) metric. */
@@ -58,12 +64,5 @@ export function workerMetric(
   period: Duration,
   label?: string,
 ): cloudwatch.Metric {
-  return new cloudwatch.Metric({
-    namespace: src.namespace,
-    metricName,
-    dimensionsMap: { QueueName: src.queueName },
-    statistic,
-    period,
-    label,
-  });
+  return sluiceMetric(src, { QueueName: src.queueName }, metricName, statistic, period, label);
 }
