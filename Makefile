@@ -41,7 +41,7 @@ test: setup lint build cdk-test docker-context-check
 # Benchmarks against the emulator (not part of `make test`): one table, also bench-results/bench.json.
 # SLUICE_BENCH_LAMBDA_INIT=1 also builds the functions for this machine to time their start-up.
 bench: setup
-	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --release -p submit -p status -p backlog; fi
+	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --profile lambda-release -p submit -p status -p backlog; fi
 	cargo bench -p sluice-worker --bench pipeline
 
 clean:

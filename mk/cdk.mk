@@ -43,7 +43,7 @@ cdk-test: cdk-deps $(VENV)/.cdk-tools
 
 lambdas: $(VENV)/.cargo-lambda
 	rustup target add aarch64-unknown-linux-gnu
-	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --profile lambda-release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
 
 synth: cdk-deps lambdas
 	$(CDK) synth --quiet $(CDK_ARGS)

@@ -4,7 +4,7 @@
 //! answered request), median of a few cold starts.
 //!
 //! The arm64 binaries cannot run on an x86_64 machine, so start-up is measured on the
-//! host-architecture release builds (`cargo build --release -p submit -p status -p backlog`),
+//! host-architecture builds (`cargo build --profile lambda-release -p submit -p status -p backlog`),
 //! same source, same profile.
 //!
 //! `cargo bench -p sluice-worker --bench pipeline` runs this as its last section, with the AWS
@@ -155,6 +155,15 @@ fn release_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("the bench runs from target/release/deps")
         .to_path_buf()
+}
+
+/// `target/lambda-release`: where the functions' host builds go, with the profile `make lambdas`
+/// builds the arm64 bootstraps with.
+fn host_build_dir() -> PathBuf {
+    release_dir()
+        .parent()
+        .expect("target/release has a parent")
+        .join("lambda-release")
 }
 
 fn modified(p: &Path) -> Option<SystemTime> {
@@ -508,7 +517,7 @@ async fn cold_start(
 pub async fn section(backend: Option<&Backend>) -> LambdaReport {
     let newest = newest_source();
     let mut report = LambdaReport::default();
-    let bins: Vec<PathBuf> = FUNCTIONS.iter().map(|f| release_dir().join(f)).collect();
+    let bins: Vec<PathBuf> = FUNCTIONS.iter().map(|f| host_build_dir().join(f)).collect();
     let missing: Vec<&str> = FUNCTIONS
         .iter()
         .zip(&bins)
@@ -517,10 +526,10 @@ pub async fn section(backend: Option<&Backend>) -> LambdaReport {
         .collect();
     if !missing.is_empty() {
         report.startup_skipped = Some(format!(
-            "no host build of {} in {}: run `cargo build --release -p submit -p status -p backlog` \
+            "no host build of {} in {}: run `cargo build --profile lambda-release -p submit -p status -p backlog` \
              (make bench does with SLUICE_BENCH_LAMBDA_INIT=1)",
             missing.join(", "),
-            release_dir().display()
+            host_build_dir().display()
         ));
     }
     let logs = workspace_root().join("bench-results/logs");
