@@ -29,11 +29,17 @@ pub fn init() {
     drop(result);
 }
 
-/// Whether logs (and the worker's metric lines) are JSON.
+/// Whether logs are JSON, by `SLUICE_LOG_FORMAT`.
 pub fn json_logs() -> bool {
-    match std::env::var(env::LOG_FORMAT).as_deref() {
-        Ok("json") => true,
-        Ok("text") => false,
+    json_logs_for(std::env::var(env::LOG_FORMAT).ok().as_deref())
+}
+
+/// Whether logs are JSON with this `SLUICE_LOG_FORMAT`: `json`, `text`, or by default JSON in
+/// Lambda and ECS.
+pub fn json_logs_for(log_format: Option<&str>) -> bool {
+    match log_format {
+        Some("json") => true,
+        Some("text") => false,
         _ => {
             std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
                 || std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_some()

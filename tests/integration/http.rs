@@ -63,25 +63,16 @@ async fn the_command_prints_for_people_and_scripts_and_fails_clearly() {
     let s = Stack::new("http_cli").await;
     let _w = s.worker("w1", &[]);
     let (url, _stop) = serve(&s).await;
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("sluice");
     let run = |args: &[&str]| {
-        let bin = bin.clone();
-        let url = url.clone();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let args: Vec<String> = ["--url", url.as_str()]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect();
         async move {
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new(bin)
-                    .arg("--url")
-                    .arg(url)
-                    .args(args)
-                    .output()
-                    .unwrap()
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                sluice_cli(&args)
             })
             .await
             .unwrap()

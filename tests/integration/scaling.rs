@@ -293,3 +293,109 @@ async fn a_sample_that_fails_publishes_nothing() {
         .unwrap();
     assert!(listed.metrics().is_empty(), "{:?}", listed.metrics());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
+    let s = Stack::new("report").await;
+    worker_service(&s, None).await;
+    for i in 0..7 {
+        s.submit(ALICE, json!({ "n": i })).await;
+    }
+    let args = [
+        "--queue-url",
+        s.res.queue_url.as_str(),
+        "--cluster",
+        s.name.as_str(),
+        "--service",
+        "workers",
+    ];
+    let out = sluice_cli(&[&["--json", "report"][..], &args[..]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["queue"]["visible"], 7, "{r}");
+    assert_eq!(r["service"]["desired"], 0, "{r}");
+    assert_eq!(r["backlog_per_task"], 7.0);
+    assert_eq!(
+        r["tasks_for_backlog"], 7,
+        "a target of one waiting job per task"
+    );
+    assert_ne!(
+        r["policy_action"], "none",
+        "backlog with no task must scale: {r}"
+    );
+    assert!(r["policy_desired_tasks"].as_u64().unwrap() >= 1, "{r}");
+
+    let text = sluice_cli(&[&["report"][..], &args[..]].concat());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("queue     7 visible, 0 in flight"), "{text}");
+    assert!(
+        text.contains("tasks     0 running, 0 pending, 0 desired"),
+        "{text}"
+    );
+
+    let bad = sluice_cli(&[
+        "report",
+        "--queue-url",
+        s.res.queue_url.as_str(),
+        "--cluster",
+        "nope",
+        "--service",
+        "nope",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read the service nope in nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_compares_the_scalers_and_draws_them() {
+    let dir = std::env::temp_dir().join(format!("sluice-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("spike.svg");
+    let out = sluice_cli(&[
+        "--json",
+        "simulate",
+        "--workload",
+        "spike",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = r["scalers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scaler"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["sluice", "aws-sample", "terraform-module", "keda", "oracle"]
+    );
+    for s in r["scalers"].as_array().unwrap() {
+        assert_eq!(s["unfinished_jobs"], 0.0, "every job finishes: {s}");
+    }
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawing.starts_with("<svg") && drawing.contains("sluice"),
+        "{}",
+        &drawing[..drawing.len().min(200)]
+    );
+
+    let csv = dir.join("trace.csv");
+    std::fs::write(&csv, "0,5\n1,5\n2,oops\n").unwrap();
+    let bad = sluice_cli(&["simulate", "--workload", &format!("csv:{}", csv.display())]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("is not a workload") && err.contains("line 3"),
+        "{err}"
+    );
+}

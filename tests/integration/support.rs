@@ -102,6 +102,24 @@ pub async fn sdk() -> SdkConfig {
         .await
 }
 
+/// Runs the `sluice` command with the emulator's AWS settings (as `make dev` gives it).
+pub fn sluice_cli(args: &[&str]) -> std::process::Output {
+    let bin = target_dir().join("sluice");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        bin.display()
+    );
+    Command::new(bin)
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &emulator().endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("the sluice command runs")
+}
+
 /// A fresh table, queue and dead-letter queue for one test.
 pub struct Stack {
     pub name: String,

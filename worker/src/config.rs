@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub retention: Duration,
     /// CloudWatch namespace of the job metrics.
     pub metric_namespace: String,
+    /// Whether job metrics are written (as EMF lines, with JSON logs).
+    pub emit_metrics: bool,
 }
 
 impl WorkerConfig {
@@ -74,6 +76,7 @@ impl WorkerConfig {
             backoff: Backoff { base, max },
             worker_id: src.get(env::WORKER_ID).unwrap_or_else(default_worker_id),
             handler: src.get(env::HANDLER).unwrap_or_else(|| "demo".into()),
+            emit_metrics: sluice::telemetry::json_logs_for(src.get(env::LOG_FORMAT).as_deref()),
             metric_namespace: src
                 .get(env::METRIC_NAMESPACE)
                 .unwrap_or_else(|| crate::metrics::NAMESPACE.into()),

@@ -70,7 +70,7 @@ pub fn emf_line(
 /// Writes a job's outcome as an EMF line when logs are JSON (in AWS); on a terminal it would
 /// only be noise.
 pub fn job_finished(cfg: &WorkerConfig, outcome: Outcome, ran: Duration, job: &JobRecord) {
-    if !sluice::telemetry::json_logs() {
+    if !cfg.emit_metrics {
         return;
     }
     let queue_name = cfg.queue_url.rsplit('/').next().unwrap_or(&cfg.queue_url);
