@@ -7,7 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MOTO_VERSION := 5.2.5
 
-.PHONY: dev test lint build setup bench clean help
+EXAMPLES_VENV := .venv-examples
+EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
+
+.PHONY: dev test lint build setup bench clean help python-test example-venv
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -24,6 +27,20 @@ $(VENV)/.ok:
 
 setup: $(VENV)/.ok
 
+# The Python helper and every example's pinned requirements, for the examples on the local stack
+# and their tests (kept apart from the emulator's virtualenv).
+$(EXAMPLES_VENV)/.ok: python/pyproject.toml python/sluice_handler.py $(EXAMPLE_REQUIREMENTS)
+	python3 -m venv $(EXAMPLES_VENV)
+	$(EXAMPLES_VENV)/bin/pip install --quiet --disable-pip-version-check ./python $(addprefix -r ,$(EXAMPLE_REQUIREMENTS))
+	touch $@
+
+example-venv: $(EXAMPLES_VENV)/.ok
+
+# The Python helper's tests (standard library only) and each example's, on real processes.
+python-test: example-venv
+	python3 -m unittest discover -s python/tests
+	for d in examples/*/; do $(EXAMPLES_VENV)/bin/python -m unittest discover -s "$$d" || exit 1; done
+
 build:
 	cargo build --workspace --bins
 
@@ -34,7 +51,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-test: setup lint build cdk-test docker-context-check
+test: setup lint build python-test cdk-test docker-context-check
 	target/debug/sluice simulate --workload burst
 	cargo test --workspace
 
@@ -45,6 +62,6 @@ bench: setup
 	cargo bench -p sluice-worker --bench pipeline
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(EXAMPLES_VENV) target
 
 include mk/cdk.mk

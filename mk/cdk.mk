@@ -5,7 +5,8 @@
 #   make lambdas               cargo lambda build (arm64) of submit, status and backlog
 #   make synth | deploy        the real thing (deploy builds the worker image: needs Docker)
 #   make destroy               delete the stack (the table and payload bucket are retained)
-#   make docker-context-check  prove worker/Dockerfile's build context is complete, without Docker
+#   make docker-context-check  prove the build contexts of worker/Dockerfile and the examples'
+#                              Dockerfiles are complete, without Docker
 #
 # Pass context with CDK_ARGS, e.g. make deploy CDK_ARGS="-c maxTasks=5 -c alarmEmail=me@example.com"
 
@@ -39,7 +40,7 @@ cdk-test: cdk-deps $(VENV)/.cdk-tools
 	cd $(CDK_DIR) && node --import tsx --test test/*.test.ts
 	$(CDK) synth --quiet -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_ARGS)
 	cd $(CDK_DIR) && $(abspath $(VENV))/bin/cfn-lint cdk.out/*.template.json
-	$(VENV)/bin/hadolint worker/Dockerfile
+	$(VENV)/bin/hadolint worker/Dockerfile examples/*/Dockerfile
 
 lambdas: $(VENV)/.cargo-lambda
 	rustup target add aarch64-unknown-linux-gnu
@@ -57,3 +58,4 @@ destroy: cdk-deps
 
 docker-context-check: cdk-deps
 	cdk/scripts/docker-context-check.sh
+	for f in examples/*/Dockerfile; do cdk/scripts/docker-context-check.sh "$$f" || exit 1; done

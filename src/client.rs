@@ -124,6 +124,10 @@ impl Sigv4 {
 pub struct SubmitOptions {
     pub deadline_seconds: Option<u64>,
     pub max_attempts: Option<u32>,
+    /// The time limit of one attempt, in seconds.
+    pub timeout_seconds: Option<u64>,
+    /// Retry an attempt that runs past its time limit instead of failing the job.
+    pub retry_on_timeout: bool,
     pub idempotency_key: Option<String>,
 }
 
@@ -177,6 +181,12 @@ impl Client {
         }
         if let Some(n) = opts.max_attempts {
             body.push_str(&format!(",\"max_attempts\":{n}"));
+        }
+        if let Some(s) = opts.timeout_seconds {
+            body.push_str(&format!(",\"timeout_seconds\":{s}"));
+        }
+        if opts.retry_on_timeout {
+            body.push_str(",\"on_timeout\":\"retry\"");
         }
         body.push('}');
         let mut req = self

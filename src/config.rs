@@ -103,6 +103,14 @@ pub struct ApiConfig {
     pub retention: Duration,
     /// The worker service (cluster, service) to raise from zero on submit, when set.
     pub workers: Option<(String, String)>,
+    /// The longest `timeout_seconds` a job may ask for.
+    pub max_job_timeout: Duration,
+}
+
+/// `SLUICE_MAX_JOB_TIMEOUT_SECONDS`, at most [`MAX_JOB_TIMEOUT`](crate::job::MAX_JOB_TIMEOUT).
+pub fn max_job_timeout(src: &(impl Source + ?Sized)) -> Result<Duration, ConfigError> {
+    let cap = crate::job::MAX_JOB_TIMEOUT.as_secs();
+    seconds_or(src, env::MAX_JOB_TIMEOUT_SECONDS, cap, 1..=cap)
 }
 
 impl ApiConfig {
@@ -117,6 +125,7 @@ impl ApiConfig {
             max_attempts: number_or(src, env::MAX_ATTEMPTS, 3, 1..=100)?,
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
+            max_job_timeout: max_job_timeout(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,
@@ -166,6 +175,13 @@ mod tests {
                 Some("SLUICE_RETENTION_DAYS=\"-1\" is not valid: expected a whole number"),
             ),
             (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_MAX_JOB_TIMEOUT_SECONDS", "43200"),
+                ],
+                Some("SLUICE_MAX_JOB_TIMEOUT_SECONDS=\"43200\" is not valid: expected 1 to 42300"),
+            ),
+            (
                 &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_CLUSTER", "c")],
                 Some("SLUICE_SERVICE is not set; set it with SLUICE_CLUSTER"),
             ),
@@ -186,5 +202,6 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(c.queue_url, None);
+        assert_eq!(c.max_job_timeout, crate::job::MAX_JOB_TIMEOUT);
     }
 }

@@ -33,8 +33,24 @@ pub const RECEIVE_WAIT_SECONDS: &str = "SLUICE_RECEIVE_WAIT_SECONDS";
 pub const RETRY_BASE_SECONDS: &str = "SLUICE_RETRY_BASE_SECONDS";
 /// Longest retry delay in seconds (default 300). Read by: worker.
 pub const RETRY_MAX_SECONDS: &str = "SLUICE_RETRY_MAX_SECONDS";
-/// Which compute the `sluice-worker` binary runs (default `demo`). Read by: worker.
+/// Which compute the `sluice-worker` binary runs: `demo` (default), `process` (the user's program
+/// over JSON lines, see `COMMAND`) or `http` (a model server, see `MODEL_URL`). Read by: worker.
 pub const HANDLER: &str = "SLUICE_HANDLER";
+/// The command of the `process` handler: the user's program, started once per slot, speaking the
+/// JSON-lines protocol of `worker/PROTOCOL.md` (a JSON array of strings, or words split as a shell
+/// would, without a shell's expansions). Read by: worker.
+pub const COMMAND: &str = "SLUICE_COMMAND";
+/// Base URL of the `http` handler's model server in the same task, which answers `GET /ping` and
+/// `POST /invocations` (default `http://127.0.0.1:8080`). Read by: worker.
+pub const MODEL_URL: &str = "SLUICE_MODEL_URL";
+/// Seconds the handler's process or model server may take to become ready (default 600).
+/// Read by: worker.
+pub const STARTUP_SECONDS: &str = "SLUICE_STARTUP_SECONDS";
+/// Time limit in seconds of a job that sets no `timeout_seconds` (default 3600). Read by: worker.
+pub const JOB_TIMEOUT_SECONDS: &str = "SLUICE_JOB_TIMEOUT_SECONDS";
+/// The longest `timeout_seconds` a job may ask for (default and upper bound 42300, below SQS's
+/// 12-hour visibility cap). Read by: submit, worker, local API.
+pub const MAX_JOB_TIMEOUT_SECONDS: &str = "SLUICE_MAX_JOB_TIMEOUT_SECONDS";
 /// The worker's name in job records and logs (default: host name and process id).
 /// Read by: worker.
 pub const WORKER_ID: &str = "SLUICE_WORKER_ID";
@@ -71,6 +87,11 @@ pub const ALL: &[&str] = &[
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,
     HANDLER,
+    COMMAND,
+    MODEL_URL,
+    STARTUP_SECONDS,
+    JOB_TIMEOUT_SECONDS,
+    MAX_JOB_TIMEOUT_SECONDS,
     WORKER_ID,
     METRIC_NAMESPACE,
     LOG_FORMAT,

@@ -190,6 +190,73 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Size of the submitted input in bytes.
     pub input_bytes: u64,
+    /// The time limit of one attempt the caller asked for; the worker's default when `None`.
+    pub timeout_seconds: Option<u64>,
+    /// What an attempt that runs past its time limit does.
+    pub on_timeout: OnTimeout,
+    /// The running job's latest progress report, stored with a heartbeat.
+    pub progress: Option<Progress>,
+}
+
+/// The longest time limit an attempt may have: 11 h 45 min. SQS hides a received message for at
+/// most 12 hours from its receipt, however often the heartbeat extends it; an attempt must end,
+/// and its retry delay (or its release) be set, before that, or the message would reappear and a
+/// second worker start the same job while the first still runs it. The 15 minutes left cover the
+/// last heartbeat, the result's write and a retry delay of up to 5 minutes.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(42_300);
+
+/// What an attempt that runs past its time limit does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// The job ends `FAILED` (the default: a job that ran too long once usually does again).
+    #[default]
+    Fail,
+    /// The attempt fails retryably: the job runs again while it has attempts left.
+    Retry,
+}
+
+impl OnTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Fail => "fail",
+            OnTimeout::Retry => "retry",
+        }
+    }
+}
+
+/// How far a running job is, as its handler last reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// From 0 to 1, when the handler knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// A short line for people, at most [`MAX_PROGRESS_MESSAGE`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The longest progress message kept, in characters.
+pub const MAX_PROGRESS_MESSAGE: usize = 200;
+
+impl Progress {
+    /// A report made safe to store: the fraction clamped into `[0, 1]` (`None` when not a number),
+    /// the message cut to [`MAX_PROGRESS_MESSAGE`] characters. Pure.
+    pub fn new(fraction: Option<f64>, message: Option<&str>) -> Self {
+        Progress {
+            fraction: fraction
+                .filter(|f| f.is_finite())
+                .map(|f| f.clamp(0.0, 1.0)),
+            message: message
+                .map(|m| m.trim())
+                .filter(|m| !m.is_empty())
+                .map(|m| m.chars().take(MAX_PROGRESS_MESSAGE).collect()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fraction.is_none() && self.message.is_none()
+    }
 }
 
 impl JobRecord {
@@ -219,6 +286,9 @@ impl JobRecord {
             result: None,
             error: None,
             input_bytes,
+            timeout_seconds: None,
+            on_timeout: OnTimeout::Fail,
+            progress: None,
         }
     }
 
@@ -412,6 +482,32 @@ mod tests {
         ] {
             assert!(bad.parse::<JobId>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn progress_reports_are_made_safe_to_store() {
+        let long = "x".repeat(500);
+        // (fraction, message) reported, then the fraction and message length stored.
+        type Case<'a> = (Option<f64>, Option<&'a str>, Option<f64>, Option<usize>);
+        let cases: &[Case] = &[
+            (Some(0.5), Some("halfway"), Some(0.5), Some(7)),
+            (Some(1.5), None, Some(1.0), None),
+            (Some(-0.1), None, Some(0.0), None),
+            (Some(f64::NAN), Some("  "), None, None),
+            (
+                Some(f64::INFINITY),
+                Some(long.as_str()),
+                None,
+                Some(MAX_PROGRESS_MESSAGE),
+            ),
+            (None, Some(" scoring "), None, Some(7)),
+        ];
+        for (fraction, message, want_fraction, want_len) in cases {
+            let p = Progress::new(*fraction, *message);
+            assert_eq!(p.fraction, *want_fraction, "{fraction:?}");
+            assert_eq!(p.message.as_ref().map(|m| m.chars().count()), *want_len);
+        }
+        assert!(Progress::new(None, Some("")).is_empty());
     }
 
     #[test]

@@ -52,6 +52,12 @@ enum Command {
         /// Attempts before the job fails (default: the deployment's setting).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Stop an attempt that runs longer than this many seconds (default: the deployment's).
+        #[arg(long, value_name = "SECONDS")]
+        time_limit: Option<u64>,
+        /// Retry an attempt that runs past its time limit instead of failing the job.
+        #[arg(long)]
+        retry_on_timeout: bool,
         /// Submitting again with the same key returns the same job instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -199,6 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             deadline,
             max_attempts,
+            time_limit,
+            retry_on_timeout,
             idempotency_key,
             wait,
             timeout,
@@ -207,6 +215,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = SubmitOptions {
                 deadline_seconds: deadline,
                 max_attempts,
+                timeout_seconds: time_limit,
+                retry_on_timeout,
                 idempotency_key,
             };
             let view = client.submit(&input, &opts).await?;
@@ -316,6 +326,16 @@ fn describe(v: &JobView) -> String {
         out.push_str("          cancel requested; the worker stops it at its next heartbeat\n");
     }
     out.push_str(&format!("attempt   {} of {}\n", v.attempt, v.max_attempts));
+    if let Some(p) = &v.progress {
+        out.push_str(&format!("progress  {}\n", describe_progress(p)));
+    }
+    if let Some(s) = v.timeout_seconds {
+        let then = match v.on_timeout {
+            Some(sluice::job::OnTimeout::Retry) => "retried",
+            _ => "failed",
+        };
+        out.push_str(&format!("limit     {s} s per attempt, then {then}\n"));
+    }
     out.push_str(&format!("submitted {}\n", v.submitted_at));
     for (label, value) in [
         ("started", &v.started_at),
@@ -340,6 +360,16 @@ fn describe(v: &JobView) -> String {
         ));
     }
     out
+}
+
+/// `42% scoring batch 3`, `42%` or `scoring batch 3`.
+fn describe_progress(p: &sluice::job::Progress) -> String {
+    let percent = p.fraction.map(|f| format!("{:.0}%", f * 100.0));
+    [percent, p.message.clone()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 mod report {
@@ -482,6 +512,7 @@ mod dev {
             max_attempts: 3,
             retention: std::time::Duration::from_secs(7 * 86_400),
             workers: None,
+            max_job_timeout: sluice::config::max_job_timeout(&sluice::config::ProcessEnv)?,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::job::{JobId, JobRecord, Owner, Status};
+use crate::job::{JobId, JobRecord, OnTimeout, Owner, Progress, Status};
 use crate::time::Millis;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +103,10 @@ mod attr {
     pub const RESULT: &str = "result";
     pub const ERROR: &str = "error";
     pub const INPUT_BYTES: &str = "input_bytes";
+    pub const TIMEOUT_SECONDS: &str = "timeout_seconds";
+    pub const ON_TIMEOUT: &str = "on_timeout";
+    pub const PROGRESS_FRACTION: &str = "progress_fraction";
+    pub const PROGRESS_MESSAGE: &str = "progress_message";
     /// DynamoDB's TTL attribute, in epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
     pub const JOB_ID: &str = "job_id";
@@ -389,7 +393,8 @@ impl JobStore {
         self.update(id, update).await
     }
 
-    /// Extends attempt `attempt`'s lease to `now + lease`. Returns the record, whose
+    /// Extends attempt `attempt`'s lease to `now + lease`, and stores the handler's latest
+    /// progress report in the same write when there is a new one. Returns the record, whose
     /// `cancel_requested` tells the worker whether to stop; `Conflict` means the attempt no
     /// longer owns the job.
     pub async fn heartbeat(
@@ -398,9 +403,20 @@ impl JobStore {
         attempt: u32,
         now: Millis,
         lease: Duration,
+        progress: Option<&Progress>,
     ) -> Result<JobRecord, StoreError> {
-        let update = Update::default()
-            .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
+        let mut update = Update::default().set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0));
+        if let Some(p) = progress {
+            update = match p.fraction {
+                Some(f) => update.set(attr::PROGRESS_FRACTION, n(f)),
+                None => update.remove(attr::PROGRESS_FRACTION),
+            };
+            update = match &p.message {
+                Some(m) => update.set(attr::PROGRESS_MESSAGE, s(m.as_str())),
+                None => update.remove(attr::PROGRESS_MESSAGE),
+            };
+        }
+        let update = update
             .when(HOLDS_ATTEMPT)
             .bind("running", s(Status::Running.as_str()))
             .bind("attempt", n(attempt));
@@ -622,6 +638,9 @@ pub fn to_item(job: &JobRecord) -> Item {
         attr::CANCEL_REQUESTED.into(),
         AttributeValue::Bool(job.cancel_requested),
     );
+    if job.on_timeout != OnTimeout::Fail {
+        item.insert(attr::ON_TIMEOUT.into(), s(job.on_timeout.as_str()));
+    }
     let optional = [
         (attr::STARTED_AT, job.started_at.map(|t| n(t.0))),
         (attr::FINISHED_AT, job.finished_at.map(|t| n(t.0))),
@@ -630,6 +649,15 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::WORKER_ID, job.worker_id.clone().map(s)),
         (attr::RESULT, job.result.clone().map(s)),
         (attr::ERROR, job.error.clone().map(s)),
+        (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
+        (
+            attr::PROGRESS_FRACTION,
+            job.progress.as_ref().and_then(|p| p.fraction).map(n),
+        ),
+        (
+            attr::PROGRESS_MESSAGE,
+            job.progress.as_ref().and_then(|p| p.message.clone()).map(s),
+        ),
     ];
     for (k, v) in optional {
         if let Some(v) = v {
@@ -697,6 +725,29 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
         result: text(attr::RESULT),
         error: text(attr::ERROR),
         input_bytes: u64::try_from(num(attr::INPUT_BYTES)?.unwrap_or(0)).unwrap_or(0),
+        timeout_seconds: num(attr::TIMEOUT_SECONDS)?
+            .map(|v| {
+                u64::try_from(v).map_err(|_| corrupt("timeout_seconds is out of range".into()))
+            })
+            .transpose()?,
+        on_timeout: match text(attr::ON_TIMEOUT).as_deref() {
+            None | Some("fail") => OnTimeout::Fail,
+            Some("retry") => OnTimeout::Retry,
+            Some(other) => return Err(corrupt(format!("unknown on_timeout {other:?}"))),
+        },
+        progress: {
+            let fraction = match item.get(attr::PROGRESS_FRACTION) {
+                None => None,
+                Some(v) => Some(
+                    v.as_n()
+                        .ok()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .ok_or_else(|| corrupt("progress_fraction is not a number".into()))?,
+                ),
+            };
+            let p = Progress::new(fraction, text(attr::PROGRESS_MESSAGE).as_deref());
+            (!p.is_empty()).then_some(p)
+        },
     })
 }
 
@@ -725,6 +776,9 @@ mod tests {
         job.cancel_requested = true;
         job.result = Some("{\"ok\":true}".into());
         job.error = Some("boom".into());
+        job.timeout_seconds = Some(600);
+        job.on_timeout = OnTimeout::Retry;
+        job.progress = Some(Progress::new(Some(0.25), Some("loading")));
         assert_eq!(from_item(&to_item(&job)).unwrap(), job);
     }
 
@@ -738,6 +792,12 @@ mod tests {
             ("attempt", Some(s("one")), "attempt is not a whole number"),
             ("owner", None, "no owner"),
             ("id", Some(s("x")), "not a job id"),
+            ("on_timeout", Some(s("later")), "unknown on_timeout"),
+            (
+                "timeout_seconds",
+                Some(n(-5)),
+                "timeout_seconds is out of range",
+            ),
         ];
         for (key, value, want) in cases {
             let mut item = to_item(&job);

@@ -1,8 +1,11 @@
 import * as path from 'node:path';
 import { Duration } from 'aws-cdk-lib';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { Node } from 'constructs';
+import { ModelServer, WorkerHandler } from './handler';
 import { REPO_ROOT } from './policy';
 import { SluiceStackProps } from './sluice-stack';
+import { WorkerImage } from './worker-image';
 
 /**
  * The context keys this app reads (cdk.json or `-c key=value`). Values given on the command line
@@ -19,11 +22,26 @@ export const CONTEXT_KEYS = [
   'taskCpu',
   'taskMemory',
   'workerConcurrency',
-  'workerHandler',
+  'workerImageDirectory',
+  'workerImageFile',
+  'workerImageUri',
+  'workerImageBuildContext',
+  'workerImageBuildArgs',
+  'handlerMode',
+  'handlerCommand',
+  'modelUrl',
+  'startupTimeoutSeconds',
+  'modelServerImageUri',
+  'modelServerPort',
+  'modelServerCommand',
+  'modelServerEnvironment',
+  'modelServerHealthCheck',
   'minTasks',
   'maxTasks',
   'spot',
   'jobTimeoutSeconds',
+  'maxJobTimeoutSeconds',
+  'leaseSeconds',
   'maxAttempts',
   'maxReceiveCount',
   'retentionDays',
@@ -41,7 +59,82 @@ export const CONTEXT_KEYS = [
 
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
+/** Keys this app no longer reads, and what replaced them: given, they fail synth instead of being ignored. */
+export const REPLACED_CONTEXT_KEYS: Readonly<Record<string, string>> = {
+  workerHandler: 'handlerMode (demo, process or http; with handlerCommand or modelUrl)',
+};
+
 type Lookup = (key: ContextKey) => unknown;
+
+/** Whether a key is set at all (empty strings count as unset, as everywhere here). */
+function given(get: Lookup, key: ContextKey): boolean {
+  const v = get(key);
+  return v !== undefined && v !== null && v !== '';
+}
+
+/** A value that cdk.json gives as JSON and the command line as a string holding JSON. */
+function jsonish(get: Lookup, key: ContextKey, looksLikeJson: (s: string) => boolean): unknown {
+  const v = get(key);
+  if (typeof v !== 'string' || !looksLikeJson(v.trim())) return v;
+  try {
+    return JSON.parse(v);
+  } catch (e) {
+    throw new Error(`context ${key} is not valid json (${(e as Error).message}): ${v}`);
+  }
+}
+
+/**
+ * A command: a JSON array of strings, or words split on whitespace (no quoting: use a JSON array
+ * for an argument with spaces).
+ */
+function command(get: Lookup, key: ContextKey): string[] | undefined {
+  if (!given(get, key)) return undefined;
+  const v = jsonish(get, key, (s) => s.startsWith('['));
+  if (typeof v === 'string') {
+    if (/["'\\]/.test(v)) {
+      throw new Error(`context ${key} has quotes or backslashes: give it as a json array, e.g. ["python3", "/app/handler.py"], got ${v}`);
+    }
+    return v.trim().split(/\s+/);
+  }
+  if (!Array.isArray(v) || v.length === 0 || v.some((w) => typeof w !== 'string' || w === '')) {
+    throw new Error(`context ${key} must be a json array of non-empty strings, e.g. ["python3", "/app/handler.py"], got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** A string map: a JSON object of strings, or `NAME=value` pairs separated by commas. */
+function stringMap(get: Lookup, key: ContextKey): Record<string, string> | undefined {
+  if (!given(get, key)) return undefined;
+  const v = jsonish(get, key, (s) => s.startsWith('{'));
+  if (typeof v === 'string') {
+    const out: Record<string, string> = {};
+    for (const pair of v.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+      const eq = pair.indexOf('=');
+      if (eq < 1) {
+        throw new Error(`context ${key} must be a json object or NAME=value pairs separated by commas, got ${v}`);
+      }
+      out[pair.slice(0, eq).trim()] = pair.slice(eq + 1);
+    }
+    return out;
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string')) {
+    throw new Error(`context ${key} must be a json object of strings or NAME=value pairs, got ${JSON.stringify(v)}`);
+  }
+  return v as Record<string, string>;
+}
+
+/** A container health check command: a JSON array starting with CMD or CMD-SHELL, or a shell line. */
+function healthCheck(get: Lookup, key: ContextKey): ecs.HealthCheck | undefined {
+  if (!given(get, key)) return undefined;
+  const v = jsonish(get, key, (s) => s.startsWith('['));
+  if (typeof v === 'string') return { command: ['CMD-SHELL', v] };
+  if (!Array.isArray(v) || v.length < 2 || !['CMD', 'CMD-SHELL'].includes(v[0]) || v.some((w) => typeof w !== 'string')) {
+    throw new Error(
+      `context ${key} must be a shell command or a json array starting with CMD or CMD-SHELL, got ${JSON.stringify(v)}`,
+    );
+  }
+  return { command: v };
+}
 
 function str(get: Lookup, key: ContextKey): string | undefined {
   const v = get(key);
@@ -80,6 +173,96 @@ function list(get: Lookup, key: ContextKey): string[] | undefined {
   return items.map((i: string) => i.trim()).filter((i: string) => i !== '');
 }
 
+/** The worker image from context: at most one of a directory, a Dockerfile or a URI. */
+function workerImage(get: Lookup): WorkerImage | undefined {
+  const sources = (['workerImageDirectory', 'workerImageFile', 'workerImageUri'] as const).filter((k) => given(get, k));
+  if (sources.length > 1) {
+    throw new Error(
+      `context workerImageDirectory, workerImageFile and workerImageUri are alternatives: give one, got ${sources.join(' and ')}`,
+    );
+  }
+  const buildContext = str(get, 'workerImageBuildContext');
+  const buildArgs = stringMap(get, 'workerImageBuildArgs');
+  const source = sources[0];
+  if (source !== 'workerImageDirectory' && source !== 'workerImageFile') {
+    for (const k of ['workerImageBuildContext', 'workerImageBuildArgs'] as const) {
+      if (given(get, k)) throw new Error(`context ${k} needs workerImageDirectory or workerImageFile (an image to build)`);
+    }
+  }
+  switch (source) {
+    case undefined:
+      return undefined;
+    case 'workerImageUri':
+      return WorkerImage.fromUri(str(get, 'workerImageUri')!);
+    case 'workerImageDirectory':
+      return WorkerImage.fromDirectory(str(get, 'workerImageDirectory')!, { buildContext, buildArgs });
+    case 'workerImageFile': {
+      const file = path.resolve(REPO_ROOT, str(get, 'workerImageFile')!);
+      return WorkerImage.fromDirectory(path.dirname(file), { file: path.basename(file), buildContext, buildArgs });
+    }
+  }
+}
+
+const MODEL_SERVER_KEYS = [
+  'modelServerImageUri',
+  'modelServerPort',
+  'modelServerCommand',
+  'modelServerEnvironment',
+  'modelServerHealthCheck',
+] as const;
+
+/** The handler from context; undefined leaves the default (demo). */
+function workerHandler(get: Lookup, seconds: (key: ContextKey) => Duration | undefined): WorkerHandler | undefined {
+  const mode = str(get, 'handlerMode');
+  if (mode !== undefined && !['demo', 'process', 'http'].includes(mode)) {
+    throw new Error(`context handlerMode must be demo, process or http, got ${mode}`);
+  }
+  const needs: [ContextKey, string, boolean][] = [
+    ['handlerCommand', 'handlerMode=process', mode === 'process'],
+    ['modelUrl', 'handlerMode=http', mode === 'http'],
+    ['startupTimeoutSeconds', 'handlerMode=process or http', mode === 'process' || mode === 'http'],
+    ...MODEL_SERVER_KEYS.map((k): [ContextKey, string, boolean] => [k, 'handlerMode=http', mode === 'http']),
+  ];
+  for (const [key, what, ok] of needs) {
+    if (!ok && given(get, key)) throw new Error(`context ${key} needs ${what}`);
+  }
+  const startupTimeout = seconds('startupTimeoutSeconds');
+  switch (mode) {
+    case undefined:
+      return undefined;
+    case 'demo':
+      return { mode: 'demo' };
+    case 'process': {
+      const cmd = command(get, 'handlerCommand');
+      if (cmd === undefined) {
+        throw new Error('context handlerMode=process needs handlerCommand, e.g. ["python3", "/app/handler.py"]');
+      }
+      return { mode: 'process', command: cmd, startupTimeout };
+    }
+    default: {
+      let modelServer: ModelServer | undefined;
+      const uri = str(get, 'modelServerImageUri');
+      if (uri === undefined) {
+        const stray = MODEL_SERVER_KEYS.find((k) => given(get, k));
+        if (stray !== undefined) throw new Error(`context ${stray} needs modelServerImageUri`);
+      } else {
+        const port = num(get, 'modelServerPort');
+        if (port !== undefined && !Number.isInteger(port)) {
+          throw new Error(`context modelServerPort must be an integer, got ${port}`);
+        }
+        modelServer = {
+          image: WorkerImage.fromUri(uri),
+          port,
+          command: command(get, 'modelServerCommand'),
+          environment: stringMap(get, 'modelServerEnvironment'),
+          healthCheck: healthCheck(get, 'modelServerHealthCheck'),
+        };
+      }
+      return { mode: 'http', modelUrl: str(get, 'modelUrl'), startupTimeout, modelServer };
+    }
+  }
+}
+
 /** Relative paths in context are relative to the repository root. */
 function repoPath(p: string | undefined): string | undefined {
   return p === undefined ? undefined : path.resolve(REPO_ROOT, p);
@@ -88,6 +271,12 @@ function repoPath(p: string | undefined): string | undefined {
 /** The stack's id and props from context; throws a lowercase message on a bad value. */
 export function stackConfigFromContext(node: Node): { name: string; props: SluiceStackProps } {
   const get: Lookup = (key) => node.tryGetContext(key);
+  for (const [old, replacement] of Object.entries(REPLACED_CONTEXT_KEYS)) {
+    const v = node.tryGetContext(old);
+    if (v !== undefined && v !== null && v !== '') {
+      throw new Error(`context ${old} is no longer read: use ${replacement}`);
+    }
+  }
   const name = str(get, 'name') ?? 'Sluice';
   if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(name)) {
     throw new Error(`context name must be a valid stack name (letters, digits, hyphens), got ${name}`);
@@ -117,8 +306,19 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
 
   const seconds = (key: ContextKey) => {
     const n = num(get, key);
+    if (n !== undefined && (!Number.isInteger(n) || n < 0)) {
+      throw new Error(`context ${key} must be a whole number of seconds, got ${JSON.stringify(get(key))}`);
+    }
     return n === undefined ? undefined : Duration.seconds(n);
   };
+  const image = workerImage(get);
+  const handler = workerHandler(get, seconds);
+  if (image !== undefined && handler === undefined) {
+    throw new Error(
+      "context handlerMode is required with a worker image of your own (demo, process or http): the task's " +
+        "environment sets SLUICE_HANDLER and overrides the image's",
+    );
+  }
 
   const props: SluiceStackProps = {
     lambdaAssetDir: repoPath(str(get, 'lambdaAssetDir')),
@@ -135,11 +335,14 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     taskCpu: num(get, 'taskCpu'),
     taskMemoryMiB: num(get, 'taskMemory'),
     workerConcurrency: num(get, 'workerConcurrency'),
-    workerHandler: str(get, 'workerHandler'),
+    workerImage: image,
+    workerHandler: handler,
     minTasks: num(get, 'minTasks'),
     maxTasks: num(get, 'maxTasks'),
     spot: bool(get, 'spot'),
     jobTimeout: seconds('jobTimeoutSeconds'),
+    maxJobTimeout: seconds('maxJobTimeoutSeconds'),
+    leaseDuration: seconds('leaseSeconds'),
     maxAttempts: num(get, 'maxAttempts'),
     maxReceiveCount: num(get, 'maxReceiveCount'),
     retentionDays: num(get, 'retentionDays'),

@@ -21,6 +21,11 @@ export const ENV = {
   RETRY_BASE_SECONDS: 'SLUICE_RETRY_BASE_SECONDS',
   RETRY_MAX_SECONDS: 'SLUICE_RETRY_MAX_SECONDS',
   HANDLER: 'SLUICE_HANDLER',
+  COMMAND: 'SLUICE_COMMAND',
+  MODEL_URL: 'SLUICE_MODEL_URL',
+  STARTUP_SECONDS: 'SLUICE_STARTUP_SECONDS',
+  JOB_TIMEOUT_SECONDS: 'SLUICE_JOB_TIMEOUT_SECONDS',
+  MAX_JOB_TIMEOUT_SECONDS: 'SLUICE_MAX_JOB_TIMEOUT_SECONDS',
   WORKER_ID: 'SLUICE_WORKER_ID',
   METRIC_NAMESPACE: 'SLUICE_METRIC_NAMESPACE',
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
@@ -53,7 +58,11 @@ export type Binary = 'submit' | 'status' | 'worker' | 'backlog';
 /** Log format every deployed binary gets: CloudWatch Logs Insights parses JSON lines. */
 const LOG_FORMAT_IN_AWS = 'json';
 
-/** The variables each deployed binary reads, in the order the builders below set them. */
+/**
+ * The variables each deployed binary reads, in the order the builders below set them. The worker's
+ * list is what it may read in any handler mode; {@link WORKER_MODE_READS} says which of those only
+ * one mode reads, and the builder sets those in that mode only.
+ */
 export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
   submit: [
     ENV.TABLE_NAME,
@@ -62,6 +71,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.RETENTION_DAYS,
     ENV.CLUSTER,
     ENV.SERVICE,
+    ENV.MAX_JOB_TIMEOUT_SECONDS,
     ENV.LOG_FORMAT,
   ],
   status: [ENV.TABLE_NAME, ENV.LOG_FORMAT],
@@ -74,6 +84,11 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.LEASE_SECONDS,
     ENV.DRAIN_SECONDS,
     ENV.HANDLER,
+    ENV.COMMAND,
+    ENV.MODEL_URL,
+    ENV.STARTUP_SECONDS,
+    ENV.JOB_TIMEOUT_SECONDS,
+    ENV.MAX_JOB_TIMEOUT_SECONDS,
     ENV.METRIC_NAMESPACE,
     ENV.LOG_FORMAT,
   ],
@@ -87,6 +102,22 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
   ],
 };
 
+/** The worker's handler modes (`SLUICE_HANDLER`, worker/PROTOCOL.md). */
+export type HandlerMode = 'demo' | 'process' | 'http';
+
+/** Worker variables that only some handler modes read; every other worker variable is always set. */
+export const WORKER_MODE_READS: Readonly<Record<HandlerMode, readonly EnvName[]>> = {
+  demo: [],
+  process: [ENV.COMMAND, ENV.STARTUP_SECONDS],
+  http: [ENV.MODEL_URL, ENV.STARTUP_SECONDS],
+};
+
+/** The variables the worker reads in one handler mode, in the builder's order. */
+export function workerReads(mode: HandlerMode): EnvName[] {
+  const modal = new Set(Object.values(WORKER_MODE_READS).flat());
+  return READS.worker.filter((n) => !modal.has(n) || WORKER_MODE_READS[mode].includes(n));
+}
+
 /** What the submit Lambda reads. */
 export interface SubmitEnv {
   readonly tableName: string;
@@ -97,6 +128,8 @@ export interface SubmitEnv {
   readonly clusterName: string;
   /** The worker service, for the scale-from-zero nudge. */
   readonly serviceName: string;
+  /** The longest `timeout_seconds` a job may ask for. */
+  readonly maxJobTimeoutSeconds: number;
 }
 
 /** What the status Lambda reads. */
@@ -114,10 +147,31 @@ export interface WorkerEnv {
   readonly visibilityTimeoutSeconds: number;
   readonly leaseSeconds: number;
   readonly drainSeconds: number;
-  readonly handler: string;
+  /** The handler mode and its settings. */
+  readonly handler: WorkerHandlerEnv;
+  /** Time limit of a job that sets no `timeout_seconds`. */
+  readonly jobTimeoutSeconds: number;
+  /** The longest `timeout_seconds` a job may ask for (the worker caps every attempt at it). */
+  readonly maxJobTimeoutSeconds: number;
   /** Namespace of the job metrics (EMF), the scaling policy's. */
   readonly metricNamespace: string;
 }
+
+/** The handler settings in the worker's environment, one shape per mode. */
+export type WorkerHandlerEnv =
+  | { readonly mode: 'demo' }
+  | {
+      readonly mode: 'process';
+      /** The program and its arguments; written as a JSON array. */
+      readonly command: readonly string[];
+      readonly startupSeconds: number;
+    }
+  | {
+      readonly mode: 'http';
+      /** Base URL of the model server. */
+      readonly modelUrl: string;
+      readonly startupSeconds: number;
+    };
 
 /** What the backlog Lambda reads. */
 export interface BacklogEnv {
@@ -138,6 +192,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.CLUSTER]: e.clusterName,
     [ENV.SERVICE]: e.serviceName,
+    [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -150,8 +205,9 @@ export function statusEnv(e: StatusEnv): Record<string, string> {
   };
 }
 
-/** Environment of the worker container. */
+/** Environment of the worker container: the mode's own variables only in that mode. */
 export function workerEnv(e: WorkerEnv): Record<string, string> {
+  const h = e.handler;
   return {
     [ENV.TABLE_NAME]: e.tableName,
     [ENV.QUEUE_URL]: e.queueUrl,
@@ -160,7 +216,12 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(e.visibilityTimeoutSeconds),
     [ENV.LEASE_SECONDS]: String(e.leaseSeconds),
     [ENV.DRAIN_SECONDS]: String(e.drainSeconds),
-    [ENV.HANDLER]: e.handler,
+    [ENV.HANDLER]: h.mode,
+    ...(h.mode === 'process' ? { [ENV.COMMAND]: JSON.stringify(h.command) } : {}),
+    ...(h.mode === 'http' ? { [ENV.MODEL_URL]: h.modelUrl } : {}),
+    ...(h.mode === 'demo' ? {} : { [ENV.STARTUP_SECONDS]: String(h.startupSeconds) }),
+    [ENV.JOB_TIMEOUT_SECONDS]: String(e.jobTimeoutSeconds),
+    [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
     [ENV.METRIC_NAMESPACE]: e.metricNamespace,
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };

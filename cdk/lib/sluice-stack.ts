@@ -1,7 +1,6 @@
 import * as path from 'node:path';
 import { CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { BacklogScaling } from './constructs/backlog-scaling';
@@ -10,8 +9,10 @@ import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
 import { Workers } from './constructs/workers';
+import { WorkerHandler } from './handler';
 import { acknowledge } from './nag';
 import { DEFAULT_POLICY_FILE, REPO_ROOT, loadScalingPolicy } from './policy';
+import { WorkerImage } from './worker-image';
 
 /**
  * The most attempts a caller may ask for per job (`max_attempts` in `POST /jobs`; the Rust API's
@@ -77,11 +78,14 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly existingVpc?: ExistingVpc;
   /**
-   * The worker image.
+   * The worker image: `WorkerImage.fromDirectory('examples/sentiment')` (a Dockerfile inside the
+   * repository, built with the repository root as the context), `WorkerImage.fromDirectory(dir)` (a
+   * directory elsewhere, its own context) or `WorkerImage.fromUri(uri)` (an image in a registry).
+   * An image of your own needs `workerHandler`.
    *
-   * @default - built from `worker/Dockerfile`
+   * @default - built from `worker/Dockerfile` for linux/arm64
    */
-  readonly workerImage?: ecs.ContainerImage;
+  readonly workerImage?: WorkerImage;
   /**
    * Worker task CPU units.
    *
@@ -101,11 +105,12 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly workerConcurrency?: number;
   /**
-   * The worker's handler.
+   * What the worker computes (worker/PROTOCOL.md): `{ mode: 'demo' }`, `{ mode: 'process', command,
+   * startupTimeout? }` or `{ mode: 'http', modelUrl?, startupTimeout?, modelServer? }`.
    *
-   * @default 'demo'
+   * @default { mode: 'demo' } with the default image; required with `workerImage`
    */
-  readonly workerHandler?: string;
+  readonly workerHandler?: WorkerHandler;
   /**
    * Fewest worker tasks.
    *
@@ -125,11 +130,26 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly spot?: boolean;
   /**
-   * The job timeout (the lease between heartbeats); the visibility timeout derives from it.
+   * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
+   * retried, with `"on_timeout": "retry"`).
+   *
+   * @default - 1 hour, or maxJobTimeout if that is shorter
+   */
+  readonly jobTimeout?: Duration;
+  /**
+   * The longest `timeout_seconds` a job may ask for (submit rejects longer; the worker caps every
+   * attempt at it). At most 42,300 s: SQS's 12-hour visibility cap less 15 minutes.
+   *
+   * @default MAX_JOB_TIMEOUT_LIMIT (42,300 s)
+   */
+  readonly maxJobTimeout?: Duration;
+  /**
+   * A worker's lease on a claimed job, renewed by its heartbeat (every third of it); a crashed
+   * worker's jobs are taken over after it. The queue's visibility timeout is this plus 30 s.
    *
    * @default Duration.seconds(60)
    */
-  readonly jobTimeout?: Duration;
+  readonly leaseDuration?: Duration;
   /**
    * Attempts a job gets.
    *
@@ -223,7 +243,7 @@ export class SluiceStack extends Stack {
     this.jobTable = new JobTable(this, 'JobTable');
     this.jobQueue = new JobQueue(this, 'JobQueue', {
       maxReceiveCount,
-      jobTimeout: props.jobTimeout,
+      leaseDuration: props.leaseDuration,
       payloadRetention: Duration.days(retentionDays + 1),
     });
 
@@ -234,13 +254,15 @@ export class SluiceStack extends Stack {
       queue: this.jobQueue.queue,
       table: this.jobTable.table,
       visibilityTimeout: this.jobQueue.visibilityTimeout,
-      leaseDuration: this.jobQueue.jobTimeout,
+      leaseDuration: this.jobQueue.leaseDuration,
       image: props.workerImage,
       cpu: props.taskCpu,
       memoryLimitMiB: props.taskMemoryMiB,
       concurrency: props.workerConcurrency,
       retentionDays,
       handler: props.workerHandler,
+      jobTimeout: props.jobTimeout,
+      maxJobTimeout: props.maxJobTimeout,
       metricNamespace: policy.namespace,
       drainTimeout: props.drainTimeout,
       spot: props.spot,
@@ -266,6 +288,7 @@ export class SluiceStack extends Stack {
       lambdaAssetDir,
       maxAttempts,
       retentionDays,
+      maxJobTimeout: props.maxJobTimeout,
       jwt: props.jwt,
       throttleRateLimit: props.apiRateLimit,
       throttleBurstLimit: props.apiBurstLimit,

@@ -1,7 +1,9 @@
 /**
  * Stages what a Dockerfile's build stages COPY from the build context, as Docker would see it:
- * the context is filtered by its .dockerignore (with the same matcher CDK uses when it stages the
- * image asset), then each `COPY`/`ADD` source is copied to its destination under `<out>/root`.
+ * the context is filtered by the Dockerfile's `<Dockerfile>.dockerignore` if it has one, else by
+ * the context's .dockerignore (BuildKit's rule, which the CDK asset follows: lib/worker-image.ts),
+ * with the same matcher CDK uses when it stages the image asset; then each `COPY`/`ADD` source is
+ * copied to its destination under `<out>/root`.
  * `COPY --from=…` (between stages) is skipped. Prints the WORKDIR in effect at the first
  * `RUN … cargo build` (where a build would run), relative to `<out>/root`.
  *
@@ -10,6 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IgnoreStrategy } from 'aws-cdk-lib';
+import { contextPatterns } from '../lib/worker-image';
 
 export interface StagedContext {
   /** Files staged, relative to the image root (`build/Cargo.toml`, …). */
@@ -73,11 +76,7 @@ function walk(dir: string): string[] {
 /** Stages the context files a Dockerfile copies; see the module comment. */
 export function stageDockerContext(contextDir: string, dockerfilePath: string, outDir: string): StagedContext {
   const context = path.resolve(contextDir);
-  const ignoreFile = path.join(context, '.dockerignore');
-  const patterns = fs.existsSync(ignoreFile)
-    ? fs.readFileSync(ignoreFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
-    : [];
-  const ignore = IgnoreStrategy.docker(context, patterns);
+  const ignore = IgnoreStrategy.docker(context, contextPatterns(context, path.resolve(dockerfilePath)));
   const root = path.join(path.resolve(outDir), 'root');
   fs.mkdirSync(root, { recursive: true });
 

@@ -2,7 +2,9 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Binary, ENV, NOT_DEPLOYED, READS } from '../lib/env';
+import { Binary, ENV, HandlerMode, NOT_DEPLOYED, READS, WORKER_MODE_READS, workerReads } from '../lib/env';
+import { WorkerHandler } from '../lib/handler';
+import { WorkerImage } from '../lib/worker-image';
 import { REPO, logicalId, template } from './helpers';
 
 const ENV_RS = path.join(REPO, 'src', 'env.rs');
@@ -27,18 +29,35 @@ function rustVars(): RustVar[] {
   return vars;
 }
 
-/** The variables the synthesized stack gives each binary. */
-function deployedEnv(): Record<Binary, Record<string, unknown>> {
-  const { stack, t } = template();
+/** One stack per handler mode, with everything the mode can have. */
+const HANDLERS: Record<HandlerMode, WorkerHandler> = {
+  demo: { mode: 'demo' },
+  process: { mode: 'process', command: ['python3', '/app/handler.py'] },
+  http: { mode: 'http', modelServer: { image: WorkerImage.fromUri('ghcr.io/example/model-server:1') } },
+};
+
+/** The variables a synthesized stack gives each binary (the worker in one handler mode). */
+function deployedEnvIn(mode: HandlerMode): Record<Binary, Record<string, unknown>> {
+  const { stack, t } = mode === 'demo' ? template() : template({ workerHandler: HANDLERS[mode] });
   const resources = t.toJSON().Resources;
   const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
   const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
+  const worker = containers.find((c: { Name: string }) => c.Name === 'Worker');
   return {
     submit: lambdaEnv(stack.jobApi.submitFunction),
     status: lambdaEnv(stack.jobApi.statusFunction),
     backlog: lambdaEnv(stack.scaling.function),
-    worker: Object.fromEntries(containers[0].Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
+    worker: Object.fromEntries(worker.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
   };
+}
+
+const MODES = Object.keys(HANDLERS) as HandlerMode[];
+
+/** What each binary gets in any handler mode (the union of the modes' variables). */
+function deployedEnv(): Record<Binary, Record<string, unknown>> {
+  const all = MODES.map(deployedEnvIn);
+  const union = (b: Binary) => Object.assign({}, ...all.map((e) => e[b]));
+  return { submit: union('submit'), status: union('status'), backlog: union('backlog'), worker: union('worker') };
 }
 
 test('src/env.rs parses into the variables the rust side declares', () => {
@@ -86,6 +105,22 @@ test('each binary gets exactly the variables it reads', () => {
   }
   assert.equal(env.worker.SLUICE_LOG_FORMAT, 'json');
   assert.equal(env.status.SLUICE_QUEUE_URL, undefined, 'status does not read the queue');
+});
+
+test('in each handler mode the worker gets the common variables and only that mode\'s own', () => {
+  const modal = new Set(Object.values(WORKER_MODE_READS).flat());
+  assert.ok(modal.size > 0);
+  for (const mode of MODES) {
+    const env = deployedEnvIn(mode);
+    assert.deepEqual(Object.keys(env.worker).sort(), workerReads(mode).sort(), mode);
+    assert.equal(env.worker.SLUICE_HANDLER, mode);
+    for (const name of modal) {
+      assert.equal(name in env.worker, WORKER_MODE_READS[mode].includes(name), `${mode}: ${name}`);
+    }
+    // The lambdas do not depend on the mode.
+    assert.deepEqual(Object.keys(env.submit).sort(), [...READS.submit].sort(), mode);
+  }
+  assert.ok(READS.submit.includes(ENV.MAX_JOB_TIMEOUT_SECONDS), 'submit checks timeout_seconds against the maximum');
 });
 
 test('each binary gets exactly what the doc comments of src/env.rs say it reads', () => {

@@ -6,6 +6,7 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { IConstruct } from 'constructs';
 import { SluiceStack, SluiceStackProps } from '../lib/sluice-stack';
+import { WorkerImage } from '../lib/worker-image';
 
 export const CDK_DIR = path.resolve(__dirname, '..');
 export const REPO = path.resolve(CDK_DIR, '..');
@@ -27,11 +28,21 @@ export function testApp(context: Record<string, unknown> = {}, validate = false)
 }
 
 /** A registry image, so construct tests need not stage the Docker context. */
-export const STUB_IMAGE = ecs.ContainerImage.fromRegistry('public.ecr.aws/docker/library/busybox:stable');
+export const STUB_IMAGE = WorkerImage.fromContainerImage(
+  ecs.ContainerImage.fromRegistry('public.ecr.aws/docker/library/busybox:stable'),
+);
 
-/** The whole stack on stub assets. */
+/**
+ * The whole stack on stub assets: a stub worker image (with the demo handler, which an image of
+ * one's own needs stated) unless the props give one.
+ */
 export function sluiceStack(props: SluiceStackProps = {}, app: App = testApp()): SluiceStack {
-  return new SluiceStack(app, 'Test', { lambdaAssetDir: STUB_LAMBDAS, workerImage: STUB_IMAGE, ...props });
+  return new SluiceStack(app, 'Test', {
+    lambdaAssetDir: STUB_LAMBDAS,
+    workerImage: STUB_IMAGE,
+    workerHandler: { mode: 'demo' },
+    ...props,
+  });
 }
 
 let defaultTemplate: { stack: SluiceStack; t: Template } | undefined;

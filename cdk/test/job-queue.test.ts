@@ -19,14 +19,14 @@ test('the queue redrives to the dead-letter queue after maxReceiveCount deliveri
   assert.equal(q.maxReceiveCount, 7);
 });
 
-test('the visibility timeout derives from the job timeout', () => {
-  const { q, t } = queueStack({ jobTimeout: Duration.minutes(5) });
+test('the visibility timeout derives from the lease', () => {
+  const { q, t } = queueStack({ leaseDuration: Duration.minutes(5) });
   const expected = 5 * 60 + JobQueue.visibilityMargin.toSeconds();
   t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: expected, RedrivePolicy: Match.anyValue() });
   assert.equal(q.visibilityTimeout.toSeconds(), expected);
-  assert.equal(q.jobTimeout.toSeconds(), 300);
+  assert.equal(q.leaseDuration.toSeconds(), 300);
   // A message reappears only once the lease has expired.
-  assert.ok(q.visibilityTimeout.toSeconds() > q.jobTimeout.toSeconds());
+  assert.ok(q.visibilityTimeout.toSeconds() > q.leaseDuration.toSeconds());
 });
 
 test('both queues are encrypted and refuse plain http', () => {
@@ -77,7 +77,7 @@ test('the payload bucket blocks public access, requires tls and expires objects'
 test('bad queue props are rejected', () => {
   assert.throws(() => queueStack({ maxReceiveCount: 0 }), /maxReceiveCount must be an integer from 1 to 1000/);
   assert.throws(() => queueStack({ maxReceiveCount: 2.5 }), /maxReceiveCount must be an integer/);
-  assert.throws(() => queueStack({ jobTimeout: Duration.seconds(5) }), /jobTimeout must be whole seconds/);
-  assert.throws(() => queueStack({ jobTimeout: Duration.hours(12) }), /jobTimeout must be whole seconds/);
+  assert.throws(() => queueStack({ leaseDuration: Duration.seconds(5) }), /leaseDuration must be whole seconds from 10 to 43170/);
+  assert.throws(() => queueStack({ leaseDuration: Duration.hours(12) }), /leaseDuration must be whole seconds/);
   assert.throws(() => queueStack({ payloadRetention: Duration.hours(1) }), /payloadRetention must be whole days/);
 });

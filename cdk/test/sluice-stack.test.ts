@@ -2,11 +2,13 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { App, Stack, Token, Validations } from 'aws-cdk-lib';
+import { App, Duration, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { stackConfigFromContext } from '../lib/config';
+import { MAX_JOB_TIMEOUT_LIMIT } from '../lib/handler';
 import { JOB_MAX_ATTEMPTS_LIMIT, SluiceStack } from '../lib/sluice-stack';
+import { WorkerImage } from '../lib/worker-image';
 import { REPO, STUB_IMAGE, STUB_LAMBDAS, j, logicalId, template, testApp } from './helpers';
 
 /** Every acknowledgement recorded with Validations.of(x).acknowledge, by construct path. */
@@ -56,6 +58,35 @@ test('every option together passes cloudformation validation and the AwsSolution
     alarmEmail: 'oncall@example.com',
     minTasks: 1,
     maxTasks: 4,
+  });
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  assert.doesNotThrow(() => app.synth());
+});
+
+test('the handler modes pass cloudformation validation and the AwsSolutions checks', () => {
+  const app = testApp({}, true);
+  // An example's image, built from the repository root with its own dockerignore.
+  new SluiceStack(app, 'Sentiment', {
+    lambdaAssetDir: STUB_LAMBDAS,
+    workerImage: WorkerImage.fromDirectory('examples/sentiment'),
+    workerHandler: { mode: 'process', command: ['python3', '/app/handler.py'], startupTimeout: Duration.minutes(5) },
+    jobTimeout: Duration.minutes(10),
+    maxJobTimeout: Duration.hours(2),
+  });
+  // A worker image and a model server from ecr, the server with a health check and the models on efs.
+  new SluiceStack(app, 'Model', {
+    lambdaAssetDir: STUB_LAMBDAS,
+    workerImage: WorkerImage.fromUri('123456789012.dkr.ecr.us-east-1.amazonaws.com/sluice-worker:1.0.0'),
+    workerHandler: {
+      mode: 'http',
+      modelServer: {
+        image: WorkerImage.fromUri('123456789012.dkr.ecr.us-east-1.amazonaws.com/my-model:3'),
+        command: ['serve'],
+        environment: { SAGEMAKER_MODEL_SERVER_WORKERS: '2' },
+        healthCheck: { command: ['CMD-SHELL', 'curl -fs http://127.0.0.1:8080/ping || exit 1'] },
+      },
+    },
+    modelFileSystem: { fileSystemId: 'fs-0123456789abcdef0', accessPointId: 'fsap-0123456789abcdef0', mountPath: '/opt/ml/model' },
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   assert.doesNotThrow(() => app.synth());
@@ -132,6 +163,15 @@ test('the dead-letter redrive leaves every attempt a caller may ask for its deli
   assert.throws(() => template({ maxAttempts: 4, maxReceiveCount: 3 }), /maxReceiveCount \(3\) must be at least maxAttempts \(4\)/);
 });
 
+test('the longest job time limit is the rust side\'s', () => {
+  const job = fs.readFileSync(path.join(REPO, 'src', 'job.rs'), 'utf8');
+  const limit = /pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs\(([\d_]+)\);/.exec(job);
+  assert.ok(limit !== null, 'MAX_JOB_TIMEOUT in src/job.rs');
+  assert.equal(MAX_JOB_TIMEOUT_LIMIT.toSeconds(), Number(limit[1].replace(/_/g, '')));
+  // Below SQS's 12-hour cap on a message's visibility from its receipt.
+  assert.ok(MAX_JOB_TIMEOUT_LIMIT.toSeconds() < 43_200);
+});
+
 test('context configures the stack, with strings from the command line parsed', () => {
   const app = new App({
     context: {
@@ -171,7 +211,7 @@ test('context configures the stack, with strings from the command line parsed', 
   assert.equal(props.lambdaAssetDir, STUB_LAMBDAS);
   assert.equal(props.modelFileSystem?.fileSystemId, 'fs-0123456789abcdef0');
   // And the stack builds from it.
-  const stack = new SluiceStack(app, name, { ...props, workerImage: STUB_IMAGE });
+  const stack = new SluiceStack(app, name, { ...props, workerImage: STUB_IMAGE, workerHandler: { mode: 'demo' } });
   assert.equal(stack.scaling.maxTasks, 8);
 });
 

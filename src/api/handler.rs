@@ -125,7 +125,11 @@ impl Api {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let valid = validate_submit(content_type, req.body().as_ref())?;
+        let valid = validate_submit(
+            content_type,
+            req.body().as_ref(),
+            self.config.max_job_timeout,
+        )?;
         let key =
             validate_idempotency_key(req.headers().get("idempotency-key").map(|v| v.as_bytes()))?;
         let queue = self
@@ -139,7 +143,10 @@ impl Api {
             let canonical = serde_json::from_str::<serde_json::Value>(valid.input.get())
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let shape = format!("{:?}|{:?}", valid.deadline, valid.max_attempts);
+            let shape = format!(
+                "{:?}|{:?}|{:?}|{:?}",
+                valid.deadline, valid.max_attempts, valid.timeout_seconds, valid.on_timeout
+            );
             (
                 sha256_hex(&[owner.as_str().as_bytes(), k.as_bytes()]),
                 sha256_hex(&[canonical.as_bytes(), shape.as_bytes()]),
@@ -155,7 +162,7 @@ impl Api {
         let now = Millis::now();
         let id = JobId::generate();
         let message = Envelope::new(id.clone(), valid.input).encode()?;
-        let record = JobRecord::queued(
+        let mut record = JobRecord::queued(
             id.clone(),
             owner.clone(),
             now,
@@ -163,6 +170,8 @@ impl Api {
             valid.max_attempts.unwrap_or(self.config.max_attempts),
             valid.input.get().len() as u64,
         );
+        record.timeout_seconds = valid.timeout_seconds;
+        record.on_timeout = valid.on_timeout;
         // The message goes first and the record second. A submit that fails between the two
         // answers an error and leaves only a message without a record, which workers delete
         // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::job::{JobId, JobRecord, Status};
+use crate::job::{JobId, JobRecord, OnTimeout, Progress, Status};
 use crate::queue::MAX_MESSAGE_BYTES;
 use crate::time::Millis;
 
@@ -41,6 +41,12 @@ pub struct SubmitRequest<'a> {
     /// Attempts before the job ends `FAILED` (default: the deployment's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// The time limit of one attempt in seconds (default: the deployment's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// What an attempt past its time limit does: `"fail"` (default) or `"retry"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
 }
 
 /// A job as the API shows it (`GET /jobs/{id}`, and the answer to submit and cancel).
@@ -59,6 +65,15 @@ pub struct JobView {
     pub deadline: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// The time limit of one attempt the caller asked for (else the deployment's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// `"retry"` when an attempt past its time limit is retried; absent for the default, `"fail"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+    /// The handler's latest progress report while the job runs (and as it was when it ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     /// The handler's output, once `SUCCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
@@ -87,6 +102,9 @@ impl JobView {
             },
             deadline: job.deadline.map(Millis::to_rfc3339),
             cancel_requested: job.cancel_requested && !status.is_terminal(),
+            timeout_seconds: job.timeout_seconds,
+            on_timeout: (job.on_timeout != OnTimeout::Fail).then_some(job.on_timeout),
+            progress: job.progress.clone(),
             result: job.result.as_deref().map(|r| {
                 serde_json::from_str(r).unwrap_or_else(|_| serde_json::Value::String(r.to_owned()))
             }),
@@ -217,12 +235,16 @@ pub struct ValidSubmit<'a> {
     pub input: &'a RawValue,
     pub deadline: Option<Duration>,
     pub max_attempts: Option<u32>,
+    pub timeout_seconds: Option<u64>,
+    pub on_timeout: OnTimeout,
 }
 
-/// Checks a submit request's content type and body. Pure.
+/// Checks a submit request's content type and body; `max_timeout` is the deployment's longest
+/// time limit. Pure.
 pub fn validate_submit<'a>(
     content_type: Option<&str>,
     body: &'a [u8],
+    max_timeout: Duration,
 ) -> Result<ValidSubmit<'a>, ApiError> {
     let media_type = content_type
         .map(|ct| {
@@ -260,7 +282,7 @@ pub fn validate_submit<'a>(
         };
         ApiError::bad_request(
             "invalid_json",
-            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N}}"),
+            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\"}}"),
         )
     })?;
     let deadline = match req.deadline_seconds {
@@ -281,10 +303,23 @@ pub fn validate_submit<'a>(
             ));
         }
     }
+    if let Some(s) = req.timeout_seconds {
+        if s == 0 || s > max_timeout.as_secs() {
+            return Err(ApiError::bad_request(
+                "invalid_timeout",
+                format!(
+                    "timeout_seconds must be 1 to {} (this deployment's longest time limit)",
+                    max_timeout.as_secs()
+                ),
+            ));
+        }
+    }
     Ok(ValidSubmit {
         input: req.input,
         deadline,
         max_attempts: req.max_attempts,
+        timeout_seconds: req.timeout_seconds,
+        on_timeout: req.on_timeout.unwrap_or_default(),
     })
 }
 
@@ -414,9 +449,26 @@ mod tests {
                 r#"{"input": 1, "max_attempts": 11}"#,
                 Err((400, "max_attempts must be 1 to 10")),
             ),
+            (json, r#"{"input": 1, "timeout_seconds": 600}"#, Ok(())),
+            (
+                json,
+                r#"{"input": 1, "timeout_seconds": 601}"#,
+                Err((400, "timeout_seconds must be 1 to 600")),
+            ),
+            (
+                json,
+                r#"{"input": 1, "timeout_seconds": 0}"#,
+                Err((400, "timeout_seconds must be 1 to 600")),
+            ),
+            (json, r#"{"input": 1, "on_timeout": "retry"}"#, Ok(())),
+            (
+                json,
+                r#"{"input": 1, "on_timeout": "later"}"#,
+                Err((400, "unknown variant `later`")),
+            ),
         ];
         for (ct, body, want) in cases {
-            let got = validate_submit(*ct, body.as_bytes()).map(|_| ());
+            let got = validate_submit(*ct, body.as_bytes(), Duration::from_secs(600)).map(|_| ());
             match (got, want) {
                 (Ok(()), Ok(())) => {}
                 (Err(e), Err((status, text))) => {
@@ -431,7 +483,12 @@ mod tests {
     #[test]
     fn oversized_bodies_are_refused_with_the_limit() {
         let body = format!(r#"{{"input": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
-        let e = validate_submit(Some("application/json"), body.as_bytes()).unwrap_err();
+        let e = validate_submit(
+            Some("application/json"),
+            body.as_bytes(),
+            crate::job::MAX_JOB_TIMEOUT,
+        )
+        .unwrap_err();
         assert_eq!(e.status_and_code(), (413, "payload_too_large"));
         assert!(e.to_string().contains("1048576 bytes"), "{e}");
     }

@@ -2,6 +2,8 @@
 //! starts on a free loopback port. Every test makes its own table and queues.
 
 mod api;
+mod compute;
+mod examples;
 mod http;
 mod scaling;
 mod store;

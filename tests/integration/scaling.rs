@@ -193,7 +193,7 @@ async fn a_burst_of_submits_raises_the_service_from_zero_with_one_call() {
 }
 
 /// A stand-in of the ECS agent's task-protection endpoint that records every request body.
-async fn agent_stand_in() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+pub(crate) async fn agent_stand_in() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -49,7 +49,7 @@ async fn a_stale_attempt_cannot_overwrite_a_newer_attempts_result() {
         .unwrap();
 
     // The stalled attempt wakes up: its heartbeat, result and requeue are all refused.
-    let hb = s.store.heartbeat(&job.id, 1, later, lease).await;
+    let hb = s.store.heartbeat(&job.id, 1, later, lease, None).await;
     assert!(matches!(hb, Err(StoreError::Conflict { .. })), "{hb:?}");
     let stale = s
         .store
@@ -134,4 +134,71 @@ async fn claims_respect_deadlines_and_cancels() {
         .await
         .unwrap();
     assert_eq!(done.status, Status::Cancelled);
+}
+
+#[tokio::test]
+async fn progress_rides_on_the_heartbeat_and_the_time_limit_on_the_record() {
+    let s = Stack::new("progress_store").await;
+    let t0 = Millis::now();
+    let mut job = JobRecord::queued(
+        JobId::generate(),
+        Owner::new(format!("iam:{ALICE}")),
+        t0,
+        None,
+        3,
+        1,
+    );
+    job.timeout_seconds = Some(90);
+    job.on_timeout = sluice::job::OnTimeout::Retry;
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let lease = Duration::from_secs(10);
+    let claimed = s.store.claim(&job.id, "w", t0, lease).await.unwrap();
+    assert_eq!(
+        (claimed.timeout_seconds, claimed.on_timeout),
+        (Some(90), sluice::job::OnTimeout::Retry),
+        "the worker learns the time limit from its claim"
+    );
+
+    let half = sluice::job::Progress::new(Some(0.5), Some("halfway"));
+    let beat = s
+        .store
+        .heartbeat(
+            &job.id,
+            1,
+            t0.plus(Duration::from_secs(1)),
+            lease,
+            Some(&half),
+        )
+        .await
+        .unwrap();
+    assert_eq!(beat.progress.as_ref(), Some(&half));
+    // A heartbeat with nothing new keeps the last report.
+    s.store
+        .heartbeat(&job.id, 1, t0.plus(Duration::from_secs(2)), lease, None)
+        .await
+        .unwrap();
+    let message_only = sluice::job::Progress::new(None, Some("writing"));
+    s.store
+        .heartbeat(
+            &job.id,
+            1,
+            t0.plus(Duration::from_secs(3)),
+            lease,
+            Some(&message_only),
+        )
+        .await
+        .unwrap();
+    let stored = s.store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.progress,
+        Some(message_only),
+        "a new report replaces the old one whole"
+    );
+
+    // The API shows it.
+    let (status, v) = s.call(get(ALICE, &format!("/jobs/{}", job.id), None)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["progress"]["message"], "writing");
+    assert_eq!(v["timeout_seconds"], 90);
+    assert_eq!(v["on_timeout"], "retry");
 }

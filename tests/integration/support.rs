@@ -163,6 +163,7 @@ impl Stack {
             max_attempts: 3,
             retention: Duration::from_secs(86_400),
             workers: None,
+            max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
         };
         let store = JobStore::from_sdk(&aws, &res.table_name);
         let queue = JobQueue::from_sdk(&aws, &res.queue_url);

@@ -14,6 +14,9 @@ mod support;
 #[path = "lambda_init.rs"]
 mod lambda_init;
 
+#[path = "pipeline/modes.rs"]
+mod modes;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -628,7 +631,17 @@ struct WorkerRun {
 }
 
 async fn worker_throughput(sdk: &SdkConfig, concurrency: usize) -> anyhow::Result<WorkerRun> {
-    let res = fresh(sdk, &format!("c{concurrency}")).await?;
+    worker_throughput_of(sdk, concurrency, noop!(), &format!("c{concurrency}")).await
+}
+
+/// One worker running `handler` over no-op jobs at `concurrency`.
+async fn worker_throughput_of<H: sluice_worker::Handler>(
+    sdk: &SdkConfig,
+    concurrency: usize,
+    handler: H,
+    tag: &str,
+) -> anyhow::Result<WorkerRun> {
+    let res = fresh(sdk, tag).await?;
     let (counter, probe) = (RequestCounter::default(), Probe::default());
     let store = JobStore::new(ddb_client(sdk, &counter), &res.table_name);
     let queue = JobQueue::new(sqs_client(sdk, &counter, &probe), &res.queue_url);
@@ -639,7 +652,7 @@ async fn worker_throughput(sdk: &SdkConfig, concurrency: usize) -> anyhow::Resul
 
     let stop = CancellationToken::new();
     let worker = run_with(
-        noop!(),
+        handler,
         config,
         store,
         queue,
@@ -707,6 +720,7 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             max_attempts: 3,
             retention: RETENTION,
             workers: None,
+            max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
         },
     )
 }
@@ -1196,6 +1210,8 @@ async fn run(root: PathBuf) -> ExitCode {
             runs.push(r);
         }
     }
+    // 3b. the compute modes, beside each other at one concurrency.
+    let modes_r = section("compute modes", &mut failures, modes::section(&sdk, &root)).await;
     // 4.–6.: the idle worker runs on its own queue beside the paths and end-to-end sections
     // (a long poll costs the emulator nothing while it waits).
     let mut f_idle = Vec::new();
@@ -1350,6 +1366,9 @@ async fn run(root: PathBuf) -> ExitCode {
         }));
     }
     j.insert("worker".into(), Value::Array(jruns));
+    if let Some(m) = &modes_r {
+        j.insert("modes".into(), m.report(&mut t));
+    }
 
     t.heading(
         "3. AWS requests per job, counted at the SDK (every attempt), and $ per million jobs",

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sluice::config::{number_or, required, seconds_or, ConfigError, ProcessEnv, Source};
+
 use sluice::env;
 use sluice::job::Backoff;
 
@@ -20,8 +21,14 @@ pub struct WorkerConfig {
     pub receive_wait: Duration,
     pub backoff: Backoff,
     pub worker_id: String,
-    /// The built-in handler `sluice-worker` runs.
-    pub handler: String,
+    /// The compute `sluice-worker` runs.
+    pub mode: Mode,
+    /// The time limit of an attempt whose job sets none.
+    pub job_timeout: Duration,
+    /// The longest time limit of any attempt, whatever its job asks for.
+    pub max_job_timeout: Duration,
+    /// How long the handler's process or model server may take to become ready.
+    pub startup: Duration,
     /// Table retention for finished jobs' records.
     pub retention: Duration,
     /// CloudWatch namespace of the job metrics.
@@ -64,6 +71,13 @@ impl WorkerConfig {
                 ),
             });
         }
+        let max_job_timeout = sluice::config::max_job_timeout(src)?;
+        let job_timeout = seconds_or(
+            src,
+            env::JOB_TIMEOUT_SECONDS,
+            3_600.min(max_job_timeout.as_secs()),
+            1..=max_job_timeout.as_secs(),
+        )?;
         Ok(WorkerConfig {
             table_name: required(src, env::TABLE_NAME, "set it to the jobs table's name")?,
             queue_url: required(src, env::QUEUE_URL, "set it to the jobs queue's URL")?,
@@ -75,7 +89,10 @@ impl WorkerConfig {
             receive_wait: seconds_or(src, env::RECEIVE_WAIT_SECONDS, 20, 0..=20)?,
             backoff: Backoff { base, max },
             worker_id: src.get(env::WORKER_ID).unwrap_or_else(default_worker_id),
-            handler: src.get(env::HANDLER).unwrap_or_else(|| "demo".into()),
+            mode: Mode::from_source(src)?,
+            job_timeout,
+            max_job_timeout,
+            startup: seconds_or(src, env::STARTUP_SECONDS, 600, 1..=86_400)?,
             emit_metrics: sluice::telemetry::json_logs_for(src.get(env::LOG_FORMAT).as_deref()),
             metric_namespace: src
                 .get(env::METRIC_NAMESPACE)
@@ -83,6 +100,87 @@ impl WorkerConfig {
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
         })
+    }
+}
+
+impl WorkerConfig {
+    /// The time limit of an attempt at `job`: its own, else the default, never above the maximum.
+    pub fn time_limit(&self, job: &sluice::job::JobRecord) -> Duration {
+        job.timeout_seconds
+            .map_or(self.job_timeout, Duration::from_secs)
+            .min(self.max_job_timeout)
+    }
+}
+
+/// The compute `sluice-worker` runs (`SLUICE_HANDLER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The built-in demo handler.
+    Demo,
+    /// The user's program, one per slot, over JSON lines (`worker/PROTOCOL.md`).
+    Process { command: Vec<String> },
+    /// A model server in the same task (`GET /ping`, `POST /invocations`).
+    Http { url: String },
+}
+
+impl Mode {
+    pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Self, ConfigError> {
+        let name = src.get(env::HANDLER).unwrap_or_else(|| "demo".into());
+        match name.trim() {
+            "demo" => Ok(Mode::Demo),
+            "process" => {
+                let raw = required(
+                    src,
+                    env::COMMAND,
+                    "set it to the handler's program, e.g. [\"python3\", \"handler.py\"]",
+                )?;
+                let command = parse_command(&raw).map_err(|reason| ConfigError::Invalid {
+                    name: env::COMMAND,
+                    value: raw.clone(),
+                    reason,
+                })?;
+                Ok(Mode::Process { command })
+            }
+            "http" => {
+                let url = src
+                    .get(env::MODEL_URL)
+                    .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+                let trimmed = url.trim().trim_end_matches('/').to_owned();
+                let ok = reqwest::Url::parse(&trimmed)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        name: env::MODEL_URL,
+                        value: url,
+                        reason: "expected an http:// or https:// URL, e.g. http://127.0.0.1:8080"
+                            .into(),
+                    });
+                }
+                Ok(Mode::Http { url: trimmed })
+            }
+            _ => Err(ConfigError::Invalid {
+                name: env::HANDLER,
+                value: name,
+                reason:
+                    "expected demo, process (a program over JSON lines) or http (a model server)"
+                        .into(),
+            }),
+        }
+    }
+}
+
+/// A command as a JSON array of strings, or as words split like a shell would split them.
+pub fn parse_command(raw: &str) -> Result<Vec<String>, String> {
+    let raw = raw.trim();
+    let words = if raw.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(raw)
+            .map_err(|e| format!("not a JSON array of strings ({e})"))?
+    } else {
+        shell_words::split(raw).map_err(|e| format!("cannot split it into words ({e})"))?
+    };
+    match words.first() {
+        Some(program) if !program.is_empty() => Ok(words),
+        _ => Err("the command is empty".into()),
     }
 }
 
@@ -114,7 +212,9 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(20));
         assert_eq!(c.receive_wait, Duration::from_secs(20));
         assert_eq!(c.drain, Duration::from_secs(90));
-        assert_eq!(c.handler, "demo");
+        assert_eq!(c.mode, Mode::Demo);
+        assert_eq!(c.job_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_job_timeout, sluice::job::MAX_JOB_TIMEOUT);
     }
 
     #[test]
@@ -147,13 +247,86 @@ mod tests {
                 "SLUICE_RETRY_MAX_SECONDS=\"5\" is not valid: must be at least",
             ),
         ];
-        for (vars, want) in cases {
+        let more: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                with(&[("SLUICE_HANDLER", "python")]),
+                "SLUICE_HANDLER=\"python\" is not valid: expected demo, process",
+            ),
+            (
+                with(&[("SLUICE_HANDLER", "process")]),
+                "SLUICE_COMMAND is not set; set it to the handler's program",
+            ),
+            (
+                with(&[("SLUICE_HANDLER", "process"), ("SLUICE_COMMAND", "[\"python3\", 3]")]),
+                "SLUICE_COMMAND=\"[\\\"python3\\\", 3]\" is not valid: not a JSON array of strings",
+            ),
+            (
+                with(&[("SLUICE_HANDLER", "process"), ("SLUICE_COMMAND", "python3 'unclosed")]),
+                "SLUICE_COMMAND=\"python3 'unclosed\" is not valid: cannot split it into words",
+            ),
+            (
+                with(&[("SLUICE_HANDLER", "http"), ("SLUICE_MODEL_URL", "127.0.0.1:8080")]),
+                "SLUICE_MODEL_URL=\"127.0.0.1:8080\" is not valid: expected an http:// or https:// URL",
+            ),
+            (
+                with(&[("SLUICE_JOB_TIMEOUT_SECONDS", "50000")]),
+                "SLUICE_JOB_TIMEOUT_SECONDS=\"50000\" is not valid: expected 1 to 42300",
+            ),
+            (
+                with(&[("SLUICE_MAX_JOB_TIMEOUT_SECONDS", "600"), ("SLUICE_JOB_TIMEOUT_SECONDS", "601")]),
+                "SLUICE_JOB_TIMEOUT_SECONDS=\"601\" is not valid: expected 1 to 600",
+            ),
+        ];
+        for (vars, want) in cases.into_iter().chain(more) {
             let e = WorkerConfig::from_source(&vars[..])
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with(want), "{e}");
         }
+        let capped =
+            WorkerConfig::from_source(&with(&[("SLUICE_MAX_JOB_TIMEOUT_SECONDS", "600")])[..])
+                .unwrap();
+        assert_eq!(
+            capped.job_timeout,
+            Duration::from_secs(600),
+            "the default stays under the maximum"
+        );
         let short = WorkerConfig::from_source(&with(&[("SLUICE_LEASE_SECONDS", "2")])[..]).unwrap();
         assert_eq!(short.heartbeat, Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_as_json_arrays_or_shell_words() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            (
+                r#"["python3", "/app/handler.py"]"#,
+                Ok(&["python3", "/app/handler.py"]),
+            ),
+            (
+                "python3 /app/handler.py",
+                Ok(&["python3", "/app/handler.py"]),
+            ),
+            (
+                "python3 'my handler.py' --fast",
+                Ok(&["python3", "my handler.py", "--fast"]),
+            ),
+            ("  ", Err("the command is empty")),
+            ("[]", Err("the command is empty")),
+            (r#"[""]"#, Err("the command is empty")),
+            (r#"["a", 1]"#, Err("not a JSON array of strings")),
+        ];
+        for (raw, want) in cases {
+            let got = parse_command(raw);
+            match (got, want) {
+                (Ok(words), Ok(w)) => assert_eq!(words, *w, "{raw}"),
+                (Err(e), Err(w)) => assert!(e.starts_with(w), "{raw}: {e}"),
+                (got, want) => panic!("{raw}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -2,9 +2,12 @@
 //! input also has knobs to show retries, failures and long jobs:
 //!
 //! ```json
-//! {"text": "hello world", "sleep_ms": 0, "fail_attempts": 0, "fail": null}
+//! {"text": "hello world", "sleep_ms": 0, "block_ms": 0, "fail_attempts": 0, "fail": null, "panic": null}
 //! ```
-//! - `sleep_ms`: work this long before answering;
+//! - `sleep_ms`: work this long before answering, reporting progress ten times on the way;
+//! - `block_ms`: block the thread this long (`std::thread::sleep`), as CPU-bound or blocking
+//!   inference does; the worker's heartbeat goes on beside it;
+//! - `panic`: panic with this message;
 //! - `fail_attempts`: fail with a retryable error on the first N attempts;
 //! - `fail`: `"permanent"` fails for good at once.
 
@@ -24,6 +27,10 @@ pub struct DemoInput {
     pub fail_attempts: u32,
     #[serde(default)]
     pub fail: Option<String>,
+    #[serde(default)]
+    pub block_ms: u64,
+    #[serde(default)]
+    pub panic: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -38,7 +45,21 @@ pub struct DemoOutput {
 /// Counts words and characters of `text`, after the knobs have had their say.
 pub async fn demo(input: DemoInput, ctx: JobContext) -> Result<DemoOutput, JobError> {
     if input.sleep_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(input.sleep_ms)).await;
+        let step = Duration::from_millis(input.sleep_ms) / 10;
+        for i in 0..10u32 {
+            ctx.progress(
+                Some(f64::from(i) / 10.0),
+                Some(&format!("step {} of 10", i + 1)),
+            );
+            tokio::time::sleep(step).await;
+        }
+        ctx.progress(Some(1.0), Some("done"));
+    }
+    if input.block_ms > 0 {
+        std::thread::sleep(Duration::from_millis(input.block_ms));
+    }
+    if let Some(message) = &input.panic {
+        panic!("{message}");
     }
     if input.fail.as_deref() == Some("permanent") {
         return Err(JobError::permanent(

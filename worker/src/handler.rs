@@ -3,13 +3,20 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sluice::job::JobId;
+use sluice::job::{JobId, Progress};
 use tokio_util::sync::CancellationToken;
 
-/// The user's compute. Implement it, or wrap an async function with [`handler_fn`].
+/// The user's compute. Implement it, or wrap a function: [`handler_fn`] for an async function,
+/// [`blocking_fn`] for a synchronous one (CPU-bound inference, a blocking library).
+///
+/// Whatever it does, the handler runs on threads of its own, apart from the worker's heartbeat,
+/// receive loop and health check: a handler that blocks or computes for hours cannot stop the
+/// worker from renewing its lease, and a panic fails only its own attempt.
 pub trait Handler: Send + Sync + 'static {
     /// The job's input, decoded from the submitted JSON.
     type Input: DeserializeOwned + Send + 'static;
@@ -21,6 +28,40 @@ pub trait Handler: Send + Sync + 'static {
         input: Self::Input,
         ctx: JobContext,
     ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
+
+    /// Completes when the handler can take jobs (a model server answers, a child process has
+    /// loaded its model); the worker receives nothing before. An error stops the worker.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Whether the handler's own machinery is alive, asked by the health check; the error says
+    /// what is wrong.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The latest progress report of an attempt, and the last one stored.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressSlot {
+    inner: Mutex<(Option<Progress>, Option<Progress>)>,
+}
+
+impl ProgressSlot {
+    fn report(&self, p: Progress) {
+        self.inner.lock().expect("progress lock").0 = Some(p);
+    }
+
+    /// The latest report when it differs from the last one stored.
+    pub(crate) fn unsaved(&self) -> Option<Progress> {
+        let g = self.inner.lock().expect("progress lock");
+        (g.0 != g.1).then(|| g.0.clone()).flatten()
+    }
+
+    pub(crate) fn saved(&self, p: Progress) {
+        self.inner.lock().expect("progress lock").1 = Some(p);
+    }
 }
 
 /// What a handler knows about the job it runs.
@@ -31,7 +72,11 @@ pub struct JobContext {
     pub attempt: u32,
     pub max_attempts: u32,
     pub worker_id: String,
+    /// How long this attempt may run before the worker stops it.
+    pub time_limit: Duration,
+    started: Instant,
     cancel: CancellationToken,
+    progress: Arc<ProgressSlot>,
 }
 
 impl JobContext {
@@ -47,23 +92,47 @@ impl JobContext {
             attempt,
             max_attempts,
             worker_id,
+            time_limit: sluice::job::MAX_JOB_TIMEOUT,
+            started: Instant::now(),
             cancel,
+            progress: Arc::default(),
         }
     }
 
-    /// Whether the job was cancelled (by its caller, or because this worker lost it). The
-    /// runtime also stops polling the handler, so checking is only needed around blocking work.
+    pub(crate) fn with_limit(mut self, limit: Duration, progress: Arc<ProgressSlot>) -> Self {
+        self.time_limit = limit;
+        self.progress = progress;
+        self
+    }
+
+    /// Whether the job was stopped: cancelled by its caller, past its time limit, or lost by
+    /// this worker. The runtime also stops polling an async handler, so checking is only needed
+    /// in blocking code, which cannot be interrupted otherwise.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
-    /// Completes when the job is cancelled.
+    /// Completes when the job is stopped.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }
 
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts
+    }
+
+    /// Time left before the attempt's time limit.
+    pub fn remaining(&self) -> Duration {
+        self.time_limit.saturating_sub(self.started.elapsed())
+    }
+
+    /// Reports how far the job is: a fraction from 0 to 1 and/or a short message. Cheap: the
+    /// latest report is stored with the next heartbeat, never in a write of its own.
+    pub fn progress(&self, fraction: Option<f64>, message: Option<&str>) {
+        let p = Progress::new(fraction, message);
+        if !p.is_empty() {
+            self.progress.report(p);
+        }
     }
 }
 
@@ -158,6 +227,49 @@ where
     }
 }
 
+/// A handler made of a synchronous function, run on a thread of its own (tokio's blocking
+/// pool) so that it may compute or block for as long as the job's time limit allows.
+pub struct BlockingFn<F, I, O> {
+    f: Arc<F>,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+/// Wraps `fn(input, ctx) -> Result<output, JobError>` as a [`Handler`]: the right choice for
+/// CPU-bound or blocking work (tract, ort, candle, a blocking client). Blocking code cannot be
+/// interrupted: at a cancel or the time limit the worker gives the job up at once, and the
+/// function should return soon after [`JobContext::is_cancelled`] turns true.
+pub fn blocking_fn<F, I, O>(f: F) -> BlockingFn<F, I, O>
+where
+    F: Fn(I, JobContext) -> Result<O, JobError> + Send + Sync + 'static,
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    BlockingFn {
+        f: Arc::new(f),
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, O> Handler for BlockingFn<F, I, O>
+where
+    F: Fn(I, JobContext) -> Result<O, JobError> + Send + Sync + 'static,
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    async fn call(&self, input: I, ctx: JobContext) -> Result<O, JobError> {
+        let f = self.f.clone();
+        match tokio::task::spawn_blocking(move || f(input, ctx)).await {
+            Ok(out) => out,
+            // The runtime reports the panic as the attempt's error.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(JobError::retryable("the handler's thread was stopped")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +303,28 @@ mod tests {
         assert_eq!(h.call(20, ctx.clone()).await, Ok(41));
         token.cancel();
         assert_eq!(h.call(20, ctx).await, Err(JobError::permanent("cancelled")));
+    }
+
+    #[tokio::test]
+    async fn blocking_fn_runs_off_the_async_threads_and_reports_progress() {
+        let h = blocking_fn(|n: u32, ctx: JobContext| {
+            std::thread::sleep(Duration::from_millis(20));
+            ctx.progress(Some(0.5), Some("half"));
+            Ok(n + 1)
+        });
+        let slot = Arc::new(ProgressSlot::default());
+        let ctx = JobContext::new(
+            JobId::generate(),
+            1,
+            3,
+            "w".into(),
+            CancellationToken::new(),
+        )
+        .with_limit(Duration::from_secs(5), slot.clone());
+        assert_eq!(h.call(1, ctx).await, Ok(2));
+        let p = slot.unsaved().unwrap();
+        assert_eq!(p.fraction, Some(0.5));
+        slot.saved(p);
+        assert_eq!(slot.unsaved(), None, "a stored report is not stored again");
     }
 }

@@ -22,12 +22,19 @@ mod config;
 pub mod demo;
 mod handler;
 pub mod health;
+mod http;
+mod lines;
 pub mod metrics;
+mod process;
 pub mod protection;
 mod runtime;
 
-pub use config::WorkerConfig;
-pub use handler::{handler_fn, ErrorKind, Handler, HandlerFn, JobContext, JobError};
+pub use config::{parse_command, Mode, WorkerConfig};
+pub use handler::{
+    blocking_fn, handler_fn, BlockingFn, ErrorKind, Handler, HandlerFn, JobContext, JobError,
+};
+pub use http::HttpHandler;
+pub use process::{ProcessHandler, CANCEL_GRACE, MAX_LINE_BYTES};
 pub use runtime::{run, run_with, MAX_RESULT_BYTES};
 
 /// Completes on SIGTERM (ECS stopping the task) or Ctrl-C.

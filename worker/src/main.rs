@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use sluice_worker::{demo, handler_fn, health, run, shutdown_signal, WorkerConfig};
+use sluice_worker::{
+    demo, handler_fn, health, run, shutdown_signal, HttpHandler, Mode, ProcessHandler, WorkerConfig,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -31,13 +33,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match config.handler.as_str() {
-        "demo" => run(handler_fn(demo::demo), config, shutdown_signal()).await,
-        other => {
-            eprintln!(
-                "error: SLUICE_HANDLER={other:?} is not a handler this binary has; use \"demo\""
-            );
-            return ExitCode::FAILURE;
+    let result = match config.mode.clone() {
+        Mode::Demo => run(handler_fn(demo::demo), config, shutdown_signal()).await,
+        Mode::Process { command } => {
+            let pool = ProcessHandler::new(command, &config);
+            run(pool, config, shutdown_signal()).await
+        }
+        Mode::Http { url } => {
+            let server = HttpHandler::new(&url, &config);
+            run(server, config, shutdown_signal()).await
         }
     };
     match result {

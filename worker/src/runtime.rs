@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::aws::DisplayErrorContext;
-use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord};
+use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout};
 use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::WorkerConfig;
-use crate::handler::{Handler, JobContext, JobError};
+use crate::handler::{ErrorKind, Handler, JobContext, JobError, ProgressSlot};
+use crate::health::{self, Phase, Vitals};
 use crate::metrics::{self, Outcome};
 use crate::protection;
 
@@ -38,6 +39,10 @@ pub async fn run<H: Handler>(
 
 /// [`run`] over a store and a queue built by the caller (for instance with SDK clients that
 /// carry an interceptor).
+///
+/// The handler runs on a runtime of its own (threads named `sluice-handler`), so that nothing it
+/// does, blocking calls included, can delay the heartbeats, the receive loop or the health check,
+/// which stay on the caller's runtime.
 pub async fn run_with<H: Handler>(
     handler: H,
     config: WorkerConfig,
@@ -45,6 +50,11 @@ pub async fn run_with<H: Handler>(
     queue: JobQueue,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let compute = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.concurrency.clamp(1, 64))
+        .thread_name("sluice-handler")
+        .enable_all()
+        .build()?;
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
     let result = Worker {
@@ -53,11 +63,16 @@ pub async fn run_with<H: Handler>(
         queue,
         config: Arc::new(config),
         deletes,
+        compute: compute.handle().clone(),
+        vitals: Arc::new(Vitals::default()),
     }
     .run(shutdown)
     .await;
     // Every job is done and every sender gone: the deleter flushes what is left and stops.
     let _ = tokio::time::timeout(Duration::from_secs(10), deleter).await;
+    // Whatever the handler left running (a blocking call past its time limit, child processes)
+    // goes with it.
+    compute.shutdown_background();
     result
 }
 
@@ -110,6 +125,9 @@ struct Worker<H> {
     config: Arc<WorkerConfig>,
     /// Receipts of finished jobs, deleted in batches.
     deletes: mpsc::UnboundedSender<ReceiptHandle>,
+    /// Where the handler runs.
+    compute: tokio::runtime::Handle,
+    vitals: Arc<Vitals>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -120,13 +138,48 @@ impl<H> Clone for Worker<H> {
             queue: self.queue.clone(),
             config: self.config.clone(),
             deletes: self.deletes.clone(),
+            compute: self.compute.clone(),
+            vitals: self.vitals.clone(),
         }
     }
 }
 
+/// A job's hold on a slot: dropped when the job ends, however it ends (a panic included), it
+/// gives back the slot and the busy count that scale-in protection follows.
+struct Held {
+    busy: Arc<watch::Sender<usize>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Held {
+    fn new(busy: Arc<watch::Sender<usize>>, permit: OwnedSemaphorePermit) -> Self {
+        busy.send_modify(|n| *n += 1);
+        Held {
+            busy,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.busy.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// How a running attempt stopped.
-enum Stop<O> {
-    Returned(Result<O, JobError>),
+enum Stop {
+    /// The handler returned (its output as JSON text), failed, panicked or ran out of time.
+    Returned(Result<String, JobError>),
     /// The caller cancelled the job.
     Cancelled,
     /// Another attempt owns the job now.
@@ -146,18 +199,38 @@ impl<H: Handler> Worker<H> {
         let release = CancellationToken::new();
         let mut failures = 0u32;
         tokio::pin!(shutdown);
+        let reporter = tokio::spawn(report_health(
+            self.vitals.clone(),
+            self.handler.clone(),
+            self.config.clone(),
+        ));
+        let _stop_reporting = AbortOnDrop(reporter);
         info!(
             worker_id = %self.config.worker_id,
             queue = %self.config.queue_url,
             concurrency = self.config.concurrency,
-            "worker started"
+            "worker started; waiting for the handler to be ready"
         );
+        let handler = self.handler.clone();
+        let ready = self.compute.spawn(async move { handler.ready().await });
+        tokio::select! {
+            r = ready => match r {
+                Ok(Ok(())) => info!("the handler is ready; taking jobs"),
+                Ok(Err(e)) => anyhow::bail!("the handler did not become ready: {e}"),
+                Err(e) => anyhow::bail!("the handler's start-up failed: {e}"),
+            },
+            () = &mut shutdown => {
+                info!("stopped before the handler was ready");
+                return Ok(());
+            }
+        }
         loop {
-            crate::health::beat();
+            self.vitals.phase(Phase::WaitingForSlot);
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit?,
                 () = &mut shutdown => break,
             };
+            self.vitals.phase(Phase::Receiving);
             let free = 1 + slots.available_permits();
             let received = tokio::select! {
                 r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
@@ -172,6 +245,7 @@ impl<H: Handler> Worker<H> {
                     failures += 1;
                     let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
                     warn!(error = %DisplayErrorContext(&e), ?pause, "receive failed");
+                    self.vitals.phase(Phase::Pausing);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
                         () = &mut shutdown => break,
@@ -186,20 +260,19 @@ impl<H: Handler> Worker<H> {
                 };
                 let worker = self.clone();
                 let release = release.clone();
-                let busy = busy.clone();
-                busy.send_modify(|n| *n += 1);
+                let held = Held::new(busy.clone(), permit);
                 let span = tracing::info_span!("message", message_id = %msg.message_id);
                 jobs.spawn(
                     async move {
                         worker.process(msg, release).await;
-                        busy.send_modify(|n| *n -= 1);
-                        drop(permit);
+                        drop(held);
                     }
                     .instrument(span),
                 );
             }
         }
 
+        self.vitals.phase(Phase::Draining);
         let running = jobs.len();
         info!(running, drain = ?self.config.drain, "stopping: no new jobs; letting running jobs finish");
         jobs.close();
@@ -283,7 +356,8 @@ impl<H: Handler> Worker<H> {
                 .await;
             return;
         }
-        info!(attempt = job.attempt, "job started");
+        let limit = cfg.time_limit(&job);
+        info!(attempt = job.attempt, time_limit = ?limit, "job started");
         let input = match serde_json::from_str::<H::Input>(input) {
             Ok(i) => i,
             Err(e) => {
@@ -294,22 +368,19 @@ impl<H: Handler> Worker<H> {
             }
         };
         let started = tokio::time::Instant::now();
-        let stop = self.attempt(msg, &job, input, release).await;
+        let stop = self.attempt(msg, &job, input, limit, release).await;
         let ran = started.elapsed();
         match stop {
-            Stop::Returned(Ok(output)) => {
-                let result = serde_json::to_string(&output);
-                let end = match result {
-                    Ok(r) if r.len() <= MAX_RESULT_BYTES => Finish::Succeeded { result: r },
-                    Ok(r) => Finish::Failed {
+            Stop::Returned(Ok(r)) => {
+                let end = if r.len() <= MAX_RESULT_BYTES {
+                    Finish::Succeeded { result: r }
+                } else {
+                    Finish::Failed {
                         error: format!(
                             "the result is {} bytes; results up to {MAX_RESULT_BYTES} bytes are stored",
                             r.len()
                         ),
-                    },
-                    Err(e) => Finish::Failed {
-                        error: format!("the result could not be encoded as JSON: {e}"),
-                    },
+                    }
                 };
                 let outcome = if matches!(end, Finish::Succeeded { .. }) {
                     Outcome::Succeeded
@@ -371,36 +442,73 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Runs the handler, renewing the message's visibility and the job's lease on every
-    /// heartbeat, and watching for a cancel.
+    /// Runs the handler on the compute runtime while this task renews the message's visibility
+    /// and the job's lease on every heartbeat (storing the latest progress report with it),
+    /// watches for a cancel, and stops the attempt at its time limit.
     async fn attempt(
         &self,
         msg: &Received,
         job: &JobRecord,
         input: H::Input,
+        limit: Duration,
         release: CancellationToken,
-    ) -> Stop<H::Output> {
+    ) -> Stop {
         let cfg = &self.config;
         let cancel = CancellationToken::new();
+        let progress = Arc::new(ProgressSlot::default());
         let ctx = JobContext::new(
             job.id.clone(),
             job.attempt,
             job.max_attempts,
             cfg.worker_id.clone(),
             cancel.clone(),
-        );
-        let call = self.handler.call(input, ctx);
-        tokio::pin!(call);
+        )
+        .with_limit(limit, progress.clone());
+        let handler = self.handler.clone();
+        let task = self.compute.spawn(async move {
+            let output = handler.call(input, ctx).await?;
+            serde_json::to_string(&output).map_err(|e| {
+                JobError::permanent(format!("the result could not be encoded as JSON: {e}"))
+            })
+        });
+        let task = AbortOnDrop(task);
+        let vitals = self.vitals.attempt();
+        let time_up = tokio::time::sleep(limit);
+        tokio::pin!(time_up);
         let mut beat =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
+        let mut joined = task;
         let stop = loop {
             tokio::select! {
                 biased;
-                out = &mut call => break Stop::Returned(out),
+                out = &mut joined.0 => break Stop::Returned(match out {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        let message = panic_message(e.into_panic());
+                        warn!(panic = %message, "the handler panicked");
+                        Err(JobError::retryable(format!("the handler panicked: {message}")))
+                    }
+                    Err(_) => Err(JobError::retryable("the handler's task was stopped")),
+                }),
                 () = release.cancelled() => break Stop::Released,
+                () = &mut time_up => {
+                    let kind = match job.on_timeout {
+                        OnTimeout::Retry => ErrorKind::Retryable,
+                        OnTimeout::Fail => ErrorKind::Permanent,
+                    };
+                    break Stop::Returned(Err(JobError {
+                        kind,
+                        message: format!(
+                            "the job ran past its time limit of {} s and was stopped",
+                            limit.as_secs()
+                        ),
+                    }));
+                }
                 _ = beat.tick() => {
+                    vitals.beat();
+                    let report = progress.unsaved();
                     let (lease, visibility) = tokio::join!(
-                        self.store.heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease),
+                        self.store.heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease, report.as_ref()),
                         self.queue.change_visibility(&msg.receipt, cfg.visibility_timeout),
                     );
                     if let Err(e) = visibility {
@@ -408,14 +516,19 @@ impl<H: Handler> Worker<H> {
                     }
                     match lease {
                         Ok(now) if now.cancel_requested => break Stop::Cancelled,
-                        Ok(_) => {}
+                        Ok(_) => {
+                            if let Some(p) = report {
+                                progress.saved(p);
+                            }
+                        }
                         Err(StoreError::Conflict { .. }) => break Stop::LostLease,
                         Err(e) => warn!(error = %DisplayErrorContext(&e), "could not extend the job's lease"),
                     }
                 }
             }
         };
-        // Dropping the handler's future stops it; the token tells code it spawned.
+        // The token tells the handler (and what it spawned, a child process) to stop; dropping
+        // `joined` aborts an async handler at its next await.
         cancel.cancel();
         stop
     }
@@ -489,6 +602,38 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = self.queue.change_visibility(&msg.receipt, for_).await {
             warn!(error = %DisplayErrorContext(&e), "could not change the message's visibility");
         }
+    }
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes the health verdict every few seconds while the worker runs (see [`health`]).
+async fn report_health<H: Handler>(vitals: Arc<Vitals>, handler: Arc<H>, cfg: Arc<WorkerConfig>) {
+    let every = cfg.heartbeat.min(Duration::from_secs(5));
+    let stale_after = every * 3 + Duration::from_secs(2);
+    let limits = health::Limits::new(cfg.receive_wait, cfg.heartbeat, cfg.startup);
+    let mut tick = tokio::time::interval(every);
+    let mut was = Ok(());
+    loop {
+        tick.tick().await;
+        let verdict = vitals.assess(&limits, handler.health());
+        if verdict != was {
+            match &verdict {
+                Ok(()) => info!("healthy again"),
+                Err(problem) => warn!(%problem, "unhealthy"),
+            }
+        }
+        if let Err(e) = health::write(verdict.clone().err(), stale_after) {
+            warn!(error = %e, path = %health::path().display(), "could not write the health report");
+        }
+        was = verdict;
     }
 }
 

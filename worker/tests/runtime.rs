@@ -142,3 +142,56 @@ async fn a_handler_written_as_a_function_runs_on_the_queue() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+/// On a runtime with one thread (as on a 1-vCPU task), a synchronous handler that computes past
+/// the visibility timeout and the lease still runs once: it runs on threads of its own, and the
+/// heartbeat keeps renewing both on the caller's thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
+    let s = Stack::new("blocking_fn").await;
+    let id = s.submit(support::ALICE, json!({"ms": 6000})).await;
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "2"),
+        ("SLUICE_LEASE_SECONDS", "2"),
+        ("SLUICE_HEARTBEAT_SECONDS", "1"),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Work {
+        ms: u64,
+    }
+    let crunch = sluice_worker::blocking_fn(|w: Work, ctx: JobContext| {
+        // Stands in for CPU-bound inference: no await point for the whole job.
+        std::thread::sleep(Duration::from_millis(w.ms));
+        Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(
+        crunch,
+        config,
+        s.store.clone(),
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    s.until(&id, Duration::from_secs(20), "the job starts", |j| {
+        j.status == Status::Running
+    })
+    .await;
+    // A second worker on the same queue takes the job over if the lease or visibility lapses.
+    let rival = s.worker("rival", &[]);
+    let job = s
+        .until(&id, Duration::from_secs(30), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    drop(rival);
+    assert_eq!((job.status, job.attempt), (Status::Succeeded, 1), "{job:?}");
+    assert_eq!(job.result.as_deref(), Some(r#"{"attempt":1}"#));
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}

@@ -11,6 +11,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { statusEnv, submitEnv } from '../env';
+import { maxJobTimeoutSeconds } from '../handler';
 import { RustFunction } from './rust-function';
 
 /** A JWT authorizer in place of IAM. */
@@ -41,6 +42,12 @@ export interface JobApiProps {
    * @default 7
    */
   readonly retentionDays?: number;
+  /**
+   * The longest `timeout_seconds` a job may ask for (submit rejects longer ones); the workers'.
+   *
+   * @default MAX_JOB_TIMEOUT_LIMIT (42,300 s)
+   */
+  readonly maxJobTimeout?: Duration;
   /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
@@ -102,6 +109,7 @@ export class JobApi extends Construct {
         throw new Error('jwt audience must list at least one non-empty audience');
       }
     }
+    const maxJobTimeout = maxJobTimeoutSeconds(props.maxJobTimeout);
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
 
     const submit = new RustFunction(this, 'Submit', {
@@ -119,6 +127,7 @@ export class JobApi extends Construct {
         retentionDays,
         clusterName: props.workerService.cluster.clusterName,
         serviceName: props.workerService.serviceName,
+        maxJobTimeoutSeconds: maxJobTimeout,
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem.

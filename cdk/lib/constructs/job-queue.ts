@@ -15,14 +15,14 @@ export interface JobQueueProps {
    */
   readonly maxReceiveCount?: number;
   /**
-   * The job timeout: how long a worker holds a job (its lease) before another worker may take it
-   * over, unless the worker's heartbeat renews it. The queue's visibility timeout is derived from
-   * it ({@link JobQueue.visibilityMargin} longer), so a message reappears only once its lease has
-   * expired and the next worker can claim the job.
+   * The lease: how long a worker holds a job before another worker may take it over, unless the
+   * worker's heartbeat renews it (a job's time limit is the worker's `jobTimeout`, not this). The
+   * queue's visibility timeout is derived from it ({@link JobQueue.visibilityMargin} longer), so a
+   * message reappears only once its lease has expired and the next worker can claim the job.
    *
    * @default Duration.seconds(60)
    */
-  readonly jobTimeout?: Duration;
+  readonly leaseDuration?: Duration;
   /**
    * How long an undelivered message stays in the jobs queue.
    *
@@ -45,14 +45,14 @@ export interface JobQueueProps {
 
 /** The jobs queue with its dead-letter queue, and the bucket for payloads too large for a record. */
 export class JobQueue extends Construct {
-  /** Added to the job timeout to get the visibility timeout. */
+  /** Added to the lease to get the visibility timeout. */
   public static readonly visibilityMargin = Duration.seconds(30);
 
   public readonly queue: sqs.IQueue;
   public readonly deadLetterQueue: sqs.IQueue;
   public readonly payloadBucket: s3.IBucket;
-  /** The job timeout (the worker's lease). */
-  public readonly jobTimeout: Duration;
+  /** The worker's lease on a claimed job. */
+  public readonly leaseDuration: Duration;
   /** The queue's visibility timeout, also the worker's per-receive visibility. */
   public readonly visibilityTimeout: Duration;
   public readonly maxReceiveCount: number;
@@ -63,13 +63,13 @@ export class JobQueue extends Construct {
     if (!Number.isInteger(this.maxReceiveCount) || this.maxReceiveCount < 1 || this.maxReceiveCount > 1000) {
       throw new Error(`maxReceiveCount must be an integer from 1 to 1000, got ${this.maxReceiveCount}`);
     }
-    this.jobTimeout = props.jobTimeout ?? Duration.seconds(60);
-    const jobSeconds = this.jobTimeout.toSeconds({ integral: false });
-    const maxJobSeconds = 43_200 - JobQueue.visibilityMargin.toSeconds();
-    if (!Number.isInteger(jobSeconds) || jobSeconds < 10 || jobSeconds > maxJobSeconds) {
-      throw new Error(`jobTimeout must be whole seconds from 10 to ${maxJobSeconds}, got ${jobSeconds}`);
+    this.leaseDuration = props.leaseDuration ?? Duration.seconds(60);
+    const leaseSeconds = this.leaseDuration.toSeconds({ integral: false });
+    const maxLeaseSeconds = 43_200 - JobQueue.visibilityMargin.toSeconds();
+    if (!Number.isInteger(leaseSeconds) || leaseSeconds < 10 || leaseSeconds > maxLeaseSeconds) {
+      throw new Error(`leaseDuration must be whole seconds from 10 to ${maxLeaseSeconds}, got ${leaseSeconds}`);
     }
-    this.visibilityTimeout = Duration.seconds(jobSeconds + JobQueue.visibilityMargin.toSeconds());
+    this.visibilityTimeout = Duration.seconds(leaseSeconds + JobQueue.visibilityMargin.toSeconds());
 
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,

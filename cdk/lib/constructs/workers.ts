@@ -2,21 +2,24 @@ import * as path from 'node:path';
 import { Duration, Size, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { workerEnv } from '../env';
+import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
-import { REPO_ROOT } from '../policy';
 import { wholeSeconds } from '../validate';
+import { WorkerImage, defaultWorkerImage } from '../worker-image';
 
 /** The worker binary's path in the image (`worker/Dockerfile`). */
 export const WORKER_BINARY = '/usr/local/bin/sluice-worker';
 
-/** A read-only EFS mount for model files. */
+/** ECS's longest health check start period. */
+const MAX_START_PERIOD_SECONDS = 300;
+
+/** A read-only EFS mount for model files (in the worker container and the model server's). */
 export interface ModelFileSystem {
   /** The file system, `fs-…`. */
   readonly fileSystemId: string;
@@ -59,11 +62,13 @@ export interface WorkersProps {
   /** The lease on a claimed job; keep it shorter than the visibility timeout. */
   readonly leaseDuration: Duration;
   /**
-   * The worker image.
+   * The worker image: sluice-worker, with whatever the handler needs (an example's Dockerfile adds
+   * Python and the handler's program). With an image of your own, give `handler` too: the task's
+   * environment sets `SLUICE_HANDLER` and overrides the image's.
    *
    * @default - built from `worker/Dockerfile` with the repository root as the context, linux/arm64
    */
-  readonly image?: ecs.ContainerImage;
+  readonly image?: WorkerImage;
   /**
    * Task CPU units (Fargate sizes: 256, 512, 1024, 2048, 4096, 8192, 16384).
    *
@@ -89,11 +94,27 @@ export interface WorkersProps {
    */
   readonly retentionDays?: number;
   /**
-   * Which compute the worker runs.
+   * What the worker computes: `{ mode: 'demo' }`, `{ mode: 'process', command }` (the user's
+   * program over JSON lines) or `{ mode: 'http', modelServer? }` (a model server in the task).
+   * See worker/PROTOCOL.md.
    *
-   * @default 'demo'
+   * @default { mode: 'demo' } with the default image; required with an image of your own
    */
-  readonly handler?: string;
+  readonly handler?: WorkerHandler;
+  /**
+   * Time limit of a job that sets no `timeout_seconds` (`SLUICE_JOB_TIMEOUT_SECONDS`); at most
+   * `maxJobTimeout`.
+   *
+   * @default - 1 hour, or maxJobTimeout if that is shorter
+   */
+  readonly jobTimeout?: Duration;
+  /**
+   * The longest time limit a job may ask for (`SLUICE_MAX_JOB_TIMEOUT_SECONDS`), at most 42,300 s
+   * (SQS's 12-hour visibility cap less 15 minutes). Give the submit Lambda the same.
+   *
+   * @default MAX_JOB_TIMEOUT_LIMIT (42,300 s)
+   */
+  readonly maxJobTimeout?: Duration;
   /**
    * CloudWatch namespace of the worker's job metrics.
    *
@@ -125,9 +146,9 @@ export interface WorkersProps {
    */
   readonly modelFileSystem?: ModelFileSystem;
   /**
-   * Grace period before failed health checks count (model loading).
+   * Grace period before failed health checks count (model loading), at most 300 s (ECS's limit).
    *
-   * @default Duration.seconds(60)
+   * @default - 60 s in demo mode; else the startup timeout plus 30 s, at least 60 s and at most 300 s
    */
   readonly healthCheckStartPeriod?: Duration;
   /**
@@ -165,7 +186,12 @@ export class Workers extends Construct {
   public readonly cluster: ecs.Cluster;
   public readonly service: ecs.FargateService;
   public readonly taskDefinition: ecs.FargateTaskDefinition;
+  /** The worker's container. */
   public readonly container: ecs.ContainerDefinition;
+  /** The model server's container (http mode with `modelServer`). */
+  public readonly modelServerContainer?: ecs.ContainerDefinition;
+  /** The handler as validated, with its defaults. */
+  public readonly handler: ResolvedHandler;
   public readonly securityGroup: ec2.SecurityGroup;
   public readonly logGroup: logs.LogGroup;
 
@@ -182,10 +208,18 @@ export class Workers extends Construct {
     if (!Number.isInteger(retentionDays) || retentionDays < 1) {
       throw new Error(`retentionDays must be a positive integer, got ${retentionDays}`);
     }
-    const handler = props.handler ?? 'demo';
-    if (handler.trim() === '') {
-      throw new Error('handler must not be empty');
+    if (props.image !== undefined && props.handler === undefined) {
+      throw new Error(
+        "handler is required with a worker image of your own: the task's environment sets SLUICE_HANDLER " +
+          "and overrides the image's (give { mode: 'demo' } for the built-in handler)",
+      );
     }
+    if (props.image !== undefined && !(props.image instanceof WorkerImage)) {
+      throw new Error('image must be a WorkerImage (WorkerImage.fromDirectory, fromUri or fromContainerImage)');
+    }
+    const handler = resolveHandler(props.handler ?? { mode: 'demo' });
+    this.handler = handler;
+    const { jobTimeoutSeconds, maxJobTimeoutSeconds } = jobTimeouts(props.jobTimeout, props.maxJobTimeout);
     const stopTimeout = props.stopTimeout ?? Duration.seconds(120);
     const drainTimeout = props.drainTimeout ?? Duration.seconds(90);
     const stopSeconds = wholeSeconds(stopTimeout, 'stopTimeout');
@@ -201,10 +235,21 @@ export class Workers extends Construct {
     if (leaseSeconds < 1 || leaseSeconds >= visibilitySeconds) {
       throw new Error(`leaseDuration (${leaseSeconds} s) must be positive and shorter than visibilityTimeout (${visibilitySeconds} s)`);
     }
-    const startPeriod = props.healthCheckStartPeriod ?? Duration.seconds(60);
+    // ECS ignores failed health checks during the start period, which it caps at 300 s. By default
+    // it covers the handler's startup timeout (plus 30 s for the worker's own start) up to that cap.
+    // A longer startup still works: while its handler starts (up to SLUICE_STARTUP_SECONDS and 30 s
+    // of slack) `sluice-worker healthcheck` reports healthy; past that it fails, and after 3 failed
+    // checks 30 s apart ECS stops the task and the service starts a new one.
+    const startPeriod =
+      props.healthCheckStartPeriod ??
+      Duration.seconds(
+        handler.startupSeconds === undefined
+          ? 60
+          : Math.min(MAX_START_PERIOD_SECONDS, Math.max(60, handler.startupSeconds + 30)),
+      );
     const startSeconds = wholeSeconds(startPeriod, 'healthCheckStartPeriod');
-    if (startSeconds > 300) {
-      throw new Error(`healthCheckStartPeriod must be at most 300 seconds, got ${startSeconds}`);
+    if (startSeconds > MAX_START_PERIOD_SECONDS) {
+      throw new Error(`healthCheckStartPeriod must be at most ${MAX_START_PERIOD_SECONDS} seconds, got ${startSeconds}`);
     }
     const efs = props.modelFileSystem;
     if (efs !== undefined) {
@@ -238,13 +283,16 @@ export class Workers extends Construct {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
     });
 
+    const logging = (streamPrefix: string) =>
+      ecs.LogDrivers.awsLogs({
+        logGroup: this.logGroup,
+        streamPrefix,
+        mode: ecs.AwsLogDriverMode.NON_BLOCKING,
+        maxBufferSize: Size.mebibytes(25),
+      });
+
     this.container = this.taskDefinition.addContainer('Worker', {
-      image:
-        props.image ??
-        ecs.ContainerImage.fromAsset(REPO_ROOT, {
-          file: path.join('worker', 'Dockerfile'),
-          platform: Platform.LINUX_ARM64,
-        }),
+      image: (props.image ?? defaultWorkerImage()).bind(this, 'WorkerImage'),
       essential: true,
       environment: workerEnv({
         tableName: props.table.tableName,
@@ -254,7 +302,9 @@ export class Workers extends Construct {
         visibilityTimeoutSeconds: visibilitySeconds,
         leaseSeconds,
         drainSeconds,
-        handler,
+        handler: handler.env,
+        jobTimeoutSeconds,
+        maxJobTimeoutSeconds,
         metricNamespace: props.metricNamespace ?? 'Sluice',
       }),
       stopTimeout,
@@ -265,13 +315,30 @@ export class Workers extends Construct {
         retries: 3,
         startPeriod,
       },
-      logging: ecs.LogDrivers.awsLogs({
-        logGroup: this.logGroup,
-        streamPrefix: 'worker',
-        mode: ecs.AwsLogDriverMode.NON_BLOCKING,
-        maxBufferSize: Size.mebibytes(25),
-      }),
+      logging: logging('worker'),
     });
+
+    const server = handler.modelServer;
+    if (server !== undefined) {
+      // Essential: a crashed server takes the task down and the service replaces it. Container
+      // dependencies also order the shutdown: ECS stops the worker (which drains) before the server.
+      this.modelServerContainer = this.taskDefinition.addContainer('ModelServer', {
+        image: server.image.bind(this, 'ModelServerImage'),
+        essential: true,
+        command: server.command,
+        environment: server.environment,
+        healthCheck:
+          server.healthCheck === undefined
+            ? undefined
+            : { ...server.healthCheck, startPeriod: server.healthCheck.startPeriod ?? startPeriod },
+        logging: logging('model-server'),
+      });
+      this.container.addContainerDependencies({
+        container: this.modelServerContainer,
+        condition:
+          server.healthCheck === undefined ? ecs.ContainerDependencyCondition.START : ecs.ContainerDependencyCondition.HEALTHY,
+      });
+    }
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
       vpc: props.vpc,
@@ -326,8 +393,9 @@ export class Workers extends Construct {
     acknowledge(
       this.taskDefinition,
       'AwsSolutions-ECS2',
-      'the environment carries only resource names, the queue url and tuning numbers (the src/env.rs contract); ' +
-        'the worker has no secrets, its AWS access comes from the task role',
+      'the worker environment carries only resource names, the queue url, the handler command and tuning numbers ' +
+        '(the src/env.rs contract), its AWS access comes from the task role; a model server gets only the ' +
+        'environment its props give, documented as never for secrets',
     );
     acknowledge(
       taskRole,
@@ -338,8 +406,8 @@ export class Workers extends Construct {
     acknowledge(
       this.taskDefinition.obtainExecutionRole(),
       'AwsSolutions-IAM5[Resource::*]',
-      'the execution role\'s ecr:GetAuthorizationToken (added by CDK to pull the image asset) has no resource-level ' +
-        'permissions; image pulls themselves are limited to the asset repository',
+      'the execution role\'s ecr:GetAuthorizationToken (added by CDK to pull the images) has no resource-level ' +
+        'permissions; image pulls themselves are limited to the asset repository or the given ecr repositories',
     );
   }
 
@@ -354,11 +422,13 @@ export class Workers extends Construct {
         authorizationConfig: { accessPointId: efs.accessPointId, iam: 'ENABLED' },
       },
     });
-    this.container.addMountPoints({
-      sourceVolume: volumeName,
-      containerPath: efs.mountPath ?? '/models',
-      readOnly: true,
-    });
+    for (const container of [this.container, this.modelServerContainer]) {
+      container?.addMountPoints({
+        sourceVolume: volumeName,
+        containerPath: efs.mountPath ?? '/models',
+        readOnly: true,
+      });
+    }
     // Read-only: ClientMount without ClientWrite, and only through the given access point.
     iam.Grant.addToPrincipal({
       grantee: taskRole,

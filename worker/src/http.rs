@@ -1,0 +1,354 @@
+//! The `http` handler: a model server in the same task that speaks the SageMaker inference
+//! container contract (`GET /ping`, `POST /invocations`), so existing inference containers plug
+//! in unchanged. See `worker/PROTOCOL.md`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::WorkerConfig;
+use crate::handler::{Handler, JobContext, JobError};
+
+/// How often the model server is pinged once it is ready, and how long one ping may take.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A server that has not answered a ping for this long makes the worker unhealthy.
+const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(60);
+/// How much of an error answer's body is kept in the job's error.
+const ERROR_BODY_CHARS: usize = 1_000;
+
+/// A model server as a [`Handler`]. Its input is the job's JSON, sent as the request body; its
+/// output is the answer's JSON (or its text, as a JSON string).
+pub struct HttpHandler {
+    base: String,
+    http: reqwest::Client,
+    startup: Duration,
+    /// Running jobs, for progress reports sent to [`Self::progress_url`].
+    running: Arc<Mutex<HashMap<String, JobContext>>>,
+    progress_addr: OnceLock<SocketAddr>,
+    last_ping: Arc<Mutex<Option<Instant>>>,
+}
+
+impl HttpHandler {
+    /// `base` is the server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: &str, config: &WorkerConfig) -> Self {
+        HttpHandler {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_max_idle_per_host(config.concurrency)
+                .build()
+                .expect("a plain HTTP client builds"),
+            startup: config.startup,
+            running: Arc::default(),
+            progress_addr: OnceLock::new(),
+            last_ping: Arc::default(),
+        }
+    }
+
+    async fn ping(http: &reqwest::Client, base: &str) -> Result<(), String> {
+        let resp = http
+            .get(format!("{base}/ping"))
+            .timeout(PING_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("GET {base}/ping: {}", error_chain(&e)))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("GET {base}/ping answered {}", resp.status()))
+        }
+    }
+}
+
+/// Removes a job from the running set when its call ends, however it ends.
+struct Running<'a> {
+    map: &'a Mutex<HashMap<String, JobContext>>,
+    id: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.map.lock().expect("running lock").remove(&self.id);
+    }
+}
+
+impl Handler for HttpHandler {
+    type Input = Box<RawValue>;
+    type Output = Box<RawValue>;
+
+    async fn call(&self, input: Box<RawValue>, ctx: JobContext) -> Result<Box<RawValue>, JobError> {
+        let id = ctx.job_id.to_string();
+        let mut req = self
+            .http
+            .post(format!("{}/invocations", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header("X-Sluice-Job-Id", &id)
+            .header("X-Sluice-Attempt", ctx.attempt.to_string())
+            .timeout(ctx.remaining())
+            .body(input.get().to_owned());
+        if let Some(addr) = self.progress_addr.get() {
+            req = req.header(
+                "X-Sluice-Progress-Url",
+                format!("http://{addr}/progress/{id}"),
+            );
+        }
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(id.clone(), ctx.clone());
+        let _running = Running {
+            map: &self.running,
+            id,
+        };
+        let resp = req.send().await.map_err(|e| {
+            JobError::retryable(format!(
+                "the model server could not be reached: {}",
+                error_chain(&e)
+            ))
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| {
+            JobError::retryable(format!(
+                "the model server's answer broke off: {}",
+                error_chain(&e)
+            ))
+        })?;
+        interpret(status.as_u16(), &body)
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let started = Instant::now();
+        let mut said = Instant::now();
+        info!(url = %self.base, "waiting for the model server to answer GET /ping");
+        loop {
+            let last = match Self::ping(&self.http, &self.base).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if started.elapsed() > self.startup {
+                return Err(format!(
+                    "the model server did not answer GET /ping with 200 within {} s: {last}",
+                    self.startup.as_secs()
+                ));
+            }
+            if said.elapsed() > Duration::from_secs(30) {
+                info!(waited = ?started.elapsed(), last = %last, "still waiting for the model server");
+                said = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        *self.last_ping.lock().expect("ping lock") = Some(Instant::now());
+        info!(url = %self.base, waited = ?started.elapsed(), "the model server is ready");
+        let addr = serve_progress(self.running.clone())
+            .await
+            .map_err(|e| format!("cannot listen for progress reports on loopback: {e}"))?;
+        let _ = self.progress_addr.set(addr);
+        tokio::spawn(keep_pinging(
+            self.http.clone(),
+            self.base.clone(),
+            self.last_ping.clone(),
+        ));
+        Ok(())
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match *self.last_ping.lock().expect("ping lock") {
+            Some(t) if t.elapsed() > UNRESPONSIVE_AFTER => Err(format!(
+                "the model server has not answered GET /ping for {} s",
+                t.elapsed().as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What an answer of the model server makes of the job. Pure.
+pub fn interpret(status: u16, body: &[u8]) -> Result<Box<RawValue>, JobError> {
+    let text = String::from_utf8_lossy(body);
+    match status {
+        200..=299 => {
+            if let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(body) {
+                return Ok(raw);
+            }
+            match std::str::from_utf8(body) {
+                Ok(t) => Ok(RawValue::from_string(
+                    serde_json::to_string(t).expect("a string encodes"),
+                )
+                .expect("an encoded string is JSON")),
+                Err(_) => Err(JobError::permanent(
+                    "the model server answered with bytes that are not text; results are JSON",
+                )),
+            }
+        }
+        _ => {
+            let detail: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+            let message = format!("the model server answered {status}: {detail}");
+            if status == 408 || status == 429 || status >= 500 {
+                Err(JobError::retryable(message))
+            } else {
+                Err(JobError::permanent(message))
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn keep_pinging(http: reqwest::Client, base: String, last: Arc<Mutex<Option<Instant>>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        match HttpHandler::ping(&http, &base).await {
+            Ok(()) => {
+                *last.lock().expect("ping lock") = Some(Instant::now());
+                if failing {
+                    info!("the model server answers GET /ping again");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "the model server did not answer GET /ping");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Listens on a loopback port for `POST /progress/{job id}` with `{"fraction"?, "message"?}`.
+async fn serve_progress(
+    running: Arc<Mutex<HashMap<String, JobContext>>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let running = running.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let running = running.clone();
+                    async move { Ok::<_, std::convert::Infallible>(progress(req, &running).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn progress(
+    req: Request<hyper::body::Incoming>,
+    running: &Mutex<HashMap<String, JobContext>>,
+) -> Response<Full<Bytes>> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        #[serde(default)]
+        fraction: Option<f64>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    let answer = |status: StatusCode, text: &str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(text.to_owned())))
+            .expect("a response builds")
+    };
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix("/progress/")
+        .map(str::to_owned);
+    let (Some(id), &Method::POST) = (id, req.method()) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "POST /progress/{job id} with {\"fraction\": 0.5, \"message\": \"...\"}\n",
+        );
+    };
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    else {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "a progress report is at most 64 KiB\n",
+        );
+    };
+    let report: Report = match serde_json::from_slice(&body.to_bytes()) {
+        Ok(r) => r,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"fraction\": 0.5, \"message\": \"...\"}}: {e}\n"),
+            )
+        }
+    };
+    let ctx = running.lock().expect("running lock").get(&id).cloned();
+    match ctx {
+        Some(ctx) => {
+            ctx.progress(report.fraction, report.message.as_deref());
+            answer(StatusCode::NO_CONTENT, "")
+        }
+        None => answer(StatusCode::NOT_FOUND, "no such job is running here\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_results_or_errors_of_the_right_kind() {
+        let ok = |status, body: &str| interpret(status, body.as_bytes()).unwrap().get().to_owned();
+        assert_eq!(ok(200, r#"{"label": "cat"}"#), r#"{"label": "cat"}"#);
+        assert_eq!(ok(200, "0.93,0.07"), r#""0.93,0.07""#);
+        assert_eq!(ok(204, ""), r#""""#);
+        let err = |status, body: &[u8]| interpret(status, body).unwrap_err();
+        let cases: &[(u16, &[u8], bool, &str)] = &[
+            (
+                400,
+                b"bad image",
+                false,
+                "the model server answered 400: bad image",
+            ),
+            (415, b"", false, "answered 415"),
+            (408, b"slow", true, "answered 408"),
+            (429, b"busy", true, "answered 429"),
+            (503, b"loading", true, "answered 503: loading"),
+            (200, b"\xff\xd8\xff", false, "not text"),
+        ];
+        for (status, body, retryable, want) in cases {
+            let e = err(*status, body);
+            assert_eq!(e.is_retryable(), *retryable, "{status}");
+            assert!(e.message.contains(want), "{status}: {}", e.message);
+        }
+        let long = "x".repeat(5_000);
+        assert!(err(500, long.as_bytes()).message.len() < 1_100);
+    }
+}

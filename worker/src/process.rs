@@ -1,0 +1,734 @@
+//! The `process` handler: the user's program in any language, one process per slot, each running
+//! one job at a time over the JSON-lines protocol of `worker/PROTOCOL.md`.
+//!
+//! Each slot has a supervisor task that starts the program, waits for its `ready` line, feeds it
+//! jobs from a queue shared by all slots, and restarts it (with a growing pause) when it exits,
+//! crashes, stops answering within the job's time limit, or ignores a cancel.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::WorkerConfig;
+use crate::handler::{Handler, JobContext, JobError};
+use crate::lines::{BoundedLines, Line};
+
+/// The longest line a process may write, newline included.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// How long a process may take to stop a cancelled job before it is killed.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// The longest stderr line logged whole.
+const STDERR_LINE_BYTES: usize = 16 * 1024;
+/// How many earlier job ids a process's late answers are recognised by.
+const RECENT_IDS: usize = 16;
+
+/// The user's program as a [`Handler`]. Its input and output are JSON, passed through as they are.
+pub struct ProcessHandler {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    command: Vec<String>,
+    slots: usize,
+    startup: Duration,
+    jobs: mpsc::Sender<Request>,
+    queue: tokio::sync::Mutex<mpsc::Receiver<Request>>,
+    states: watch::Sender<Vec<SlotState>>,
+    started: std::sync::Once,
+}
+
+/// A slot's process, for readiness and health.
+#[derive(Debug, Clone, PartialEq)]
+enum SlotState {
+    /// Not ready since then; `problem` is why the last process ended, if one did.
+    Down {
+        since: std::time::Instant,
+        problem: Option<String>,
+        /// The program cannot be started at all (not found, not executable).
+        fatal: bool,
+    },
+    Ready,
+}
+
+struct Request {
+    id: String,
+    /// The `job` line, newline included.
+    line: Vec<u8>,
+    ctx: JobContext,
+    /// Told when a process takes the job.
+    picked: Option<oneshot::Sender<()>>,
+    reply: oneshot::Sender<Result<Box<RawValue>, JobError>>,
+}
+
+impl ProcessHandler {
+    /// A pool of `config.concurrency` processes running `command`; they start when the worker
+    /// does.
+    pub fn new(command: Vec<String>, config: &WorkerConfig) -> Self {
+        let slots = config.concurrency;
+        let (jobs, queue) = mpsc::channel(slots.max(1));
+        let down = SlotState::Down {
+            since: std::time::Instant::now(),
+            problem: None,
+            fatal: false,
+        };
+        ProcessHandler {
+            shared: Arc::new(Shared {
+                command,
+                slots,
+                startup: config.startup,
+                jobs,
+                queue: tokio::sync::Mutex::new(queue),
+                states: watch::Sender::new(vec![down; slots]),
+                started: std::sync::Once::new(),
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JobLine<'a> {
+    r#type: &'static str,
+    id: &'a str,
+    attempt: u32,
+    max_attempts: u32,
+    timeout_seconds: u64,
+    input: &'a RawValue,
+}
+
+impl Handler for ProcessHandler {
+    type Input = Box<RawValue>;
+    type Output = Box<RawValue>;
+
+    async fn call(&self, input: Box<RawValue>, ctx: JobContext) -> Result<Box<RawValue>, JobError> {
+        let id = ctx.job_id.to_string();
+        let mut line = serde_json::to_vec(&JobLine {
+            r#type: "job",
+            id: &id,
+            attempt: ctx.attempt,
+            max_attempts: ctx.max_attempts,
+            timeout_seconds: ctx.time_limit.as_secs(),
+            input: &input,
+        })
+        .map_err(|e| JobError::permanent(format!("the job could not be encoded: {e}")))?;
+        line.push(b'\n');
+        let (picked, was_picked) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            id,
+            line,
+            ctx,
+            picked: Some(picked),
+            reply,
+        };
+        let gone = || JobError::retryable("the worker's handler processes are gone");
+        self.shared.jobs.send(request).await.map_err(|_| gone())?;
+        match tokio::time::timeout(self.shared.startup, was_picked).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(gone()),
+            Err(_) => {
+                return Err(JobError::retryable(format!(
+                    "no handler process was ready to take the job within {} s",
+                    self.shared.startup.as_secs()
+                )))
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(JobError::retryable(
+                "the handler process stopped without answering",
+            ))
+        })
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let shared = self.shared.clone();
+        self.shared.started.call_once(|| {
+            for slot in 0..shared.slots {
+                tokio::spawn(supervise(shared.clone(), slot));
+            }
+        });
+        info!(command = ?self.shared.command, processes = self.shared.slots, "starting the handler's processes");
+        let mut states = self.shared.states.subscribe();
+        let all_ready = tokio::time::timeout(self.shared.startup, async {
+            loop {
+                {
+                    let now = states.borrow_and_update();
+                    if let Some(problem) = now.iter().find_map(|s| match s {
+                        SlotState::Down {
+                            fatal: true,
+                            problem,
+                            ..
+                        } => problem.clone(),
+                        _ => None,
+                    }) {
+                        return Err(problem);
+                    }
+                    if now.iter().all(|s| *s == SlotState::Ready) {
+                        return Ok(());
+                    }
+                }
+                if states.changed().await.is_err() {
+                    return Err("the handler's processes stopped".to_owned());
+                }
+            }
+        })
+        .await;
+        match all_ready {
+            Ok(r) => r,
+            Err(_) => {
+                let now = self.shared.states.borrow();
+                let ready = now.iter().filter(|s| **s == SlotState::Ready).count();
+                if ready > 0 {
+                    warn!(
+                        ready,
+                        of = now.len(),
+                        "only some handler processes are ready; taking jobs"
+                    );
+                    return Ok(());
+                }
+                Err(format!(
+                    "no handler process became ready within {} s{}",
+                    self.shared.startup.as_secs(),
+                    problem_of(&now)
+                        .map(|p| format!(": {p}"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let now = self.shared.states.borrow();
+        for (slot, state) in now.iter().enumerate() {
+            if let SlotState::Down { since, problem, .. } = state {
+                let down = since.elapsed();
+                if down > self.shared.startup {
+                    return Err(format!(
+                        "the handler process of slot {slot} has not been ready for {} s{}",
+                        down.as_secs(),
+                        problem
+                            .as_ref()
+                            .map(|p| format!(": {p}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn problem_of(states: &[SlotState]) -> Option<String> {
+    states.iter().find_map(|s| match s {
+        SlotState::Down { problem, .. } => problem.clone(),
+        SlotState::Ready => None,
+    })
+}
+
+/// The pause before restarting a process that failed `failures` times in a row: 1 s, doubling,
+/// at most 30 s.
+pub fn restart_pause(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Keeps one slot's process running.
+async fn supervise(shared: Arc<Shared>, slot: usize) {
+    let mut failures = 0u32;
+    loop {
+        let (problem, fatal) = match Child::start(&shared.command, slot) {
+            Err(e) => (
+                format!("cannot start {:?}: {e}", shared.command),
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ),
+            ),
+            Ok(mut child) => match child.await_ready(shared.startup).await {
+                Err(problem) => {
+                    child.kill().await;
+                    (problem, false)
+                }
+                Ok(()) => {
+                    failures = 0;
+                    info!(slot, pid = child.pid, "handler process ready");
+                    shared.states.send_modify(|s| s[slot] = SlotState::Ready);
+                    (child.serve(&shared).await, false)
+                }
+            },
+        };
+        failures += 1;
+        let pause = restart_pause(failures);
+        warn!(slot, %problem, ?pause, "handler process down; starting it again after a pause");
+        shared.states.send_modify(|s| {
+            let since = match &s[slot] {
+                SlotState::Down { since, .. } => *since,
+                SlotState::Ready => std::time::Instant::now(),
+            };
+            s[slot] = SlotState::Down {
+                since,
+                problem: Some(problem),
+                fatal,
+            };
+        });
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One running process.
+struct Child {
+    slot: usize,
+    pid: u32,
+    process: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: BoundedLines<BufReader<ChildStdout>>,
+    /// The job it runs, for the stderr log lines.
+    current: Arc<Mutex<Option<String>>>,
+    /// Ids it was given lately; a late answer for one of them is ignored.
+    recent: VecDeque<String>,
+}
+
+/// How a job on a process ended.
+enum Ended {
+    Answer(Result<Box<RawValue>, JobError>),
+    /// The process exited or closed its output; the reason.
+    Gone(String),
+    /// The process must be killed; the reason.
+    Kill(String),
+}
+
+impl Child {
+    fn start(command: &[String], slot: usize) -> std::io::Result<Child> {
+        let mut process = Command::new(&command[0])
+            .args(&command[1..])
+            .env("SLUICE_PROTOCOL", "1")
+            .env("SLUICE_SLOT", slot.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches the worker, which drains,
+            // not the handler in the middle of a job.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = process.id().unwrap_or(0);
+        let current = Arc::new(Mutex::new(None));
+        let stderr = process.stderr.take().expect("stderr is piped");
+        tokio::spawn(forward_stderr(stderr, slot, pid, current.clone()));
+        Ok(Child {
+            slot,
+            pid,
+            stdin: process.stdin.take().expect("stdin is piped"),
+            stdout: BoundedLines::new(
+                BufReader::new(process.stdout.take().expect("stdout is piped")),
+                MAX_LINE_BYTES,
+            ),
+            process,
+            current,
+            recent: VecDeque::with_capacity(RECENT_IDS),
+        })
+    }
+
+    async fn await_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let wait = async {
+            loop {
+                match self.stdout.next().await {
+                    Ok(Line::Text(text)) => match parse(&text) {
+                        Ok(Message::Ready) => return Ok(()),
+                        _ => {
+                            warn!(slot = self.slot, line = %preview(&text), "the handler process wrote before it was ready; ignored")
+                        }
+                    },
+                    Ok(Line::TooLong { bytes }) => {
+                        warn!(slot = self.slot, bytes, "the handler process wrote an overlong line before it was ready; ignored")
+                    }
+                    Ok(Line::Eof) | Err(_) => {
+                        return Err(format!("it {} before it was ready", self.exit().await))
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "it did not write {{\"type\":\"ready\"}} within {} s",
+                limit.as_secs()
+            )),
+        }
+    }
+
+    /// Runs jobs until the process must be replaced; returns why.
+    async fn serve(mut self, shared: &Shared) -> String {
+        loop {
+            let mut request = tokio::select! {
+                r = async { shared.queue.lock().await.recv().await } => match r {
+                    Some(r) => r,
+                    None => return "the worker is stopping".into(),
+                },
+                line = self.stdout.next() => match line {
+                    Ok(Line::Text(text)) => {
+                        warn!(slot = self.slot, line = %preview(&text), "the handler process wrote between jobs; ignored");
+                        continue;
+                    }
+                    Ok(Line::TooLong { bytes }) => {
+                        warn!(slot = self.slot, bytes, "the handler process wrote an overlong line between jobs; ignored");
+                        continue;
+                    }
+                    Ok(Line::Eof) | Err(_) => return format!("it {}", self.exit().await),
+                },
+            };
+            if request.reply.is_closed() {
+                // Its attempt ended while it waited (a cancel, the time limit).
+                continue;
+            }
+            if let Some(picked) = request.picked.take() {
+                let _ = picked.send(());
+            }
+            if let Err(why) = self.run(request).await {
+                return why;
+            }
+        }
+    }
+
+    /// Runs one job; an error means the process is gone or was killed.
+    async fn run(&mut self, req: Request) -> Result<(), String> {
+        *self.current.lock().expect("current job lock") = Some(req.id.clone());
+        if self.recent.len() == RECENT_IDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(req.id.clone());
+        let ended = if self.send(&req.line).await.is_err() {
+            Ended::Gone(format!("{} before it took the job", self.exit().await))
+        } else {
+            self.answer(&req).await
+        };
+        *self.current.lock().expect("current job lock") = None;
+        let (reply, result) = match ended {
+            Ended::Answer(r) => (r, Ok(())),
+            Ended::Gone(why) => (
+                Err(JobError::retryable(format!(
+                    "the handler process {why} while running the job; it is started again"
+                ))),
+                Err(format!("it {why}")),
+            ),
+            Ended::Kill(why) => {
+                self.kill().await;
+                (
+                    Err(JobError::retryable(format!(
+                        "the handler process was killed: {why}"
+                    ))),
+                    Err(format!("it was killed: {why}")),
+                )
+            }
+        };
+        let _ = req.reply.send(reply);
+        result
+    }
+
+    async fn answer(&mut self, req: &Request) -> Ended {
+        let deadline = Instant::now() + req.ctx.remaining();
+        let mut cancel_sent: Option<Instant> = None;
+        loop {
+            let grace_end = cancel_sent.map_or(deadline, |t| (t + CANCEL_GRACE).min(deadline));
+            tokio::select! {
+                line = self.stdout.next() => match line {
+                    Ok(Line::Text(text)) => match parse(&text) {
+                        Ok(Message::Ready) => {}
+                        Ok(Message::Progress { id, fraction, message }) if id == req.id => {
+                            req.ctx.progress(fraction, message.as_deref());
+                        }
+                        Ok(Message::Result { id, result }) if id == req.id => return Ended::Answer(Ok(result)),
+                        Ok(Message::Error { id, message, retryable }) if id == req.id => {
+                            let message = message.unwrap_or_else(|| "the handler failed without a message".into());
+                            let e = if retryable { JobError::retryable(message) } else { JobError::permanent(message) };
+                            return Ended::Answer(Err(e));
+                        }
+                        Ok(other) => {
+                            let id = other.id().unwrap_or_default();
+                            if self.recent.iter().any(|r| r == id) {
+                                debug!(slot = self.slot, job_id = id, "a late line for an earlier job; ignored");
+                            } else {
+                                return Ended::Answer(Err(JobError::retryable(format!(
+                                    "the handler process answered for job {id:?}, which it was not given (it runs {})",
+                                    req.id
+                                ))));
+                            }
+                        }
+                        Err(what) => {
+                            return Ended::Answer(Err(JobError::retryable(format!(
+                                "the handler process wrote {what}"
+                            ))))
+                        }
+                    },
+                    Ok(Line::TooLong { bytes }) => {
+                        return Ended::Answer(Err(JobError::retryable(format!(
+                            "the handler process wrote a line of {bytes} bytes; lines are limited to {MAX_LINE_BYTES} bytes"
+                        ))))
+                    }
+                    Ok(Line::Eof) | Err(_) => return Ended::Gone(self.exit().await),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ended::Kill(format!("the job ran past its time limit of {} s", req.ctx.time_limit.as_secs()));
+                }
+                () = req.ctx.cancelled(), if cancel_sent.is_none() => {
+                    if Instant::now() + Duration::from_millis(500) >= deadline {
+                        return Ended::Kill(format!("the job ran past its time limit of {} s", req.ctx.time_limit.as_secs()));
+                    }
+                    let mut line = serde_json::to_vec(&serde_json::json!({"type": "cancel", "id": req.id})).expect("a cancel encodes");
+                    line.push(b'\n');
+                    if self.send(&line).await.is_err() {
+                        return Ended::Gone(self.exit().await);
+                    }
+                    cancel_sent = Some(Instant::now());
+                }
+                () = tokio::time::sleep_until(grace_end), if cancel_sent.is_some() => {
+                    return Ended::Kill(format!("it did not stop within {} s of a cancel", CANCEL_GRACE.as_secs()));
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.stdin.write_all(line).await?;
+        self.stdin.flush().await
+    }
+
+    /// How the process ended, once its output closed.
+    async fn exit(&mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(2), self.process.wait()).await {
+            Ok(Ok(status)) => format!("exited ({status})"),
+            _ => {
+                self.kill().await;
+                "closed its output".into()
+            }
+        }
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.process.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.process.wait()).await;
+    }
+}
+
+/// A line from the process, by its `type`.
+#[derive(Debug)]
+enum Message {
+    Ready,
+    Progress {
+        id: String,
+        fraction: Option<f64>,
+        message: Option<String>,
+    },
+    Result {
+        id: String,
+        result: Box<RawValue>,
+    },
+    Error {
+        id: String,
+        message: Option<String>,
+        retryable: bool,
+    },
+}
+
+impl Message {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Message::Ready => None,
+            Message::Progress { id, .. }
+            | Message::Result { id, .. }
+            | Message::Error { id, .. } => Some(id),
+        }
+    }
+}
+
+/// Reads one line of the protocol; the error describes the line for a person. Pure.
+fn parse(line: &[u8]) -> Result<Message, String> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        r#type: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        id: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ResultLine {
+        // `null` is a result like any other: only a missing field is `None`.
+        #[serde(default, deserialize_with = "present")]
+        result: Option<Box<RawValue>>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Some)
+    }
+    #[derive(Deserialize)]
+    struct ErrorLine {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        retryable: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    struct ProgressLine {
+        #[serde(default)]
+        fraction: Option<f64>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "a line that is not UTF-8".to_owned())?;
+    let head: Head = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            format!(
+                "a line that is not a JSON object of the protocol ({e}): {}",
+                preview(line)
+            )
+        } else {
+            format!("a line that is not JSON: {}", preview(line))
+        }
+    })?;
+    let kind = head.r#type.as_deref().unwrap_or("");
+    let id = || {
+        head.id
+            .clone()
+            .ok_or_else(|| format!("a {kind} line without an \"id\": {}", preview(line)))
+    };
+    let bad = |e: serde_json::Error| format!("a malformed {kind} line ({e}): {}", preview(line));
+    match kind {
+        "ready" => Ok(Message::Ready),
+        "result" => {
+            let r: ResultLine = serde_json::from_str(text).map_err(bad)?;
+            let result = r
+                .result
+                .ok_or_else(|| format!("a result line without a \"result\": {}", preview(line)))?;
+            Ok(Message::Result { id: id()?, result })
+        }
+        "error" => {
+            let e: ErrorLine = serde_json::from_str(text).map_err(bad)?;
+            Ok(Message::Error {
+                id: id()?,
+                message: e.message,
+                retryable: e.retryable.unwrap_or(true),
+            })
+        }
+        "progress" => {
+            let p: ProgressLine = serde_json::from_str(text).map_err(bad)?;
+            Ok(Message::Progress {
+                id: id()?,
+                fraction: p.fraction,
+                message: p.message,
+            })
+        }
+        "" => Err(format!("a line without a \"type\": {}", preview(line))),
+        other => Err(format!(
+            "a line of unknown type {other:?}: {}",
+            preview(line)
+        )),
+    }
+}
+
+/// The first 200 characters of a line, for messages and logs.
+fn preview(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+/// Logs what the process writes to stderr, a line each, with its slot and job.
+async fn forward_stderr(
+    stderr: ChildStderr,
+    slot: usize,
+    pid: u32,
+    current: Arc<Mutex<Option<String>>>,
+) {
+    let mut lines = BoundedLines::new(BufReader::new(stderr), STDERR_LINE_BYTES);
+    loop {
+        let line = match lines.next().await {
+            Ok(Line::Text(t)) => String::from_utf8_lossy(&t).into_owned(),
+            Ok(Line::TooLong { bytes }) => format!("[a line of {bytes} bytes, too long to log]"),
+            Ok(Line::Eof) | Err(_) => return,
+        };
+        let job = current.lock().expect("current job lock").clone();
+        info!(target: "sluice_worker::handler", slot, pid, job_id = job.as_deref().unwrap_or("-"), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_lines_parse_or_say_what_is_wrong() {
+        let ok = |line: &str| parse(line.as_bytes()).unwrap();
+        assert!(matches!(ok(r#"{"type":"ready"}"#), Message::Ready));
+        match ok(r#"{"type":"result","id":"j1","result":{"a":[1,2]},"extra":true}"#) {
+            Message::Result { id, result } => {
+                assert_eq!((id.as_str(), result.get()), ("j1", r#"{"a":[1,2]}"#))
+            }
+            m => panic!("{m:?}"),
+        }
+        match ok(r#"{"type":"result","id":"j1","result":null}"#) {
+            Message::Result { result, .. } => assert_eq!(result.get(), "null"),
+            m => panic!("a null result is a result: {m:?}"),
+        }
+        assert!(matches!(
+            ok(r#"{"type":"error","id":"j1","message":"bad input","retryable":false}"#),
+            Message::Error { id, message: Some(m), retryable: false } if id == "j1" && m == "bad input"
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"error","id":"j1"}"#),
+            Message::Error {
+                message: None,
+                retryable: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"progress","id":"j1","fraction":0.5}"#),
+            Message::Progress { fraction: Some(f), message: None, .. } if f == 0.5
+        ));
+        let long = format!("{{\"type\":\"{}\"}}", "x".repeat(300));
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"Loading model weights...",
+                "a line that is not JSON: Loading model weights...",
+            ),
+            (b"[1,2]", "a line that is not a JSON object of the protocol"),
+            (b"\xff\xfe", "a line that is not UTF-8"),
+            (br#"{"id":"j1"}"#, "a line without a \"type\""),
+            (
+                br#"{"type":"done","id":"j1"}"#,
+                "a line of unknown type \"done\"",
+            ),
+            (
+                br#"{"type":"result","result":1}"#,
+                "a result line without an \"id\"",
+            ),
+            (
+                br#"{"type":"result","id":"j1"}"#,
+                "a result line without a \"result\"",
+            ),
+            (
+                br#"{"type":"error","id":"j1","retryable":"yes"}"#,
+                "a malformed error line",
+            ),
+            (long.as_bytes(), "…"),
+        ];
+        for (line, want) in cases {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn restarts_back_off_from_one_to_thirty_seconds() {
+        let got: Vec<u64> = (1..=8).map(|n| restart_pause(n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
