@@ -398,7 +398,8 @@ async fn a_sagemaker_style_model_server_serves_jobs_once_it_answers_ping() {
         .local_addr()
         .unwrap()
         .port();
-    // The server "loads its model" for a second and a half: /ping answers 503 until then.
+    // The server "loads its model" for a second and a half: /ping and /invocations answer 503
+    // until then, so a worker that did not wait would spend the job's first attempt.
     let mut server = Command::new("python3")
         .arg(fixture("model_server.py"))
         .arg(port.to_string())
