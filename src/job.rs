@@ -296,9 +296,17 @@ impl JobRecord {
     /// expired even before a worker records it (a stored status changes only on a write).
     pub fn effective_status(&self, now: Millis) -> Status {
         match (self.status, self.deadline) {
-            (Status::Queued, Some(deadline)) if deadline <= now => Status::Expired,
+            (Status::Queued, Some(deadline)) if deadline <= now && !self.has_started() => {
+                Status::Expired
+            }
             (status, _) => status,
         }
+    }
+
+    /// Whether an attempt ever started: a deadline only keeps a job from starting, so a job
+    /// back in the queue after a retry or a release is not expired by it.
+    pub fn has_started(&self) -> bool {
+        self.attempt > 0
     }
 
     /// Attempts that count against `max_attempts`.
@@ -318,7 +326,8 @@ pub enum ClaimRefusal {
     Delete,
     /// The queued job's deadline passed: record `EXPIRED`, then delete the message.
     Expire,
-    /// The running job's owner asked to cancel and its worker is gone: record `CANCELLED`.
+    /// The job's owner asked to cancel while it ran, and the attempt ended without honouring
+    /// it (its worker is gone, or it went back to the queue): record `CANCELLED`.
     Cancel,
     /// Another attempt holds a live lease: look again after this long.
     RetryLater(Duration),
@@ -341,14 +350,20 @@ pub fn on_claim_refused(
         return if message_age >= ORPHAN_GRACE {
             ClaimRefusal::Delete
         } else {
-            // The record may be a few milliseconds behind its message.
-            ClaimRefusal::RetryLater(Duration::from_secs(2))
+            // The record may be a little behind its message: look again soon, then less and
+            // less often, so that an orphan's deliveries reach the grace (and its delete) in a
+            // handful of receives, well before the redrive policy would move it to the DLQ.
+            let floor = Duration::from_secs(2);
+            let until_grace = ORPHAN_GRACE.saturating_sub(message_age) + Duration::from_secs(1);
+            ClaimRefusal::RetryLater(message_age.min(until_grace).max(floor))
         };
     };
     match job.status {
         s if s.is_terminal() => ClaimRefusal::Delete,
+        // Asked while an earlier attempt ran, which then ended without seeing it.
+        Status::Queued if job.cancel_requested => ClaimRefusal::Cancel,
         Status::Queued => match job.deadline {
-            Some(deadline) if deadline <= now => ClaimRefusal::Expire,
+            Some(deadline) if deadline <= now && !job.has_started() => ClaimRefusal::Expire,
             // Claimable: the claim lost a race with another write; try again soon.
             _ => ClaimRefusal::RetryLater(Duration::from_secs(1)),
         },
@@ -527,6 +542,36 @@ mod tests {
         j.deadline = None;
         j.status = Status::Queued;
         assert_eq!(j.effective_status(Millis(i64::MAX)), Status::Queued);
+
+        // A deadline is about starting: a job that started, then went back to the queue (a
+        // retry, a release), is not expired by it.
+        j.deadline = Some(Millis(5_000));
+        j.attempt = 1;
+        assert_eq!(j.effective_status(Millis(9_000)), Status::Queued);
+    }
+
+    #[test]
+    fn an_orphan_is_hidden_long_enough_to_be_deleted_before_the_redrive_limit() {
+        // Deliveries of a message whose record never appears, each hidden as decided.
+        let now = Millis(100_000);
+        let mut age = Duration::ZERO;
+        let mut deliveries = 0;
+        loop {
+            deliveries += 1;
+            match on_claim_refused(None, now, age) {
+                ClaimRefusal::Delete => break,
+                ClaimRefusal::RetryLater(hide) => {
+                    assert!(hide >= Duration::from_secs(2), "{hide:?}");
+                    age += hide + Duration::from_millis(100);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                deliveries < 10,
+                "still not deleted after {deliveries} deliveries"
+            );
+        }
+        assert!(age >= ORPHAN_GRACE);
     }
 
     #[test]
@@ -544,6 +589,12 @@ mod tests {
         cancel_dead.lease_expires_at = Some(Millis(90_000));
         let mut cancel_live = live_lease.clone();
         cancel_live.cancel_requested = true;
+        let mut cancel_queued = job(Status::Queued);
+        cancel_queued.cancel_requested = true;
+        cancel_queued.attempt = 1;
+        let mut retried_past_deadline = job(Status::Queued);
+        retried_past_deadline.deadline = Some(Millis(99_000));
+        retried_past_deadline.attempt = 1;
 
         let (succeeded, failed, cancelled, expired_done, queued) = (
             job(Status::Succeeded),
@@ -593,6 +644,18 @@ mod tests {
                 Some(&cancel_live),
                 young,
                 ClaimRefusal::RetryLater(Duration::from_secs(30)),
+            ),
+            (
+                "queued again after a retry, cancel asked while it ran",
+                Some(&cancel_queued),
+                young,
+                ClaimRefusal::Cancel,
+            ),
+            (
+                "queued again after a retry, past its deadline",
+                Some(&retried_past_deadline),
+                young,
+                ClaimRefusal::RetryLater(Duration::from_secs(1)),
             ),
         ];
         for (name, record, age, want) in cases {

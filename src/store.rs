@@ -210,8 +210,11 @@ fn n_one() -> AttributeValue {
 }
 
 /// The condition under which a worker may claim a job at `:now`.
-const CLAIMABLE: &str =
-    "(#status = :queued AND (attribute_not_exists(#deadline) OR #deadline > :now)) \
+/// A queued job must not have been cancelled (a cancel asked while an earlier attempt ran) and,
+/// if it never started, must not be past its deadline.
+const CLAIMABLE: &str = "(#status = :queued \
+         AND (attribute_not_exists(#cancel_requested) OR #cancel_requested = :false) \
+         AND (attribute_not_exists(#deadline) OR #deadline > :now OR #attempt > :zero)) \
      OR (#status = :running AND #lease_expires_at <= :now \
          AND (attribute_not_exists(#cancel_requested) OR #cancel_requested = :false))";
 
@@ -389,6 +392,7 @@ impl JobStore {
             .bind("queued", s(Status::Queued.as_str()))
             .bind("running", s(Status::Running.as_str()))
             .bind("now", n(now.0))
+            .bind("zero", n(0))
             .bind("false", AttributeValue::Bool(false));
         self.update(id, update).await
     }
@@ -491,9 +495,10 @@ impl JobStore {
             .set(attr::FINISHED_AT, n(now.0))
             .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
             .set(attr::ERROR, s("the deadline passed before the job started"))
-            .when("#status = :queued AND #deadline <= :now")
+            .when("#status = :queued AND #deadline <= :now AND #attempt = :zero")
             .bind("queued", s(Status::Queued.as_str()))
-            .bind("now", n(now.0));
+            .bind("now", n(now.0))
+            .bind("zero", n(0));
         self.update(id, update).await
     }
 
@@ -513,10 +518,14 @@ impl JobStore {
             .set(attr::FINISHED_AT, n(now.0))
             .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
             .set(attr::ERROR, s("cancelled by the caller"))
-            .when("#owner = :owner AND #status = :queued AND (attribute_not_exists(#deadline) OR #deadline > :now)")
+            .when(
+                "#owner = :owner AND #status = :queued \
+                   AND (attribute_not_exists(#deadline) OR #deadline > :now OR #attempt > :zero)",
+            )
             .bind("owner", s(owner.as_str()))
             .bind("queued", s(Status::Queued.as_str()))
-            .bind("now", n(now.0));
+            .bind("now", n(now.0))
+            .bind("zero", n(0));
         match self.update(id, queued).await {
             Err(StoreError::Conflict { current: Some(job) })
                 if job.owner == *owner && job.status == Status::Running =>
@@ -532,8 +541,9 @@ impl JobStore {
         }
     }
 
-    /// Records `CANCELLED` for a running job whose cancel was requested after its worker was
-    /// lost (its lease expired).
+    /// Records `CANCELLED` for a job whose cancel was asked while an attempt ran, when that
+    /// attempt ended without honouring it: its worker was lost (the lease expired), or it went
+    /// back to the queue (a retry or a release).
     pub async fn cancel_abandoned(
         &self,
         id: &JobId,
@@ -546,7 +556,11 @@ impl JobStore {
             .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
             .set(attr::ERROR, s("cancelled by the caller"))
             .remove(attr::LEASE_EXPIRES_AT)
-            .when("#status = :running AND #cancel_requested = :true AND #lease_expires_at <= :now")
+            .when(
+                "#cancel_requested = :true AND (#status = :queued \
+                 OR (#status = :running AND #lease_expires_at <= :now))",
+            )
+            .bind("queued", s(Status::Queued.as_str()))
             .bind("running", s(Status::Running.as_str()))
             .bind("true", AttributeValue::Bool(true))
             .bind("now", n(now.0));
@@ -827,8 +841,11 @@ mod tests {
             refs,
             [
                 "status",
+                "cancel_requested",
+                "cancel_requested",
                 "deadline",
                 "deadline",
+                "attempt",
                 "status",
                 "lease_expires_at",
                 "cancel_requested",

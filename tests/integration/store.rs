@@ -202,3 +202,73 @@ async fn progress_rides_on_the_heartbeat_and_the_time_limit_on_the_record() {
     assert_eq!(v["timeout_seconds"], 90);
     assert_eq!(v["on_timeout"], "retry");
 }
+
+#[tokio::test]
+async fn a_cancel_asked_while_a_job_ran_survives_its_retry_and_its_release() {
+    let s = Stack::new("cancel_across_retry").await;
+    let owner = Owner::new(format!("iam:{ALICE}"));
+    let lease = Duration::from_secs(10);
+    for retry_error in [Some("flaky".to_owned()), None] {
+        let t0 = Millis::now();
+        let job = JobRecord::queued(JobId::generate(), owner.clone(), t0, None, 3, 1);
+        s.store.create(&job, s.retention, None).await.unwrap();
+        s.store.claim(&job.id, "w1", t0, lease).await.unwrap();
+        let asked = s
+            .store
+            .cancel(&job.id, &owner, t0, s.retention)
+            .await
+            .unwrap();
+        assert!(asked.cancel_requested && asked.status == Status::Running);
+        // The attempt ends before its heartbeat sees the cancel: a retryable failure, or a
+        // release on shutdown.
+        s.store
+            .requeue(&job.id, 1, retry_error.clone())
+            .await
+            .unwrap();
+
+        let later = t0.plus(Duration::from_secs(1));
+        let refused = s.store.claim(&job.id, "w2", later, lease).await;
+        let current = match refused {
+            Err(StoreError::Conflict { current: Some(cur) }) => cur,
+            other => panic!("{retry_error:?}: the cancelled job was claimed again: {other:?}"),
+        };
+        assert_eq!(
+            sluice::job::on_claim_refused(Some(&current), later, Duration::from_secs(1)),
+            sluice::job::ClaimRefusal::Cancel
+        );
+        let ended = s
+            .store
+            .cancel_abandoned(&job.id, later, s.retention)
+            .await
+            .unwrap();
+        assert_eq!(ended.status, Status::Cancelled, "{retry_error:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_stops_a_job_from_starting_not_from_being_retried() {
+    let s = Stack::new("deadline_retry").await;
+    let t0 = Millis::now();
+    let deadline = t0.plus(Duration::from_secs(5));
+    let job = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, Some(deadline), 3, 1);
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let lease = Duration::from_secs(10);
+    s.store.claim(&job.id, "w1", t0, lease).await.unwrap();
+    s.store
+        .requeue(&job.id, 1, Some("flaky".into()))
+        .await
+        .unwrap();
+    // The retry comes after the deadline: it runs.
+    let after = t0.plus(Duration::from_secs(30));
+    let second = s.store.claim(&job.id, "w2", after, lease).await.unwrap();
+    assert_eq!((second.status, second.attempt), (Status::Running, 2));
+    // And a job that never started still expires.
+    let never = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, Some(deadline), 3, 1);
+    s.store.create(&never, s.retention, None).await.unwrap();
+    assert!(matches!(
+        s.store.claim(&never.id, "w1", after, lease).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let expired = s.store.expire(&never.id, after, s.retention).await.unwrap();
+    assert_eq!(expired.status, Status::Expired);
+}

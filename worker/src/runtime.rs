@@ -580,7 +580,7 @@ impl<H: Handler> Worker<H> {
             },
             ClaimRefusal::Cancel => match self.store.cancel_abandoned(id, now, retention).await {
                 Ok(_) => {
-                    info!("job cancelled after its worker was lost");
+                    info!("job cancelled: its caller asked while an earlier attempt ran");
                     self.delete(msg).await;
                 }
                 Err(e) => warn!(error = %DisplayErrorContext(&e), "could not cancel the job"),
