@@ -385,6 +385,26 @@ pub fn exhausted_by_lost_attempts(claimed: &JobRecord) -> bool {
     claimed.attempts_used() > claimed.max_attempts
 }
 
+/// The longest error kept in a job record, in bytes (the record holds 400 KB in all).
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// An error made to fit in a record: cut on a character boundary, with a marker that gives the
+/// whole length. Pure.
+pub fn truncate_error(message: String) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message;
+    }
+    let marker = format!(" … [truncated: {} bytes in all]", message.len());
+    let mut end = MAX_ERROR_BYTES - marker.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = message;
+    out.truncate(end);
+    out.push_str(&marker);
+    out
+}
+
 /// How a finished attempt leaves the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -660,6 +680,22 @@ mod tests {
         ];
         for (name, record, age, want) in cases {
             assert_eq!(on_claim_refused(record, now, age), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn long_errors_are_cut_to_fit_with_their_length() {
+        assert_eq!(truncate_error("short".into()), "short");
+        let exact = "e".repeat(MAX_ERROR_BYTES);
+        assert_eq!(truncate_error(exact.clone()), exact);
+        for long in ["x".repeat(500_000), "é".repeat(100_000)] {
+            let n = long.len();
+            let cut = truncate_error(long);
+            assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
+            assert!(
+                cut.ends_with(&format!(" … [truncated: {n} bytes in all]")),
+                "{cut}"
+            );
         }
     }
 

@@ -455,7 +455,7 @@ impl JobStore {
             .bind("attempt", n(attempt));
         update = match (result, error) {
             (Some(r), _) => update.set(attr::RESULT, s(r)).remove(attr::ERROR),
-            (None, Some(e)) => update.set(attr::ERROR, s(e)),
+            (None, Some(e)) => update.set(attr::ERROR, s(crate::job::truncate_error(e))),
             (None, None) => update,
         };
         self.update(id, update).await
@@ -477,7 +477,7 @@ impl JobStore {
             .bind("running", s(Status::Running.as_str()))
             .bind("attempt", n(attempt));
         update = match error {
-            Some(e) => update.set(attr::ERROR, s(e)),
+            Some(e) => update.set(attr::ERROR, s(crate::job::truncate_error(e))),
             None => update.increment(attr::RELEASES),
         };
         self.update(id, update).await
@@ -615,6 +615,17 @@ pub enum Finish {
         error: String,
     },
     Cancelled,
+}
+
+impl Finish {
+    /// The status it ends the job with.
+    pub fn status(&self) -> Status {
+        match self {
+            Finish::Succeeded { .. } => Status::Succeeded,
+            Finish::Failed { .. } => Status::Failed,
+            Finish::Cancelled => Status::Cancelled,
+        }
+    }
 }
 
 fn is_conditional_failure<R>(

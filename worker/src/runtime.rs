@@ -50,11 +50,13 @@ pub async fn run_with<H: Handler>(
     queue: JobQueue,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let compute = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.concurrency.clamp(1, 64))
-        .thread_name("sluice-handler")
-        .enable_all()
-        .build()?;
+    let compute = ComputeRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.concurrency.clamp(1, 64))
+            .thread_name("sluice-handler")
+            .enable_all()
+            .build()?,
+    ));
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
     let result = Worker {
@@ -63,7 +65,7 @@ pub async fn run_with<H: Handler>(
         queue,
         config: Arc::new(config),
         deletes,
-        compute: compute.handle().clone(),
+        compute: compute.handle(),
         vitals: Arc::new(Vitals::default()),
     }
     .run(shutdown)
@@ -71,9 +73,31 @@ pub async fn run_with<H: Handler>(
     // Every job is done and every sender gone: the deleter flushes what is left and stops.
     let _ = tokio::time::timeout(Duration::from_secs(10), deleter).await;
     // Whatever the handler left running (a blocking call past its time limit, child processes)
-    // goes with it.
-    compute.shutdown_background();
+    // goes with the compute runtime, dropped here.
+    drop(compute);
     result
+}
+
+/// The handler's runtime. Dropped, it shuts down without waiting for what still runs there (a
+/// blocking call cannot be interrupted), also when `run_with` itself is dropped mid-way.
+struct ComputeRuntime(Option<tokio::runtime::Runtime>);
+
+impl ComputeRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for ComputeRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Pauses before claiming again a job whose message came before its record.
@@ -82,6 +106,9 @@ const EARLY_CLAIM_RETRIES: [Duration; 3] = [
     Duration::from_millis(80),
     Duration::from_millis(300),
 ];
+
+/// Tries after the first to write an attempt's end (about half a minute at most in all).
+const RECORD_TRIES: usize = 8;
 
 /// How long a finished job's delete may wait for others to share its request.
 pub const DELETE_LINGER: Duration = Duration::from_millis(50);
@@ -533,15 +560,58 @@ impl<H: Handler> Worker<H> {
         stop
     }
 
+    /// Writes the attempt's end, again and again while the table fails (throttling, an outage,
+    /// a lost answer), renewing the lease and the message's visibility between tries so that
+    /// the job stays this attempt's; a result is never thrown away for one failed write. A try
+    /// whose answer was lost but which was applied is recognised on the next one.
+    async fn record(
+        &self,
+        msg: &Received,
+        job: &JobRecord,
+        end: &Finish,
+    ) -> Result<JobRecord, StoreError> {
+        use backon::BackoffBuilder;
+        let cfg = &self.config;
+        let mut pauses = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(cfg.heartbeat)
+            .with_max_times(RECORD_TRIES)
+            .with_jitter()
+            .build();
+        loop {
+            let now = Millis::now();
+            match self
+                .store
+                .finish(&job.id, job.attempt, end.clone(), now, cfg.retention)
+                .await
+            {
+                Err(StoreError::Conflict { current: Some(cur) })
+                    if cur.attempt == job.attempt && cur.status == end.status() =>
+                {
+                    return Ok(*cur)
+                }
+                Err(e) if e.is_retryable() => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(e);
+                    };
+                    warn!(error = %DisplayErrorContext(&e), ?pause, "could not record the outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    let (_, _) = tokio::join!(
+                        self.store
+                            .heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease, None),
+                        self.queue
+                            .change_visibility(&msg.receipt, cfg.visibility_timeout),
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Records the attempt's end and deletes the message. A newer attempt that took the job
     /// over keeps it: this attempt's outcome is discarded and the message left alone.
     async fn finish(&self, msg: &Received, job: &JobRecord, end: Finish, outcome: Outcome) {
-        let now = Millis::now();
-        match self
-            .store
-            .finish(&job.id, job.attempt, end, now, self.config.retention)
-            .await
-        {
+        match self.record(msg, job, &end).await {
             Ok(_) => {
                 if outcome != Outcome::Succeeded {
                     info!(status = ?outcome, "job ended");
@@ -557,7 +627,7 @@ impl<H: Handler> Worker<H> {
                 );
             }
             Err(e) => {
-                warn!(error = %DisplayErrorContext(&e), "could not record the outcome; the job will run again")
+                warn!(error = %DisplayErrorContext(&e), tries = RECORD_TRIES + 1, "could not record the outcome; the job will run again")
             }
         }
     }

@@ -4,6 +4,10 @@
 #[allow(dead_code)]
 mod support;
 
+#[path = "../../tests/integration/faults.rs"]
+#[allow(dead_code)]
+mod faults;
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -192,6 +196,118 @@ async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
     drop(rival);
     assert_eq!((job.status, job.attempt), (Status::Succeeded, 1), "{job:?}");
     assert_eq!(job.result.as_deref(), Some(r#"{"attempt":1}"#));
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
+
+fn config_for(s: &Stack) -> WorkerConfig {
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "3"),
+        ("SLUICE_LEASE_SECONDS", "3"),
+        ("SLUICE_HEARTBEAT_SECONDS", "1"),
+    ];
+    WorkerConfig::from_source(&vars[..]).unwrap()
+}
+
+/// A result whose write fails (the table unreachable for a while) is written again, not thrown
+/// away: the job ends with the handler's one result, on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
+    let s = Stack::new("finish_retry").await;
+    let injected = faults::Faults::default();
+    // Five attempts in a row: more than the SDK's own three.
+    injected.fail("UpdateItem", Some("finished_at"), faults::Fault::Refused, 5);
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(injected.clone())
+            .build(),
+    );
+    let store = JobStore::new(ddb, &s.res.table_name);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = runs.clone();
+    let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
+        }
+    });
+    let id = s.submit(support::ALICE, json!({})).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(
+        handler,
+        config_for(&s),
+        store,
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let job = s
+        .until(&id, Duration::from_secs(30), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!((job.status, job.attempt), (Status::Succeeded, 1), "{job:?}");
+    assert_eq!(job.result.as_deref(), Some(r#"{"attempt":1}"#));
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the handler ran once"
+    );
+    assert_eq!(
+        injected.injected().values().sum::<u64>(),
+        5,
+        "every injected fault was met: {:?}",
+        injected.injected()
+    );
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
+
+/// An error too large for the record (the item limit is 400 KB) is cut with a marker, and the
+/// job fails with it instead of running again until its worker is "lost".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_error_is_truncated_and_the_job_fails_once() {
+    let s = Stack::new("huge_error").await;
+    let handler = handler_fn(|_: serde_json::Value, _: JobContext| async {
+        Err::<serde_json::Value, _>(JobError::permanent(format!(
+            "bad input: {}",
+            "x".repeat(500_000)
+        )))
+    });
+    let id = s.submit(support::ALICE, json!({})).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(
+        handler,
+        config_for(&s),
+        s.store.clone(),
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let job = s
+        .until(&id, Duration::from_secs(30), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!((job.status, job.attempt), (Status::Failed, 1), "{job:?}");
+    let error = job.error.unwrap();
+    assert!(error.starts_with("bad input: xxx"), "{}", &error[..40]);
+    assert!(
+        error.len() <= sluice::job::MAX_ERROR_BYTES,
+        "{} bytes",
+        error.len()
+    );
+    assert!(
+        error.ends_with("[truncated: 500011 bytes in all]"),
+        "{}",
+        &error[error.len() - 60..]
+    );
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }

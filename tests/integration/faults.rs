@@ -1,0 +1,141 @@
+//! Faults injected between the real AWS SDK and the emulator, as an SDK interceptor on the
+//! clients under test: a request that never reaches the service (its connection is refused), or
+//! one the service applies whose answer is then replaced by a 500, as when a response is lost.
+//! Both go through the SDK's own retries, as real faults do.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+/// How a request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection is refused: the service never sees the request.
+    Refused,
+    /// The service applies the request; the caller gets a 500 instead of its answer.
+    AppliedThen500,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    operation: String,
+    /// Only requests whose body contains this.
+    body_contains: Option<String>,
+    fault: Fault,
+    /// Attempts left to fail.
+    remaining: u32,
+}
+
+/// The interceptor. Cheap to clone; every clone shares the rules and the tally.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    injected: Arc<Mutex<BTreeMap<(String, &'static str), u64>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Inject500;
+
+impl Storable for Inject500 {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Faults {
+    /// Fails the next `times` attempts of `operation` whose body contains `body_contains`.
+    pub fn fail(&self, operation: &str, body_contains: Option<&str>, fault: Fault, times: u32) {
+        self.rules.lock().unwrap().push(Rule {
+            operation: operation.into(),
+            body_contains: body_contains.map(Into::into),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Faults injected so far, by operation and kind.
+    pub fn injected(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.injected.lock().unwrap().clone()
+    }
+
+    fn take(&self, operation: &str, body: &[u8]) -> Option<Fault> {
+        let mut rules = self.rules.lock().unwrap();
+        let rule = rules.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.operation == operation
+                && r.body_contains
+                    .as_ref()
+                    .is_none_or(|needle| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })?;
+        rule.remaining -= 1;
+        let kind = match rule.fault {
+            Fault::Refused => "refused",
+            Fault::AppliedThen500 => "applied, then 500",
+        };
+        *self
+            .injected
+            .lock()
+            .unwrap()
+            .entry((operation.to_owned(), kind))
+            .or_default() += 1;
+        Some(rule.fault)
+    }
+}
+
+impl Intercept for Faults {
+    fn name(&self) -> &'static str {
+        "Faults"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(op) = cfg.load::<Metadata>().map(|m| m.name().to_owned()) else {
+            return Ok(());
+        };
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .unwrap_or_default()
+            .to_vec();
+        match self.take(&op, &body) {
+            // Port 1 on loopback: nothing listens, the connection is refused.
+            Some(Fault::Refused) => context.request_mut().set_uri("http://127.0.0.1:1/")?,
+            Some(Fault::AppliedThen500) => {
+                cfg.interceptor_state().store_put(Inject500);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Inject500>().is_none() {
+            return Ok(());
+        }
+        cfg.interceptor_state().unset::<Inject500>();
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault: the answer was lost"}"#;
+        let resp = context.response_mut();
+        *resp.status_mut() = 500u16.try_into()?;
+        resp.headers_mut()
+            .insert("content-length", body.len().to_string());
+        *resp.body_mut() = SdkBody::from(body);
+        Ok(())
+    }
+}
