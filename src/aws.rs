@@ -4,9 +4,22 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
+/// How long one attempt of an AWS call may take (above SQS's 20 s long poll), and a whole call
+/// with the SDK's retries: no call hangs a worker, a heartbeat or a function forever.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Loads the shared SDK configuration once; build every client from it.
 pub async fn load() -> SdkConfig {
-    aws_config::load_defaults(BehaviorVersion::latest()).await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(CALL_TIMEOUT)
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 pub use aws_smithy_types::error::display::DisplayErrorContext;

@@ -387,6 +387,9 @@ impl JobStore {
             .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
             .set(attr::WORKER_ID, s(worker))
             .set_if_absent(attr::STARTED_AT, n(now.0))
+            // A new attempt starts with no progress: an earlier one's would mislead.
+            .remove(attr::PROGRESS_FRACTION)
+            .remove(attr::PROGRESS_MESSAGE)
             .increment(attr::ATTEMPT)
             .when(CLAIMABLE)
             .bind("queued", s(Status::Queued.as_str()))

@@ -71,7 +71,7 @@ pub struct JobView {
     /// `"retry"` when an attempt past its time limit is retried; absent for the default, `"fail"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
-    /// The handler's latest progress report while the job runs (and as it was when it ended).
+    /// The handler's latest report stored while the current (or last) attempt ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
     /// The handler's output, once `SUCCEEDED`.

@@ -341,6 +341,9 @@ async fn a_child_that_misbehaves_fails_only_its_job_and_never_wedges_the_worker(
             ("SLUICE_CONCURRENCY", "1"),
         ],
     );
+    let first = s.submit(ALICE, json!({"mode": "echo"})).await;
+    let view = s.wait_terminal(ALICE, &first, SOON).await;
+    let mut pid = view.result.unwrap()["pid"].clone();
     let cases = [
         (
             "garbage",
@@ -362,12 +365,16 @@ async fn a_child_that_misbehaves_fails_only_its_job_and_never_wedges_the_worker(
         assert_eq!(view.status, Status::Failed, "{mode}: {view:?}");
         let error = view.error.unwrap_or_default();
         assert!(error.contains(want), "{mode}: {error}");
-        // The worker goes on: the next job succeeds on the same slot.
+        // The worker goes on: the next job succeeds on the same slot, in a fresh process (the
+        // one that broke the protocol may still be running the job, or be out of step).
         let ok = s
             .submit(ALICE, json!({"mode": "echo", "after": mode}))
             .await;
         let view = s.wait_terminal(ALICE, &ok, SOON).await;
         assert_eq!(view.status, Status::Succeeded, "after {mode}: {view:?}");
+        let now = view.result.unwrap()["pid"].clone();
+        assert_ne!(now, pid, "after {mode}, the process was replaced");
+        pid = now;
     }
 }
 
@@ -453,9 +460,70 @@ async fn a_sagemaker_style_model_server_serves_jobs_once_it_answers_ping() {
         view.error.as_deref(),
         Some("the model server answered 400: image too small")
     );
+    // At the time limit the request is dropped and the job fails as a timeout, not as a
+    // server that could not be reached.
+    let body =
+        json!({"input": {"text": "slow", "steps": 50, "step_seconds": 0.2}, "timeout_seconds": 2});
+    let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
+    assert_eq!(status, 202, "{v}");
+    let slow: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let view = s.wait_terminal(ALICE, &slow, SOON).await;
+    assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
+    assert_eq!(
+        view.error.as_deref(),
+        Some("the job ran past its time limit of 2 s and was stopped")
+    );
     let busy = s.submit(ALICE, json!({"status": 503, "say": "busy"})).await;
     let view = s.wait_terminal(ALICE, &busy, Duration::from_secs(40)).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 3), "{view:?}");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_child_takes_what_it_started_along() {
+    let s = Stack::new("process_group").await;
+    let dir = health_dir("group");
+    let pidfile = dir.join("grandchild.pid");
+    // A shell that starts a long-lived helper, then becomes the handler.
+    let script = format!(
+        "sleep 300 & echo $! > {}; exec python3 {}",
+        pidfile.display(),
+        fixture("raw_handler.py")
+    );
+    let command = json!(["sh", "-c", script]).to_string();
+    let _w = s.worker(
+        "group",
+        &[
+            ("SLUICE_HANDLER", "process"),
+            ("SLUICE_COMMAND", command.as_str()),
+            ("SLUICE_CONCURRENCY", "1"),
+        ],
+    );
+    let body = json!({"input": {"mode": "silent"}, "max_attempts": 1, "timeout_seconds": 2});
+    let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
+    assert_eq!(status, 202, "{v}");
+    let id: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let grandchild = loop {
+        if let Ok(text) = std::fs::read_to_string(&pidfile) {
+            if let Ok(pid) = text.trim().parse::<u32>() {
+                break pid;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let view = s.wait_terminal(ALICE, &id, SOON).await;
+    assert_eq!(view.status, Status::Failed, "{view:?}");
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{grandchild}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the killed handler's child {grandchild} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -201,6 +201,18 @@ async fn progress_rides_on_the_heartbeat_and_the_time_limit_on_the_record() {
     assert_eq!(v["progress"]["message"], "writing");
     assert_eq!(v["timeout_seconds"], 90);
     assert_eq!(v["on_timeout"], "retry");
+
+    // A retry starts without the earlier attempt's progress.
+    s.store
+        .requeue(&job.id, 1, Some("flaky".into()))
+        .await
+        .unwrap();
+    let again = s
+        .store
+        .claim(&job.id, "w", t0.plus(Duration::from_secs(4)), lease)
+        .await
+        .unwrap();
+    assert_eq!((again.attempt, again.progress), (2, None));
 }
 
 #[tokio::test]

@@ -40,6 +40,13 @@ pub trait Handler: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// How many more jobs the handler can start at once now, when it knows better than the
+    /// worker's concurrency (processes still starting or restarting); `None` for no limit of
+    /// its own. The worker takes no more jobs from the queue than this.
+    fn free(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The latest progress report of an attempt, and the last one stored.
@@ -74,9 +81,12 @@ pub struct JobContext {
     pub worker_id: String,
     /// How long this attempt may run before the worker stops it.
     pub time_limit: Duration,
-    started: Instant,
+    deadline: Instant,
     cancel: CancellationToken,
     progress: Arc<ProgressSlot>,
+    /// Alive while any copy of the context is: the worker keeps the job's slot until the
+    /// handler (a blocking call the worker could not interrupt, say) has let go of it.
+    alive: Arc<()>,
 }
 
 impl JobContext {
@@ -93,16 +103,34 @@ impl JobContext {
             max_attempts,
             worker_id,
             time_limit: sluice::job::MAX_JOB_TIMEOUT,
-            started: Instant::now(),
+            deadline: Instant::now() + sluice::job::MAX_JOB_TIMEOUT,
             cancel,
             progress: Arc::default(),
+            alive: Arc::new(()),
         }
     }
 
-    pub(crate) fn with_limit(mut self, limit: Duration, progress: Arc<ProgressSlot>) -> Self {
+    /// The attempt's limit, ending at `deadline`, and where its progress goes.
+    pub(crate) fn with_limit(
+        mut self,
+        limit: Duration,
+        deadline: Instant,
+        progress: Arc<ProgressSlot>,
+    ) -> Self {
         self.time_limit = limit;
+        self.deadline = deadline;
         self.progress = progress;
         self
+    }
+
+    /// Tells whether the handler still holds a copy of this context.
+    pub(crate) fn liveness(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.alive)
+    }
+
+    /// When the attempt's time limit ends.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Whether the job was stopped: cancelled by its caller, past its time limit, or lost by
@@ -123,7 +151,7 @@ impl JobContext {
 
     /// Time left before the attempt's time limit.
     pub fn remaining(&self) -> Duration {
-        self.time_limit.saturating_sub(self.started.elapsed())
+        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Reports how far the job is: a fraction from 0 to 1 and/or a short message. Cheap: the
@@ -320,7 +348,11 @@ mod tests {
             "w".into(),
             CancellationToken::new(),
         )
-        .with_limit(Duration::from_secs(5), slot.clone());
+        .with_limit(
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(5),
+            slot.clone(),
+        );
         assert_eq!(h.call(1, ctx).await, Ok(2));
         let p = slot.unsaved().unwrap();
         assert_eq!(p.fraction, Some(0.5));

@@ -65,8 +65,14 @@ struct State {
     since: Instant,
     /// Running attempts and their last heartbeat.
     beats: HashMap<u64, Instant>,
+    /// Stopped handlers that have not returned yet, since when.
+    lingering: HashMap<u64, Instant>,
     next: u64,
 }
+
+/// How long a stopped handler may go on running (a blocking call cannot be interrupted) before
+/// the worker counts as wedged.
+pub const LINGER_LIMIT: Duration = Duration::from_secs(60);
 
 impl Default for Vitals {
     fn default() -> Self {
@@ -75,6 +81,7 @@ impl Default for Vitals {
                 phase: Phase::Starting,
                 since: Instant::now(),
                 beats: HashMap::new(),
+                lingering: HashMap::new(),
                 next: 0,
             }),
         }
@@ -97,6 +104,18 @@ impl Beating<'_> {
 impl Drop for Beating<'_> {
     fn drop(&mut self) {
         self.vitals.lock().beats.remove(&self.key);
+    }
+}
+
+/// A stopped handler's entry in [`Vitals`] while it goes on running; it leaves when dropped.
+pub struct Lingering<'a> {
+    vitals: &'a Vitals,
+    key: u64,
+}
+
+impl Drop for Lingering<'_> {
+    fn drop(&mut self) {
+        self.vitals.lock().lingering.remove(&self.key);
     }
 }
 
@@ -123,18 +142,31 @@ impl Vitals {
         Beating { vitals: self, key }
     }
 
+    /// Registers a stopped handler that is still running.
+    pub fn lingering(&self) -> Lingering<'_> {
+        let mut s = self.lock();
+        let key = s.next;
+        s.next += 1;
+        s.lingering.insert(key, Instant::now());
+        Lingering { vitals: self, key }
+    }
+
     /// The verdict now.
     pub fn assess(&self, limits: &Limits, handler: Result<(), String>) -> Result<(), String> {
         let s = self.lock();
+        let now = Instant::now();
+        if let Some(since) = s.lingering.values().min() {
+            let long = now.saturating_duration_since(*since);
+            if long > LINGER_LIMIT {
+                return Err(format!(
+                    "a stopped handler has not returned for {} s (limit {} s): it holds its slot",
+                    long.as_secs(),
+                    LINGER_LIMIT.as_secs()
+                ));
+            }
+        }
         let oldest_beat = s.beats.values().min().copied();
-        assess(
-            s.phase,
-            s.since,
-            oldest_beat,
-            Instant::now(),
-            limits,
-            handler,
-        )
+        assess(s.phase, s.since, oldest_beat, now, limits, handler)
     }
 }
 

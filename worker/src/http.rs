@@ -94,7 +94,7 @@ impl Handler for HttpHandler {
             .header(reqwest::header::ACCEPT, "application/json")
             .header("X-Sluice-Job-Id", &id)
             .header("X-Sluice-Attempt", ctx.attempt.to_string())
-            .timeout(ctx.remaining())
+            // No timeout of its own: the worker drops the request at the job's time limit.
             .body(input.get().to_owned());
         if let Some(addr) = self.progress_addr.get() {
             req = req.header(
@@ -162,6 +162,11 @@ impl Handler for HttpHandler {
     }
 
     fn health(&self) -> Result<(), String> {
+        // A server busy with jobs may well be too busy to answer pings: only an idle one that
+        // stopped answering is unhealthy.
+        if !self.running.lock().expect("running lock").is_empty() {
+            return Ok(());
+        }
         match *self.last_ping.lock().expect("ping lock") {
             Some(t) if t.elapsed() > UNRESPONSIVE_AFTER => Err(format!(
                 "the model server has not answered GET /ping for {} s",

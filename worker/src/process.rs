@@ -55,6 +55,9 @@ enum SlotState {
         /// The program cannot be started at all (not found, not executable).
         fatal: bool,
     },
+    /// Running a job.
+    Busy,
+    /// Ready for a job.
     Ready,
 }
 
@@ -114,7 +117,9 @@ impl Handler for ProcessHandler {
             id: &id,
             attempt: ctx.attempt,
             max_attempts: ctx.max_attempts,
-            timeout_seconds: ctx.time_limit.as_secs(),
+            // What is left of the limit, rounded up: the time the job waited for a process is
+            // already spent.
+            timeout_seconds: ctx.remaining().as_secs_f64().ceil() as u64,
             input: &input,
         })
         .map_err(|e| JobError::permanent(format!("the job could not be encoded: {e}")))?;
@@ -184,7 +189,10 @@ impl Handler for ProcessHandler {
             Ok(r) => r,
             Err(_) => {
                 let now = self.shared.states.borrow();
-                let ready = now.iter().filter(|s| **s == SlotState::Ready).count();
+                let ready = now
+                    .iter()
+                    .filter(|s| !matches!(s, SlotState::Down { .. }))
+                    .count();
                 if ready > 0 {
                     warn!(
                         ready,
@@ -202,6 +210,18 @@ impl Handler for ProcessHandler {
                 ))
             }
         }
+    }
+
+    fn free(&self) -> Option<usize> {
+        let ready = self
+            .shared
+            .states
+            .borrow()
+            .iter()
+            .filter(|s| **s == SlotState::Ready)
+            .count();
+        let waiting = self.shared.jobs.max_capacity() - self.shared.jobs.capacity();
+        Some(ready.saturating_sub(waiting))
     }
 
     fn health(&self) -> Result<(), String> {
@@ -228,7 +248,7 @@ impl Handler for ProcessHandler {
 fn problem_of(states: &[SlotState]) -> Option<String> {
     states.iter().find_map(|s| match s {
         SlotState::Down { problem, .. } => problem.clone(),
-        SlotState::Ready => None,
+        SlotState::Ready | SlotState::Busy => None,
     })
 }
 
@@ -259,7 +279,7 @@ async fn supervise(shared: Arc<Shared>, slot: usize) {
                     failures = 0;
                     info!(slot, pid = child.pid, "handler process ready");
                     shared.states.send_modify(|s| s[slot] = SlotState::Ready);
-                    (child.serve(&shared).await, false)
+                    (child.serve(&shared, slot).await, false)
                 }
             },
         };
@@ -269,7 +289,7 @@ async fn supervise(shared: Arc<Shared>, slot: usize) {
         shared.states.send_modify(|s| {
             let since = match &s[slot] {
                 SlotState::Down { since, .. } => *since,
-                SlotState::Ready => std::time::Instant::now(),
+                SlotState::Ready | SlotState::Busy => std::time::Instant::now(),
             };
             s[slot] = SlotState::Down {
                 since,
@@ -301,6 +321,9 @@ enum Ended {
     Gone(String),
     /// The process must be killed; the reason.
     Kill(String),
+    /// The process broke the protocol: the job fails with this error and the process, whose
+    /// state is unknown, is replaced.
+    Garbled(JobError),
 }
 
 impl Child {
@@ -364,7 +387,7 @@ impl Child {
     }
 
     /// Runs jobs until the process must be replaced; returns why.
-    async fn serve(mut self, shared: &Shared) -> String {
+    async fn serve(mut self, shared: &Shared, slot: usize) -> String {
         loop {
             let mut request = tokio::select! {
                 r = async { shared.queue.lock().await.recv().await } => match r {
@@ -390,9 +413,11 @@ impl Child {
             if let Some(picked) = request.picked.take() {
                 let _ = picked.send(());
             }
+            shared.states.send_modify(|s| s[slot] = SlotState::Busy);
             if let Err(why) = self.run(request).await {
                 return why;
             }
+            shared.states.send_modify(|s| s[slot] = SlotState::Ready);
         }
     }
 
@@ -403,10 +428,11 @@ impl Child {
             self.recent.pop_front();
         }
         self.recent.push_back(req.id.clone());
-        let ended = if self.send(&req.line).await.is_err() {
-            Ended::Gone(format!("{} before it took the job", self.exit().await))
-        } else {
-            self.answer(&req).await
+        let deadline = Instant::from_std(req.ctx.deadline());
+        let ended = match tokio::time::timeout_at(deadline, self.send(&req.line)).await {
+            Err(_) => Ended::Kill("it did not read the job within the job's time limit".into()),
+            Ok(Err(_)) => Ended::Gone(format!("{} before it took the job", self.exit().await)),
+            Ok(Ok(())) => self.answer(&req, deadline).await,
         };
         *self.current.lock().expect("current job lock") = None;
         let (reply, result) = match ended {
@@ -426,14 +452,20 @@ impl Child {
                     Err(format!("it was killed: {why}")),
                 )
             }
+            Ended::Garbled(e) => {
+                // It may still be running the job, or be out of step: start afresh.
+                self.kill().await;
+                let why = format!("it was stopped after it broke the protocol ({})", e.message);
+                (Err(e), Err(why))
+            }
         };
         let _ = req.reply.send(reply);
         result
     }
 
-    async fn answer(&mut self, req: &Request) -> Ended {
-        let deadline = Instant::now() + req.ctx.remaining();
+    async fn answer(&mut self, req: &Request, deadline: Instant) -> Ended {
         let mut cancel_sent: Option<Instant> = None;
+        let garbled = |message: String| Ended::Garbled(JobError::retryable(message));
         loop {
             let grace_end = cancel_sent.map_or(deadline, |t| (t + CANCEL_GRACE).min(deadline));
             tokio::select! {
@@ -454,25 +486,27 @@ impl Child {
                             if self.recent.iter().any(|r| r == id) {
                                 debug!(slot = self.slot, job_id = id, "a late line for an earlier job; ignored");
                             } else {
-                                return Ended::Answer(Err(JobError::retryable(format!(
+                                return garbled(format!(
                                     "the handler process answered for job {id:?}, which it was not given (it runs {})",
                                     req.id
-                                ))));
+                                ));
                             }
                         }
-                        Err(what) => {
-                            return Ended::Answer(Err(JobError::retryable(format!(
-                                "the handler process wrote {what}"
-                            ))))
-                        }
+                        Err(what) => return garbled(format!("the handler process wrote {what}")),
                     },
                     Ok(Line::TooLong { bytes }) => {
-                        return Ended::Answer(Err(JobError::retryable(format!(
+                        return garbled(format!(
                             "the handler process wrote a line of {bytes} bytes; lines are limited to {MAX_LINE_BYTES} bytes"
-                        ))))
+                        ))
                     }
                     Ok(Line::Eof) | Err(_) => return Ended::Gone(self.exit().await),
                 },
+                // It may exit while something it started still holds its output open.
+                status = self.process.wait() => {
+                    let why = status.map_or_else(|e| format!("failed ({e})"), |s| format!("exited ({s})"));
+                    self.kill_group();
+                    return Ended::Gone(why);
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     return Ended::Kill(format!("the job ran past its time limit of {} s", req.ctx.time_limit.as_secs()));
                 }
@@ -482,10 +516,11 @@ impl Child {
                     }
                     let mut line = serde_json::to_vec(&serde_json::json!({"type": "cancel", "id": req.id})).expect("a cancel encodes");
                     line.push(b'\n');
-                    if self.send(&line).await.is_err() {
-                        return Ended::Gone(self.exit().await);
+                    match tokio::time::timeout(CANCEL_GRACE, self.send(&line)).await {
+                        Ok(Ok(())) => cancel_sent = Some(Instant::now()),
+                        Ok(Err(_)) => return Ended::Gone(self.exit().await),
+                        Err(_) => return Ended::Kill("it did not read a cancel".into()),
                     }
-                    cancel_sent = Some(Instant::now());
                 }
                 () = tokio::time::sleep_until(grace_end), if cancel_sent.is_some() => {
                     return Ended::Kill(format!("it did not stop within {} s of a cancel", CANCEL_GRACE.as_secs()));
@@ -502,7 +537,10 @@ impl Child {
     /// How the process ended, once its output closed.
     async fn exit(&mut self) -> String {
         match tokio::time::timeout(Duration::from_secs(2), self.process.wait()).await {
-            Ok(Ok(status)) => format!("exited ({status})"),
+            Ok(Ok(status)) => {
+                self.kill_group();
+                format!("exited ({status})")
+            }
             _ => {
                 self.kill().await;
                 "closed its output".into()
@@ -510,9 +548,29 @@ impl Child {
         }
     }
 
+    /// Kills the process and everything it started (its process group: a shell's children, a
+    /// data loader's workers), then reaps it.
     async fn kill(&mut self) {
+        self.kill_group();
         let _ = self.process.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.process.wait()).await;
+    }
+
+    fn kill_group(&self) {
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        if let Ok(pid) = i32::try_from(self.pid) {
+            if pid > 0 {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // The worker is stopping (or the slot's task was dropped): take the whole group along.
+        self.kill_group();
     }
 }
 

@@ -257,8 +257,20 @@ impl<H: Handler> Worker<H> {
                 permit = slots.clone().acquire_owned() => permit?,
                 () = &mut shutdown => break,
             };
+            let mut free = 1 + slots.available_permits();
+            if let Some(room) = self.handler.free() {
+                if room == 0 {
+                    // The handler has no room now (its processes are starting or restarting):
+                    // take nothing from the queue, look again shortly.
+                    drop(first);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+                free = free.min(room);
+            }
             self.vitals.phase(Phase::Receiving);
-            let free = 1 + slots.available_permits();
             let received = tokio::select! {
                 r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
                 () = &mut shutdown => break,
@@ -395,7 +407,7 @@ impl<H: Handler> Worker<H> {
             }
         };
         let started = tokio::time::Instant::now();
-        let stop = self.attempt(msg, &job, input, limit, release).await;
+        let (stop, handler_alive) = self.attempt(msg, &job, input, limit, release).await;
         let ran = started.elapsed();
         match stop {
             Stop::Returned(Ok(r)) => {
@@ -467,6 +479,23 @@ impl<H: Handler> Worker<H> {
                 }
             },
         }
+        self.linger(handler_alive).await;
+    }
+
+    /// Keeps the job's slot until the handler has let go of its context: a stopped handler that
+    /// is still running (a blocking call cannot be interrupted) must not share the machine with
+    /// a new job beyond the worker's concurrency. One that does not return within
+    /// [`health::LINGER_LIMIT`] makes the worker unhealthy, and ECS replaces it.
+    async fn linger(&self, alive: std::sync::Weak<()>) {
+        if alive.strong_count() == 0 {
+            return;
+        }
+        warn!("the stopped handler is still running; its slot stays taken until it returns");
+        let _lingering = self.vitals.lingering();
+        while alive.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        info!("the stopped handler returned; its slot is free");
     }
 
     /// Runs the handler on the compute runtime while this task renews the message's visibility
@@ -479,10 +508,11 @@ impl<H: Handler> Worker<H> {
         input: H::Input,
         limit: Duration,
         release: CancellationToken,
-    ) -> Stop {
+    ) -> (Stop, std::sync::Weak<()>) {
         let cfg = &self.config;
         let cancel = CancellationToken::new();
         let progress = Arc::new(ProgressSlot::default());
+        let deadline = tokio::time::Instant::now() + limit;
         let ctx = JobContext::new(
             job.id.clone(),
             job.attempt,
@@ -490,7 +520,8 @@ impl<H: Handler> Worker<H> {
             cfg.worker_id.clone(),
             cancel.clone(),
         )
-        .with_limit(limit, progress.clone());
+        .with_limit(limit, deadline.into_std(), progress.clone());
+        let handler_alive = ctx.liveness();
         let handler = self.handler.clone();
         let task = self.compute.spawn(async move {
             let output = handler.call(input, ctx).await?;
@@ -500,7 +531,10 @@ impl<H: Handler> Worker<H> {
         });
         let task = AbortOnDrop(task);
         let vitals = self.vitals.attempt();
-        let time_up = tokio::time::sleep(limit);
+        // The handler's own deadlines (a child process's, say) end at the same instant: the
+        // time limit is checked first, so a handler stopped at its limit is a timeout, however
+        // the handler reports it.
+        let time_up = tokio::time::sleep_until(deadline);
         tokio::pin!(time_up);
         let mut beat =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
@@ -508,16 +542,6 @@ impl<H: Handler> Worker<H> {
         let stop = loop {
             tokio::select! {
                 biased;
-                out = &mut joined.0 => break Stop::Returned(match out {
-                    Ok(result) => result,
-                    Err(e) if e.is_panic() => {
-                        let message = panic_message(e.into_panic());
-                        warn!(panic = %message, "the handler panicked");
-                        Err(JobError::retryable(format!("the handler panicked: {message}")))
-                    }
-                    Err(_) => Err(JobError::retryable("the handler's task was stopped")),
-                }),
-                () = release.cancelled() => break Stop::Released,
                 () = &mut time_up => {
                     let kind = match job.on_timeout {
                         OnTimeout::Retry => ErrorKind::Retryable,
@@ -531,6 +555,16 @@ impl<H: Handler> Worker<H> {
                         ),
                     }));
                 }
+                out = &mut joined.0 => break Stop::Returned(match out {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        let message = panic_message(e.into_panic());
+                        warn!(panic = %message, "the handler panicked");
+                        Err(JobError::retryable(format!("the handler panicked: {message}")))
+                    }
+                    Err(_) => Err(JobError::retryable("the handler's task was stopped")),
+                }),
+                () = release.cancelled() => break Stop::Released,
                 _ = beat.tick() => {
                     vitals.beat();
                     let report = progress.unsaved();
@@ -554,10 +588,12 @@ impl<H: Handler> Worker<H> {
                 }
             }
         };
-        // The token tells the handler (and what it spawned, a child process) to stop; dropping
-        // `joined` aborts an async handler at its next await.
-        cancel.cancel();
-        stop
+        // A handler that has not returned is stopped: the token tells it (and what it spawned,
+        // a child process), and dropping `joined` aborts an async one at its next await.
+        if !joined.0.is_finished() {
+            cancel.cancel();
+        }
+        (stop, handler_alive)
     }
 
     /// Writes the attempt's end, again and again while the table fails (throttling, an outage,
@@ -572,6 +608,7 @@ impl<H: Handler> Worker<H> {
     ) -> Result<JobRecord, StoreError> {
         use backon::BackoffBuilder;
         let cfg = &self.config;
+        let vitals = self.vitals.attempt();
         let mut pauses = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(cfg.heartbeat)
@@ -596,6 +633,7 @@ impl<H: Handler> Worker<H> {
                     };
                     warn!(error = %DisplayErrorContext(&e), ?pause, "could not record the outcome; trying again");
                     tokio::time::sleep(pause).await;
+                    vitals.beat();
                     let (_, _) = tokio::join!(
                         self.store
                             .heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease, None),

@@ -311,3 +311,76 @@ async fn an_oversized_error_is_truncated_and_the_job_fails_once() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+/// A blocking handler past its time limit cannot be interrupted: its job fails at the limit, and
+/// its slot stays taken until the call returns, so the worker never runs more jobs at once than
+/// its concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_handler_past_its_limit_keeps_its_slot_until_it_returns() {
+    let s = Stack::new("linger").await;
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_CONCURRENCY", "1"),
+        ("SLUICE_JOB_TIMEOUT_SECONDS", "1"),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Work {
+        ms: u64,
+    }
+    let at_once = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let (now, peak) = (at_once.clone(), most.clone());
+    let handler = sluice_worker::blocking_fn(move |w: Work, _: JobContext| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let running = now.fetch_add(1, SeqCst) + 1;
+        peak.fetch_max(running, SeqCst);
+        std::thread::sleep(Duration::from_millis(w.ms));
+        now.fetch_sub(1, SeqCst);
+        Ok::<_, JobError>(json!("done"))
+    });
+    let stuck = s.submit(support::ALICE, json!({"ms": 3000})).await;
+    let next = s.submit(support::ALICE, json!({"ms": 10})).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(
+        handler,
+        config,
+        s.store.clone(),
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let within = Duration::from_secs(30);
+    let stuck = s
+        .until(&stuck, within, "the first job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!(stuck.status, Status::Failed, "{stuck:?}");
+    assert!(stuck
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("time limit of 1 s"));
+    let next = s
+        .until(&next, within, "the second job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!(next.status, Status::Succeeded, "{next:?}");
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never two at once"
+    );
+    let waited = next.started_at.unwrap().0 - stuck.started_at.unwrap().0;
+    assert!(
+        waited >= 2_500,
+        "the second job started {waited} ms after the first"
+    );
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
