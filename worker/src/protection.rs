@@ -140,6 +140,22 @@ impl Agent {
     }
 }
 
+/// When to look again: at a renewal, at the end of the idle grace, or (after `failures` failed
+/// calls in a row) after a pause that doubles from 1 s to 1 minute. Pure.
+pub fn next_wake(busy: bool, state: &State, now: Instant, failures: u32) -> Instant {
+    if failures > 0 {
+        let pause = Duration::from_secs(1u64 << (failures - 1).min(6)).min(Duration::from_secs(60));
+        return now + pause;
+    }
+    match (busy, state.protected_until, state.idle_since) {
+        (true, Some(until), _) => until.checked_sub(PROTECTION_TTL / 2).unwrap_or(now),
+        (false, Some(_), Some(idle)) => idle + IDLE_GRACE,
+        // Nothing to do until the work changes, which wakes the keeper anyway.
+        _ => now + Duration::from_secs(3600),
+    }
+    .max(now + Duration::from_millis(100))
+}
+
 /// Keeps protection in step with `busy` (the number of jobs held) until the sender is dropped,
 /// then takes it off.
 pub async fn keep(agent: Option<Agent>, mut busy: watch::Receiver<usize>) {
@@ -151,6 +167,7 @@ pub async fn keep(agent: Option<Agent>, mut busy: watch::Receiver<usize>) {
         protected_until: None,
         idle_since: Some(Instant::now()),
     };
+    let mut failures = 0u32;
     loop {
         let now = Instant::now();
         let is_busy = *busy.borrow_and_update() > 0;
@@ -162,22 +179,18 @@ pub async fn keep(agent: Option<Agent>, mut busy: watch::Receiver<usize>) {
         if let Some(action) = next_action(is_busy, &state, now, PROTECTION_TTL, IDLE_GRACE) {
             match agent.set(action, PROTECTION_TTL).await {
                 Ok(()) => {
+                    failures = 0;
                     state.protected_until =
                         (action == Action::Enable).then(|| now + PROTECTION_TTL);
                     info!(?action, "task scale-in protection set");
                 }
                 Err(e) => {
-                    warn!(error = %sluice::aws::DisplayErrorContext(&e), ?action, "could not set task scale-in protection")
+                    failures += 1;
+                    warn!(error = %sluice::aws::DisplayErrorContext(&e), ?action, failures, "could not set task scale-in protection; trying again soon")
                 }
             }
         }
-        // Wake for a change, a renewal, or the end of the idle grace.
-        let wake = match (is_busy, state.protected_until, state.idle_since) {
-            (true, Some(until), _) => until.checked_sub(PROTECTION_TTL / 2).unwrap_or(now),
-            (false, Some(_), Some(idle)) => idle + IDLE_GRACE,
-            _ => now + Duration::from_secs(3600),
-        }
-        .max(now + Duration::from_millis(100));
+        let wake = next_wake(is_busy, &state, now, failures);
         tokio::select! {
             changed = busy.changed() => if changed.is_err() { break },
             () = tokio::time::sleep_until(wake) => {}
@@ -193,6 +206,52 @@ pub async fn keep(agent: Option<Agent>, mut busy: watch::Receiver<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_calls_are_retried_after_a_growing_pause_not_an_hour_or_a_spin() {
+        let t0 = Instant::now();
+        let s = |secs: u64| Duration::from_secs(secs);
+        let unprotected = State {
+            protected_until: None,
+            idle_since: None,
+        };
+        let due_renewal = State {
+            protected_until: Some(t0 + s(200)),
+            idle_since: None,
+        };
+        let idle = State {
+            protected_until: Some(t0 + s(500)),
+            idle_since: Some(t0),
+        };
+        // (case, busy, state, failures in a row, wake after)
+        let cases = [
+            ("enable failed once", true, unprotected, 1, s(1)),
+            ("enable failed three times", true, unprotected, 3, s(4)),
+            ("renewal failed", true, due_renewal, 1, s(1)),
+            ("disable failed many times", false, idle, 20, s(60)),
+            (
+                "renewal due, no failure",
+                true,
+                due_renewal,
+                0,
+                Duration::from_millis(100),
+            ),
+            ("idle within grace", false, idle, 0, IDLE_GRACE),
+            (
+                "protected, busy",
+                true,
+                State {
+                    protected_until: Some(t0 + s(600)),
+                    idle_since: None,
+                },
+                0,
+                s(300),
+            ),
+        ];
+        for (name, busy, state, failures, want) in cases {
+            assert_eq!(next_wake(busy, &state, t0, failures), t0 + want, "{name}");
+        }
+    }
 
     #[test]
     fn protection_follows_the_work_with_renewal_and_grace() {
