@@ -175,11 +175,42 @@ pub async fn serve(
     Ok(())
 }
 
+/// Whether `Host` names this machine's loopback: `localhost`, an address in 127.0.0.0/8 or
+/// `[::1]`, with or without a port. Anything else is a page elsewhere reaching the local server
+/// through DNS rebinding. Pure.
+pub fn is_loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, after)) if after.is_empty() || after.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn handle(
     api: &Api,
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !is_loopback_host(host) {
+        tracing::warn!(?host, %peer, "refused a request for a host that is not loopback");
+        return to_hyper(crate::api::respond_error(ApiError::ForbiddenHost(
+            host.unwrap_or("").chars().take(100).collect(),
+        )));
+    }
     let (parts, body) = req.into_parts();
     let bytes = match Limited::new(body, api::MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
@@ -254,6 +285,30 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_served() {
+        let cases = [
+            (Some("127.0.0.1:8080"), true),
+            (Some("127.0.0.1"), true),
+            (Some("127.1.2.3:80"), true),
+            (Some("localhost:8080"), true),
+            (Some("LOCALHOST"), true),
+            (Some("[::1]:8080"), true),
+            (Some("[::1]"), true),
+            (None, false),
+            (Some(""), false),
+            (Some("attacker.example"), false),
+            (Some("localhost.attacker.example"), false),
+            (Some("127.0.0.1.nip.io:8080"), false),
+            (Some("10.0.0.1:8080"), false),
+            (Some("[::1]evil"), false),
+            (Some("[2001:db8::1]:80"), false),
+        ];
+        for (host, want) in cases {
+            assert_eq!(is_loopback_host(host), want, "{host:?}");
+        }
+    }
 
     #[test]
     fn queries_are_decoded() {

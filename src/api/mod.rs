@@ -140,6 +140,10 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("no caller identity: the API must be called through an authorizer")]
     Unauthenticated,
+    #[error(
+        "the local API answers only loopback host names (localhost, 127.0.0.1, [::1]), not {0:?}"
+    )]
+    ForbiddenHost(String),
     #[error("no job with id {0}")]
     NotFound(String),
     #[error("{message}")]
@@ -173,6 +177,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (400, code),
             ApiError::Unauthenticated => (403, "forbidden"),
+            ApiError::ForbiddenHost(_) => (403, "forbidden_host"),
             ApiError::NotFound(_) => (404, "not_found"),
             ApiError::NoRoute { .. } => (404, "no_route"),
             ApiError::Conflict { code, .. } => (409, code),
@@ -532,6 +537,11 @@ mod tests {
                 "invalid_json",
             ),
             (ApiError::Unauthenticated, 403, "forbidden"),
+            (
+                ApiError::ForbiddenHost("evil.example".into()),
+                403,
+                "forbidden_host",
+            ),
             (ApiError::NotFound("x".into()), 404, "not_found"),
             (
                 ApiError::Conflict {

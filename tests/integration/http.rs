@@ -118,3 +118,47 @@ async fn the_command_prints_for_people_and_scripts_and_fails_clearly() {
         String::from_utf8_lossy(&out.stderr).contains("no job with id nope (HTTP 404, not_found)")
     );
 }
+
+/// A web page can make a browser send requests to loopback through DNS rebinding, with its own
+/// host name in `Host`: the local server answers only loopback names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_refuses_hosts_other_than_loopback_names() {
+    use std::io::{Read, Write};
+    let s = Stack::new("host_check").await;
+    let (url, _stop) = serve(&s).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let ask = |host: String| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+            let body = r#"{"input": {"text": "rebound"}}"#;
+            write!(
+                conn,
+                "POST /jobs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer).unwrap();
+            answer
+        })
+    };
+    for evil in [
+        "attacker.example",
+        "attacker.example:8080",
+        "127.0.0.1.nip.io",
+    ] {
+        let answer = ask(evil.to_owned()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{evil}: {answer}");
+        assert!(answer.contains("forbidden_host"), "{answer}");
+    }
+    for good in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        let answer = ask(good.clone()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 202"), "{good}: {answer}");
+    }
+}
