@@ -25,6 +25,8 @@ pub const MAX_DEADLINE: Duration = Duration::from_secs(14 * 86_400);
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The deepest nesting of arrays and objects a job's input may have.
+pub const MAX_INPUT_DEPTH: usize = 64;
 /// The largest request body read at all; larger ones are refused before parsing.
 pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
 
@@ -279,6 +281,13 @@ pub fn validate_submit<'a>(
             "the body is empty: send {\"input\": <any JSON>}",
         ));
     }
+    // serde would read an array as the request's fields in order: `[1, 2, 3]` is no job.
+    if text.trim_start().starts_with('[') {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object: {\"input\": <any JSON>}",
+        ));
+    }
     let req: SubmitRequest<'a> = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_data() {
             "the body is JSON but not a job"
@@ -308,6 +317,7 @@ pub fn validate_submit<'a>(
             ));
         }
     }
+    check_input(req.input.get())?;
     if let Some(s) = req.timeout_seconds {
         if s == 0 || s > max_timeout.as_secs() {
             return Err(ApiError::bad_request(
@@ -326,6 +336,54 @@ pub fn validate_submit<'a>(
         timeout_seconds: req.timeout_seconds,
         on_timeout: req.on_timeout.unwrap_or_default(),
     })
+}
+
+/// Refuses, at submit, an input that a worker could not decode: nested deeper than
+/// [`MAX_INPUT_DEPTH`], or with text that is not Unicode (a lone surrogate escape). Pure.
+fn check_input(input: &str) -> Result<(), ApiError> {
+    let depth = json_depth(input);
+    if depth > MAX_INPUT_DEPTH {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            format!(
+                "the input nests arrays and objects {depth} deep; at most {MAX_INPUT_DEPTH} levels are accepted"
+            ),
+        ));
+    }
+    serde_json::from_str::<serde_json::Value>(input)
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_input",
+                format!("the input cannot be decoded ({e}); send valid JSON with Unicode text"),
+            )
+        })
+}
+
+/// The deepest nesting of arrays and objects in JSON text, strings skipped. Pure.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Checks an `Idempotency-Key` header. Pure.
@@ -394,6 +452,7 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::MAX_JOB_TIMEOUT;
 
     #[test]
     fn submit_validation_explains_every_refusal() {
@@ -468,6 +527,21 @@ mod tests {
             (json, r#"{"input": 1, "on_timeout": "retry"}"#, Ok(())),
             (
                 json,
+                "[1, 2, 3]",
+                Err((400, "the body must be a JSON object")),
+            ),
+            (json, " \n {\"input\": [[1]]}", Ok(())),
+            (
+                json,
+                r#"{"input": "\ud800"}"#,
+                Err((
+                    400,
+                    "the input cannot be decoded (unexpected end of hex escape",
+                )),
+            ),
+            (json, r#"{"input": "\ud83d\ude00 \u00e9"}"#, Ok(())),
+            (
+                json,
                 r#"{"input": 1, "on_timeout": "later"}"#,
                 Err((400, "unknown variant `later`")),
             ),
@@ -482,6 +556,33 @@ mod tests {
                 }
                 (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn inputs_nested_too_deep_are_refused_at_submit() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let ok = format!(r#"{{"input": {}}}"#, nested(MAX_INPUT_DEPTH));
+        assert!(validate_submit(Some("application/json"), ok.as_bytes(), MAX_JOB_TIMEOUT).is_ok());
+        for n in [MAX_INPUT_DEPTH + 1, 100_000] {
+            let body = format!(r#"{{"input": {}}}"#, nested(n));
+            let e = validate_submit(Some("application/json"), body.as_bytes(), MAX_JOB_TIMEOUT)
+                .unwrap_err();
+            assert_eq!(e.status_and_code(), (400, "invalid_input"));
+            assert!(
+                e.to_string().contains(&format!("{n} deep; at most 64")),
+                "{e}"
+            );
+        }
+        let cases = [
+            ("1", 0),
+            ("[]", 1),
+            (r#"{"a": [{"b": []}]}"#, 4),
+            (r#"["[[[[", "\"]]]"]"#, 1),
+            (r#"{"k\\": [1]}"#, 2),
+        ];
+        for (text, want) in cases {
+            assert_eq!(json_depth(text), want, "{text}");
         }
     }
 
@@ -647,5 +748,82 @@ mod tests {
         let v = JobView::of(&job, Millis(6_000));
         assert_eq!(v.result, Some(serde_json::json!({"answer": 42})));
         assert!(!v.cancel_requested, "a finished job has no pending cancel");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, nested a few levels.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                ".*".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map("[a-z_]{1,16}", inner, 0..6)
+                        .prop_map(|m| { serde_json::Value::Object(m.into_iter().collect()) }),
+                ]
+            })
+        }
+
+        fn client_error(e: &ApiError) -> bool {
+            (400..500).contains(&e.status_and_code().0)
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_get_an_answer_never_a_panic_or_a_5xx(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                content_type in prop::option::of(".{0,40}"),
+                max in 1u64..100_000,
+            ) {
+                if let Err(e) = validate_submit(content_type.as_deref(), &body, Duration::from_secs(max)) {
+                    prop_assert!(client_error(&e), "{e}");
+                }
+            }
+
+            #[test]
+            fn any_json_body_gets_an_answer_never_a_panic_or_a_5xx(
+                body in json(),
+                input in json(),
+                extra in prop::option::of(json()),
+            ) {
+                let mut job = serde_json::json!({"input": input});
+                if let Some(x) = extra {
+                    job["deadline_seconds"] = x;
+                }
+                for text in [body.to_string(), job.to_string()] {
+                    match validate_submit(Some("application/json"), text.as_bytes(), MAX_JOB_TIMEOUT) {
+                        Ok(v) => prop_assert!(serde_json::from_str::<serde_json::Value>(v.input.get()).is_ok()),
+                        Err(e) => prop_assert!(client_error(&e), "{e}"),
+                    }
+                }
+            }
+
+            #[test]
+            fn waits_ids_and_keys_are_checked_without_panics(
+                raw in ".{0,64}",
+                bytes in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                match parse_wait(Some(&raw)) {
+                    Ok(d) => prop_assert!(d <= MAX_WAIT),
+                    Err(e) => prop_assert!(client_error(&e)),
+                }
+                if let Err(e) = parse_job_id(&raw) {
+                    prop_assert_eq!(e.status_and_code().0, 404);
+                }
+                if let Err(e) = validate_idempotency_key(Some(&bytes)) {
+                    prop_assert!(client_error(&e));
+                }
+            }
+        }
     }
 }
