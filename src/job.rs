@@ -198,12 +198,7 @@ pub struct JobRecord {
     pub progress: Option<Progress>,
 }
 
-/// The longest time limit an attempt may have: 11 h 45 min. SQS hides a received message for at
-/// most 12 hours from its receipt, however often the heartbeat extends it; an attempt must end,
-/// and its retry delay (or its release) be set, before that, or the message would reappear and a
-/// second worker start the same job while the first still runs it. The 15 minutes left cover the
-/// last heartbeat, the result's write and a retry delay of up to 5 minutes.
-pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(42_300);
+pub use crate::limits::MAX_JOB_TIMEOUT;
 
 /// What an attempt that runs past its time limit does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod ecs;
 pub mod env;
 pub mod job;
+pub mod limits;
 pub mod local;
 pub mod nudge;
 pub mod queue;

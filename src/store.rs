@@ -84,7 +84,12 @@ pub struct IdempotencyRecord {
 pub struct JobStore {
     client: Client,
     table: String,
+    /// How long a finished job's record is kept; also counted into the TTL of an unfinished one.
+    retention: Duration,
 }
+
+/// The retention of a store that is not told otherwise: 7 days, `SLUICE_RETENTION_DAYS`'s default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 mod attr {
     pub const ID: &str = "id";
@@ -226,7 +231,14 @@ impl JobStore {
         JobStore {
             client,
             table: table.into(),
+            retention: DEFAULT_RETENTION,
         }
+    }
+
+    /// The deployment's retention of finished records (`SLUICE_RETENTION_DAYS`).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     pub fn from_sdk(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
@@ -241,7 +253,8 @@ impl JobStore {
         retention: Duration,
         idempotency: Option<(&str, &str)>,
     ) -> Result<Created, StoreError> {
-        let expires = expires_at(job.submitted_at, retention);
+        // Until the job ends, its record outlives every delivery of its message.
+        let expires = expires_at(job.submitted_at, crate::limits::while_unfinished(retention));
         let mut item = to_item(job);
         item.insert(attr::EXPIRES_AT.into(), n(expires));
         let Some((key_hash, request_hash)) = idempotency else {
@@ -386,6 +399,13 @@ impl JobStore {
             .set(attr::STATUS, s(Status::Running.as_str()))
             .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
             .set(attr::WORKER_ID, s(worker))
+            .set(
+                attr::EXPIRES_AT,
+                n(expires_at(
+                    now,
+                    crate::limits::while_unfinished(self.retention),
+                )),
+            )
             .set_if_absent(attr::STARTED_AT, n(now.0))
             // A new attempt starts with no progress: an earlier one's would mislead.
             .remove(attr::PROGRESS_FRACTION)
@@ -472,8 +492,13 @@ impl JobStore {
         attempt: u32,
         error: Option<String>,
     ) -> Result<JobRecord, StoreError> {
+        let until = expires_at(
+            Millis::now(),
+            crate::limits::while_unfinished(self.retention),
+        );
         let mut update = Update::default()
             .set(attr::STATUS, s(Status::Queued.as_str()))
+            .set(attr::EXPIRES_AT, n(until))
             .remove(attr::LEASE_EXPIRES_AT)
             .remove(attr::WORKER_ID)
             .when(HOLDS_ATTEMPT)

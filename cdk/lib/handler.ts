@@ -6,15 +6,16 @@
 import { Duration, Token } from 'aws-cdk-lib';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { HandlerMode, WorkerHandlerEnv } from './env';
+import { MAX_JOB_TIMEOUT } from './limits';
 import { wholeSeconds } from './validate';
 import { WorkerImage } from './worker-image';
 
 /**
- * The longest time limit a job may have (`MAX_JOB_TIMEOUT` in src/job.rs): a job's message must
- * become visible again within SQS's 12-hour visibility cap (43,200 s) counted from its receipt,
- * and this leaves 15 minutes for the receive, the claim and a final release.
+ * The longest time limit a job may have (`max_job_timeout_seconds` of src/limits.json): a job's
+ * message must become visible again within SQS's 12-hour visibility cap (43,200 s) counted from
+ * its receipt, and this leaves 15 minutes for the receive, the claim and a final release.
  */
-export const MAX_JOB_TIMEOUT_LIMIT = Duration.seconds(42_300);
+export const MAX_JOB_TIMEOUT_LIMIT = MAX_JOB_TIMEOUT;
 
 /** Time limit of a job that sets no `timeout_seconds` (the worker's default, capped at the longest). */
 export const DEFAULT_JOB_TIMEOUT = Duration.hours(1);

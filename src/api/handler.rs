@@ -51,7 +51,7 @@ impl Api {
     /// Builds the SDK clients from the default chain (region, credentials, `AWS_ENDPOINT_URL`).
     pub async fn from_config(config: ApiConfig) -> Self {
         let aws = crate::aws::load().await;
-        let store = JobStore::from_sdk(&aws, &config.table_name);
+        let store = JobStore::from_sdk(&aws, &config.table_name).with_retention(config.retention);
         let queue = config
             .queue_url
             .as_ref()

@@ -19,8 +19,7 @@ use crate::time::Millis;
 
 /// The longest `?wait=` a status request may ask for, within API Gateway's 30 s limit.
 pub const MAX_WAIT: Duration = Duration::from_secs(25);
-/// The longest deadline a job may carry: 14 days, the longest SQS keeps a message.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(14 * 86_400);
+pub use crate::limits::MAX_DEADLINE;
 /// The most attempts a caller may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// The longest `Idempotency-Key` accepted.

@@ -284,3 +284,59 @@ async fn a_deadline_stops_a_job_from_starting_not_from_being_retried() {
     let expired = s.store.expire(&never.id, after, s.retention).await.unwrap();
     assert_eq!(expired.status, Status::Expired);
 }
+
+/// The record's DynamoDB TTL, in epoch seconds, read as it is stored.
+async fn ttl_of(s: &Stack, id: &JobId) -> i64 {
+    let out = aws_sdk_dynamodb::Client::new(&s.aws)
+        .get_item()
+        .table_name(&s.res.table_name)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.item().unwrap()["expires_at"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_record_outlives_its_job_and_is_kept_for_the_retention_after_it_ends() {
+    let s = Stack::new("ttl").await;
+    let retention = Duration::from_secs(86_400);
+    let day = 86_400i64;
+    let queue_keeps = sluice::limits::MESSAGE_RETENTION.as_secs() as i64;
+    let t0 = Millis::now();
+    let job = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, None, 3, 1);
+    s.store.create(&job, retention, None).await.unwrap();
+    // Queued: kept while its message may still be delivered, then the retention.
+    assert!(
+        ttl_of(&s, &job.id).await >= t0.as_epoch_seconds() + queue_keeps + day,
+        "a queued record must not expire before its message"
+    );
+    // Claimed ten days later (a long queue): counted again from the claim.
+    let later = t0.plus(Duration::from_secs(10 * 86_400));
+    s.store
+        .claim(&job.id, "w", later, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(ttl_of(&s, &job.id).await >= later.as_epoch_seconds() + queue_keeps + day);
+    // Ended: the retention counts from the end.
+    let end = later.plus(Duration::from_secs(3_600));
+    s.store
+        .finish(
+            &job.id,
+            1,
+            Finish::Succeeded { result: "1".into() },
+            end,
+            retention,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ttl_of(&s, &job.id).await, end.as_epoch_seconds() + day);
+}

@@ -32,7 +32,7 @@ pub async fn run<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let aws = sluice::aws::load().await;
-    let store = JobStore::from_sdk(&aws, &config.table_name);
+    let store = JobStore::from_sdk(&aws, &config.table_name).with_retention(config.retention);
     let queue = JobQueue::from_sdk(&aws, &config.queue_url);
     run_with(handler, config, store, queue, shutdown).await
 }

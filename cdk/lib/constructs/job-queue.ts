@@ -2,6 +2,7 @@ import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { MAX_DEADLINE, MESSAGE_RETENTION } from '../limits';
 import { acknowledge } from '../nag';
 
 /** Properties of {@link JobQueue}. */
@@ -24,9 +25,11 @@ export interface JobQueueProps {
    */
   readonly leaseDuration?: Duration;
   /**
-   * How long an undelivered message stays in the jobs queue.
+   * How long an undelivered message stays in the jobs queue and its dead-letter queue. It must
+   * cover the longest deadline a job may carry (`src/limits.json`), or a job could lose its
+   * message while it may still start.
    *
-   * @default Duration.days(4)
+   * @default - `message_retention_seconds` of src/limits.json: 14 days, the most SQS keeps
    */
   readonly retentionPeriod?: Duration;
   /**
@@ -71,16 +74,24 @@ export class JobQueue extends Construct {
     }
     this.visibilityTimeout = Duration.seconds(leaseSeconds + JobQueue.visibilityMargin.toSeconds());
 
+    const retentionPeriod = props.retentionPeriod ?? MESSAGE_RETENTION;
+    const retentionSeconds = retentionPeriod.toSeconds({ integral: false });
+    if (!Number.isInteger(retentionSeconds) || retentionSeconds < MAX_DEADLINE.toSeconds() || retentionSeconds > 1_209_600) {
+      throw new Error(
+        `retentionPeriod must be whole seconds from ${MAX_DEADLINE.toSeconds()} (the longest deadline a job may carry) ` +
+          `to 1209600 (14 days, the most SQS keeps), got ${retentionSeconds}`,
+      );
+    }
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      retentionPeriod: Duration.days(14),
+      retentionPeriod,
     });
     this.queue = new sqs.Queue(this, 'Queue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       visibilityTimeout: this.visibilityTimeout,
-      retentionPeriod: props.retentionPeriod ?? Duration.days(4),
+      retentionPeriod,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: this.maxReceiveCount },
     });
 
