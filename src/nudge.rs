@@ -20,6 +20,9 @@ use crate::time::Millis;
 /// How often one stack asks ECS at most.
 pub const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The most a nudge may add to an accepted submit (the submit function has 10 s in all).
+pub const NUDGE_BUDGET: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct ScaleFromZero {
     service: Service,
@@ -43,9 +46,18 @@ impl ScaleFromZero {
         }
     }
 
-    /// Called after a job was accepted. Never fails the submit: a missed nudge is covered by
-    /// the backlog alarm a minute later.
+    /// Called after a job was accepted. Never fails the submit, and never holds it longer than
+    /// [`NUDGE_BUDGET`]: a missed nudge is covered by the backlog alarm a minute later.
     pub async fn after_accept(&self) {
+        if tokio::time::timeout(NUDGE_BUDGET, self.nudge())
+            .await
+            .is_err()
+        {
+            warn!(budget = ?NUDGE_BUDGET, "scale from zero: ECS or the table did not answer in time; the backlog alarm will raise the service");
+        }
+    }
+
+    async fn nudge(&self) {
         let now = Instant::now();
         {
             let mut last = self.last_turn.lock().expect("lock is never poisoned");

@@ -269,7 +269,18 @@ impl JobStore {
                 .await
             {
                 Ok(_) => Ok(Created::Created),
-                Err(e) if is_conditional_failure(&e) => Err(StoreError::Conflict { current: None }),
+                // The id is new, so the record found is this call's own: an earlier try that was
+                // applied but whose answer was lost, then retried by the SDK.
+                Err(e) if is_conditional_failure(&e) => match self.get(&job.id).await? {
+                    Some(found)
+                        if found.owner == job.owner && found.submitted_at == job.submitted_at =>
+                    {
+                        Ok(Created::Created)
+                    }
+                    found => Err(StoreError::Conflict {
+                        current: found.map(Box::new),
+                    }),
+                },
                 Err(e) => Err(classify(e)),
             };
         };

@@ -1,5 +1,7 @@
 //! The API handlers, called with fixture requests as API Gateway would send them.
 
+use std::time::Duration;
+
 use serde_json::json;
 use sluice::job::{JobId, Status};
 use sluice::queue::MAX_MESSAGE_BYTES;
@@ -242,4 +244,114 @@ async fn a_job_whose_deadline_passes_in_the_queue_expires() {
         .await;
     let job = s.store.get(&id).await.unwrap().unwrap();
     assert_eq!((job.status, job.attempt), (Status::Expired, 0));
+}
+
+/// An API over clients whose requests pass through `faults`.
+fn faulty_api(s: &Stack, faults: &crate::faults::Faults) -> sluice::api::Api {
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    let config = sluice::config::ApiConfig {
+        table_name: s.res.table_name.clone(),
+        queue_url: Some(s.res.queue_url.clone()),
+        max_attempts: 3,
+        retention: s.retention,
+        workers: None,
+        max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
+    };
+    sluice::api::Api::new(store, Some(s.queue.clone()), config)
+}
+
+#[tokio::test]
+async fn a_submit_whose_write_was_applied_but_answered_with_an_error_is_accepted_once() {
+    let s = Stack::new("applied_500").await;
+    let faults = crate::faults::Faults::default();
+    // The record is written, but its answer is lost: the SDK retries the PutItem, which then
+    // finds the record it wrote itself.
+    faults.fail("PutItem", None, crate::faults::Fault::AppliedThen500, 1);
+    let api = faulty_api(&s, &faults);
+    let (status, v) = decode(
+        api.handle(post_json(ALICE, r#"{"input": {"n": 1}}"#, None))
+            .await,
+    );
+    assert_eq!(status, 202, "an accepted job answers 2xx: {v}");
+    assert_eq!(
+        faults.injected().values().sum::<u64>(),
+        1,
+        "the fault was met"
+    );
+    let id: JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let job = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.status, Status::Queued);
+    assert_eq!(
+        s.queue_depth(&s.res.queue_url).await,
+        1,
+        "one message, one job"
+    );
+
+    // The same with an idempotency key, whose record and key are one transaction.
+    faults.fail(
+        "TransactWriteItems",
+        None,
+        crate::faults::Fault::AppliedThen500,
+        1,
+    );
+    let (status, v) = decode(
+        api.handle(post_json(ALICE, r#"{"input": {"n": 2}}"#, Some("order-7")))
+            .await,
+    );
+    assert!(
+        status == 202 || status == 200,
+        "an accepted job answers 2xx: {status} {v}"
+    );
+    assert_eq!(
+        faults.injected().values().sum::<u64>(),
+        2,
+        "the fault was met"
+    );
+    let keyed: JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let (again, w) = decode(
+        api.handle(post_json(ALICE, r#"{"input": {"n": 2}}"#, Some("order-7")))
+            .await,
+    );
+    assert_eq!(
+        (again, w["id"].as_str()),
+        (200, Some(keyed.to_string().as_str()))
+    );
+}
+
+#[tokio::test]
+async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() {
+    let s = Stack::new("slow_nudge").await;
+    // An ECS endpoint that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&s.aws)
+            .endpoint_url(&hole_url)
+            .build(),
+    );
+    let nudge = sluice::nudge::ScaleFromZero::new(
+        sluice::ecs::Service::new(ecs, "cluster", "workers"),
+        s.store.clone(),
+        sluice::nudge::NUDGE_INTERVAL,
+    );
+    let api = s.api.clone().with_scale_from_zero(nudge);
+    // The submit Lambda has 10 s; the answer must come well within them.
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        api.handle(post_json(ALICE, r#"{"input": {"n": 1}}"#, None)),
+    )
+    .await;
+    let (status, v) = decode(answered.expect("the submit answered before the function's timeout"));
+    assert_eq!(status, 202, "{v}");
 }

@@ -4,6 +4,8 @@
 mod api;
 mod compute;
 mod examples;
+#[allow(dead_code)] // shared with the worker's tests, which use other parts
+mod faults;
 mod http;
 mod scaling;
 mod store;
