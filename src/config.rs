@@ -105,6 +105,20 @@ pub struct ApiConfig {
     pub workers: Option<(String, String)>,
     /// The longest `timeout_seconds` a job may ask for.
     pub max_job_timeout: Duration,
+    /// What makes two IAM callers the same owner.
+    pub owner_scope: crate::api::OwnerScope,
+}
+
+/// `SLUICE_OWNER_SCOPE`: `session` (the default) or `role`.
+pub fn owner_scope(src: &(impl Source + ?Sized)) -> Result<crate::api::OwnerScope, ConfigError> {
+    match src.get(env::OWNER_SCOPE) {
+        None => Ok(crate::api::OwnerScope::default()),
+        Some(v) => v.parse().map_err(|reason| ConfigError::Invalid {
+            name: env::OWNER_SCOPE,
+            value: v,
+            reason,
+        }),
+    }
 }
 
 /// `SLUICE_MAX_JOB_TIMEOUT_SECONDS`, at most [`MAX_JOB_TIMEOUT`](crate::job::MAX_JOB_TIMEOUT).
@@ -126,6 +140,7 @@ impl ApiConfig {
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             max_job_timeout: max_job_timeout(src)?,
+            owner_scope: owner_scope(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,
@@ -180,6 +195,13 @@ mod tests {
                     ("SLUICE_MAX_JOB_TIMEOUT_SECONDS", "43200"),
                 ],
                 Some("SLUICE_MAX_JOB_TIMEOUT_SECONDS=\"43200\" is not valid: expected 1 to 42300"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_OWNER_SCOPE", "user"),
+                ],
+                Some("SLUICE_OWNER_SCOPE=\"user\" is not valid: expected session"),
             ),
             (
                 &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_CLUSTER", "c")],

@@ -60,6 +60,10 @@ pub const METRIC_NAMESPACE: &str = "SLUICE_METRIC_NAMESPACE";
 /// Log format: `json` (default in AWS) or `text` (default elsewhere). Read by: every binary.
 pub const LOG_FORMAT: &str = "SLUICE_LOG_FORMAT";
 
+/// What makes two IAM callers the same owner of jobs: `session` (default; each assumed-role
+/// session, IAM Identity Center user and Cognito identity its own) or `role` (every session of a
+/// role one owner). Read by: submit, status, local API.
+pub const OWNER_SCOPE: &str = "SLUICE_OWNER_SCOPE";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
@@ -95,6 +99,7 @@ pub const ALL: &[&str] = &[
     WORKER_ID,
     METRIC_NAMESPACE,
     LOG_FORMAT,
+    OWNER_SCOPE,
     LISTEN_ADDR,
     CLUSTER,
     SERVICE,

@@ -513,6 +513,7 @@ mod dev {
             retention: std::time::Duration::from_secs(7 * 86_400),
             workers: None,
             max_job_timeout: sluice::config::max_job_timeout(&sluice::config::ProcessEnv)?,
+            owner_scope: sluice::config::owner_scope(&sluice::config::ProcessEnv)?,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { Duration } from 'aws-cdk-lib';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { Node } from 'constructs';
+import { OwnerScope } from './env';
 import { ModelServer, WorkerHandler } from './handler';
 import { REPO_ROOT } from './policy';
 import { SluiceStackProps } from './sluice-stack';
@@ -45,6 +46,7 @@ export const CONTEXT_KEYS = [
   'maxAttempts',
   'maxReceiveCount',
   'retentionDays',
+  'ownerScope',
   'drainSeconds',
   'jwtIssuer',
   'jwtAudience',
@@ -134,6 +136,11 @@ function healthCheck(get: Lookup, key: ContextKey): ecs.HealthCheck | undefined 
     );
   }
   return { command: v };
+}
+
+function ownerScope(v: string | undefined): OwnerScope | undefined {
+  if (v === undefined || v === 'session' || v === 'role') return v;
+  throw new Error(`context ownerScope must be session or role, got ${v}`);
 }
 
 function str(get: Lookup, key: ContextKey): string | undefined {
@@ -346,6 +353,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     maxAttempts: num(get, 'maxAttempts'),
     maxReceiveCount: num(get, 'maxReceiveCount'),
     retentionDays: num(get, 'retentionDays'),
+    ownerScope: ownerScope(str(get, 'ownerScope')),
     drainTimeout: seconds('drainSeconds'),
     jwt: jwtIssuer === undefined ? undefined : { issuer: jwtIssuer, audience: jwtAudience ?? [] },
     apiRateLimit: num(get, 'apiRateLimit'),

@@ -29,6 +29,7 @@ export const ENV = {
   WORKER_ID: 'SLUICE_WORKER_ID',
   METRIC_NAMESPACE: 'SLUICE_METRIC_NAMESPACE',
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
+  OWNER_SCOPE: 'SLUICE_OWNER_SCOPE',
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
   SERVICE: 'SLUICE_SERVICE',
@@ -72,9 +73,10 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.CLUSTER,
     ENV.SERVICE,
     ENV.MAX_JOB_TIMEOUT_SECONDS,
+    ENV.OWNER_SCOPE,
     ENV.LOG_FORMAT,
   ],
-  status: [ENV.TABLE_NAME, ENV.LOG_FORMAT],
+  status: [ENV.TABLE_NAME, ENV.OWNER_SCOPE, ENV.LOG_FORMAT],
   worker: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
@@ -130,11 +132,17 @@ export interface SubmitEnv {
   readonly serviceName: string;
   /** The longest `timeout_seconds` a job may ask for. */
   readonly maxJobTimeoutSeconds: number;
+  /** What makes two IAM callers the same owner. */
+  readonly ownerScope: OwnerScope;
 }
+
+/** Whose jobs a caller sees: each session its own (`session`), or one owner per role (`role`). */
+export type OwnerScope = 'session' | 'role';
 
 /** What the status Lambda reads. */
 export interface StatusEnv {
   readonly tableName: string;
+  readonly ownerScope: OwnerScope;
 }
 
 /** What the worker reads. */
@@ -193,6 +201,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.CLUSTER]: e.clusterName,
     [ENV.SERVICE]: e.serviceName,
     [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
+    [ENV.OWNER_SCOPE]: e.ownerScope,
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -201,6 +210,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
 export function statusEnv(e: StatusEnv): Record<string, string> {
   return {
     [ENV.TABLE_NAME]: e.tableName,
+    [ENV.OWNER_SCOPE]: e.ownerScope,
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

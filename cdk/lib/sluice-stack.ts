@@ -3,6 +3,7 @@ import { CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
 import { JobApi, JwtAuthorization } from './constructs/job-api';
 import { JobQueue } from './constructs/job-queue';
@@ -170,6 +171,13 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly retentionDays?: number;
   /**
+   * Whose jobs a caller sees: each assumed-role session (IAM Identity Center user, Cognito
+   * identity) its own (`session`), or every session of a role one owner (`role`).
+   *
+   * @default 'session'
+   */
+  readonly ownerScope?: OwnerScope;
+  /**
    * How long a stopping worker drains; below the container's 120 s stop timeout.
    *
    * @default Duration.seconds(90)
@@ -289,6 +297,7 @@ export class SluiceStack extends Stack {
       maxAttempts,
       retentionDays,
       maxJobTimeout: props.maxJobTimeout,
+      ownerScope: props.ownerScope,
       jwt: props.jwt,
       throttleRateLimit: props.apiRateLimit,
       throttleBurstLimit: props.apiBurstLimit,

@@ -139,3 +139,15 @@ test('bad api props are rejected', () => {
   assert.throws(() => template({ apiRateLimit: -1 }), /throttle limits must be positive/);
   assert.throws(() => template({ lambdaAssetDir: '/nonexistent' }), /lambda asset not found: \/nonexistent\/submit\/bootstrap/);
 });
+
+test('each session is its own owner unless the deployment says one owner per role', () => {
+  const envOf = (t: ReturnType<typeof template>['t']) =>
+    Object.values(t.findResources('AWS::Lambda::Function'))
+      .map((f) => f.Properties.Environment?.Variables ?? {})
+      .filter((v) => v.SLUICE_TABLE_NAME !== undefined);
+  const fns = envOf(template().t);
+  assert.ok(fns.length >= 2, 'submit and status');
+  for (const v of fns) assert.equal(v.SLUICE_OWNER_SCOPE, 'session');
+  for (const v of envOf(template({ ownerScope: 'role' }).t)) assert.equal(v.SLUICE_OWNER_SCOPE, 'role');
+  assert.throws(() => template({ ownerScope: 'user' as never }), /ownerScope must be session or role, got user/);
+});

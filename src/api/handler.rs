@@ -120,7 +120,8 @@ impl Api {
     }
 
     async fn try_submit(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -233,7 +234,8 @@ impl Api {
     }
 
     async fn try_status(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
         let id = parse_job_id(&path_id(req))?;
         let wait = parse_wait(
             req.query_string_parameters_ref()
@@ -257,7 +259,8 @@ impl Api {
     }
 
     async fn try_cancel(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref()).ok_or(ApiError::Unauthenticated)?;
+        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
         let id = parse_job_id(&path_id(req))?;
         // A cancel can race a worker's claim or finish; the second try sees where it landed.
         for _ in 0..3 {

@@ -6,7 +6,7 @@ mod identity;
 
 pub(crate) use handler::respond_error;
 pub use handler::Api;
-pub use identity::{caller, local_context};
+pub use identity::{caller, local_context, OwnerScope};
 
 use std::time::Duration;
 

@@ -261,6 +261,7 @@ fn faulty_api(s: &Stack, faults: &crate::faults::Faults) -> sluice::api::Api {
         retention: s.retention,
         workers: None,
         max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
+        owner_scope: Default::default(),
     };
     sluice::api::Api::new(store, Some(s.queue.clone()), config)
 }

@@ -164,6 +164,7 @@ impl Stack {
             retention: Duration::from_secs(86_400),
             workers: None,
             max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
+            owner_scope: Default::default(),
         };
         let store = JobStore::from_sdk(&aws, &res.table_name);
         let queue = JobQueue::from_sdk(&aws, &res.queue_url);

@@ -721,6 +721,7 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             retention: RETENTION,
             workers: None,
             max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
+            owner_scope: Default::default(),
         },
     )
 }

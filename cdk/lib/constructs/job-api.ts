@@ -10,7 +10,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { statusEnv, submitEnv } from '../env';
+import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
 import { RustFunction } from './rust-function';
 
@@ -48,6 +48,14 @@ export interface JobApiProps {
    * @default MAX_JOB_TIMEOUT_LIMIT (42,300 s)
    */
   readonly maxJobTimeout?: Duration;
+  /**
+   * What makes two IAM callers the same owner: `session` gives every assumed-role session (each
+   * IAM Identity Center user, each Cognito identity) its own jobs; `role` makes every session
+   * of a role one owner (instances of one service sharing their jobs).
+   *
+   * @default 'session'
+   */
+  readonly ownerScope?: OwnerScope;
   /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
@@ -110,6 +118,10 @@ export class JobApi extends Construct {
       }
     }
     const maxJobTimeout = maxJobTimeoutSeconds(props.maxJobTimeout);
+    const ownerScope = props.ownerScope ?? 'session';
+    if (ownerScope !== 'session' && ownerScope !== 'role') {
+      throw new Error(`ownerScope must be session or role, got ${String(ownerScope)}`);
+    }
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
 
     const submit = new RustFunction(this, 'Submit', {
@@ -128,6 +140,7 @@ export class JobApi extends Construct {
         clusterName: props.workerService.cluster.clusterName,
         serviceName: props.workerService.serviceName,
         maxJobTimeoutSeconds: maxJobTimeout,
+        ownerScope,
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem.
@@ -141,7 +154,7 @@ export class JobApi extends Construct {
       // HTTP APIs cut integrations at 30 s; a long-poll must answer before that.
       timeout: Duration.seconds(29),
       logRetention,
-      environment: statusEnv({ tableName: props.table.tableName }),
+      environment: statusEnv({ tableName: props.table.tableName, ownerScope }),
     });
     props.table.grant(status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     this.statusFunction = status.function;
