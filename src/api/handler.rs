@@ -194,7 +194,7 @@ impl Api {
                 if let Some(nudge) = &self.scale_from_zero {
                     nudge.after_accept().await;
                 }
-                let mut view = JobView::of(&record, now);
+                let mut view = JobView::of(&record);
                 view.url = Some(url_of(&id));
                 Ok((StatusCode::ACCEPTED, view))
             }
@@ -228,7 +228,7 @@ impl Api {
             .await?
             .filter(|j| j.owner == *owner)
             .ok_or_else(|| ApiError::NotFound(found.job_id.to_string()))?;
-        let mut view = JobView::of(&job, Millis::now());
+        let mut view = JobView::of(&job);
         view.url = Some(url_of(&job.id));
         Ok((StatusCode::OK, view))
     }
@@ -245,11 +245,10 @@ impl Api {
         // A job often finishes within milliseconds of a submit: look again soon, then less often.
         let mut pause = Duration::from_millis(20);
         loop {
-            let job = self.owned(&id, &owner).await?;
-            let now = Millis::now();
+            let job = self.settled(self.owned(&id, &owner).await?).await;
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if job.effective_status(now).is_terminal() || left.is_zero() {
-                let mut view = JobView::of(&job, now);
+            if job.status.is_terminal() || left.is_zero() {
+                let mut view = JobView::of(&job);
                 view.url = Some(self_url(req, &id));
                 return Ok((StatusCode::OK, view));
             }
@@ -278,7 +277,7 @@ impl Api {
                         tracing::info!(job_id = %id, "cancel requested for a running job");
                         StatusCode::ACCEPTED
                     };
-                    return Ok((status, JobView::of(&job, now)));
+                    return Ok((status, JobView::of(&job)));
                 }
                 Err(StoreError::Conflict { current: Some(job) }) if job.owner == owner => {
                     let seen = job.effective_status(now);
@@ -302,6 +301,27 @@ impl Api {
         Err(ApiError::Unavailable(
             "the job kept changing while it was being cancelled".into(),
         ))
+    }
+
+    /// The job as the table has it, after recording the expiry of a job whose deadline passed
+    /// before it started. The table decides, not this function's clock: a worker whose clock is
+    /// behind may have claimed the job first (the job is then shown running), and once the
+    /// expiry is written no worker can claim it. A failed write shows the job still queued.
+    async fn settled(&self, job: JobRecord) -> JobRecord {
+        let now = Millis::now();
+        if job.status != Status::Queued || job.effective_status(now) != Status::Expired {
+            return job;
+        }
+        match self.store.expire(&job.id, now, self.config.retention).await {
+            Ok(expired) => expired,
+            Err(StoreError::Conflict {
+                current: Some(current),
+            }) => *current,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %DisplayErrorContext(&e), "could not record a job's expiry");
+                job
+            }
+        }
     }
 
     /// The caller's job; another caller's job is indistinguishable from a missing one.

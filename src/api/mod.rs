@@ -87,8 +87,11 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn of(job: &JobRecord, now: Millis) -> Self {
-        let status = job.effective_status(now);
+    /// The job as stored: the table, where every transition is a conditional write, is the
+    /// one judge of its status (a reader's clock never turns a queued job into an expired one;
+    /// the status function records the expiry first).
+    pub fn of(job: &JobRecord) -> Self {
+        let status = job.status;
         JobView {
             id: job.id.to_string(),
             status,
@@ -728,12 +731,15 @@ mod tests {
             3,
             1,
         );
-        let v = JobView::of(&job, Millis(2_000));
+        let v = JobView::of(&job);
         assert_eq!(
             (v.status, v.error.as_deref(), v.finished_at.as_deref()),
             (Status::Queued, None, None)
         );
-        let v = JobView::of(&job, Millis(6_000));
+        // Past its deadline a queued job is shown queued until its expiry is recorded: the
+        // table decides, not the reader's clock.
+        job.status = Status::Expired;
+        let v = JobView::of(&job);
         assert_eq!(v.status, Status::Expired);
         assert_eq!(
             v.error.as_deref(),
@@ -744,7 +750,7 @@ mod tests {
         job.status = Status::Succeeded;
         job.result = Some(r#"{"answer":42}"#.into());
         job.cancel_requested = true;
-        let v = JobView::of(&job, Millis(6_000));
+        let v = JobView::of(&job);
         assert_eq!(v.result, Some(serde_json::json!({"answer": 42})));
         assert!(!v.cancel_requested, "a finished job has no pending cancel");
     }

@@ -356,3 +356,45 @@ async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() 
     let (status, v) = decode(answered.expect("the submit answered before the function's timeout"));
     assert_eq!(status, 202, "{v}");
 }
+
+/// A worker whose clock runs behind can still claim a job its deadline has passed for, by the
+/// reader's clock: the table decides. Once a reader was told EXPIRED, no worker runs the job.
+#[tokio::test]
+async fn an_expired_job_a_reader_was_shown_never_runs_even_on_a_skewed_worker() {
+    use sluice::job::{JobRecord, Owner};
+    use sluice::time::Millis;
+    let s = Stack::new("clock_skew").await;
+    let t0 = Millis::now();
+    let deadline = t0.plus(Duration::from_millis(300));
+    let job = JobRecord::queued(
+        JobId::generate(),
+        Owner::new(format!("iam:{ALICE}")),
+        t0,
+        Some(deadline),
+        3,
+        1,
+    );
+    s.store.create(&job, s.retention, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (status, v) = s.call(get(ALICE, &format!("/jobs/{}", job.id), None)).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("EXPIRED")),
+        "{v}"
+    );
+    // A worker whose clock says the deadline is still ahead tries to claim it.
+    let skewed_now = t0;
+    let claim = s
+        .store
+        .claim(&job.id, "late-clock", skewed_now, Duration::from_secs(30))
+        .await;
+    assert!(
+        claim.is_err(),
+        "a job readers saw EXPIRED was claimed: {claim:?}"
+    );
+    assert_eq!(
+        s.store.get(&job.id).await.unwrap().unwrap().status,
+        Status::Expired
+    );
+}
