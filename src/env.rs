@@ -33,6 +33,10 @@ pub const RECEIVE_WAIT_SECONDS: &str = "SLUICE_RECEIVE_WAIT_SECONDS";
 pub const RETRY_BASE_SECONDS: &str = "SLUICE_RETRY_BASE_SECONDS";
 /// Longest retry delay in seconds (default 300). Read by: worker.
 pub const RETRY_MAX_SECONDS: &str = "SLUICE_RETRY_MAX_SECONDS";
+/// Deliveries of a message before SQS moves it to the dead-letter queue: the queue's redrive
+/// policy's `maxReceiveCount` (default 12). The worker sends a job's message again, fresh,
+/// before an event that is not the job's fault would spend its last delivery. Read by: worker.
+pub const MAX_RECEIVE_COUNT: &str = "SLUICE_MAX_RECEIVE_COUNT";
 /// Which compute the `sluice-worker` binary runs: `demo` (default), `process` (the user's program
 /// over JSON lines, see `COMMAND`) or `http` (a model server, see `MODEL_URL`). Read by: worker.
 pub const HANDLER: &str = "SLUICE_HANDLER";
@@ -90,6 +94,7 @@ pub const ALL: &[&str] = &[
     RECEIVE_WAIT_SECONDS,
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,
+    MAX_RECEIVE_COUNT,
     HANDLER,
     COMMAND,
     MODEL_URL,

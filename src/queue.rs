@@ -195,6 +195,7 @@ impl JobQueue {
             .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20).min(20))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names(FIRST_SENT)
             .send()
             .await
             .map_err(classify)?;
@@ -203,6 +204,13 @@ impl JobQueue {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|m| {
+                // A message sent again (see `send_again`) keeps the time it was first sent.
+                let first_sent = m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(FIRST_SENT))
+                    .and_then(|v| v.string_value())
+                    .and_then(|v| v.parse::<i64>().ok());
                 let attrs = m.attributes.unwrap_or_default();
                 let num = |k: MessageSystemAttributeName| {
                     attrs
@@ -215,7 +223,10 @@ impl JobQueue {
                         MessageSystemAttributeName::ApproximateReceiveCount,
                     ))
                     .unwrap_or(1),
-                    sent_at: Millis(num(MessageSystemAttributeName::SentTimestamp)),
+                    sent_at: Millis(
+                        first_sent
+                            .unwrap_or_else(|| num(MessageSystemAttributeName::SentTimestamp)),
+                    ),
                     message_id: m.message_id.unwrap_or_default(),
                     body: m.body.unwrap_or_default(),
                     receipt: ReceiptHandle(m.receipt_handle?),
@@ -270,6 +281,29 @@ impl JobQueue {
             .collect())
     }
 
+    /// Replaces a delivered message with a fresh copy, visible after `delay` (at most 15 minutes,
+    /// SQS's longest delay), then deletes the delivery: the copy starts again from no
+    /// deliveries, so an event that is not the job's fault (a release, a claim the table refused)
+    /// never pushes it towards the dead-letter queue. The copy keeps the time the message was
+    /// first sent. Should the delete fail, the duplicate is harmless: every claim is fenced.
+    pub async fn send_again(&self, msg: &Received, delay: Duration) -> Result<(), QueueError> {
+        let first_sent = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value(msg.sent_at.0.to_string())
+            .build()
+            .map_err(|e| QueueError::Unavailable(Box::new(e)))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&msg.body)
+            .delay_seconds(i32::try_from(delay.min(MAX_DELAY).as_secs()).unwrap_or(900))
+            .message_attributes(FIRST_SENT, first_sent)
+            .send()
+            .await
+            .map_err(classify)?;
+        self.delete(&msg.receipt).await
+    }
+
     /// Hides a delivery for `timeout` from now (0 makes it visible at once).
     pub async fn change_visibility(
         &self,
@@ -287,6 +321,11 @@ impl JobQueue {
             .map_err(classify)
     }
 }
+
+/// The message attribute carrying when a message sent again was first sent, in epoch ms.
+const FIRST_SENT: &str = "SluiceFirstSent";
+/// SQS's longest delivery delay.
+const MAX_DELAY: Duration = Duration::from_secs(900);
 
 fn visibility_seconds(d: Duration) -> i32 {
     i32::try_from(d.min(MAX_VISIBILITY).as_secs()).unwrap_or(43_200)

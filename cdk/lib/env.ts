@@ -20,6 +20,7 @@ export const ENV = {
   RECEIVE_WAIT_SECONDS: 'SLUICE_RECEIVE_WAIT_SECONDS',
   RETRY_BASE_SECONDS: 'SLUICE_RETRY_BASE_SECONDS',
   RETRY_MAX_SECONDS: 'SLUICE_RETRY_MAX_SECONDS',
+  MAX_RECEIVE_COUNT: 'SLUICE_MAX_RECEIVE_COUNT',
   HANDLER: 'SLUICE_HANDLER',
   COMMAND: 'SLUICE_COMMAND',
   MODEL_URL: 'SLUICE_MODEL_URL',
@@ -85,6 +86,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.VISIBILITY_TIMEOUT_SECONDS,
     ENV.LEASE_SECONDS,
     ENV.DRAIN_SECONDS,
+    ENV.MAX_RECEIVE_COUNT,
     ENV.HANDLER,
     ENV.COMMAND,
     ENV.MODEL_URL,
@@ -154,6 +156,8 @@ export interface WorkerEnv {
   readonly concurrency: number;
   readonly visibilityTimeoutSeconds: number;
   readonly leaseSeconds: number;
+  /** The queue's redrive limit, so the worker can keep releases and retries from spending it. */
+  readonly maxReceiveCount: number;
   readonly drainSeconds: number;
   /** The handler mode and its settings. */
   readonly handler: WorkerHandlerEnv;
@@ -225,6 +229,7 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
     [ENV.CONCURRENCY]: String(e.concurrency),
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(e.visibilityTimeoutSeconds),
     [ENV.LEASE_SECONDS]: String(e.leaseSeconds),
+    [ENV.MAX_RECEIVE_COUNT]: String(e.maxReceiveCount),
     [ENV.DRAIN_SECONDS]: String(e.drainSeconds),
     [ENV.HANDLER]: h.mode,
     ...(h.mode === 'process' ? { [ENV.COMMAND]: JSON.stringify(h.command) } : {}),

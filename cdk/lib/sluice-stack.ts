@@ -263,6 +263,7 @@ export class SluiceStack extends Stack {
       table: this.jobTable.table,
       visibilityTimeout: this.jobQueue.visibilityTimeout,
       leaseDuration: this.jobQueue.leaseDuration,
+      maxReceiveCount: this.jobQueue.maxReceiveCount,
       image: props.workerImage,
       cpu: props.taskCpu,
       memoryLimitMiB: props.taskMemoryMiB,

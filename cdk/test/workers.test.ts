@@ -116,8 +116,8 @@ test('the task role has exactly what the worker uses', () => {
     'ecs:UpdateTaskProtection',
     'sqs:ChangeMessageVisibility',
     'sqs:DeleteMessage',
-    'sqs:GetQueueAttributes',
     'sqs:ReceiveMessage',
+    'sqs:SendMessage',
   ]);
   const queueArn = { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] };
   assert.equal(j(grantsOf(t, role, 'sqs:ReceiveMessage')[0].Resource), j(queueArn));
@@ -125,7 +125,15 @@ test('the task role has exactly what the worker uses', () => {
   assert.ok(tableResource.includes(logicalId(stack.jobTable.table)));
   const protection = j(grantsOf(t, role, 'ecs:UpdateTaskProtection')[0].Resource);
   assert.ok(protection.includes(':task/') && protection.includes(logicalId(stack.workers.cluster)));
-  assert.equal(grantsOf(t, role, 'sqs:SendMessage').length, 0);
+  // It sends only to the jobs queue (a fresh copy of a message near the redrive limit).
+  assert.equal(j(grantsOf(t, role, 'sqs:SendMessage')[0].Resource), j(queueArn));
+  assert.equal(grantsOf(t, role, 'sqs:GetQueueAttributes').length, 0, 'the worker never calls it');
+  const env = Object.fromEntries(
+    Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions[0].Environment.map(
+      (e: { Name: string; Value: unknown }) => [e.Name, e.Value],
+    ),
+  );
+  assert.equal(env.SLUICE_MAX_RECEIVE_COUNT, String(stack.jobQueue.maxReceiveCount));
 });
 
 test('tasks get public ips in the new vpc without nat, and no inbound rule', () => {

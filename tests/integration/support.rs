@@ -211,6 +211,7 @@ impl Stack {
             .env("SLUICE_RETRY_BASE_SECONDS", "1")
             .env("SLUICE_RETRY_MAX_SECONDS", "2")
             .env("SLUICE_DRAIN_SECONDS", "30")
+            .env("SLUICE_MAX_RECEIVE_COUNT", MAX_RECEIVE_COUNT.to_string())
             .env("SLUICE_WORKER_ID", id)
             .env("SLUICE_LOG_FORMAT", "text")
             .env("RUST_LOG", "info")

@@ -29,6 +29,8 @@ pub struct WorkerConfig {
     pub max_job_timeout: Duration,
     /// How long the handler's process or model server may take to become ready.
     pub startup: Duration,
+    /// The queue's redrive limit: deliveries before SQS moves a message to the dead-letter queue.
+    pub max_receive_count: u32,
     /// Table retention for finished jobs' records.
     pub retention: Duration,
     /// CloudWatch namespace of the job metrics.
@@ -93,6 +95,7 @@ impl WorkerConfig {
             job_timeout,
             max_job_timeout,
             startup: seconds_or(src, env::STARTUP_SECONDS, 600, 1..=86_400)?,
+            max_receive_count: number_or(src, env::MAX_RECEIVE_COUNT, 12u32, 2..=1000)?,
             emit_metrics: sluice::telemetry::json_logs_for(src.get(env::LOG_FORMAT).as_deref()),
             metric_namespace: src
                 .get(env::METRIC_NAMESPACE)

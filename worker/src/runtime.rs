@@ -380,8 +380,13 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             Err(e) => {
-                // The message comes back after its visibility timeout.
-                warn!(error = %DisplayErrorContext(&e), "claim failed");
+                // Throttling or an outage: not the job's fault. Look again after a pause that
+                // grows with the deliveries, which spend none of the job's.
+                let pause = cfg
+                    .backoff
+                    .delay(msg.receive_count, jitter(id, msg.receive_count));
+                warn!(error = %DisplayErrorContext(&e), ?pause, "claim failed; the job will be tried again");
+                self.later(msg, pause).await;
                 return;
             }
         };
@@ -441,7 +446,7 @@ impl<H: Handler> Worker<H> {
                             .requeue(id, job.attempt, Some(e.message.clone()))
                             .await
                         {
-                            Ok(_) => self.hide(msg, delay).await,
+                            Ok(_) => self.later(msg, delay).await,
                             Err(err) => {
                                 warn!(error = %DisplayErrorContext(&err), "could not requeue the job")
                             }
@@ -472,7 +477,7 @@ impl<H: Handler> Worker<H> {
             Stop::Released => match self.store.requeue(id, job.attempt, None).await {
                 Ok(_) => {
                     info!("job released to the queue");
-                    self.hide(msg, Duration::ZERO).await;
+                    self.later(msg, Duration::ZERO).await;
                 }
                 Err(e) => {
                     warn!(error = %DisplayErrorContext(&e), "could not release the job; its lease will expire")
@@ -684,16 +689,22 @@ impl<H: Handler> Worker<H> {
                     metrics::job_finished(&self.config, Outcome::Expired, Duration::ZERO, &job);
                     self.delete(msg).await;
                 }
-                Err(e) => warn!(error = %DisplayErrorContext(&e), "could not expire the job"),
+                Err(e) => {
+                    warn!(error = %DisplayErrorContext(&e), "could not expire the job");
+                    self.later(msg, Duration::from_secs(5)).await;
+                }
             },
             ClaimRefusal::Cancel => match self.store.cancel_abandoned(id, now, retention).await {
                 Ok(_) => {
                     info!("job cancelled: its caller asked while an earlier attempt ran");
                     self.delete(msg).await;
                 }
-                Err(e) => warn!(error = %DisplayErrorContext(&e), "could not cancel the job"),
+                Err(e) => {
+                    warn!(error = %DisplayErrorContext(&e), "could not cancel the job");
+                    self.later(msg, Duration::from_secs(5)).await;
+                }
             },
-            ClaimRefusal::RetryLater(after) => self.hide(msg, after).await,
+            ClaimRefusal::RetryLater(after) => self.later(msg, after).await,
         }
     }
 
@@ -702,6 +713,26 @@ impl<H: Handler> Worker<H> {
             // The batcher is gone (never while jobs run); delete on our own.
             if let Err(e) = self.queue.delete(&receipt).await {
                 warn!(error = %DisplayErrorContext(&e), "could not delete the message");
+            }
+        }
+    }
+
+    /// Brings the job's message back after `delay` for a reason that is not the job's fault (a
+    /// retry, a release, a refused claim, a duplicate of a running job, a record not there yet).
+    /// While the message has deliveries to spare it is hidden; before one of these would spend
+    /// its last, it is sent again, fresh, so that only poison reaches the dead-letter queue.
+    async fn later(&self, msg: &Received, delay: Duration) {
+        if msg.receive_count + 1 < self.config.max_receive_count {
+            return self.hide(msg, delay).await;
+        }
+        match self.queue.send_again(msg, delay).await {
+            Ok(()) => info!(
+                receive_count = msg.receive_count,
+                "the message was near the redrive limit; sent it again, fresh"
+            ),
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "could not send the message again; hiding it instead");
+                self.hide(msg, delay).await;
             }
         }
     }

@@ -384,3 +384,137 @@ async fn a_blocking_handler_past_its_limit_keeps_its_slot_until_it_returns() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+/// Deliveries a message may have before SQS moves it to the dead-letter queue, in these tests.
+const REDRIVE_AFTER: u32 = support::MAX_RECEIVE_COUNT;
+
+/// A job released by many draining workers in a row (a rolling deploy, Spot interruptions), more
+/// times than the queue's redrive limit, still runs: releases spend no delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_on_drain_never_send_a_job_to_the_dead_letter_queue() {
+    let s = Stack::new("many_releases").await;
+    let id = s.submit(support::ALICE, json!({"ms": 60_000})).await;
+    let max = REDRIVE_AFTER.to_string();
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_DRAIN_SECONDS", "0"),
+        ("SLUICE_MAX_RECEIVE_COUNT", max.as_str()),
+    ];
+    #[derive(serde::Deserialize)]
+    struct Work {
+        ms: u64,
+    }
+    for round in 1..=REDRIVE_AFTER + 2 {
+        let config = WorkerConfig::from_source(&vars[..]).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(run_with(
+            handler_fn(|w: Work, _: JobContext| async move {
+                tokio::time::sleep(Duration::from_millis(w.ms)).await;
+                Ok::<_, JobError>(json!("done"))
+            }),
+            config,
+            s.store.clone(),
+            s.queue.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        s.until(&id, Duration::from_secs(20), "the job starts", |j| {
+            j.status == Status::Running && j.attempt == round
+        })
+        .await;
+        let _ = stop.send(());
+        worker.await.unwrap().unwrap();
+        let job = s.store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (job.status, job.releases),
+            (Status::Queued, round),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        s.queue_depth(&s.res.dlq_url).await,
+        0,
+        "nothing reached the dead-letter queue"
+    );
+    // And the job still runs to its end.
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let quick = handler_fn(|_: Work, _: JobContext| async { Ok::<_, JobError>(json!("done")) });
+    let worker = tokio::spawn(run_with(
+        quick,
+        config,
+        s.store.clone(),
+        s.queue.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let job = s
+        .until(&id, Duration::from_secs(20), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!(job.status, Status::Succeeded, "{job:?}");
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
+
+/// A table that refuses the worker's claims for a while (throttling, an outage) costs the jobs no
+/// deliveries beyond the redrive limit: they wait, then run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_outage_during_claims_sends_no_job_to_the_dead_letter_queue() {
+    let s = Stack::new("claim_outage").await;
+    let injected = faults::Faults::default();
+    // Every claim attempt fails, three SDK attempts per claim, for more deliveries than the
+    // redrive limit allows.
+    injected.fail(
+        "UpdateItem",
+        Some("started_at"),
+        faults::Fault::Refused,
+        3 * (REDRIVE_AFTER + 3),
+    );
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(injected.clone())
+            .build(),
+    );
+    let store = JobStore::new(ddb, &s.res.table_name);
+    let id = s.submit(support::ALICE, json!({})).await;
+    let max = REDRIVE_AFTER.to_string();
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_RETRY_BASE_SECONDS", "0"),
+        ("SLUICE_RETRY_MAX_SECONDS", "1"),
+        ("SLUICE_MAX_RECEIVE_COUNT", max.as_str()),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    let noop =
+        handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(1)) });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_with(noop, config, store, s.queue.clone(), async {
+        let _ = stopped.await;
+    }));
+    let job = s
+        .until(&id, Duration::from_secs(60), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    assert_eq!((job.status, job.attempt), (Status::Succeeded, 1), "{job:?}");
+    assert_eq!(
+        s.queue_depth(&s.res.dlq_url).await,
+        0,
+        "nothing reached the dead-letter queue"
+    );
+    assert!(
+        injected.injected().values().sum::<u64>() >= u64::from(3 * (REDRIVE_AFTER + 3)),
+        "every fault was met: {:?}",
+        injected.injected()
+    );
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}

@@ -61,6 +61,8 @@ export interface WorkersProps {
   readonly visibilityTimeout: Duration;
   /** The lease on a claimed job; keep it shorter than the visibility timeout. */
   readonly leaseDuration: Duration;
+  /** The queue's redrive limit (its `maxReceiveCount`). */
+  readonly maxReceiveCount: number;
   /**
    * The worker image: sluice-worker, with whatever the handler needs (an example's Dockerfile adds
    * Python and the handler's program). With an image of your own, give `handler` too: the task's
@@ -301,6 +303,7 @@ export class Workers extends Construct {
         concurrency,
         visibilityTimeoutSeconds: visibilitySeconds,
         leaseSeconds,
+        maxReceiveCount: props.maxReceiveCount,
         drainSeconds,
         handler: handler.env,
         jobTimeoutSeconds,
@@ -373,7 +376,8 @@ export class Workers extends Construct {
       'sqs:ReceiveMessage',
       'sqs:DeleteMessage',
       'sqs:ChangeMessageVisibility',
-      'sqs:GetQueueAttributes',
+      // A message near the redrive limit for a reason not the job's own is sent again, fresh.
+      'sqs:SendMessage',
     );
     props.table.grant(taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     // Scale-in protection through the ECS agent endpoint: only tasks of this cluster.
