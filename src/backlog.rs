@@ -24,6 +24,16 @@ pub struct BacklogConfig {
     pub service: String,
     pub policy: Policy,
     pub sample_interval: Duration,
+    /// The dead-letter queue and the jobs table, to reconcile stranded jobs on every run.
+    pub dead_letters: Option<DeadLetterConfig>,
+}
+
+/// Where the reconciler looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterConfig {
+    pub dlq_url: String,
+    pub table_name: String,
+    pub retention: Duration,
 }
 
 impl BacklogConfig {
@@ -52,6 +62,19 @@ impl BacklogConfig {
                 10u64,
                 1..=60,
             )?),
+            dead_letters: match src.get(env::DLQ_URL) {
+                None => None,
+                Some(dlq_url) => Some(DeadLetterConfig {
+                    dlq_url,
+                    table_name: required(
+                        src,
+                        env::TABLE_NAME,
+                        "set it to the jobs table's name, or unset SLUICE_DLQ_URL",
+                    )?,
+                    retention: Duration::from_secs(86_400)
+                        * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
+                }),
+            },
         })
     }
 }
@@ -185,6 +208,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("SLUICE_SERVICE is not set"), "{e}");
+
+        // The dead-letter reconciler needs the table with the queue.
+        assert_eq!(c.dead_letters, None);
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<_> = base.iter().copied().chain(extra.iter().copied()).collect();
+            BacklogConfig::from_source(&vars[..])
+        };
+        let dl = with(&[
+            ("SLUICE_DLQ_URL", "http://q/1/dlq"),
+            ("SLUICE_TABLE_NAME", "jobs"),
+        ])
+        .unwrap()
+        .dead_letters
+        .unwrap();
+        assert_eq!(
+            (dl.dlq_url.as_str(), dl.table_name.as_str()),
+            ("http://q/1/dlq", "jobs")
+        );
+        assert_eq!(dl.retention, Duration::from_secs(7 * 86_400));
+        let e = with(&[("SLUICE_DLQ_URL", "http://q/1/dlq")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("SLUICE_TABLE_NAME is not set"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Every variable a binary reads is named here and nowhere else; the CDK app keeps the same list
 //! on its side and a test compares the two. Resource names have no default; tuning knobs do.
 
-/// DynamoDB table holding the job records. Read by: submit, status, worker, local API.
+/// DynamoDB table holding the job records. Read by: submit, status, worker, backlog, local API.
 pub const TABLE_NAME: &str = "SLUICE_TABLE_NAME";
 /// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog.
 pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
@@ -12,7 +12,7 @@ pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
 /// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
 /// Days a finished job's record is kept before DynamoDB's TTL removes it (default 7).
-/// Read by: submit, worker, local API.
+/// Read by: submit, worker, backlog, local API.
 pub const RETENTION_DAYS: &str = "SLUICE_RETENTION_DAYS";
 
 /// Jobs one worker runs at once (default 4). Read by: worker.
@@ -71,6 +71,9 @@ pub const OWNER_SCOPE: &str = "SLUICE_OWNER_SCOPE";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
+/// URL of the jobs queue's dead-letter queue: the backlog function ends `FAILED` the jobs whose
+/// messages sit there and that run nowhere (unset: it does not). Read by: backlog, `sluice dlq`.
+pub const DLQ_URL: &str = "SLUICE_DLQ_URL";
 /// Name or ARN of the ECS cluster running the workers. Read by: backlog, submit (scale from zero).
 pub const CLUSTER: &str = "SLUICE_CLUSTER";
 /// Name of the ECS service running the workers. Read by: backlog, submit (scale from zero).
@@ -106,6 +109,7 @@ pub const ALL: &[&str] = &[
     LOG_FORMAT,
     OWNER_SCOPE,
     LISTEN_ADDR,
+    DLQ_URL,
     CLUSTER,
     SERVICE,
     SCALING_POLICY,

@@ -11,6 +11,7 @@ pub mod backlog;
 pub mod client;
 pub mod cloudwatch;
 pub mod config;
+pub mod deadletter;
 pub mod ecs;
 pub mod env;
 pub mod job;

@@ -38,6 +38,34 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DlqAction {
+    /// List the messages with what each is and what to do.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// End FAILED, with the reason, every job whose message sits there and that runs nowhere
+    /// (the backlog function does this every minute).
+    Reconcile,
+    /// Send jobs' messages back to the jobs queue: the jobs named, or all with --all. A job the
+    /// reconciler ended FAILED is queued again first.
+    Redrive {
+        /// Job ids to redrive.
+        ids: Vec<String>,
+        /// Every job in the dead-letter queue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Also delete the messages with nothing to run (not a job, no record, already ended).
+        #[arg(long)]
+        drop_dead: bool,
+        /// The jobs queue's URL.
+        #[arg(long, env = "SLUICE_QUEUE_URL")]
+        queue_url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Submit a job. The input is JSON: an argument, a file (--file), or stdin (`-` or a pipe).
     Submit {
@@ -98,6 +126,17 @@ enum Command {
         /// The scaling policy (default: the one built in, scaling/policy.json).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+    },
+    /// What sits in the dead-letter queue, and why; redrive it; end stranded jobs.
+    Dlq {
+        /// The dead-letter queue's URL.
+        #[arg(long, env = "SLUICE_DLQ_URL", global = true)]
+        dlq_url: Option<String>,
+        /// The jobs table.
+        #[arg(long, env = "SLUICE_TABLE_NAME", global = true)]
+        table: Option<String>,
+        #[command(subcommand)]
+        action: DlqAction,
     },
     /// Replay a workload through sluice's scaling policy, the scalers it replaces and an
     /// oracle; print each one's queue waits, task-seconds and time to first task.
@@ -178,6 +217,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.json,
         );
     }
+    if let Command::Dlq {
+        dlq_url,
+        table,
+        action,
+    } = &cli.command
+    {
+        return dlq(dlq_url.as_deref(), table.as_deref(), action, cli.json).await;
+    }
     if let Command::Report {
         queue_url,
         cluster,
@@ -240,7 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             true,
         ),
         Command::Cancel { id } => (client.cancel(&id).await?, false),
-        Command::Dev { .. } | Command::Report { .. } | Command::Simulate { .. } => {
+        Command::Dev { .. }
+        | Command::Report { .. }
+        | Command::Simulate { .. }
+        | Command::Dlq { .. } => {
             unreachable!("handled above")
         }
     };
@@ -251,6 +301,93 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if must_succeed && view.status != Status::Succeeded {
         return Ok(ExitCode::from(EXIT_JOB_NOT_SUCCEEDED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(
+    dlq_url: Option<&str>,
+    table: Option<&str>,
+    action: &DlqAction,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sluice::deadletter::{DeadLetters, Finding, Redriven};
+    let dlq_url = dlq_url
+        .context("no dead-letter queue: pass --dlq-url or set SLUICE_DLQ_URL (the stack's DeadLetterQueueUrl output)")?;
+    let table = table.context("no jobs table: pass --table or set SLUICE_TABLE_NAME")?;
+    let aws = sluice::aws::load().await;
+    let dead = DeadLetters {
+        dlq: sluice::queue::JobQueue::from_sdk(&aws, dlq_url),
+        store: sluice::store::JobStore::from_sdk(&aws, table),
+        retention: sluice::store::DEFAULT_RETENTION,
+    };
+    let job_of = |f: &Finding| match f {
+        Finding::NoRecord(id) => Some(id.to_string()),
+        Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(j.id.to_string()),
+        Finding::Undecodable(_) => None,
+    };
+    let kind = |f: &Finding| match f {
+        Finding::Undecodable(_) => "undecodable",
+        Finding::NoRecord(_) => "no_record",
+        Finding::Ended(_) => "ended",
+        Finding::Running(_) => "running",
+        Finding::Stranded(_) => "stranded",
+    };
+    let rows: Vec<serde_json::Value> = match action {
+        DlqAction::List { max } => dead
+            .list(*max)
+            .await?
+            .into_iter()
+            .map(|(m, f)| serde_json::json!({"message_id": m.message_id, "deliveries": m.receive_count, "job_id": job_of(&f), "finding": kind(&f), "explanation": f.explain()}))
+            .collect(),
+        DlqAction::Reconcile => dead
+            .reconcile()
+            .await?
+            .into_iter()
+            .map(|(m, f)| serde_json::json!({"message_id": m.message_id, "job_id": job_of(&f), "finding": kind(&f), "explanation": f.explain()}))
+            .collect(),
+        DlqAction::Redrive {
+            ids,
+            all,
+            drop_dead,
+            queue_url,
+        } => {
+            if ids.is_empty() && !*all && !*drop_dead {
+                bail!("name the jobs to redrive, or pass --all (and --drop-dead to delete what has nothing to run)");
+            }
+            let jobs = sluice::queue::JobQueue::from_sdk(&aws, queue_url);
+            let chosen = |f: &Finding| *all || *drop_dead && job_of(f).is_none() || job_of(f).is_some_and(|id| ids.contains(&id));
+            dead.redrive(&jobs, chosen, *drop_dead)
+                .await?
+                .into_iter()
+                .map(|(f, r)| {
+                    let done = match r {
+                        Redriven::Requeued => "requeued",
+                        Redriven::Revived => "queued again",
+                        Redriven::Dropped => "deleted",
+                        Redriven::Left => "left",
+                    };
+                    serde_json::json!({"job_id": job_of(&f), "finding": kind(&f), "done": done})
+                })
+                .collect()
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        println!("the dead-letter queue holds nothing to show");
+    } else {
+        for r in &rows {
+            let job = r["job_id"].as_str().unwrap_or("-");
+            let text = r["explanation"]
+                .as_str()
+                .or(r["done"].as_str())
+                .unwrap_or("");
+            println!(
+                "{:<11} {job:<26}  {text}",
+                r["finding"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

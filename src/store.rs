@@ -112,6 +112,8 @@ mod attr {
     pub const ON_TIMEOUT: &str = "on_timeout";
     pub const PROGRESS_FRACTION: &str = "progress_fraction";
     pub const PROGRESS_MESSAGE: &str = "progress_message";
+    /// Set on a job the dead-letter reconciler ended `FAILED`, which a redrive may reopen.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
     /// DynamoDB's TTL attribute, in epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
     pub const JOB_ID: &str = "job_id";
@@ -603,6 +605,57 @@ impl JobStore {
             .bind("running", s(Status::Running.as_str()))
             .bind("true", AttributeValue::Bool(true))
             .bind("now", n(now.0));
+        self.update(id, update).await
+    }
+
+    /// Ends `FAILED` a job whose message reached the dead-letter queue after `deliveries`, when
+    /// it has not ended and runs nowhere (queued, or running on a lapsed lease).
+    pub async fn fail_dead_lettered(
+        &self,
+        id: &JobId,
+        deliveries: u32,
+        now: Millis,
+        retention: Duration,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::STATUS, s(Status::Failed.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .set(
+                attr::ERROR,
+                s(crate::deadletter::dead_letter_error(deliveries)),
+            )
+            .set(attr::DEAD_LETTERED, AttributeValue::Bool(true))
+            .remove(attr::LEASE_EXPIRES_AT)
+            .when("#status = :queued OR (#status = :running AND #lease_expires_at <= :now)")
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("running", s(Status::Running.as_str()))
+            .bind("now", n(now.0));
+        self.update(id, update).await
+    }
+
+    /// An operator's redrive: a job the dead-letter reconciler ended `FAILED` is queued again
+    /// (the one way out of a terminal status, for that case only), its attempts kept.
+    pub async fn revive_dead_lettered(
+        &self,
+        id: &JobId,
+        now: Millis,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::STATUS, s(Status::Queued.as_str()))
+            .set(
+                attr::EXPIRES_AT,
+                n(expires_at(
+                    now,
+                    crate::limits::while_unfinished(self.retention),
+                )),
+            )
+            .remove(attr::FINISHED_AT)
+            .remove(attr::DEAD_LETTERED)
+            .remove(attr::ERROR)
+            .when("#status = :failed AND #dead_lettered = :true")
+            .bind("failed", s(Status::Failed.as_str()))
+            .bind("true", AttributeValue::Bool(true));
         self.update(id, update).await
     }
 

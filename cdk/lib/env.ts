@@ -34,6 +34,7 @@ export const ENV = {
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
   SERVICE: 'SLUICE_SERVICE',
+  DLQ_URL: 'SLUICE_DLQ_URL',
   SCALING_POLICY: 'SLUICE_SCALING_POLICY',
   SAMPLE_INTERVAL_SECONDS: 'SLUICE_SAMPLE_INTERVAL_SECONDS',
 } as const;
@@ -102,6 +103,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.SERVICE,
     ENV.SCALING_POLICY,
     ENV.SAMPLE_INTERVAL_SECONDS,
+    ENV.DLQ_URL,
+    ENV.TABLE_NAME,
+    ENV.RETENTION_DAYS,
     ENV.LOG_FORMAT,
   ],
 };
@@ -193,6 +197,10 @@ export interface BacklogEnv {
   /** The scaling policy as JSON text. */
   readonly scalingPolicy: string;
   readonly sampleIntervalSeconds: number;
+  /** Reconciled on every run: jobs whose messages sit there and run nowhere end FAILED. */
+  readonly deadLetterQueueUrl: string;
+  readonly tableName: string;
+  readonly retentionDays: number;
 }
 
 /** Environment of the submit Lambda. */
@@ -250,6 +258,9 @@ export function backlogEnv(e: BacklogEnv): Record<string, string> {
     [ENV.SERVICE]: e.serviceName,
     [ENV.SCALING_POLICY]: e.scalingPolicy,
     [ENV.SAMPLE_INTERVAL_SECONDS]: String(e.sampleIntervalSeconds),
+    [ENV.DLQ_URL]: e.deadLetterQueueUrl,
+    [ENV.TABLE_NAME]: e.tableName,
+    [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

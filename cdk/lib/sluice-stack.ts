@@ -307,6 +307,9 @@ export class SluiceStack extends Stack {
 
     this.scaling = new BacklogScaling(this, 'BacklogScaling', {
       queue: this.jobQueue.queue,
+      deadLetterQueue: this.jobQueue.deadLetterQueue,
+      table: this.jobTable.table,
+      retentionDays,
       service: this.workers.service,
       lambdaAssetDir,
       policy,

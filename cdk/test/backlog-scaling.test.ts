@@ -166,11 +166,21 @@ test('the backlog lambda runs every minute with the policy and only its permissi
   const role = stack.scaling.function.role!;
   assert.deepEqual(actionsOf(t, role), [
     'cloudwatch:PutMetricData',
+    'dynamodb:GetItem',
+    'dynamodb:UpdateItem',
     'ecs:DescribeServices',
     'logs:CreateLogStream',
     'logs:PutLogEvents',
+    'sqs:ChangeMessageVisibility',
     'sqs:GetQueueAttributes',
+    'sqs:ReceiveMessage',
   ]);
+  // The reconciler reads the dead-letter queue only, and never deletes from it.
+  assert.equal(
+    j(grantsOf(t, role, 'sqs:ReceiveMessage')[0].Resource),
+    j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.deadLetterQueue), 'Arn'] }),
+  );
+  assert.equal(fn.Environment.Variables.SLUICE_DLQ_URL.Ref, logicalId(stack.jobQueue.deadLetterQueue));
   const put = grantsOf(t, role, 'cloudwatch:PutMetricData');
   assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': file.namespace } });
   assert.equal(j(grantsOf(t, role, 'ecs:DescribeServices')[0].Resource), j({ Ref: logicalId(stack.workers.service) }));
@@ -246,6 +256,9 @@ test('the sample interval must fit in the alarm period', () => {
   const make = (sampleInterval: Duration) =>
     new BacklogScaling(scope, `S${sampleInterval.toMilliseconds()}`, {
       queue: stack.jobQueue.queue,
+      deadLetterQueue: stack.jobQueue.deadLetterQueue,
+      table: stack.jobTable.table,
+      retentionDays: 7,
       service: stack.workers.service,
       lambdaAssetDir: path.join(__dirname, 'fixtures', 'lambda'),
       policy,

@@ -3,6 +3,7 @@
 
 mod api;
 mod compute;
+mod deadletter;
 mod examples;
 #[allow(dead_code)] // shared with the worker's tests, which use other parts
 mod faults;

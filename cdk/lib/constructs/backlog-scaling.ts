@@ -3,6 +3,7 @@ import { Duration, Stack } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwactions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
@@ -30,6 +31,12 @@ const NEVER = 1_000_000_000;
 /** Properties of {@link BacklogScaling}. */
 export interface BacklogScalingProps {
   readonly queue: sqs.IQueue;
+  /** The jobs queue's dead-letter queue, reconciled on every run. */
+  readonly deadLetterQueue: sqs.IQueue;
+  /** The jobs table, where the reconciler ends stranded jobs FAILED. */
+  readonly table: dynamodb.ITable;
+  /** Days a finished job's record is kept. */
+  readonly retentionDays: number;
   /** The worker service to scale. */
   readonly service: ecs.IBaseService;
   /** The folder with cargo-lambda's output: `<lambdaAssetDir>/backlog/bootstrap`. */
@@ -138,10 +145,17 @@ export class BacklogScaling extends Construct {
         serviceName: props.service.serviceName,
         scalingPolicy: effectivePolicyJson(policy, this.minTasks, this.maxTasks),
         sampleIntervalSeconds: sampleSeconds,
+        deadLetterQueueUrl: props.deadLetterQueue.queueUrl,
+        tableName: props.table.tableName,
+        retentionDays: props.retentionDays,
       }),
     });
     this.function = backlog.function;
     props.queue.grant(this.function, 'sqs:GetQueueAttributes');
+    // Every accepted job ends: the reconciler reads the dead-letter queue (leaving its messages
+    // for `sluice dlq`) and ends FAILED the jobs that run nowhere.
+    props.deadLetterQueue.grant(this.function, 'sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility');
+    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     iam.Grant.addToPrincipal({
       grantee: this.function,
       actions: ['ecs:DescribeServices'],

@@ -8,6 +8,9 @@
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use sluice::backlog::{BacklogConfig, Sampler, WINDOW};
+use sluice::deadletter::DeadLetters;
+use sluice::queue::JobQueue;
+use sluice::store::JobStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,11 +18,29 @@ async fn main() -> Result<(), Error> {
     let config = BacklogConfig::from_env()?;
     let aws = sluice::aws::load().await;
     let sampler = Sampler::from_sdk(&aws, &config);
-    let (sampler, interval) = (&sampler, config.sample_interval);
+    // Every accepted job ends: a job whose message reached the dead-letter queue and that runs
+    // nowhere is ended FAILED with the reason, a pass a run.
+    let dead_letters = config.dead_letters.as_ref().map(|d| DeadLetters {
+        dlq: JobQueue::from_sdk(&aws, &d.dlq_url),
+        store: JobStore::from_sdk(&aws, &d.table_name).with_retention(d.retention),
+        retention: d.retention,
+    });
+    let (sampler, interval, dead_letters) = (&sampler, config.sample_interval, &dead_letters);
     run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let published = sampler.run(interval, WINDOW).await;
-            Ok::<_, Error>(serde_json::json!({ "published": published }))
+            let (published, reconciled) = tokio::join!(sampler.run(interval, WINDOW), async {
+                match dead_letters {
+                    None => 0,
+                    Some(d) => match d.reconcile().await {
+                        Ok(seen) => seen.len(),
+                        Err(e) => {
+                            lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not reconcile the dead-letter queue");
+                            0
+                        }
+                    },
+                }
+            });
+            Ok::<_, Error>(serde_json::json!({ "published": published, "dead_letters_seen": reconciled }))
         },
     ))
     .await

@@ -1,0 +1,132 @@
+//! The dead-letter queue: every job whose message reaches it ends, and `sluice dlq` explains and
+//! redrives what sits there.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sluice::deadletter::{DeadLetters, Finding};
+use sluice::job::{JobId, JobRecord, Owner, Status};
+use sluice::queue::Envelope;
+use sluice::time::Millis;
+
+use crate::support::*;
+
+/// A job as submitted, whose message then reached the dead-letter queue.
+async fn stranded(s: &Stack) -> JobId {
+    let id = JobId::generate();
+    let job = JobRecord::queued(
+        id.clone(),
+        Owner::new(format!("iam:{ALICE}")),
+        Millis::now(),
+        None,
+        3,
+        2,
+    );
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let input = RawValue::from_string(r#"{"text": "lost"}"#.into()).unwrap();
+    s.dlq
+        .send(Envelope::new(id.clone(), &input).encode().unwrap())
+        .await
+        .unwrap();
+    id
+}
+
+/// `sluice --json dlq ARGS` against this stack's dead-letter queue and table, parsed.
+async fn dlq_cli(s: &Stack, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all: Vec<String> = [
+        "--json",
+        "dlq",
+        "--dlq-url",
+        &s.res.dlq_url,
+        "--table",
+        &s.res.table_name,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        sluice_cli(&args)
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
+    let s = Stack::new("dlq_reconcile").await;
+    let lost = stranded(&s).await;
+    // A running job with a live lease whose duplicate message also landed there: left alone.
+    let busy = stranded(&s).await;
+    s.store
+        .claim(&busy, "alive", Millis::now(), Duration::from_secs(300))
+        .await
+        .unwrap();
+    s.dlq.send("not a job at all".into()).await.unwrap();
+
+    let dead = DeadLetters {
+        dlq: s.dlq.clone(),
+        store: s.store.clone(),
+        retention: s.retention,
+    };
+    let seen = dead.reconcile().await.unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let job = s.store.get(&lost).await.unwrap().unwrap();
+    assert_eq!(job.status, Status::Failed);
+    assert!(
+        sluice::deadletter::is_dead_letter_error(job.error.as_deref().unwrap()),
+        "{job:?}"
+    );
+    assert_eq!(
+        s.store.get(&busy).await.unwrap().unwrap().status,
+        Status::Running
+    );
+    // The caller learns it, and its cancel no longer answers 202 forever.
+    let (status, v) = s.call(delete(ALICE, &format!("/jobs/{lost}"))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("already_finished")),
+        "{v}"
+    );
+
+    // `sluice dlq list` shows and explains all three; the messages stay.
+    let rows = dlq_cli(&s, &["list"]).await;
+    let finding = |id: &JobId| {
+        rows.iter()
+            .find(|r| r["job_id"] == id.to_string())
+            .map(|r| r["finding"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(finding(&lost).as_deref(), Some("ended"));
+    assert_eq!(finding(&busy).as_deref(), Some("running"));
+    assert!(rows.iter().any(|r| r["finding"] == "undecodable"));
+
+    // Redrive the lost job: it runs and succeeds; drop what has nothing to run.
+    let _w = s.worker("w1", &[]);
+    let done = dlq_cli(
+        &s,
+        &[
+            "redrive",
+            &lost.to_string(),
+            "--queue-url",
+            &s.res.queue_url,
+        ],
+    )
+    .await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["done"], "queued again");
+    let view = s.wait_terminal(ALICE, &lost, Duration::from_secs(30)).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let left = dead.list(100).await.unwrap();
+    assert_eq!(left.len(), 2, "the redriven message left the DLQ: {left:?}");
+    assert!(left
+        .iter()
+        .any(|(_, f)| matches!(f, Finding::Undecodable(_))));
+}
