@@ -10,7 +10,7 @@ MOTO_VERSION := 5.2.5
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench clean help python-test example-venv
+.PHONY: dev test lint build setup bench chaos clean help python-test example-venv
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -18,6 +18,7 @@ help:
 	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, a simulator run"
 	@echo "make build  debug build of every binary"
 	@echo "make bench  throughput, requests per job, latency, Lambda sizes on the emulator (bench/README.md)"
+	@echo "make chaos  the full chaos run: workers killed, AWS faults injected, every job checked (make test runs a short one)"
 	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
 
 $(VENV)/.ok:
@@ -60,6 +61,15 @@ test: setup lint build python-test cdk-test docker-context-check
 bench: setup
 	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --profile lambda-release -p submit -p status -p backlog; fi
 	cargo bench -p sluice-worker --bench pipeline
+
+# The chaos run at full size (tests/chaos/main.rs; `make test` runs a short version): bounded in
+# jobs and time, loopback only. Override with SLUICE_CHAOS_JOBS, _SECONDS, _LONGEST_MS, _SEED.
+CHAOS_JOBS ?= 300
+CHAOS_SECONDS ?= 120
+CHAOS_LONGEST_MS ?= 20000
+chaos: setup build
+	SLUICE_CHAOS_JOBS=$(CHAOS_JOBS) SLUICE_CHAOS_SECONDS=$(CHAOS_SECONDS) SLUICE_CHAOS_LONGEST_MS=$(CHAOS_LONGEST_MS) \
+		cargo test --test chaos
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES_VENV) target
