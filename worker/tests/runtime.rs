@@ -19,6 +19,33 @@ use sluice::time::Millis;
 use sluice_worker::{handler_fn, run_with, JobContext, JobError, WorkerConfig};
 use support::Stack;
 
+/// A worker running in this process, on the test's runtime, until it is stopped.
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    fn start<H: sluice_worker::Handler>(
+        handler: H,
+        config: WorkerConfig,
+        store: JobStore,
+        queue: JobQueue,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_with(handler, config, store, queue, async {
+            let _ = stopped.await;
+        }));
+        InProcess { stop, task }
+    }
+
+    /// Stops it the way a SIGTERM does (drain, then release) and waits for it to end.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_deleted_ten_to_a_request() {
     let s = Stack::new("delete_batches").await;
@@ -53,13 +80,9 @@ async fn finished_jobs_are_deleted_ten_to_a_request() {
     let config = WorkerConfig::from_source(&vars[..]).unwrap();
     let noop =
         handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(null)) });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(noop, config, store.clone(), queue, async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcess::start(noop, config, store.clone(), queue);
     s.until_queue_empty(Duration::from_secs(30)).await;
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(
         counter.count("DeleteMessage"),
@@ -108,16 +131,7 @@ async fn a_handler_written_as_a_function_runs_on_the_queue() {
         ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
     ];
     let config = WorkerConfig::from_source(&vars[..]).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(
-        handler_fn(shout),
-        config,
-        s.store.clone(),
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(handler_fn(shout), config, s.store.clone(), s.queue.clone());
     let done = |id: JobId| {
         let s = &s;
         async move {
@@ -143,8 +157,7 @@ async fn a_handler_written_as_a_function_runs_on_the_queue() {
         .error
         .unwrap()
         .starts_with("the input does not match what the handler takes: missing field `text`"));
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// On a runtime with one thread (as on a 1-vCPU task), a synchronous handler that computes past
@@ -172,16 +185,7 @@ async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
         std::thread::sleep(Duration::from_millis(w.ms));
         Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
     });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(
-        crunch,
-        config,
-        s.store.clone(),
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(crunch, config, s.store.clone(), s.queue.clone());
     s.until(&id, Duration::from_secs(20), "the job starts", |j| {
         j.status == Status::Running
     })
@@ -196,8 +200,7 @@ async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
     drop(rival);
     assert_eq!((job.status, job.attempt), (Status::Succeeded, 1), "{job:?}");
     assert_eq!(job.result.as_deref(), Some(r#"{"attempt":1}"#));
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 fn config_for(s: &Stack) -> WorkerConfig {
@@ -236,16 +239,7 @@ async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
         }
     });
     let id = s.submit(support::ALICE, json!({})).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(
-        handler,
-        config_for(&s),
-        store,
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(handler, config_for(&s), store, s.queue.clone());
     let job = s
         .until(&id, Duration::from_secs(30), "the job ends", |j| {
             j.status.is_terminal()
@@ -264,8 +258,7 @@ async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
         "every injected fault was met: {:?}",
         injected.injected()
     );
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// An error too large for the record (the item limit is 400 KB) is cut with a marker, and the
@@ -280,16 +273,7 @@ async fn an_oversized_error_is_truncated_and_the_job_fails_once() {
         )))
     });
     let id = s.submit(support::ALICE, json!({})).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(
-        handler,
-        config_for(&s),
-        s.store.clone(),
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(handler, config_for(&s), s.store.clone(), s.queue.clone());
     let job = s
         .until(&id, Duration::from_secs(30), "the job ends", |j| {
             j.status.is_terminal()
@@ -308,8 +292,7 @@ async fn an_oversized_error_is_truncated_and_the_job_fails_once() {
         "{}",
         &error[error.len() - 60..]
     );
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A blocking handler past its time limit cannot be interrupted: its job fails at the limit, and
@@ -343,16 +326,7 @@ async fn a_blocking_handler_past_its_limit_keeps_its_slot_until_it_returns() {
     });
     let stuck = s.submit(support::ALICE, json!({"ms": 3000})).await;
     let next = s.submit(support::ALICE, json!({"ms": 10})).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(
-        handler,
-        config,
-        s.store.clone(),
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(handler, config, s.store.clone(), s.queue.clone());
     let within = Duration::from_secs(30);
     let stuck = s
         .until(&stuck, within, "the first job ends", |j| {
@@ -381,8 +355,7 @@ async fn a_blocking_handler_past_its_limit_keeps_its_slot_until_it_returns() {
         waited >= 2_500,
         "the second job started {waited} ms after the first"
     );
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// Deliveries a message may have before SQS moves it to the dead-letter queue, in these tests.
@@ -408,8 +381,7 @@ async fn releases_on_drain_never_send_a_job_to_the_dead_letter_queue() {
     }
     for round in 1..=REDRIVE_AFTER + 2 {
         let config = WorkerConfig::from_source(&vars[..]).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(run_with(
+        let worker = InProcess::start(
             handler_fn(|w: Work, _: JobContext| async move {
                 tokio::time::sleep(Duration::from_millis(w.ms)).await;
                 Ok::<_, JobError>(json!("done"))
@@ -417,16 +389,12 @@ async fn releases_on_drain_never_send_a_job_to_the_dead_letter_queue() {
             config,
             s.store.clone(),
             s.queue.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        );
         s.until(&id, Duration::from_secs(20), "the job starts", |j| {
             j.status == Status::Running && j.attempt == round
         })
         .await;
-        let _ = stop.send(());
-        worker.await.unwrap().unwrap();
+        worker.stop().await;
         let job = s.store.get(&id).await.unwrap().unwrap();
         assert_eq!(
             (job.status, job.releases),
@@ -441,25 +409,15 @@ async fn releases_on_drain_never_send_a_job_to_the_dead_letter_queue() {
     );
     // And the job still runs to its end.
     let config = WorkerConfig::from_source(&vars[..]).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let quick = handler_fn(|_: Work, _: JobContext| async { Ok::<_, JobError>(json!("done")) });
-    let worker = tokio::spawn(run_with(
-        quick,
-        config,
-        s.store.clone(),
-        s.queue.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = InProcess::start(quick, config, s.store.clone(), s.queue.clone());
     let job = s
         .until(&id, Duration::from_secs(20), "the job ends", |j| {
             j.status.is_terminal()
         })
         .await;
     assert_eq!(job.status, Status::Succeeded, "{job:?}");
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A table that refuses the worker's claims for a while (throttling, an outage) costs the jobs no
@@ -495,10 +453,7 @@ async fn a_table_outage_during_claims_sends_no_job_to_the_dead_letter_queue() {
     let config = WorkerConfig::from_source(&vars[..]).unwrap();
     let noop =
         handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(1)) });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(run_with(noop, config, store, s.queue.clone(), async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcess::start(noop, config, store, s.queue.clone());
     let job = s
         .until(&id, Duration::from_secs(60), "the job ends", |j| {
             j.status.is_terminal()
@@ -515,6 +470,5 @@ async fn a_table_outage_during_claims_sends_no_job_to_the_dead_letter_queue() {
         "every fault was met: {:?}",
         injected.injected()
     );
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
