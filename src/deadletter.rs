@@ -106,6 +106,10 @@ pub enum DeadLetterError {
     Store(#[from] StoreError),
 }
 
+/// The most messages one pass looks at, and the longest it takes.
+const PASS_MESSAGES: usize = 100;
+const PASS_TIME: Duration = Duration::from_secs(20);
+
 impl DeadLetters {
     async fn finding(&self, msg: &Received) -> Result<Finding, StoreError> {
         let record = match Envelope::decode(&msg.body) {
@@ -115,50 +119,17 @@ impl DeadLetters {
         Ok(judge(&msg.body, record, Millis::now()))
     }
 
-    /// One pass: reads up to ten messages without waiting, ends every stranded job `FAILED` with
-    /// the reason, and leaves the messages where they are for `sluice dlq`. Returns what it saw.
-    pub async fn reconcile(&self) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
-        let messages = self.dlq.receive(10, Duration::ZERO).await?;
-        let mut out = Vec::with_capacity(messages.len());
-        for msg in messages {
-            let mut finding = self.finding(&msg).await?;
-            if let Finding::Stranded(job) = &finding {
-                let now = Millis::now();
-                match self
-                    .store
-                    .fail_dead_lettered(&job.id, msg.receive_count, now, self.retention)
-                    .await
-                {
-                    Ok(ended) => {
-                        tracing::warn!(job_id = %ended.id, deliveries = msg.receive_count, "job ended FAILED: its message reached the dead-letter queue");
-                        finding = Finding::Ended(ended);
-                    }
-                    // It moved meanwhile (a worker claimed it, it ended): judge it again.
-                    Err(StoreError::Conflict { current }) => {
-                        finding = judge(&msg.body, current.map(|c| *c), now);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let _ = self
-                .dlq
-                .change_visibility(&msg.receipt, Duration::ZERO)
-                .await;
-            out.push((msg, finding));
-        }
-        Ok(out)
-    }
-
-    /// Every message (up to `max`) with what it is; each is visible again afterwards.
-    pub async fn list(&self, max: usize) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
+    /// Receives up to `max` messages, each once, and judges them. They stay hidden (so nothing
+    /// else acts on them meanwhile) until [`Self::release`] makes them visible again.
+    async fn pass(&self, max: usize) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
+        let started = std::time::Instant::now();
         let mut seen: Vec<(Received, Finding)> = Vec::new();
-        loop {
+        while seen.len() < max && started.elapsed() < PASS_TIME {
             let batch = self.dlq.receive(10, Duration::from_secs(1)).await?;
             if batch.is_empty() {
                 break;
             }
             for msg in batch {
-                // A message comes once per listing: it stays hidden until the end.
                 if seen.len() >= max || seen.iter().any(|(m, _)| m.message_id == msg.message_id) {
                     let _ = self
                         .dlq
@@ -169,81 +140,130 @@ impl DeadLetters {
                 let finding = self.finding(&msg).await?;
                 seen.push((msg, finding));
             }
-            if seen.len() >= max {
-                break;
-            }
         }
-        for (msg, _) in &seen {
+        Ok(seen)
+    }
+
+    async fn release(&self, messages: &[(Received, Finding)]) {
+        for (msg, _) in messages {
             let _ = self
                 .dlq
                 .change_visibility(&msg.receipt, Duration::ZERO)
                 .await;
         }
+    }
+
+    /// One pass over up to 100 messages: ends every stranded job (`CANCELLED` when its caller
+    /// asked, else `FAILED` with the reason), and leaves the messages where they are for
+    /// `sluice dlq`. Returns what it saw.
+    pub async fn reconcile(&self) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
+        let mut seen = self.pass(PASS_MESSAGES).await?;
+        for (msg, finding) in &mut seen {
+            let Finding::Stranded(job) = &*finding else {
+                continue;
+            };
+            let now = Millis::now();
+            let ended = if job.cancel_requested {
+                self.store
+                    .cancel_abandoned(&job.id, now, self.retention)
+                    .await
+            } else {
+                self.store
+                    .fail_dead_lettered(&job.id, msg.receive_count, now, self.retention)
+                    .await
+            };
+            match ended {
+                Ok(ended) => {
+                    tracing::warn!(job_id = %ended.id, status = %ended.status, deliveries = msg.receive_count, "job ended: its message reached the dead-letter queue");
+                    *finding = Finding::Ended(ended);
+                }
+                // It moved meanwhile (a worker claimed it, it ended): judge it again.
+                Err(StoreError::Conflict { current }) => {
+                    *finding = judge(&msg.body, current.map(|c| *c), now);
+                }
+                Err(e) => {
+                    self.release(&seen).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.release(&seen).await;
+        Ok(seen)
+    }
+
+    /// Every message (up to `max`) with what it is; each is visible again afterwards.
+    pub async fn list(&self, max: usize) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
+        let seen = self.pass(max).await?;
+        self.release(&seen).await;
         Ok(seen)
     }
 
     /// Sends the chosen jobs' messages back to `jobs`: a stranded job as it is, a job the
-    /// reconciler ended `FAILED` queued again first. Messages with nothing to run (undecodable,
-    /// no record, ended otherwise) are deleted when `drop_dead` is set. Returns what became of
-    /// each message chosen.
+    /// reconciler ended `FAILED` queued again first (its attempts afresh). Messages with nothing
+    /// to run (undecodable, no record, ended otherwise) are deleted when `drop_dead` is set.
+    /// Each message stays hidden from the reconciler until it is deleted right after its send.
     pub async fn redrive(
         &self,
         jobs: &JobQueue,
         chosen: impl Fn(&Finding) -> bool,
         drop_dead: bool,
     ) -> Result<Vec<(Finding, Redriven)>, DeadLetterError> {
+        let seen = self.pass(usize::MAX).await?;
         let mut out = Vec::new();
-        for (msg, finding) in self.list(usize::MAX).await? {
-            if !chosen(&finding) {
+        let mut failure = None;
+        for (msg, finding) in &seen {
+            if !chosen(finding) || failure.is_some() {
                 continue;
             }
-            let outcome = match &finding {
-                Finding::Stranded(_) => {
-                    jobs.send(msg.body.clone()).await?;
-                    Redriven::Requeued
-                }
-                Finding::Ended(job) if job.error.as_deref().is_some_and(is_dead_letter_error) => {
-                    self.store
-                        .revive_dead_lettered(&job.id, Millis::now())
-                        .await?;
-                    jobs.send(msg.body.clone()).await?;
-                    Redriven::Revived
-                }
-                Finding::Running(_) => Redriven::Left,
-                _ if drop_dead => Redriven::Dropped,
-                _ => Redriven::Left,
-            };
-            if matches!(
-                outcome,
-                Redriven::Requeued | Redriven::Revived | Redriven::Dropped
-            ) {
-                // Received again for the delete: `list` made every message visible.
-                self.delete_by_id(&msg.message_id).await?;
+            match self.redrive_one(jobs, msg, finding, drop_dead).await {
+                Ok(outcome) => out.push((finding.clone(), outcome)),
+                Err(e) => failure = Some(e),
             }
-            out.push((finding, outcome));
         }
-        Ok(out)
+        // What was deleted is gone; the rest becomes visible again.
+        self.release(&seen).await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
-    async fn delete_by_id(&self, message_id: &str) -> Result<(), DeadLetterError> {
-        for _ in 0..10 {
-            let mut found = false;
-            for msg in self.dlq.receive(10, Duration::from_secs(1)).await? {
-                if msg.message_id == message_id {
-                    self.dlq.delete(&msg.receipt).await?;
-                    found = true;
-                } else {
-                    let _ = self
-                        .dlq
-                        .change_visibility(&msg.receipt, Duration::ZERO)
-                        .await;
+    async fn redrive_one(
+        &self,
+        jobs: &JobQueue,
+        msg: &Received,
+        finding: &Finding,
+        drop_dead: bool,
+    ) -> Result<Redriven, DeadLetterError> {
+        let outcome = match finding {
+            Finding::Stranded(_) => {
+                jobs.send(msg.body.clone()).await?;
+                Redriven::Requeued
+            }
+            Finding::Ended(job) if job.error.as_deref().is_some_and(is_dead_letter_error) => {
+                match self
+                    .store
+                    .revive_dead_lettered(&job.id, job.attempt, Millis::now())
+                    .await
+                {
+                    Ok(_) => {
+                        jobs.send(msg.body.clone()).await?;
+                        Redriven::Revived
+                    }
+                    // Another copy of the same job's message was redriven first: this one is
+                    // a duplicate, with nothing left to do.
+                    Err(StoreError::Conflict { .. }) => Redriven::Dropped,
+                    Err(e) => return Err(e.into()),
                 }
             }
-            if found {
-                return Ok(());
-            }
+            Finding::Running(_) => Redriven::Left,
+            _ if drop_dead => Redriven::Dropped,
+            _ => Redriven::Left,
+        };
+        if outcome != Redriven::Left {
+            self.dlq.delete(&msg.receipt).await?;
         }
-        Ok(())
+        Ok(outcome)
     }
 }
 

@@ -135,6 +135,14 @@ enum Command {
         /// The jobs table.
         #[arg(long, env = "SLUICE_TABLE_NAME", global = true)]
         table: Option<String>,
+        /// Days an ended job's record is kept (the deployment's SLUICE_RETENTION_DAYS).
+        #[arg(
+            long,
+            env = "SLUICE_RETENTION_DAYS",
+            default_value_t = 7,
+            global = true
+        )]
+        retention_days: u32,
         #[command(subcommand)]
         action: DlqAction,
     },
@@ -220,10 +228,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Dlq {
         dlq_url,
         table,
+        retention_days,
         action,
     } = &cli.command
     {
-        return dlq(dlq_url.as_deref(), table.as_deref(), action, cli.json).await;
+        let retention = Duration::from_secs(86_400) * (*retention_days).max(1);
+        return dlq(
+            dlq_url.as_deref(),
+            table.as_deref(),
+            retention,
+            action,
+            cli.json,
+        )
+        .await;
     }
     if let Command::Report {
         queue_url,
@@ -308,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn dlq(
     dlq_url: Option<&str>,
     table: Option<&str>,
+    retention: Duration,
     action: &DlqAction,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -318,8 +336,8 @@ async fn dlq(
     let aws = sluice::aws::load().await;
     let dead = DeadLetters {
         dlq: sluice::queue::JobQueue::from_sdk(&aws, dlq_url),
-        store: sluice::store::JobStore::from_sdk(&aws, table),
-        retention: sluice::store::DEFAULT_RETENTION,
+        store: sluice::store::JobStore::from_sdk(&aws, table).with_retention(retention),
+        retention,
     };
     let job_of = |f: &Finding| match f {
         Finding::NoRecord(id) => Some(id.to_string()),

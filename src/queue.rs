@@ -68,10 +68,11 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    /// The message body, refused when it would not fit in one SQS message.
+    /// The message body, refused when it would not fit in one SQS message with room for the
+    /// attribute a message sent again carries ([`JobQueue::send_again`]).
     pub fn encode(&self) -> Result<String, QueueError> {
         let body = serde_json::to_string(self).expect("an envelope always serializes");
-        if body.len() > MAX_MESSAGE_BYTES {
+        if body.len() > MAX_MESSAGE_BYTES - ATTRIBUTE_ROOM {
             return Err(QueueError::TooLarge { size: body.len() });
         }
         Ok(body)
@@ -321,6 +322,9 @@ impl JobQueue {
             .map_err(classify)
     }
 }
+
+/// Bytes of a message kept for its attributes: SQS counts them in its size limit.
+pub const ATTRIBUTE_ROOM: usize = 1024;
 
 /// The message attribute carrying when a message sent again was first sent, in epoch ms.
 const FIRST_SENT: &str = "SluiceFirstSent";

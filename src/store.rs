@@ -283,7 +283,16 @@ impl JobStore {
                         current: found.map(Box::new),
                     }),
                 },
-                Err(e) => Err(classify(e)),
+                // Every try failed, but one may have been applied with its answer lost: a record
+                // found is this call's own, and its job will run, so it is accepted.
+                Err(e) => match self.get(&job.id).await {
+                    Ok(Some(found))
+                        if found.owner == job.owner && found.submitted_at == job.submitted_at =>
+                    {
+                        Ok(Created::Created)
+                    }
+                    _ => Err(classify(e)),
+                },
             };
         };
         let put_job = Put::builder()
@@ -636,13 +645,19 @@ impl JobStore {
 
     /// An operator's redrive: a job the dead-letter reconciler ended `FAILED` is queued again
     /// (the one way out of a terminal status, for that case only), its attempts kept.
+    ///
+    /// Its attempts start afresh (`releases` catches up with `attempt`), or a job that reached
+    /// the dead-letter queue by using up its attempts would fail again at its next claim.
+    /// `seen_attempt` is the attempt the operator saw: a record that moved since is left alone.
     pub async fn revive_dead_lettered(
         &self,
         id: &JobId,
+        seen_attempt: u32,
         now: Millis,
     ) -> Result<JobRecord, StoreError> {
         let update = Update::default()
             .set(attr::STATUS, s(Status::Queued.as_str()))
+            .set(attr::RELEASES, n(seen_attempt))
             .set(
                 attr::EXPIRES_AT,
                 n(expires_at(
@@ -653,9 +668,10 @@ impl JobStore {
             .remove(attr::FINISHED_AT)
             .remove(attr::DEAD_LETTERED)
             .remove(attr::ERROR)
-            .when("#status = :failed AND #dead_lettered = :true")
+            .when("#status = :failed AND #dead_lettered = :true AND #attempt = :seen")
             .bind("failed", s(Status::Failed.as_str()))
-            .bind("true", AttributeValue::Bool(true));
+            .bind("true", AttributeValue::Bool(true))
+            .bind("seen", n(seen_attempt));
         self.update(id, update).await
     }
 

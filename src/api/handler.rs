@@ -282,8 +282,13 @@ impl Api {
                 Err(StoreError::Conflict { current: Some(job) }) if job.owner == owner => {
                     let seen = job.effective_status(now);
                     if seen == Status::Expired && job.status == Status::Queued {
-                        // Record what readers already see; a failure here changes nothing.
-                        let _ = self.store.expire(&id, now, self.config.retention).await;
+                        // Record the expiry; one that lost to a claim means the job runs:
+                        // look again.
+                        match self.store.expire(&id, now, self.config.retention).await {
+                            Ok(_) => {}
+                            Err(StoreError::Conflict { .. }) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                     if seen.is_terminal() {
                         return Err(ApiError::Conflict {

@@ -221,8 +221,30 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
 struct Submitted {
     id: JobId,
     input: Value,
+    /// The caller asked to cancel it.
+    cancel_asked: bool,
     /// Answered 200 CANCELLED: the job was cancelled while queued and must never run.
     cancelled_queued: bool,
+    /// It was submitted with a deadline.
+    deadline: bool,
+}
+
+/// Whether a job's end is one the handler, its input or its caller decided: anything else is
+/// the pipeline's doing. A job's attempts may be used up by workers killed under it ("worker
+/// was lost"), or by those and its own asked-for failures.
+fn explained(j: &Submitted, r: &sluice::job::JobRecord) -> bool {
+    let error = r.error.as_deref().unwrap_or("");
+    match r.status {
+        Status::Succeeded => true,
+        Status::Cancelled => j.cancel_asked,
+        Status::Expired => j.deadline && r.attempt == 0,
+        Status::Failed => {
+            error == "asked to fail permanently"
+                || error.contains("worker was lost")
+                || error.starts_with("asked to fail attempt")
+        }
+        Status::Queued | Status::Running => false,
+    }
 }
 
 fn expected(input: &Value) -> Value {
@@ -277,9 +299,9 @@ fn start_worker(s: &Stack, n: usize, proxy: &str, log: &str) -> WorkerProcess {
     )
 }
 
-async fn submit(api: &Api, rng: &mut Rng, input: &Value) -> Option<JobId> {
+async fn submit(api: &Api, rng: &mut Rng, input: &Value, deadline: bool) -> Option<JobId> {
     let mut body = json!({"input": input});
-    if rng.chance(0.1) {
+    if deadline {
         body["deadline_seconds"] = json!(2 + rng.below(4));
     }
     let key = rng.chance(0.5).then(|| format!("chaos-{}", rng.next()));
@@ -369,19 +391,23 @@ async fn run() -> ExitCode {
     while started.elapsed() < Duration::from_secs(seconds) {
         if submitted.len() + (refused as usize) < jobs {
             let input = job_input(&mut rng, longest_ms);
-            match submit(&api, &mut rng, &input).await {
+            let deadline = rng.chance(0.1);
+            match submit(&api, &mut rng, &input, deadline).await {
                 Some(id) => {
-                    let mut cancelled_queued = false;
+                    let (mut cancel_asked, mut cancelled_queued) = (false, false);
                     if rng.chance(0.15) {
                         let (status, v) =
                             decode(api.handle(delete(ALICE, &format!("/jobs/{id}"))).await);
                         *events.entry("cancels asked").or_default() += 1;
+                        cancel_asked = status == 200 || status == 202;
                         cancelled_queued = status == 200 && v["status"] == "CANCELLED";
                     }
                     submitted.push(Submitted {
                         id,
                         input,
+                        cancel_asked,
                         cancelled_queued,
+                        deadline,
                     });
                 }
                 None => refused += 1,
@@ -466,7 +492,8 @@ async fn run() -> ExitCode {
         }
     }
     let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let (mut open, mut over_completed, mut wrong, mut cancelled_ran) = (0, 0, 0, 0);
+    let (mut open, mut over_completed, mut wrong, mut cancelled_ran, mut unexplained) =
+        (0, 0, 0, 0, 0);
     for j in &submitted {
         let Some(r) = records.get(&j.id) else {
             open += 1;
@@ -479,7 +506,18 @@ async fn run() -> ExitCode {
             continue;
         }
         *by_status.entry(r.status.as_str()).or_default() += 1;
+        if !explained(j, r) {
+            unexplained += 1;
+            println!(
+                "  ended {} for no reason its handler, input or caller gave: {r:?}",
+                r.status
+            );
+        }
         let ran = completions.get(&j.id.to_string()).copied().unwrap_or(0);
+        if j.cancelled_queued && ran > 0 {
+            cancelled_ran += 1;
+            println!("  cancelled while queued, yet ran {ran} times: {r:?}");
+        }
         if ran > r.attempt {
             over_completed += 1;
             println!(
@@ -493,10 +531,6 @@ async fn run() -> ExitCode {
             if got != expected(&j.input) {
                 wrong += 1;
                 println!("  wrong result for {}: {got} (input {})", j.id, j.input);
-            }
-            if j.cancelled_queued {
-                cancelled_ran += 1;
-                println!("  cancelled while queued, yet SUCCEEDED: {r:?}");
             }
         }
     }
@@ -542,6 +576,11 @@ async fn run() -> ExitCode {
     row(
         "jobs cancelled while queued that ran",
         cancelled_ran.to_string(),
+        true,
+    );
+    row(
+        "jobs ended for a reason no handler, input or caller gave",
+        unexplained.to_string(),
         true,
     );
     row(

@@ -59,10 +59,42 @@ async fn dlq_cli(s: &Stack, args: &[&str]) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Claims `id` `times` times, each lease already run out: workers that died under it.
+async fn lose_workers(s: &Stack, id: &JobId, times: u32) {
+    let mut at = Millis(Millis::now().0 - 1_000_000);
+    for _ in 0..times {
+        s.store
+            .claim(id, "doomed", at, Duration::from_secs(1))
+            .await
+            .unwrap();
+        at = at.plus(Duration::from_secs(2));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
     let s = Stack::new("dlq_reconcile").await;
+    // It used up its attempts on workers that died: a redrive must still run it.
     let lost = stranded(&s).await;
+    lose_workers(&s, &lost, 3).await;
+    // A second copy of its message landed there too.
+    let input = RawValue::from_string(r#"{"text": "lost"}"#.into()).unwrap();
+    s.dlq
+        .send(Envelope::new(lost.clone(), &input).encode().unwrap())
+        .await
+        .unwrap();
+    // A job its caller cancelled while it ran, whose worker then died.
+    let cancelled = stranded(&s).await;
+    lose_workers(&s, &cancelled, 1).await;
+    s.store
+        .cancel(
+            &cancelled,
+            &Owner::new(format!("iam:{ALICE}")),
+            Millis::now(),
+            s.retention,
+        )
+        .await
+        .unwrap();
     // A running job with a live lease whose duplicate message also landed there: left alone.
     let busy = stranded(&s).await;
     s.store
@@ -77,7 +109,12 @@ async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
         retention: s.retention,
     };
     let seen = dead.reconcile().await.unwrap();
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(
+        s.store.get(&cancelled).await.unwrap().unwrap().status,
+        Status::Cancelled,
+        "a cancel its caller asked for is honoured"
+    );
     let job = s.store.get(&lost).await.unwrap().unwrap();
     assert_eq!(job.status, Status::Failed);
     assert!(
@@ -103,7 +140,7 @@ async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
             .find(|r| r["job_id"] == id.to_string())
             .map(|r| r["finding"].as_str().unwrap().to_owned())
     };
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.len(), 5, "{rows:?}");
     assert_eq!(finding(&lost).as_deref(), Some("ended"));
     assert_eq!(finding(&busy).as_deref(), Some("running"));
     assert!(rows.iter().any(|r| r["finding"] == "undecodable"));
@@ -120,12 +157,22 @@ async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
         ],
     )
     .await;
-    assert_eq!(done.len(), 1, "{done:?}");
-    assert_eq!(done[0]["done"], "queued again");
+    let mut outcomes: Vec<&str> = done.iter().map(|d| d["done"].as_str().unwrap()).collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["deleted", "queued again"],
+        "both copies handled: {done:?}"
+    );
     let view = s.wait_terminal(ALICE, &lost, Duration::from_secs(30)).await;
     assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    assert_eq!(view.attempt, 4, "its attempts started afresh: {view:?}");
     let left = dead.list(100).await.unwrap();
-    assert_eq!(left.len(), 2, "the redriven message left the DLQ: {left:?}");
+    assert_eq!(
+        left.len(),
+        3,
+        "the redriven messages left the DLQ: {left:?}"
+    );
     assert!(left
         .iter()
         .any(|(_, f)| matches!(f, Finding::Undecodable(_))));

@@ -95,7 +95,7 @@ impl WorkerConfig {
             job_timeout,
             max_job_timeout,
             startup: seconds_or(src, env::STARTUP_SECONDS, 600, 1..=86_400)?,
-            max_receive_count: number_or(src, env::MAX_RECEIVE_COUNT, 12u32, 2..=1000)?,
+            max_receive_count: number_or(src, env::MAX_RECEIVE_COUNT, 12u32, 1..=1000)?,
             emit_metrics: sluice::telemetry::json_logs_for(src.get(env::LOG_FORMAT).as_deref()),
             metric_namespace: src
                 .get(env::METRIC_NAMESPACE)
