@@ -119,6 +119,12 @@ async fn check(store: &JobStore, owner: &Owner, ops: &[Op], with_deadline: bool)
         if let (Op::Cancel, Ok(_)) = (op, &result) {
             cancel_asked = true;
         }
+        if let (Op::Expire, Ok(j)) = (op, &result) {
+            assert_eq!(
+                j.attempt, 0,
+                "a job that had started was expired after {ops:?}"
+            );
+        }
         let record = store.get(&id).await.unwrap().unwrap();
         if let Some(done) = ended {
             assert_eq!(
