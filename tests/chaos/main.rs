@@ -32,7 +32,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 use sluice::api::Api;
-use sluice::config::ApiConfig;
 use sluice::deadletter::DeadLetters;
 use sluice::job::{JobId, Status};
 use sluice::queue::{Envelope, JobQueue};
@@ -361,15 +360,7 @@ async fn run() -> ExitCode {
     let api = Api::new(
         JobStore::from_sdk(&faulty, &s.res.table_name),
         Some(JobQueue::from_sdk(&faulty, &s.res.queue_url)),
-        ApiConfig {
-            table_name: s.res.table_name.clone(),
-            queue_url: Some(s.res.queue_url.clone()),
-            max_attempts: 3,
-            retention: s.retention,
-            workers: None,
-            max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
-            owner_scope: Default::default(),
-        },
+        support::api_config(&s.res),
     );
     let mut workers: Vec<WorkerProcess> = (0..workers_n)
         .map(|n| start_worker(&s, n, &proxy_url, &log_path))

@@ -254,15 +254,7 @@ fn faulty_api(s: &Stack, faults: &crate::faults::Faults) -> sluice::api::Api {
             .build(),
     );
     let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
-    let config = sluice::config::ApiConfig {
-        table_name: s.res.table_name.clone(),
-        queue_url: Some(s.res.queue_url.clone()),
-        max_attempts: 3,
-        retention: s.retention,
-        workers: None,
-        max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
-        owner_scope: Default::default(),
-    };
+    let config = api_config(&s.res);
     sluice::api::Api::new(store, Some(s.queue.clone()), config)
 }
 

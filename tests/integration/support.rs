@@ -137,6 +137,19 @@ pub const VISIBILITY: Duration = Duration::from_secs(3);
 /// policy moves their message; only undecodable messages reach the dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
+/// The API's settings for a test's resources: 3 attempts, a day's retention.
+pub fn api_config(res: &Resources) -> ApiConfig {
+    ApiConfig {
+        table_name: res.table_name.clone(),
+        queue_url: Some(res.queue_url.clone()),
+        max_attempts: 3,
+        retention: Duration::from_secs(86_400),
+        workers: None,
+        max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
+        owner_scope: Default::default(),
+    }
+}
+
 impl Stack {
     pub async fn new(test: &str) -> Stack {
         static N: AtomicU32 = AtomicU32::new(0);
@@ -157,15 +170,7 @@ impl Stack {
         )
         .await
         .expect("resources are created");
-        let config = ApiConfig {
-            table_name: res.table_name.clone(),
-            queue_url: Some(res.queue_url.clone()),
-            max_attempts: 3,
-            retention: Duration::from_secs(86_400),
-            workers: None,
-            max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
-            owner_scope: Default::default(),
-        };
+        let config = api_config(&res);
         let store = JobStore::from_sdk(&aws, &res.table_name);
         let queue = JobQueue::from_sdk(&aws, &res.queue_url);
         let dlq = JobQueue::from_sdk(&aws, &res.dlq_url);
