@@ -220,10 +220,11 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
 struct Submitted {
     id: JobId,
     input: Value,
-    /// The caller asked to cancel it.
+    /// The caller asked to cancel it (whatever the answer: a cancel answered with an error may
+    /// still have been applied).
     cancel_asked: bool,
-    /// Answered 200 CANCELLED: the job was cancelled while queued and must never run.
-    cancelled_queued: bool,
+    /// Answered 200 CANCELLED at this attempt: no later attempt may run.
+    cancelled_queued: Option<u32>,
     /// It was submitted with a deadline.
     deadline: bool,
 }
@@ -298,7 +299,16 @@ fn start_worker(s: &Stack, n: usize, proxy: &str, log: &str) -> WorkerProcess {
     )
 }
 
-async fn submit(api: &Api, rng: &mut Rng, input: &Value, deadline: bool) -> Option<JobId> {
+/// How a submit went, after a careful client's retries.
+enum Submit {
+    Accepted(JobId),
+    /// Still 5xx or 429 after the retries.
+    Refused,
+    /// A 4xx for a valid job: the API's fault.
+    Rejected(u16, Value),
+}
+
+async fn submit(api: &Api, rng: &mut Rng, input: &Value, deadline: bool) -> Submit {
     let mut body = json!({"input": input});
     if deadline {
         body["deadline_seconds"] = json!(2 + rng.below(4));
@@ -311,14 +321,17 @@ async fn submit(api: &Api, rng: &mut Rng, input: &Value, deadline: bool) -> Opti
                 .await,
         );
         if status == 202 || status == 200 {
-            return v["id"].as_str().and_then(|s| s.parse().ok());
+            return match v["id"].as_str().and_then(|s| s.parse().ok()) {
+                Some(id) => Submit::Accepted(id),
+                None => Submit::Rejected(status, v),
+            };
         }
         if status < 500 && status != 429 {
-            panic!("the submit was refused as bad: {status} {v}");
+            return Submit::Rejected(status, v);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    None
+    Submit::Refused
 }
 
 fn main() -> ExitCode {
@@ -374,24 +387,26 @@ async fn run() -> ExitCode {
     let started = Instant::now();
     let mut rng = Rng(seed);
     let mut submitted: Vec<Submitted> = Vec::new();
-    let mut refused = 0u64;
+    let (mut refused, mut rejected) = (0u64, 0u64);
     let mut events: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut next_chaos = Instant::now() + Duration::from_secs(2);
     let pace = Duration::from_secs(seconds) * 6 / 10 / jobs.max(1) as u32;
     let mut last_reconcile = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
-        if submitted.len() + (refused as usize) < jobs {
+        if submitted.len() + ((refused + rejected) as usize) < jobs {
             let input = job_input(&mut rng, longest_ms);
             let deadline = rng.chance(0.1);
             match submit(&api, &mut rng, &input, deadline).await {
-                Some(id) => {
-                    let (mut cancel_asked, mut cancelled_queued) = (false, false);
+                Submit::Accepted(id) => {
+                    let (mut cancel_asked, mut cancelled_queued) = (false, None);
                     if rng.chance(0.15) {
                         let (status, v) =
                             decode(api.handle(delete(ALICE, &format!("/jobs/{id}"))).await);
                         *events.entry("cancels asked").or_default() += 1;
-                        cancel_asked = status == 200 || status == 202;
-                        cancelled_queued = status == 200 && v["status"] == "CANCELLED";
+                        cancel_asked = true;
+                        if status == 200 && v["status"] == "CANCELLED" {
+                            cancelled_queued = v["attempt"].as_u64().map(|a| a as u32);
+                        }
                     }
                     submitted.push(Submitted {
                         id,
@@ -401,7 +416,11 @@ async fn run() -> ExitCode {
                         deadline,
                     });
                 }
-                None => refused += 1,
+                Submit::Refused => refused += 1,
+                Submit::Rejected(status, v) => {
+                    println!("  a valid job was rejected: {status} {v}");
+                    rejected += 1;
+                }
             }
         }
         if Instant::now() >= next_chaos {
@@ -450,7 +469,7 @@ async fn run() -> ExitCode {
     // Quiescence: no more faults; every accepted job must end.
     faults.on.store(false, Ordering::Relaxed);
     let calm = Instant::now();
-    let cap = Duration::from_secs(60) + Duration::from_millis(longest_ms * 4);
+    let cap = Duration::from_secs(120) + Duration::from_millis(longest_ms * 4);
     let mut records = HashMap::new();
     loop {
         records.clear();
@@ -476,10 +495,13 @@ async fn run() -> ExitCode {
     drop(workers);
 
     // The checks.
-    let mut completions: HashMap<String, u32> = HashMap::new();
+    // Each completed run of the handler, by job, with the attempt it ran as.
+    let mut completions: HashMap<String, Vec<u32>> = HashMap::new();
     for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
-        if let Some(id) = line.split_whitespace().next() {
-            *completions.entry(id.to_owned()).or_default() += 1;
+        let mut words = line.split_whitespace();
+        if let (Some(id), Some(attempt)) = (words.next(), words.next().and_then(|a| a.parse().ok()))
+        {
+            completions.entry(id.to_owned()).or_default().push(attempt);
         }
     }
     let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -504,15 +526,21 @@ async fn run() -> ExitCode {
                 r.status
             );
         }
-        let ran = completions.get(&j.id.to_string()).copied().unwrap_or(0);
-        if j.cancelled_queued && ran > 0 {
-            cancelled_ran += 1;
-            println!("  cancelled while queued, yet ran {ran} times: {r:?}");
+        let runs = completions.remove(&j.id.to_string()).unwrap_or_default();
+        if let Some(at) = j.cancelled_queued {
+            if runs.iter().any(|a| *a > at) {
+                cancelled_ran += 1;
+                println!("  cancelled while queued at attempt {at}, yet ran as {runs:?}: {r:?}");
+            }
         }
-        if ran > r.attempt {
+        // Every completed run belongs to an attempt the record counts, and no attempt ran twice.
+        let mut attempts = runs.clone();
+        attempts.sort_unstable();
+        attempts.dedup();
+        if attempts.len() < runs.len() || runs.iter().any(|a| *a > r.attempt) {
             over_completed += 1;
             println!(
-                "  ran to completion {ran} times in {} recorded attempts: {r:?}",
+                "  runs {runs:?} against {} recorded attempts: {r:?}",
                 r.attempt
             );
         }
@@ -553,9 +581,14 @@ async fn run() -> ExitCode {
     for (status, n) in &by_status {
         row(&format!("  ended {status}"), n.to_string(), false);
     }
+    row(
+        "valid submits rejected with a 4xx",
+        rejected.to_string(),
+        true,
+    );
     row("jobs not terminal", open.to_string(), true);
     row(
-        "jobs run to completion more often than their recorded attempts",
+        "handler runs not accounted for by a recorded attempt",
         over_completed.to_string(),
         true,
     );
