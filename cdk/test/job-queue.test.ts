@@ -3,7 +3,7 @@ import * as assert from 'node:assert/strict';
 import { Duration, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { JobQueue, JobQueueProps } from '../lib/constructs/job-queue';
-import { logicalId, testApp } from './helpers';
+import { logicalId, sluiceStack, testApp } from './helpers';
 
 function queueStack(props: JobQueueProps = {}): { q: JobQueue; t: Template } {
   const stack = new Stack(testApp(), 'Test');
@@ -80,4 +80,11 @@ test('bad queue props are rejected', () => {
   assert.throws(() => queueStack({ leaseDuration: Duration.seconds(5) }), /leaseDuration must be whole seconds from 10 to 43170/);
   assert.throws(() => queueStack({ leaseDuration: Duration.hours(12) }), /leaseDuration must be whole seconds/);
   assert.throws(() => queueStack({ payloadRetention: Duration.hours(1) }), /payloadRetention must be whole days/);
+});
+
+test('the queue alone and the stack default to the same redrive limit', () => {
+  const { q } = queueStack();
+  assert.equal(q.maxReceiveCount, JobQueue.defaultMaxReceiveCount);
+  const stack = sluiceStack();
+  assert.equal(stack.jobQueue.maxReceiveCount, JobQueue.defaultMaxReceiveCount);
 });

@@ -80,17 +80,26 @@ test('the topic is encrypted with a rotating key that cloudwatch may use, and re
         Match.objectLike({
           Principal: { Service: 'cloudwatch.amazonaws.com' },
           Action: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+          Condition: {
+            StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+            ArnLike: { 'aws:SourceArn': Match.anyValue() },
+          },
         }),
       ]),
     },
   });
-  t.hasResourceProperties('AWS::SNS::TopicPolicy', {
-    PolicyDocument: {
-      Statement: Match.arrayWith([
-        Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
-      ]),
-    },
-  });
+  // enforceSSL's deny-only policy replaces SNS's default one: CloudWatch must be allowed to
+  // publish in so many words, or no alarm notification ever arrives.
+  const policies = Object.values(t.findResources('AWS::SNS::TopicPolicy'));
+  assert.equal(policies.length, 1);
+  const statements: any[] = policies[0].Properties.PolicyDocument.Statement;
+  assert.ok(statements.some((s) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'));
+  const publish = statements.find((s) => s.Effect === 'Allow' && s.Principal?.Service === 'cloudwatch.amazonaws.com');
+  assert.ok(publish, 'cloudwatch may publish to the alarm topic');
+  assert.equal(publish.Action, 'sns:Publish');
+  assert.deepEqual(publish.Resource, { Ref: logicalId(stack.observability.topic) });
+  assert.deepEqual(publish.Condition.StringEquals, { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } });
+  assert.ok(j(publish.Condition.ArnLike['aws:SourceArn']).includes(':alarm:*'));
   t.resourceCountIs('AWS::SNS::Subscription', 0);
 });
 

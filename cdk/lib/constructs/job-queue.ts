@@ -12,7 +12,7 @@ export interface JobQueueProps {
    * submit Lambda's max attempts, so a drained or duplicated delivery does not cost a job its
    * last attempt.
    *
-   * @default 5
+   * @default 12, the stack's: the most attempts a job may ask for (10), plus 2
    */
   readonly maxReceiveCount?: number;
   /**
@@ -48,6 +48,8 @@ export interface JobQueueProps {
 
 /** The jobs queue with its dead-letter queue, and the bucket for payloads too large for a record. */
 export class JobQueue extends Construct {
+  /** Deliveries before the dead-letter queue when none is given: the stack's default too. */
+  public static readonly defaultMaxReceiveCount = 12;
   /** Added to the lease to get the visibility timeout. */
   public static readonly visibilityMargin = Duration.seconds(30);
 
@@ -62,7 +64,7 @@ export class JobQueue extends Construct {
 
   constructor(scope: Construct, id: string, props: JobQueueProps = {}) {
     super(scope, id);
-    this.maxReceiveCount = props.maxReceiveCount ?? 5;
+    this.maxReceiveCount = props.maxReceiveCount ?? JobQueue.defaultMaxReceiveCount;
     if (!Number.isInteger(this.maxReceiveCount) || this.maxReceiveCount < 1 || this.maxReceiveCount > 1000) {
       throw new Error(`maxReceiveCount must be an integer from 1 to 1000, got ${this.maxReceiveCount}`);
     }
