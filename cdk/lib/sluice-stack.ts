@@ -333,6 +333,15 @@ export class SluiceStack extends Stack {
     });
 
     new CfnOutput(this, 'ApiUrl', { value: this.jobApi.url, description: 'Base URL of the jobs API' });
+    new CfnOutput(this, 'ApiId', { value: this.jobApi.api.apiId });
+    new CfnOutput(this, 'ExecuteApiArn', {
+      value: this.jobApi.api.arnForExecuteApi(),
+      description: 'execute-api ARN of the jobs API, for IAM policies of your own',
+    });
+    new CfnOutput(this, 'CallerPolicyArn', {
+      value: this.jobApi.callerPolicy.managedPolicyArn,
+      description: 'Attach to the roles and users that call the API (execute-api:Invoke on its three routes)',
+    });
     new CfnOutput(this, 'TableName', { value: this.jobTable.table.tableName });
     new CfnOutput(this, 'QueueUrl', { value: this.jobQueue.queue.queueUrl });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.jobQueue.deadLetterQueue.queueUrl });

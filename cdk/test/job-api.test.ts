@@ -149,3 +149,21 @@ test('each session is its own owner unless the deployment says one owner per rol
   for (const v of envOf(template({ ownerScope: 'role' }))) assert.equal(v.SLUICE_OWNER_SCOPE, 'role');
   assert.throws(() => template({ ownerScope: 'user' as never }), /ownerScope must be session or role, got user/);
 });
+
+test('callers get a managed policy for the three routes, and the stack says what to grant', () => {
+  const { stack, t } = template();
+  const policy = t.toJSON().Resources[logicalId(stack.jobApi.callerPolicy)].Properties;
+  const statements = policy.PolicyDocument.Statement;
+  assert.equal(statements.length, 1);
+  assert.equal(statements[0].Action, 'execute-api:Invoke');
+  const resources = j(statements[0].Resource);
+  for (const route of ['/POST/jobs', '/GET/jobs/*', '/DELETE/jobs/*']) {
+    assert.ok(resources.includes(route), `${route} in ${resources}`);
+  }
+  assert.equal(statements[0].Resource.length, 3, 'nothing but the three routes');
+  const outputs = t.toJSON().Outputs;
+  for (const name of ['ApiId', 'ExecuteApiArn', 'CallerPolicyArn']) {
+    assert.ok(outputs[name], `output ${name}`);
+  }
+  assert.deepEqual(outputs.CallerPolicyArn.Value, { Ref: logicalId(stack.jobApi.callerPolicy) });
+});

@@ -6,12 +6,14 @@ import { HttpIamAuthorizer, HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigateway
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
+import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
 
 /** A JWT authorizer in place of IAM. */
@@ -93,6 +95,10 @@ export class JobApi extends Construct {
   public readonly authorizer: apigwv2.IHttpRouteAuthorizer;
   /** The base URL, ending in `/`. */
   public readonly url: string;
+  /** `execute-api:Invoke` ARNs of the three routes: `POST /jobs`, `GET` and `DELETE /jobs/{id}`. */
+  public readonly routeArns: string[];
+  /** A managed policy to give callers: `execute-api:Invoke` on the three routes, nothing more. */
+  public readonly callerPolicy: iam.ManagedPolicy;
 
   constructor(scope: Construct, id: string, props: JobApiProps) {
     super(scope, id);
@@ -208,5 +214,24 @@ export class JobApi extends Construct {
       methods: [apigwv2.HttpMethod.GET, apigwv2.HttpMethod.DELETE],
       integration: new HttpLambdaIntegration('StatusIntegration', this.statusFunction, { payloadFormatVersion }),
     });
+
+    const stageName = '$default';
+    this.routeArns = [
+      this.api.arnForExecuteApi('POST', '/jobs', stageName),
+      this.api.arnForExecuteApi('GET', '/jobs/*', stageName),
+      this.api.arnForExecuteApi('DELETE', '/jobs/*', stageName),
+    ];
+    this.callerPolicy = new iam.ManagedPolicy(this, 'CallerPolicy', {
+      description: 'Call the sluice jobs API: submit, status and cancel (SigV4)',
+      statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: this.routeArns })],
+    });
+    for (const method of ['GET', 'DELETE']) {
+      acknowledge(
+        this.callerPolicy,
+        `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:${nagRef(this.api)}/${stageName}/${method}/jobs/*]`,
+        'the wildcard is the {id} of /jobs/{id}: a caller may read and cancel its jobs, and the API shows each ' +
+          'caller only its own',
+      );
+    }
   }
 }
