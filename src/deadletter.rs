@@ -31,6 +31,26 @@ pub enum Finding {
 }
 
 impl Finding {
+    /// The job the message is about, when it is a job's.
+    pub fn job_id(&self) -> Option<&JobId> {
+        match self {
+            Finding::NoRecord(id) => Some(id),
+            Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(&j.id),
+            Finding::Undecodable(_) => None,
+        }
+    }
+
+    /// A one-word name, for scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::Undecodable(_) => "undecodable",
+            Finding::NoRecord(_) => "no_record",
+            Finding::Ended(_) => "ended",
+            Finding::Running(_) => "running",
+            Finding::Stranded(_) => "stranded",
+        }
+    }
+
     /// One line for people.
     pub fn explain(&self) -> String {
         match self {

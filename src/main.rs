@@ -339,18 +339,8 @@ async fn dlq(
         store: sluice::store::JobStore::from_sdk(&aws, table).with_retention(retention),
         retention,
     };
-    let job_of = |f: &Finding| match f {
-        Finding::NoRecord(id) => Some(id.to_string()),
-        Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(j.id.to_string()),
-        Finding::Undecodable(_) => None,
-    };
-    let kind = |f: &Finding| match f {
-        Finding::Undecodable(_) => "undecodable",
-        Finding::NoRecord(_) => "no_record",
-        Finding::Ended(_) => "ended",
-        Finding::Running(_) => "running",
-        Finding::Stranded(_) => "stranded",
-    };
+    let job_of = |f: &Finding| f.job_id().map(ToString::to_string);
+    let kind = |f: &Finding| f.kind();
     let rows: Vec<serde_json::Value> = match action {
         DlqAction::List { max } => dead
             .list(*max)

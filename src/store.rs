@@ -154,23 +154,37 @@ impl Update {
         self.values.insert(format!(":{key}"), v);
         format!(":{key}")
     }
+    /// Panics, in debug builds, when a clause already names `a`: DynamoDB refuses an update
+    /// whose paths overlap, so every test that writes through it would fail obscurely instead.
+    fn first_mention(&self, a: &str) {
+        let n = format!("#{a}");
+        let named = |c: &String| c.split(' ').next() == Some(n.as_str());
+        debug_assert!(
+            !(self.set.iter().any(named) || self.remove.contains(&n) || self.add.iter().any(named)),
+            "the update names {a} twice"
+        );
+    }
     fn set(mut self, a: &str, v: AttributeValue) -> Self {
+        self.first_mention(a);
         let (n, val) = (self.name(a), self.value(a, v));
         self.set.push(format!("{n} = {val}"));
         self
     }
     fn set_if_absent(mut self, a: &str, v: AttributeValue) -> Self {
+        self.first_mention(a);
         let (n, val) = (self.name(a), self.value(a, v));
         self.set.push(format!("{n} = if_not_exists({n}, {val})"));
         self
     }
     fn increment(mut self, a: &str) -> Self {
+        self.first_mention(a);
         let n = self.name(a);
         let one = self.value("one", n_one());
         self.add.push(format!("{n} {one}"));
         self
     }
     fn remove(mut self, a: &str) -> Self {
+        self.first_mention(a);
         let n = self.name(a);
         self.remove.push(n);
         self
@@ -227,6 +241,21 @@ const CLAIMABLE: &str = "(#status = :queued \
 
 /// The condition under which attempt `:attempt` still owns the job.
 const HOLDS_ATTEMPT: &str = "#status = :running AND #attempt = :attempt";
+
+impl Update {
+    /// The start of every write that ends a job: its status, when it ended, the retention that
+    /// counts from then, and no lease.
+    fn ended(status: Status, now: Millis, retention: Duration) -> Self {
+        Update::default()
+            .set(attr::STATUS, s(status.as_str()))
+            .set(attr::FINISHED_AT, n(now.0))
+            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+            .remove(attr::LEASE_EXPIRES_AT)
+    }
+}
+
+/// The error of a job its caller cancelled.
+const CANCELLED_BY_CALLER: &str = "cancelled by the caller";
 
 impl JobStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -484,17 +513,9 @@ impl JobStore {
         let (status, result, error) = match end {
             Finish::Succeeded { result } => (Status::Succeeded, Some(result), None),
             Finish::Failed { error } => (Status::Failed, None, Some(error)),
-            Finish::Cancelled => (
-                Status::Cancelled,
-                None,
-                Some("cancelled by the caller".into()),
-            ),
+            Finish::Cancelled => (Status::Cancelled, None, Some(CANCELLED_BY_CALLER.into())),
         };
-        let mut update = Update::default()
-            .set(attr::STATUS, s(status.as_str()))
-            .set(attr::FINISHED_AT, n(now.0))
-            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
-            .remove(attr::LEASE_EXPIRES_AT)
+        let mut update = Update::ended(status, now, retention)
             .when(HOLDS_ATTEMPT)
             .bind("running", s(Status::Running.as_str()))
             .bind("attempt", n(attempt));
@@ -540,10 +561,7 @@ impl JobStore {
         now: Millis,
         retention: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let update = Update::default()
-            .set(attr::STATUS, s(Status::Expired.as_str()))
-            .set(attr::FINISHED_AT, n(now.0))
-            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+        let update = Update::ended(Status::Expired, now, retention)
             .set(attr::ERROR, s("the deadline passed before the job started"))
             .when("#status = :queued AND #deadline <= :now AND #attempt = :zero")
             .bind("queued", s(Status::Queued.as_str()))
@@ -563,11 +581,8 @@ impl JobStore {
         now: Millis,
         retention: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let queued = Update::default()
-            .set(attr::STATUS, s(Status::Cancelled.as_str()))
-            .set(attr::FINISHED_AT, n(now.0))
-            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
-            .set(attr::ERROR, s("cancelled by the caller"))
+        let queued = Update::ended(Status::Cancelled, now, retention)
+            .set(attr::ERROR, s(CANCELLED_BY_CALLER))
             .when(
                 "#owner = :owner AND #status = :queued \
                    AND (attribute_not_exists(#deadline) OR #deadline > :now OR #attempt > :zero)",
@@ -600,12 +615,8 @@ impl JobStore {
         now: Millis,
         retention: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let update = Update::default()
-            .set(attr::STATUS, s(Status::Cancelled.as_str()))
-            .set(attr::FINISHED_AT, n(now.0))
-            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
-            .set(attr::ERROR, s("cancelled by the caller"))
-            .remove(attr::LEASE_EXPIRES_AT)
+        let update = Update::ended(Status::Cancelled, now, retention)
+            .set(attr::ERROR, s(CANCELLED_BY_CALLER))
             .when(
                 "#cancel_requested = :true AND (#status = :queued \
                  OR (#status = :running AND #lease_expires_at <= :now))",
@@ -626,16 +637,12 @@ impl JobStore {
         now: Millis,
         retention: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let update = Update::default()
-            .set(attr::STATUS, s(Status::Failed.as_str()))
-            .set(attr::FINISHED_AT, n(now.0))
-            .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
+        let update = Update::ended(Status::Failed, now, retention)
             .set(
                 attr::ERROR,
                 s(crate::deadletter::dead_letter_error(deliveries)),
             )
             .set(attr::DEAD_LETTERED, AttributeValue::Bool(true))
-            .remove(attr::LEASE_EXPIRES_AT)
             .when("#status = :queued OR (#status = :running AND #lease_expires_at <= :now)")
             .bind("queued", s(Status::Queued.as_str()))
             .bind("running", s(Status::Running.as_str()))
@@ -941,6 +948,13 @@ mod tests {
             let err = from_item(&item).unwrap_err().to_string();
             assert!(err.contains(want), "{key}: {err}");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "the update names lease_expires_at twice")]
+    fn an_update_that_names_an_attribute_twice_is_caught_before_dynamodb_refuses_it() {
+        let _ = Update::ended(Status::Failed, Millis(1), Duration::from_secs(60))
+            .remove(attr::LEASE_EXPIRES_AT);
     }
 
     #[test]

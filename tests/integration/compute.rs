@@ -76,7 +76,7 @@ async fn long_jobs_filling_every_slot_keep_the_worker_healthy_and_a_wedged_one_i
     let mut checks = 0;
     let mut saw_progress = false;
     loop {
-        let jobs: Vec<_> = futures_of(&s, &ids).await;
+        let jobs: Vec<_> = records_of(&s, &ids).await;
         if jobs.iter().all(|j| j.status.is_terminal()) {
             break;
         }
@@ -120,7 +120,7 @@ async fn long_jobs_filling_every_slot_keep_the_worker_healthy_and_a_wedged_one_i
     }
 }
 
-async fn futures_of(s: &Stack, ids: &[sluice::job::JobId]) -> Vec<sluice::job::JobRecord> {
+async fn records_of(s: &Stack, ids: &[sluice::job::JobId]) -> Vec<sluice::job::JobRecord> {
     let mut out = Vec::new();
     for id in ids {
         out.push(s.store.get(id).await.unwrap().unwrap());
@@ -150,20 +150,13 @@ async fn a_handler_that_blocks_past_the_visibility_timeout_runs_exactly_once() {
 async fn a_job_past_its_time_limit_is_stopped_and_fails_or_retries_as_asked() {
     let s = Stack::new("time_limit").await;
     let _w = s.worker("timer", &[("SLUICE_CONCURRENCY", "2")]);
-    let submit = |body: serde_json::Value| {
-        let s = &s;
-        async move {
-            let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
-            assert_eq!(status, 202, "{v}");
-            v["id"]
-                .as_str()
-                .unwrap()
-                .parse::<sluice::job::JobId>()
-                .unwrap()
-        }
-    };
-    let fails = submit(json!({"input": {"sleep_ms": 60000}, "timeout_seconds": 2})).await;
-    let retries = submit(json!({
+    let fails = s
+        .submit_job(
+            ALICE,
+            json!({"input": {"sleep_ms": 60000}, "timeout_seconds": 2}),
+        )
+        .await;
+    let retries = s.submit_job(ALICE, json!({
         "input": {"sleep_ms": 60000}, "timeout_seconds": 2, "on_timeout": "retry", "max_attempts": 2
     }))
     .await;
@@ -218,9 +211,7 @@ async fn a_panicking_handler_fails_its_attempt_and_gives_everything_back() {
         ],
     );
     let body = json!({"input": {"panic": "index out of bounds"}, "max_attempts": 1});
-    let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
-    assert_eq!(status, 202, "{v}");
-    let id: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let id = s.submit_job(ALICE, body).await;
     let view = s.wait_terminal(ALICE, &id, SOON).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
     assert_eq!(
@@ -358,9 +349,7 @@ async fn a_child_that_misbehaves_fails_only_its_job_and_never_wedges_the_worker(
     ];
     for (mode, want) in cases {
         let body = json!({"input": {"mode": mode}, "max_attempts": 1, "timeout_seconds": 2});
-        let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
-        assert_eq!(status, 202, "{v}");
-        let id: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+        let id = s.submit_job(ALICE, body).await;
         let view = s.wait_terminal(ALICE, &id, SOON).await;
         assert_eq!(view.status, Status::Failed, "{mode}: {view:?}");
         let error = view.error.unwrap_or_default();
@@ -464,9 +453,7 @@ async fn a_sagemaker_style_model_server_serves_jobs_once_it_answers_ping() {
     // server that could not be reached.
     let body =
         json!({"input": {"text": "slow", "steps": 50, "step_seconds": 0.2}, "timeout_seconds": 2});
-    let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
-    assert_eq!(status, 202, "{v}");
-    let slow: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let slow = s.submit_job(ALICE, body).await;
     let view = s.wait_terminal(ALICE, &slow, SOON).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
     assert_eq!(
@@ -501,9 +488,7 @@ async fn a_killed_child_takes_what_it_started_along() {
         ],
     );
     let body = json!({"input": {"mode": "silent"}, "max_attempts": 1, "timeout_seconds": 2});
-    let (status, v) = s.call(post_json(ALICE, &body.to_string(), None)).await;
-    assert_eq!(status, 202, "{v}");
-    let id: sluice::job::JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let id = s.submit_job(ALICE, body).await;
     let grandchild = loop {
         if let Ok(text) = std::fs::read_to_string(&pidfile) {
             if let Ok(pid) = text.trim().parse::<u32>() {

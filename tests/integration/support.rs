@@ -238,8 +238,13 @@ impl Stack {
     }
 
     pub async fn submit(&self, caller: &str, input: serde_json::Value) -> JobId {
-        let body = serde_json::json!({ "input": input }).to_string();
-        let (status, v) = self.call(post_json(caller, &body, None)).await;
+        self.submit_job(caller, serde_json::json!({ "input": input }))
+            .await
+    }
+
+    /// Submits a whole request body (`{"input": …, "timeout_seconds": …}`), which must be accepted.
+    pub async fn submit_job(&self, caller: &str, body: serde_json::Value) -> JobId {
+        let (status, v) = self.call(post_json(caller, &body.to_string(), None)).await;
         assert_eq!(status, 202, "{v}");
         v["id"].as_str().unwrap().parse().unwrap()
     }

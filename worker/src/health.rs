@@ -126,10 +126,8 @@ impl Vitals {
 
     pub fn phase(&self, phase: Phase) {
         let mut s = self.lock();
-        if s.phase != phase {
-            s.phase = phase;
-        }
         // Every turn of the loop counts as progress, even into the same phase.
+        s.phase = phase;
         s.since = Instant::now();
     }
 
