@@ -27,6 +27,12 @@ export interface RustFunctionProps {
    * @default 2
    */
   readonly retryAttempts?: number;
+  /**
+   * Concurrency kept for this function alone (it can neither be starved by others nor exceed it).
+   *
+   * @default - none: the account's unreserved pool
+   */
+  readonly reservedConcurrentExecutions?: number;
 }
 
 /**
@@ -68,6 +74,7 @@ export class RustFunction extends Construct {
       logGroup: this.logGroup,
       description: props.description,
       retryAttempts: props.retryAttempts,
+      reservedConcurrentExecutions: props.reservedConcurrentExecutions,
     });
   }
 }
