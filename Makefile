@@ -10,15 +10,16 @@ MOTO_VERSION := 5.2.5
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench chaos clean help python-test example-venv
+.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
 	@echo "make test   every check: fmt, clippy, unit and integration tests on the emulator, the CDK app's"
-	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, a simulator run"
+	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, the short scaling grid"
 	@echo "make build  debug build of every binary"
 	@echo "make bench  throughput, requests per job, latency, Lambda sizes on the emulator (bench/README.md)"
 	@echo "make chaos  the full chaos run: workers killed, AWS faults injected, every job checked (make test runs a short one)"
+	@echo "make grid   the scaling policy over the full grid of workloads against the oracle and the anchors (make test runs a short one)"
 	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
 
 $(VENV)/.ok:
@@ -53,8 +54,15 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: setup lint build python-test cdk-test docker-context-check
-	target/debug/sluice simulate --workload burst
+	target/debug/sluice simulate --grid short
 	cargo test --workspace
+
+# The scaling policy over the full grid of workloads (scaling/README.md): one line per case and a
+# summary against the oracle and the tuned anchors; exits 1 when a target is missed.
+# Override the start-up delay with GRID_STARTUP (seconds).
+GRID_STARTUP ?= 60
+grid:
+	cargo run --quiet --release --bin sluice -- simulate --grid full --startup-delay $(GRID_STARTUP)
 
 # Benchmarks against the emulator (not part of `make test`): one table, also bench-results/bench.json.
 # SLUICE_BENCH_LAMBDA_INIT=1 also builds the functions for this machine to time their start-up.

@@ -1,5 +1,7 @@
-//! The backlog sampler behind the `backlog` function: every few seconds it reads the queue and
-//! the worker service, and publishes the metrics the scaling alarms act on.
+//! The backlog sampler behind the `backlog` function: every `metric_period_seconds` it reads the
+//! queue and the worker service, raises the service to the capacity the work needs when its
+//! desired count is lower ([`crate::scaling::scale_out_to`]), and publishes the metrics the
+//! scale-in and idle alarms act on.
 
 use std::time::Duration;
 
@@ -10,8 +12,10 @@ use crate::cloudwatch::{Dimensions, Publisher};
 use crate::config::{number_or, required, ConfigError, ProcessEnv, Source};
 use crate::ecs::{Service, TaskCounts};
 use crate::env;
+use crate::nudge::with_lease;
 use crate::queue::{Depth, JobQueue};
-use crate::scaling::{Metrics, Policy, Sample};
+use crate::scaling::{scale_out_to, Metrics, Policy, Sample};
+use crate::store::JobStore;
 use crate::time::Millis;
 
 /// One invocation runs every minute; it samples until this much of the minute has passed.
@@ -24,6 +28,8 @@ pub struct BacklogConfig {
     pub service: String,
     pub policy: Policy,
     pub sample_interval: Duration,
+    /// The jobs table, where the raise takes the scaling lease the submit-time nudge takes too.
+    pub table_name: Option<String>,
     /// The dead-letter queue and the jobs table, to reconcile stranded jobs on every run.
     pub dead_letters: Option<DeadLetterConfig>,
 }
@@ -51,17 +57,21 @@ impl BacklogConfig {
             value: "(the policy JSON)".into(),
             reason: e.to_string(),
         })?;
+        let period = u64::from(policy.metric_period_seconds);
         Ok(BacklogConfig {
             queue_url: required(src, env::QUEUE_URL, "set it to the jobs queue's URL")?,
             cluster: required(src, env::CLUSTER, "set it to the workers' ECS cluster")?,
             service: required(src, env::SERVICE, "set it to the workers' ECS service")?,
-            policy,
+            // The policy's period is the one the alarms assume; the variable only overrides it
+            // for local runs.
             sample_interval: Duration::from_secs(number_or(
                 src,
                 env::SAMPLE_INTERVAL_SECONDS,
-                10u64,
+                period,
                 1..=60,
             )?),
+            policy,
+            table_name: src.get(env::TABLE_NAME),
             dead_letters: match src.get(env::DLQ_URL) {
                 None => None,
                 Some(dlq_url) => Some(DeadLetterConfig {
@@ -98,6 +108,10 @@ pub enum SampleError {
     Service(#[source] crate::ecs::EcsError),
     #[error("could not publish the metrics")]
     Publish(#[source] crate::cloudwatch::PublishError),
+    #[error("could not raise the service")]
+    Raise(#[source] crate::ecs::EcsError),
+    #[error("could not take the scaling lease")]
+    Lease(#[source] crate::store::StoreError),
 }
 
 /// Reads the queue and the service and publishes their metrics.
@@ -107,6 +121,10 @@ pub struct Sampler {
     pub service: Service,
     pub publisher: Publisher,
     pub dims: Dimensions,
+    /// The policy the raise follows.
+    pub policy: Policy,
+    /// Where the raise takes its lease; without one (local runs) it raises unguarded.
+    pub lease: Option<JobStore>,
 }
 
 impl Sampler {
@@ -121,6 +139,11 @@ impl Sampler {
             service: Service::from_sdk(aws, &config.cluster, &config.service),
             publisher: Publisher::from_sdk(aws, &config.policy.namespace),
             dims,
+            policy: config.policy.clone(),
+            lease: config
+                .table_name
+                .as_ref()
+                .map(|t| JobStore::from_sdk(aws, t)),
         }
     }
 
@@ -133,14 +156,63 @@ impl Sampler {
         ))
     }
 
-    /// One sample, published. A sample that fails publishes nothing.
+    /// One sample: raised to the needed capacity if the desired count is lower, and published.
+    /// A sample that cannot be read publishes nothing; a raise that fails is logged and the
+    /// sample still published (the next one tries again).
     pub async fn sample(&self) -> Result<Metrics, SampleError> {
-        let metrics = self.read().await?.metrics();
+        let sample = self.read().await?;
+        if scale_out_to(&self.policy, &sample).is_some() {
+            match self.raise(&sample).await {
+                Ok(Some(to)) => info!(
+                    from = sample.desired_tasks,
+                    to,
+                    backlog = sample.visible,
+                    in_flight = sample.in_flight,
+                    "raised the service to the capacity the work needs"
+                ),
+                Ok(None) => {}
+                Err(e) => warn!(error = %DisplayErrorContext(&e), "could not raise the service"),
+            }
+        }
+        let metrics = sample.metrics(&self.policy);
         self.publisher
             .publish(&metrics, &self.dims, Millis::now())
             .await
             .map_err(SampleError::Publish)?;
         Ok(metrics)
+    }
+
+    /// Reads the service again and raises it if the work still needs more than its desired
+    /// count; under the scaling lease, so a nudge cannot write in between. `Ok(None)`: no
+    /// raise (no longer needed, or the lease is held by the nudge).
+    pub async fn raise(&self, seen: &Sample) -> Result<Option<u32>, SampleError> {
+        let write = async {
+            let tasks = self.service.counts().await.map_err(SampleError::Service)?;
+            let fresh = Sample {
+                running_tasks: tasks.running,
+                pending_tasks: tasks.pending,
+                desired_tasks: tasks.desired,
+                ..*seen
+            };
+            match scale_out_to(&self.policy, &fresh) {
+                None => Ok(None),
+                Some(to) => {
+                    self.service
+                        .set_desired(to)
+                        .await
+                        .map_err(SampleError::Raise)?;
+                    Ok(Some(to))
+                }
+            }
+        };
+        match &self.lease {
+            None => write.await,
+            Some(store) => match with_lease(store, &self.service, write).await {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) => Ok(None),
+                Err(e) => Err(SampleError::Lease(e)),
+            },
+        }
     }
 
     /// Samples every `interval` until `window` has passed since the start; returns how many
@@ -165,6 +237,7 @@ impl Sampler {
                         desired = m.desired_tasks,
                         backlog_per_task = m.backlog_per_task,
                         without_capacity = m.backlog_without_capacity,
+                        needed = m.needed_tasks,
                         "sample published"
                     );
                 }
@@ -247,7 +320,7 @@ mod tests {
                 desired: 0,
             },
         );
-        let m = s.metrics();
+        let m = s.metrics(&Policy::builtin().unwrap());
         assert_eq!(
             (m.backlog, m.in_flight, m.backlog_without_capacity),
             (30, 4, 1)
@@ -265,7 +338,8 @@ mod tests {
             },
         );
         assert_eq!(
-            s.metrics().backlog_without_capacity,
+            s.metrics(&Policy::builtin().unwrap())
+                .backlog_without_capacity,
             0,
             "a starting task is capacity on its way"
         );

@@ -20,7 +20,7 @@ pub struct Dimensions {
 }
 
 /// The metric data of one sample, as (name, value, unit). Pure.
-pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 6] {
+pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 7] {
     [
         ("Backlog", f64::from(m.backlog), StandardUnit::Count),
         ("InFlight", f64::from(m.in_flight), StandardUnit::Count),
@@ -38,6 +38,11 @@ pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 6] {
         (
             "BacklogWithoutCapacity",
             f64::from(m.backlog_without_capacity),
+            StandardUnit::Count,
+        ),
+        (
+            "NeededTasks",
+            f64::from(m.needed_tasks),
             StandardUnit::Count,
         ),
     ]

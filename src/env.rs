@@ -27,6 +27,12 @@ pub const HEARTBEAT_SECONDS: &str = "SLUICE_HEARTBEAT_SECONDS";
 /// Seconds a stopping worker lets running jobs finish before it releases them (default 90;
 /// keep it below the task's stop timeout). Read by: worker.
 pub const DRAIN_SECONDS: &str = "SLUICE_DRAIN_SECONDS";
+/// Seconds after which a worker retires: it takes no new job, finishes those it runs without
+/// a deadline, gives up its scale-in protection and exits, so ECS replaces it with a task of
+/// the service's current definition (a rolling deploy under load completes). Each worker
+/// retires up to a tenth earlier, by its id, so tasks started together do not leave together.
+/// Unset: never. Read by: worker.
+pub const MAX_TASK_AGE_SECONDS: &str = "SLUICE_MAX_TASK_AGE_SECONDS";
 /// Long-poll wait of one receive, 1 to 20 seconds (default 20). Read by: worker.
 pub const RECEIVE_WAIT_SECONDS: &str = "SLUICE_RECEIVE_WAIT_SECONDS";
 /// First retry delay in seconds; doubles per attempt (default 2). Read by: worker.
@@ -94,6 +100,7 @@ pub const ALL: &[&str] = &[
     LEASE_SECONDS,
     HEARTBEAT_SECONDS,
     DRAIN_SECONDS,
+    MAX_TASK_AGE_SECONDS,
     RECEIVE_WAIT_SECONDS,
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,

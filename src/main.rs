@@ -150,9 +150,9 @@ enum Command {
     /// oracle; print each one's queue waits, task-seconds and time to first task.
     Simulate {
         /// `steady`, `burst`, `diurnal`, `spike`, or `csv:FILE` with lines of
-        /// `arrival_seconds,duration_seconds`.
-        #[arg(long, default_value = "burst")]
-        workload: String,
+        /// `arrival_seconds,duration_seconds` (default: burst).
+        #[arg(long)]
+        workload: Option<String>,
         /// The scaling policy to try (default: the one built in, scaling/policy.json).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
@@ -163,8 +163,20 @@ enum Command {
         #[arg(long, default_value_t = sluice::scaling::sim::DEFAULT_SEED)]
         seed: u64,
         /// Also draw backlog and tasks over time into this SVG file.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "grid")]
         svg: Option<PathBuf>,
+        /// Run a grid of workloads instead of one (`short` or `full`): bursts, spikes, diurnal
+        /// load and CSV traces at caps 5 to 200 and jobs of 1 s to 10 min, one line per case
+        /// and a summary against the oracle and the anchors. Exits 1 when a target is missed.
+        #[arg(long, value_name = "SIZE", conflicts_with = "workload")]
+        grid: Option<sluice::scaling::sim::grid::GridSize>,
+        /// With --grid: the folder of CSV traces (default: the traces built in,
+        /// scaling/traces/).
+        #[arg(long, value_name = "DIR", requires = "grid")]
+        traces: Option<PathBuf>,
+        /// Phases of each clocked scaler averaged (default 8; the short grid 2).
+        #[arg(long)]
+        phases: Option<u32>,
     },
     /// Serve the API locally (the local stack): creates the table and queues if missing and
     /// runs a worker beside it.
@@ -214,10 +226,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         startup_delay,
         seed,
         svg,
+        grid,
+        traces,
+        phases,
     } = &cli.command
     {
+        if let Some(size) = grid {
+            return simulate_grid(
+                *size,
+                policy.as_deref(),
+                traces.as_deref(),
+                *startup_delay,
+                *seed,
+                *phases,
+                cli.json,
+            );
+        }
         return simulate(
-            workload,
+            workload.as_deref().unwrap_or("burst"),
+            *phases,
             policy.as_deref(),
             *startup_delay,
             *seed,
@@ -400,8 +427,67 @@ async fn dlq(
     Ok(ExitCode::SUCCESS)
 }
 
+fn simulate_grid(
+    size: sluice::scaling::sim::grid::GridSize,
+    policy: Option<&std::path::Path>,
+    traces: Option<&std::path::Path>,
+    startup_delay: f64,
+    seed: u64,
+    phases: Option<u32>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sluice::scaling::sim::grid::{self, GridSize, Trace};
+    if !(startup_delay.is_finite() && startup_delay >= 0.0) {
+        bail!("--startup-delay must be a number of seconds, 0 or more");
+    }
+    let policy = report::load_policy(policy)?;
+    let traces = match traces {
+        None => grid::shipped_traces(),
+        Some(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read the traces folder {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("{} holds no .csv trace", dir.display());
+            }
+            files
+                .into_iter()
+                .map(|p| {
+                    let csv = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Ok(Trace { name, csv })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        }
+    };
+    let cases = grid::cases(size, &policy, &traces, seed).map_err(anyhow::Error::msg)?;
+    let phases = phases.unwrap_or(match size {
+        GridSize::Short => 2,
+        GridSize::Full => sluice::scaling::SimOptions::DEFAULT_PHASES,
+    });
+    let report = grid::run(&cases, startup_delay, phases.max(1));
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.all_targets_met() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn simulate(
     workload: &str,
+    phases: Option<u32>,
     policy: Option<&std::path::Path>,
     startup_delay: f64,
     seed: u64,
@@ -424,6 +510,9 @@ fn simulate(
     let mut opts = SimOptions::new(policy);
     opts.startup_delay_seconds = startup_delay;
     opts.record_series = svg.is_some();
+    if let Some(p) = phases {
+        opts.phases = p.max(1);
+    }
     let report = simulate(&work, &ScalerKind::ALL, &opts);
     if let Some(path) = svg {
         std::fs::write(path, report.to_svg())
@@ -526,7 +615,7 @@ mod report {
     use sluice::backlog::sample_of;
     use sluice::ecs::{Service, TaskCounts};
     use sluice::queue::{Depth, JobQueue};
-    use sluice::scaling::{desired_tasks, tasks_for_backlog, Observation, Policy, ScalingState};
+    use sluice::scaling::{needed_tasks, scale_out_to, tasks_for_backlog, Policy};
 
     pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
         match path {
@@ -549,7 +638,10 @@ mod report {
         pub target_backlog_per_task: f64,
         /// Tasks the backlog needs at the target.
         pub tasks_for_backlog: u32,
-        /// What the scaling alarms would do on this sample.
+        /// The capacity the backlog function computes for this sample.
+        pub needed_tasks: u32,
+        /// What the backlog function does on this sample: `scale-out` or `none` (scale-in
+        /// and the return to min_tasks are the alarms', over whole minutes).
         pub policy_action: String,
         pub policy_desired_tasks: u32,
     }
@@ -574,27 +666,20 @@ mod report {
         /// Pure.
         pub fn of(depth: Depth, tasks: TaskCounts, policy: &Policy) -> Report {
             let sample = sample_of(depth, tasks);
-            let observation = Observation {
-                at_seconds: 0.0,
-                capacity: tasks.desired,
-                sample,
-            };
-            let decision = desired_tasks(policy, &observation, &ScalingState::default());
-            let action = serde_json::to_value(decision.action)
-                .ok()
-                .and_then(|v| v.get("policy").and_then(|p| p.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| "none".into());
+            let metrics = sample.metrics(policy);
+            let raise = scale_out_to(policy, &sample);
             Report {
                 queue: depth,
                 service: tasks,
-                backlog_per_task: decision.metrics.backlog_per_task,
+                backlog_per_task: metrics.backlog_per_task,
                 target_backlog_per_task: policy.target_backlog_per_task(),
                 tasks_for_backlog: tasks_for_backlog(
                     depth.visible,
                     policy.target_backlog_per_task(),
                 ),
-                policy_action: action,
-                policy_desired_tasks: decision.desired_tasks,
+                needed_tasks: needed_tasks(policy, &sample),
+                policy_action: if raise.is_some() { "scale-out" } else { "none" }.into(),
+                policy_desired_tasks: raise.unwrap_or(tasks.desired),
             }
         }
     }
@@ -613,8 +698,8 @@ mod report {
             )?;
             writeln!(
                 f,
-                "backlog   {:.2} per task (target {:.2}); the backlog needs {} task(s)",
-                self.backlog_per_task, self.target_backlog_per_task, self.tasks_for_backlog
+                "backlog   {:.2} per task (target {:.2}); the work needs {} task(s) now",
+                self.backlog_per_task, self.target_backlog_per_task, self.needed_tasks
             )?;
             let verdict = if self.policy_action == "none" {
                 format!("no change: stays at {} desired", self.policy_desired_tasks)

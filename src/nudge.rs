@@ -1,10 +1,16 @@
 //! Scale from zero at once: when submit accepts a job while the worker service wants no task,
-//! it raises the service to one task, without waiting for a metric period and an alarm.
+//! it raises the service to one task, without waiting for the backlog function's next sample.
 //!
 //! A burst of submits makes one ECS call, not one per submit: each function instance checks at
 //! most once per interval, and of all instances only the one that wins a conditional write in
 //! the jobs table (a short-lived marker item) asks ECS.
+//!
+//! Two writers raise the desired count: this nudge and the backlog function's raise to the
+//! needed capacity. Each reads the count and writes a new one under one lease ([`with_lease`]),
+//! so neither can write a count it read before the other raised it: the nudge never lowers a
+//! count the backlog function raised in between its read and its write.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,7 +20,7 @@ use tracing::{info, warn};
 use crate::aws::DisplayErrorContext;
 use crate::ecs::Service;
 use crate::scaling::should_nudge_from_zero;
-use crate::store::JobStore;
+use crate::store::{JobStore, StoreError};
 use crate::time::Millis;
 
 /// How often one stack asks ECS at most.
@@ -22,6 +28,34 @@ pub const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The most a nudge may add to an accepted submit (the submit function has 10 s in all).
 pub const NUDGE_BUDGET: Duration = Duration::from_secs(2);
+
+/// How long a writer of the desired count holds the lease at most: longer than a read and a
+/// write of the service take, short enough that a writer that died costs one sample.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// The lease item's key for a service.
+pub fn lease_key(service: &Service) -> String {
+    format!("scale:{}/{}", service.cluster(), service.name())
+}
+
+/// Runs `f` (a read and a write of the service's desired count) while holding the service's
+/// lease in the jobs table. `Ok(None)`: another writer holds it, `f` did not run.
+pub async fn with_lease<T>(
+    store: &JobStore,
+    service: &Service,
+    f: impl Future<Output = T>,
+) -> Result<Option<T>, StoreError> {
+    let key = lease_key(service);
+    let now = Millis::now();
+    if !store.take_turn(&key, now, LEASE_TTL).await? {
+        return Ok(None);
+    }
+    let out = f.await;
+    if let Err(e) = store.release_turn(&key, now.plus(LEASE_TTL)).await {
+        warn!(error = %DisplayErrorContext(&e), "could not give back the scaling lease; it runs out by itself");
+    }
+    Ok(Some(out))
+}
 
 #[derive(Debug)]
 pub struct ScaleFromZero {
@@ -47,13 +81,13 @@ impl ScaleFromZero {
     }
 
     /// Called after a job was accepted. Never fails the submit, and never holds it longer than
-    /// [`NUDGE_BUDGET`]: a missed nudge is covered by the backlog alarm a minute later.
+    /// [`NUDGE_BUDGET`]: a missed nudge is covered by the backlog function's next sample.
     pub async fn after_accept(&self) {
         if tokio::time::timeout(NUDGE_BUDGET, self.nudge())
             .await
             .is_err()
         {
-            warn!(budget = ?NUDGE_BUDGET, "scale from zero: ECS or the table did not answer in time; the backlog alarm will raise the service");
+            warn!(budget = ?NUDGE_BUDGET, "scale from zero: ECS or the table did not answer in time; the backlog function will raise the service");
         }
     }
 
@@ -79,6 +113,19 @@ impl ScaleFromZero {
                 return;
             }
         }
+        match with_lease(&self.store, &self.service, self.raise(now)).await {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                info!("scale from zero: the backlog function is changing the service; leaving it")
+            }
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not take the scaling lease")
+            }
+        }
+    }
+
+    /// Reads the service and raises it from 0 to 1; under the lease.
+    async fn raise(&self, now: Instant) {
         let counts = match self.service.counts().await {
             Ok(c) => c,
             Err(e) => {

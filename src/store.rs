@@ -422,6 +422,32 @@ impl JobStore {
         }
     }
 
+    /// Gives back a turn taken with [`JobStore::take_turn`] before it runs out,
+    /// if it is still the one taken (`until` as it was written); a turn that
+    /// ran out and was taken by another is left alone.
+    pub async fn release_turn(&self, key: &str, until: Millis) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(key))
+            .condition_expression("#until = :until")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":until", n(until.0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Reads a job with a strongly consistent read.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let out = self

@@ -1,7 +1,10 @@
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 
-/** Published by the backlog Lambda (high resolution), dimensions `QueueName` and `ServiceName`. */
+/**
+ * Published by the backlog Lambda once per sample (every `metric_period_seconds`, high resolution),
+ * dimensions `QueueName` and `ServiceName`.
+ */
 export const BacklogMetricName = {
   BACKLOG: 'Backlog',
   IN_FLIGHT: 'InFlight',
@@ -9,6 +12,11 @@ export const BacklogMetricName = {
   DESIRED_TASKS: 'DesiredTasks',
   BACKLOG_PER_TASK: 'BacklogPerTask',
   BACKLOG_WITHOUT_CAPACITY: 'BacklogWithoutCapacity',
+  /**
+   * `clamp(ceil((visible + in_flight) / max(target, jobs_per_task)), min_tasks, max_tasks)`: the
+   * capacity the backlog Lambda raises the service to, and the scale-in alarm's numerator.
+   */
+  NEEDED_TASKS: 'NeededTasks',
 } as const;
 
 /** Published by the worker as Embedded Metric Format log lines, dimension `QueueName`. */

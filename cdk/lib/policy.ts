@@ -7,145 +7,244 @@ export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 /** `scaling/policy.json`, shared with the backlog Lambda and `sluice simulate`. */
 export const DEFAULT_POLICY_FILE = path.join(REPO_ROOT, 'scaling', 'policy.json');
 
-/** One scale-out step: at `aboveRatio` × target backlog per task, change capacity by `changePercent`. */
-export interface ScaleOutStep {
-  readonly aboveRatio: number;
-  readonly changePercent: number;
-}
+/**
+ * The policy file's fields, in declaration order (the order of `src/scaling/policy.rs`, of the
+ * checks, and of the "the fields are …" list in the unknown-field message).
+ */
+export const POLICY_FIELDS = [
+  'namespace',
+  'acceptable_latency_seconds',
+  'average_job_seconds',
+  'jobs_per_task',
+  'task_startup_seconds',
+  'min_tasks',
+  'max_tasks',
+  'metric_period_seconds',
+  'scale_in',
+  'scale_to_zero_after_idle_seconds',
+  'cooldown_seconds',
+] as const;
+
+/** The fields of `scale_in`, in declaration order. */
+export const SCALE_IN_FIELDS = ['below_ratio', 'change_percent', 'evaluation_minutes'] as const;
+
+/** The largest service ECS allows (tasks per service), the bound of `min_tasks` and `max_tasks`. */
+export const MAX_TASKS_LIMIT = 5000;
+
+/** The sampling periods that divide the minute, the allowed `metric_period_seconds`. */
+export const METRIC_PERIODS = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60] as const;
 
 /** The scale-in rule. */
 export interface ScaleIn {
+  /** NeededTasks / DesiredTasks at or below which the fleet shrinks (0 < r < 1). */
   readonly belowRatio: number;
-  /** Negative. */
+  /** Negative percent of the desired count. */
   readonly changePercent: number;
-  readonly evaluationPeriods: number;
+  /** Consecutive one-minute datapoints at or below the ratio before it acts. */
+  readonly evaluationMinutes: number;
 }
 
-/** `scaling/policy.json`, typed. Fields may be added to the file; unknown ones are kept in `raw`. */
+/** `scaling/policy.json` (format v2), validated and typed. */
 export interface ScalingPolicy {
   readonly namespace: string;
   readonly acceptableLatencySeconds: number;
   readonly averageJobSeconds: number;
-  /** @default 1 */
   readonly jobsPerTask: number;
+  /** Seconds from a task's request until it takes jobs (the image's real start-up). */
+  readonly taskStartupSeconds: number;
   readonly minTasks: number;
   readonly maxTasks: number;
+  /** Seconds between two samples of the backlog Lambda. */
   readonly metricPeriodSeconds: number;
-  readonly scaleOutSteps: readonly ScaleOutStep[];
   readonly scaleIn: ScaleIn;
   readonly scaleToZeroAfterIdleSeconds: number;
   readonly cooldownSeconds: number;
-  /** The parsed file, every field included, for the backlog Lambda. */
-  readonly raw: Readonly<Record<string, unknown>>;
 }
 
 type Json = Record<string, unknown>;
 
-function field(obj: Json, key: string, where: string): unknown {
-  if (!(key in obj)) {
-    throw new Error(`scaling policy: missing field ${where}${key}`);
-  }
-  return obj[key];
+/** The error of a bad policy: `scaling policy: <path> <rule>`. */
+function fail(message: string): never {
+  throw new Error(`scaling policy: ${message}`);
 }
 
-function num(obj: Json, key: string, where = ''): number {
-  const v = field(obj, key, where);
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new Error(`scaling policy: ${where}${key} must be a number, got ${JSON.stringify(v)}`);
-  }
-  return v;
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function int(obj: Json, key: string, min: number, where = ''): number {
-  const v = num(obj, key, where);
-  if (!Number.isInteger(v) || v < min) {
-    throw new Error(`scaling policy: ${where}${key} must be an integer >= ${min}, got ${v}`);
+/** The first key (in JS's default string sort) that is not one of `fields`, if any. */
+function rejectUnknown(obj: Json, fields: readonly string[], prefix: string): void {
+  const unknown = Object.keys(obj)
+    .filter((k) => !fields.includes(k))
+    .sort();
+  if (unknown.length > 0) {
+    fail(`unknown field ${prefix}${unknown[0]} (the fields are ${fields.join(', ')})`);
   }
-  return v;
 }
 
-function positive(obj: Json, key: string, where = ''): number {
-  const v = num(obj, key, where);
-  if (v <= 0) {
-    throw new Error(`scaling policy: ${where}${key} must be positive, got ${v}`);
-  }
-  return v;
+/** JSON.parse accepts numbers beyond f64 as ±Infinity; serde_json (the Rust side) rejects them. */
+function hasNonFiniteNumber(v: unknown): boolean {
+  if (typeof v === 'number') return !Number.isFinite(v);
+  if (Array.isArray(v)) return v.some(hasNonFiniteNumber);
+  if (isObject(v)) return Object.values(v).some(hasNonFiniteNumber);
+  return false;
 }
 
-function object(v: unknown, what: string): Json {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new Error(`scaling policy: ${what} must be an object`);
+/** Reads the fields of one JSON object in declaration order, with their paths in the messages. */
+class Reader {
+  constructor(
+    private readonly obj: Json,
+    private readonly prefix: string,
+  ) {}
+
+  private present(key: string): unknown {
+    if (!Object.prototype.hasOwnProperty.call(this.obj, key)) {
+      fail(`${this.prefix}${key} is required`);
+    }
+    return this.obj[key];
   }
-  return v as Json;
+
+  string(key: string): string {
+    const v = this.present(key);
+    if (typeof v !== 'string') {
+      fail(`${this.prefix}${key} must be a string, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+
+  /** A number, and `ok` of it, or `<path> <rule>, got <v>`. */
+  number(key: string, ok: (v: number) => boolean, rule: string): number {
+    const v = this.present(key);
+    if (typeof v !== 'number') {
+      fail(`${this.prefix}${key} must be a number, got ${JSON.stringify(v)}`);
+    }
+    if (!ok(v)) {
+      fail(`${this.prefix}${key} ${rule}, got ${String(v)}`);
+    }
+    return v;
+  }
+
+  /** A whole number (4.0 is one), and `ok` of it. */
+  whole(key: string, ok: (v: number) => boolean, rule: string): number {
+    return this.number(
+      key,
+      (v) => {
+        if (!Number.isInteger(v)) {
+          fail(`${this.prefix}${key} must be a whole number, got ${String(v)}`);
+        }
+        return ok(v);
+      },
+      rule,
+    );
+  }
+
+  object(key: string): Json {
+    const v = this.present(key);
+    if (!isObject(v)) {
+      fail(`${this.prefix}${key} must be an object, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
 }
 
-/** Parses and validates the policy file's text; throws a lowercase message on a bad policy. */
+/**
+ * Unicode White_Space, what Rust's `str::trim` strips (JS's `trim` differs: it strips U+FEFF and
+ * keeps U+0085), so a blank namespace is the same on both sides.
+ */
+const BLANK = /^[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$/;
+
+const between = (lo: number, hi: number) => (v: number) => v >= lo && v <= hi;
+const SECONDS_RULE = 'must be greater than 0 and at most 86400';
+const secondsOk = (v: number) => v > 0 && v <= 86_400;
+
+/**
+ * Parses and validates the policy file's text. Accepts and rejects exactly what
+ * `scaling/fixtures/policies.json` says, with the messages of `src/scaling/policy.rs`: the first
+ * unknown field (sorted), then each field in declaration order (presence, type, whole number,
+ * range), then the cross-field rules.
+ */
 export function parseScalingPolicy(text: string): ScalingPolicy {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (e) {
-    throw new Error(`scaling policy: not valid json (${(e as Error).message})`);
+    throw new Error(`scaling policy is not valid json: ${(e as Error).message}`);
   }
-  const raw = object(parsed, 'the policy');
+  if (hasNonFiniteNumber(parsed)) {
+    throw new Error('scaling policy is not valid json: number out of range');
+  }
+  if (!isObject(parsed)) {
+    throw new Error('scaling policy must be a JSON object');
+  }
+  rejectUnknown(parsed, POLICY_FIELDS, '');
+  const r = new Reader(parsed, '');
 
-  const namespace = field(raw, 'namespace', '');
-  if (typeof namespace !== 'string' || namespace.length === 0 || namespace.length > 255) {
-    throw new Error('scaling policy: namespace must be a non-empty string of at most 255 characters');
+  const namespace = r.string('namespace');
+  if (BLANK.test(namespace)) {
+    fail('namespace must not be empty');
+  }
+  const chars = [...namespace].length;
+  if (chars > 255) {
+    fail(`namespace must be at most 255 characters, got ${chars}`);
   }
   if (namespace.startsWith('AWS/')) {
-    throw new Error(`scaling policy: namespace ${namespace} is reserved by cloudwatch (AWS/...)`);
+    fail(`namespace must not start with AWS/ (reserved by CloudWatch), got ${JSON.stringify(namespace)}`);
   }
+  const acceptableLatencySeconds = r.number('acceptable_latency_seconds', secondsOk, SECONDS_RULE);
+  const averageJobSeconds = r.number('average_job_seconds', secondsOk, SECONDS_RULE);
+  const jobsPerTask = r.whole('jobs_per_task', between(1, 1000), 'must be between 1 and 1000');
+  const taskStartupSeconds = r.number('task_startup_seconds', secondsOk, SECONDS_RULE);
+  const minTasks = r.whole('min_tasks', between(0, MAX_TASKS_LIMIT), `must be between 0 and ${MAX_TASKS_LIMIT}`);
+  const maxTasks = r.whole('max_tasks', between(1, MAX_TASKS_LIMIT), `must be between 1 and ${MAX_TASKS_LIMIT}`);
+  const metricPeriodSeconds = r.whole(
+    'metric_period_seconds',
+    (v) => (METRIC_PERIODS as readonly number[]).includes(v),
+    'must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)',
+  );
 
-  const stepsRaw = field(raw, 'scale_out_steps', '');
-  if (!Array.isArray(stepsRaw) || stepsRaw.length === 0) {
-    throw new Error('scaling policy: scale_out_steps must be a non-empty list');
-  }
-  const scaleOutSteps = stepsRaw.map((s, i) => {
-    const o = object(s, `scale_out_steps[${i}]`);
-    const where = `scale_out_steps[${i}].`;
-    return { aboveRatio: positive(o, 'above_ratio', where), changePercent: positive(o, 'change_percent', where) };
-  });
-  scaleOutSteps.forEach((s, i) => {
-    if (i > 0 && s.aboveRatio <= scaleOutSteps[i - 1].aboveRatio) {
-      throw new Error('scaling policy: scale_out_steps must have strictly increasing above_ratio');
-    }
-  });
-
-  const si = object(field(raw, 'scale_in', ''), 'scale_in');
+  const siRaw = r.object('scale_in');
+  rejectUnknown(siRaw, SCALE_IN_FIELDS, 'scale_in.');
+  const si = new Reader(siRaw, 'scale_in.');
   const scaleIn: ScaleIn = {
-    belowRatio: positive(si, 'below_ratio', 'scale_in.'),
-    changePercent: num(si, 'change_percent', 'scale_in.'),
-    evaluationPeriods: int(si, 'evaluation_periods', 1, 'scale_in.'),
+    belowRatio: si.number('below_ratio', (v) => v > 0 && v < 1, 'must be greater than 0 and less than 1'),
+    changePercent: si.whole('change_percent', between(-99, -1), 'must be between -99 and -1'),
+    evaluationMinutes: si.whole('evaluation_minutes', between(1, 1440), 'must be between 1 and 1440'),
   };
-  if (scaleIn.changePercent >= 0) {
-    throw new Error(`scaling policy: scale_in.change_percent must be negative, got ${scaleIn.changePercent}`);
-  }
-  if (scaleIn.belowRatio >= scaleOutSteps[0].aboveRatio) {
-    throw new Error('scaling policy: scale_in.below_ratio must be below the first scale_out_steps above_ratio');
-  }
 
-  const minTasks = int(raw, 'min_tasks', 0);
-  const maxTasks = int(raw, 'max_tasks', 1);
+  const scaleToZeroAfterIdleSeconds = r.whole(
+    'scale_to_zero_after_idle_seconds',
+    (v) => v % 60 === 0 && v >= 60 && v <= 86_400,
+    'must be a whole number of minutes (a multiple of 60) from 60 to 86400',
+  );
+  const cooldownSeconds = r.whole('cooldown_seconds', between(0, 86_400), 'must be between 0 and 86400');
+
   if (minTasks > maxTasks) {
-    throw new Error(`scaling policy: min_tasks (${minTasks}) must not exceed max_tasks (${maxTasks})`);
+    fail(`min_tasks (${minTasks}) must not exceed max_tasks (${maxTasks})`);
+  }
+  // A scale-in to desired × (100 + cp) / 100 must leave NeededTasks / DesiredTasks above the
+  // ratio, or the next scale-out sample raises the count straight back. Computed as the Rust side
+  // does, from whole percents, so -7 allows exactly 0.93.
+  const kept = (100 + scaleIn.changePercent) / 100;
+  if (scaleIn.belowRatio > kept) {
+    fail(
+      `scale_in.below_ratio (${String(scaleIn.belowRatio)}) must be at most 1 + scale_in.change_percent / 100 ` +
+        `(${String(kept)}), or the next sample undoes each scale-in`,
+    );
   }
 
-  const policy: ScalingPolicy = {
+  return {
     namespace,
-    acceptableLatencySeconds: positive(raw, 'acceptable_latency_seconds'),
-    averageJobSeconds: positive(raw, 'average_job_seconds'),
-    jobsPerTask: 'jobs_per_task' in raw ? positive(raw, 'jobs_per_task') : 1,
+    acceptableLatencySeconds,
+    averageJobSeconds,
+    jobsPerTask,
+    taskStartupSeconds,
     minTasks,
     maxTasks,
-    metricPeriodSeconds: int(raw, 'metric_period_seconds', 1),
-    scaleOutSteps,
+    metricPeriodSeconds,
     scaleIn,
-    scaleToZeroAfterIdleSeconds: int(raw, 'scale_to_zero_after_idle_seconds', 1),
-    cooldownSeconds: int(raw, 'cooldown_seconds', 0),
-    raw,
+    scaleToZeroAfterIdleSeconds,
+    cooldownSeconds,
   };
-  return policy;
 }
 
 /** Reads and validates a policy file at synth time. */
@@ -164,43 +263,37 @@ export function targetBacklogPerTask(p: ScalingPolicy): number {
   return (p.acceptableLatencySeconds / p.averageJobSeconds) * p.jobsPerTask;
 }
 
-/**
- * The alarm period for the policy's metric period: CloudWatch alarms accept 10, 30 or a multiple
- * of 60 seconds, so other values round up to the next allowed period.
- */
-export function alarmPeriodSeconds(metricPeriodSeconds: number): number {
-  if (metricPeriodSeconds <= 10) return 10;
-  if (metricPeriodSeconds <= 30) return 30;
-  return Math.ceil(metricPeriodSeconds / 60) * 60;
-}
-
-/** One interval of a step scaling policy, as offsets from the alarm threshold. */
-export interface StepInterval {
-  readonly lowerBound?: number;
-  readonly upperBound?: number;
-  readonly adjustment: number;
-}
-
-/**
- * The scale-out alarm threshold and step intervals: step i covers
- * [above_ratio_i × target, above_ratio_{i+1} × target), the last one is unbounded, and the alarm
- * fires at the first step's lower bound.
- */
-export function scaleOutSteps(p: ScalingPolicy): { threshold: number; steps: StepInterval[] } {
-  const target = targetBacklogPerTask(p);
-  const threshold = p.scaleOutSteps[0].aboveRatio * target;
-  const steps = p.scaleOutSteps.map((s, i) => {
-    const next = p.scaleOutSteps[i + 1];
-    return {
-      lowerBound: s.aboveRatio * target - threshold,
-      upperBound: next === undefined ? undefined : next.aboveRatio * target - threshold,
-      adjustment: s.changePercent,
-    };
+/** The policy in the file's format (fields in declaration order), as `parseScalingPolicy` reads it. */
+export function policyJson(p: ScalingPolicy): string {
+  return JSON.stringify({
+    namespace: p.namespace,
+    acceptable_latency_seconds: p.acceptableLatencySeconds,
+    average_job_seconds: p.averageJobSeconds,
+    jobs_per_task: p.jobsPerTask,
+    task_startup_seconds: p.taskStartupSeconds,
+    min_tasks: p.minTasks,
+    max_tasks: p.maxTasks,
+    metric_period_seconds: p.metricPeriodSeconds,
+    scale_in: {
+      below_ratio: p.scaleIn.belowRatio,
+      change_percent: p.scaleIn.changePercent,
+      evaluation_minutes: p.scaleIn.evaluationMinutes,
+    },
+    scale_to_zero_after_idle_seconds: p.scaleToZeroAfterIdleSeconds,
+    cooldown_seconds: p.cooldownSeconds,
   });
-  return { threshold, steps };
 }
 
-/** The policy as the backlog Lambda sees it: the file's fields, with min/max tasks as deployed. */
+/**
+ * The policy as deployed: `min_tasks` and `max_tasks` replaced by the stack's bounds (those of the
+ * scalable target), validated again, so the backlog Lambda never raises the service above what
+ * Application Auto Scaling allows and never starts on a policy it would reject.
+ */
+export function effectivePolicy(p: ScalingPolicy, minTasks: number, maxTasks: number): ScalingPolicy {
+  return parseScalingPolicy(policyJson({ ...p, minTasks, maxTasks }));
+}
+
+/** {@link effectivePolicy} as the JSON text of `SLUICE_SCALING_POLICY`. */
 export function effectivePolicyJson(p: ScalingPolicy, minTasks: number, maxTasks: number): string {
-  return JSON.stringify({ ...p.raw, min_tasks: minTasks, max_tasks: maxTasks });
+  return policyJson(effectivePolicy(p, minTasks, maxTasks));
 }

@@ -3,66 +3,36 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { App, Duration, Stack } from 'aws-cdk-lib';
+import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { BacklogScaling } from '../lib/constructs/backlog-scaling';
 import { parseScalingPolicy } from '../lib/policy';
-import { actionsOf, grantsOf, j, logicalId, policyFile, sluiceStack, template } from './helpers';
+import { SluiceStack } from '../lib/sluice-stack';
+import { STUB_LAMBDAS, actionsOf, grantsOf, j, logicalId, policyFile, sluiceStack, template } from './helpers';
 
-// Expected numbers come from scaling/policy.json itself, computed here rather than copied.
+// Expected numbers come from scaling/policy.json itself, read independently of lib/policy.ts.
 const file = policyFile();
-const target = (file.acceptable_latency_seconds / file.average_job_seconds) * (file.jobs_per_task ?? 1);
-const p = file.metric_period_seconds;
-const period = p <= 10 ? 10 : p <= 30 ? 30 : Math.ceil(p / 60) * 60;
 
 type Resources = Record<string, any>;
 
-function alarmOn(t: Template, metricName: string): any {
-  const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter(
-    (a) => a.Properties.MetricName === metricName && a.Properties.Namespace === file.namespace,
-  );
-  assert.equal(alarms.length, 1, metricName);
-  return alarms;
+/** A policy file of its own: the shipped one with `patch` applied. */
+function customPolicyFile(patch: Record<string, unknown>): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-policy-'));
+  const policyPath = path.join(dir, 'policy.json');
+  fs.writeFileSync(policyPath, JSON.stringify({ ...file, ...patch }));
+  return policyPath;
 }
 
-/** The scaling policy an alarm's first action points at. */
-function policyOf(t: Template, alarm: any): any {
-  const actions = alarm.Properties.AlarmActions;
-  assert.equal(actions.length, 1);
-  const policies: Resources = t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy');
-  return policies[actions[0].Ref].Properties;
-}
-
-test('the scale-out alarm and steps follow the policy file', () => {
-  const { stack, t } = template();
-  const alarm = alarmOn(t, 'BacklogPerTask').find(
-    (a: any) => a.Properties.ComparisonOperator === 'GreaterThanOrEqualToThreshold',
-  );
-  const threshold = file.scale_out_steps[0].above_ratio * target;
-  assert.equal(alarm.Properties.Threshold, threshold);
-  assert.equal(alarm.Properties.Period, period);
-  assert.equal(alarm.Properties.Statistic, 'Average');
-  assert.deepEqual(alarm.Properties.Dimensions, [
-    { Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'QueueName'] } },
-    { Name: 'ServiceName', Value: { 'Fn::GetAtt': [logicalId(stack.workers.service), 'Name'] } },
-  ]);
-  const policy = policyOf(t, alarm);
-  assert.equal(policy.PolicyType, 'StepScaling');
-  const cfg = policy.StepScalingPolicyConfiguration;
-  assert.equal(cfg.AdjustmentType, 'PercentChangeInCapacity');
-  assert.equal(cfg.MinAdjustmentMagnitude, 1);
-  assert.equal(cfg.Cooldown, file.cooldown_seconds);
-  const expected = file.scale_out_steps.map((s: any, i: number) => {
-    const next = file.scale_out_steps[i + 1];
-    const step: any = { MetricIntervalLowerBound: s.above_ratio * target - threshold, ScalingAdjustment: s.change_percent };
-    if (next) step.MetricIntervalUpperBound = next.above_ratio * target - threshold;
-    return step;
+/** Every alarm whose metric (or one of whose metric-math metrics) is `metricName` of the namespace. */
+function alarmsOn(t: Template, metricName: string, namespace: string = file.namespace): any[] {
+  return Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter((a) => {
+    const p = a.Properties;
+    if (p.MetricName === metricName && p.Namespace === namespace) return true;
+    return (p.Metrics ?? []).some(
+      (m: any) => m.MetricStat?.Metric.MetricName === metricName && m.MetricStat.Metric.Namespace === namespace,
+    );
   });
-  assert.deepEqual(cfg.StepAdjustments, expected);
-  // The intervals are contiguous and the last one is open.
-  assert.equal(expected[0].MetricIntervalLowerBound, 0);
-  assert.equal(cfg.StepAdjustments.at(-1).MetricIntervalUpperBound, undefined);
-});
+}
 
 /** The alarm on a metric-math expression that mentions `term`. */
 function mathAlarm(t: Template, term: string): any {
@@ -73,20 +43,86 @@ function mathAlarm(t: Template, term: string): any {
   return alarms[0];
 }
 
-test('the scale-in alarm waits evaluation_periods below the ratio, never below one task', () => {
-  const { t } = template();
-  const alarm = mathAlarm(t, 'bpt');
-  const expression = alarm.Properties.Metrics.find((m: any) => m.Expression).Expression;
-  assert.equal(expression, 'IF(desired > 1, bpt, 1000000000)');
-  const stats = Object.fromEntries(
-    alarm.Properties.Metrics.filter((m: any) => m.MetricStat).map((m: any) => [m.Id, m.MetricStat.Metric.MetricName]),
+/** The metric-math alarm's expression and its metrics by id: `{ id: [name, stat, period, namespace] }`. */
+function mathOf(alarm: any): { expression: string; metrics: Record<string, [string, string, number, string]> } {
+  const ms: any[] = alarm.Properties.Metrics;
+  const expr = ms.filter((m) => m.Expression !== undefined);
+  assert.equal(expr.length, 1);
+  assert.equal(expr[0].ReturnData, true);
+  const metrics = Object.fromEntries(
+    ms
+      .filter((m) => m.MetricStat)
+      .map((m) => {
+        assert.equal(m.ReturnData, false, m.Id);
+        const s = m.MetricStat;
+        return [m.Id, [s.Metric.MetricName, s.Stat, s.Period, s.Metric.Namespace]];
+      }),
   );
-  assert.deepEqual(stats, { bpt: 'BacklogPerTask', desired: 'DesiredTasks' });
-  for (const m of alarm.Properties.Metrics.filter((m: any) => m.MetricStat)) {
-    assert.equal(m.MetricStat.Period, period);
+  return { expression: expr[0].Expression, metrics };
+}
+
+/** The scaling policy an alarm's only action points at. */
+function policyOf(t: Template, alarm: any): any {
+  const actions = alarm.Properties.AlarmActions;
+  assert.equal(actions.length, 1);
+  const policies: Resources = t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy');
+  const policy = policies[actions[0].Ref];
+  assert.ok(policy, 'the action is a scaling policy of this stack');
+  return policy.Properties;
+}
+
+/** The backlog Lambda's resource properties. */
+function backlogFn(stack: SluiceStack, t: Template): any {
+  return t.toJSON().Resources[logicalId(stack.scaling.function)].Properties;
+}
+
+test('scale-out is the lambda\'s: no scale-out or from-zero alarm or step policy remains', () => {
+  const { t } = template();
+  // Two step policies only: scale-in and idle.
+  const policies = Object.values(t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy')).map(
+    (p) => p.Properties.StepScalingPolicyConfiguration,
+  );
+  assert.deepEqual(policies.map((p) => p.AdjustmentType).sort(), ['ExactCapacity', 'PercentChangeInCapacity']);
+  for (const p of policies) {
+    for (const step of p.StepAdjustments) {
+      // Nothing adds capacity: the percent step is negative, the exact one goes to min tasks.
+      if (p.AdjustmentType === 'PercentChangeInCapacity') assert.ok(step.ScalingAdjustment < 0);
+      else assert.equal(step.ScalingAdjustment, file.min_tasks);
+      assert.equal(step.MetricIntervalLowerBound, undefined);
+      assert.equal(step.MetricIntervalUpperBound, 0);
+    }
   }
-  assert.equal(alarm.Properties.Threshold, file.scale_in.below_ratio * target);
-  assert.equal(alarm.Properties.EvaluationPeriods, file.scale_in.evaluation_periods);
+  assert.deepEqual(alarmsOn(t, 'BacklogWithoutCapacity'), [], 'no from-zero alarm');
+  assert.deepEqual(alarmsOn(t, 'BacklogPerTask').filter((a) => a.Properties.ComparisonOperator.startsWith('Greater')), []);
+  // Every alarm that acts on the service is one of the two.
+  const policyIds = Object.keys(t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy'));
+  const scaling = Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter((a) =>
+    (a.Properties.AlarmActions ?? []).some((action: any) => policyIds.includes(action.Ref)),
+  );
+  assert.equal(scaling.length, 2);
+});
+
+test('the scale-in alarm compares the minute\'s most needed tasks with its fewest desired, robust to missed samples', () => {
+  const { stack, t } = template();
+  const alarm = mathAlarm(t, 'needed');
+  const { expression, metrics } = mathOf(alarm);
+  assert.equal(expression, 'IF(desired > 1, needed / desired, 1)');
+  assert.deepEqual(metrics, {
+    needed: ['NeededTasks', 'Maximum', 60, file.namespace],
+    desired: ['DesiredTasks', 'Minimum', 60, file.namespace],
+  });
+  for (const m of alarm.Properties.Metrics.filter((m: any) => m.MetricStat)) {
+    assert.deepEqual(m.MetricStat.Metric.Dimensions, [
+      { Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'QueueName'] } },
+      { Name: 'ServiceName', Value: { 'Fn::GetAtt': [logicalId(stack.workers.service), 'Name'] } },
+    ]);
+  }
+  const a = alarm.Properties;
+  assert.equal(a.Threshold, file.scale_in.below_ratio);
+  assert.equal(a.ComparisonOperator, 'LessThanOrEqualToThreshold');
+  assert.equal(a.EvaluationPeriods, file.scale_in.evaluation_minutes);
+  assert.equal(a.DatapointsToAlarm, file.scale_in.evaluation_minutes);
+  assert.equal(a.TreatMissingData, 'missing');
   const cfg = policyOf(t, alarm).StepScalingPolicyConfiguration;
   assert.equal(cfg.AdjustmentType, 'PercentChangeInCapacity');
   assert.equal(cfg.MinAdjustmentMagnitude, 1);
@@ -94,47 +130,67 @@ test('the scale-in alarm waits evaluation_periods below the ratio, never below o
   assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: file.scale_in.change_percent }]);
 });
 
-test('the service scales to min tasks after the idle time with nothing queued or in flight', () => {
+test('the service goes to min tasks after the idle minutes with nothing queued or in flight', () => {
   const { t } = template();
-  const alarms = [mathAlarm(t, 'inflight')];
-  const alarm = alarms[0].Properties;
-  const expression = alarm.Metrics.find((m: any) => m.Expression);
-  // Above min tasks only, so a parked service's alarm returns to OK and cannot undo a nudge.
-  assert.equal(expression.Expression, `IF(desired > ${file.min_tasks}, backlog + inflight, 1)`);
-  const names = alarm.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat.Metric.MetricName).sort();
-  assert.deepEqual(names, ['Backlog', 'DesiredTasks', 'InFlight']);
-  for (const m of alarm.Metrics.filter((m: any) => m.MetricStat)) {
-    assert.equal(m.MetricStat.Period, period);
-    assert.equal(m.MetricStat.Metric.Namespace, file.namespace);
-  }
-  assert.equal(alarm.Threshold, 0);
-  assert.equal(alarm.ComparisonOperator, 'LessThanOrEqualToThreshold');
-  assert.equal(alarm.EvaluationPeriods, Math.ceil(file.scale_to_zero_after_idle_seconds / period));
-  assert.ok(alarm.EvaluationPeriods * period >= file.scale_to_zero_after_idle_seconds);
-  const cfg = policyOf(t, alarms[0]).StepScalingPolicyConfiguration;
+  const alarm = mathAlarm(t, 'inflight');
+  const { expression, metrics } = mathOf(alarm);
+  // Above min tasks only, so a parked service's alarm returns to OK and cannot undo a raise.
+  assert.equal(expression, `IF(desired > ${file.min_tasks}, backlog + inflight, 1)`);
+  assert.deepEqual(metrics, {
+    backlog: ['Backlog', 'Maximum', 60, file.namespace],
+    inflight: ['InFlight', 'Maximum', 60, file.namespace],
+    desired: ['DesiredTasks', 'Minimum', 60, file.namespace],
+  });
+  const a = alarm.Properties;
+  assert.equal(a.Threshold, 0);
+  assert.equal(a.ComparisonOperator, 'LessThanOrEqualToThreshold');
+  assert.equal(a.EvaluationPeriods, file.scale_to_zero_after_idle_seconds / 60);
+  assert.equal(a.DatapointsToAlarm, file.scale_to_zero_after_idle_seconds / 60);
+  assert.equal(a.TreatMissingData, 'missing');
+  const cfg = policyOf(t, alarm).StepScalingPolicyConfiguration;
   assert.equal(cfg.AdjustmentType, 'ExactCapacity');
+  assert.equal(cfg.Cooldown, file.cooldown_seconds);
   assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: file.min_tasks }]);
 });
 
-test('backlog without capacity scales the service from zero', () => {
-  const { t } = template();
-  const [alarm] = alarmOn(t, 'BacklogWithoutCapacity');
-  assert.equal(alarm.Properties.Threshold, 1);
-  assert.equal(alarm.Properties.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
-  assert.equal(alarm.Properties.EvaluationPeriods, 1);
-  assert.equal(alarm.Properties.Period, period);
-  const cfg = policyOf(t, alarm).StepScalingPolicyConfiguration;
-  assert.equal(cfg.AdjustmentType, 'ExactCapacity');
-  assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalLowerBound: 0, ScalingAdjustment: Math.max(1, file.min_tasks) }]);
-});
+test('another policy changes thresholds, minutes, steps and cooldown, never the one-minute period', () => {
+  const policyPath = customPolicyFile({
+    namespace: 'SluiceTest',
+    metric_period_seconds: 5,
+    min_tasks: 1,
+    max_tasks: 8,
+    scale_in: { below_ratio: 0.3, change_percent: -50, evaluation_minutes: 7 },
+    scale_to_zero_after_idle_seconds: 900,
+    cooldown_seconds: 120,
+  });
+  const { stack, t } = template({ scalingPolicyFile: policyPath });
+  const scaleIn = mathAlarm(t, 'needed');
+  assert.equal(scaleIn.Properties.Threshold, 0.3);
+  assert.equal(scaleIn.Properties.EvaluationPeriods, 7);
+  assert.equal(scaleIn.Properties.DatapointsToAlarm, 7);
+  assert.deepEqual(mathOf(scaleIn).metrics, {
+    needed: ['NeededTasks', 'Maximum', 60, 'SluiceTest'],
+    desired: ['DesiredTasks', 'Minimum', 60, 'SluiceTest'],
+  });
+  const inCfg = policyOf(t, scaleIn).StepScalingPolicyConfiguration;
+  assert.deepEqual(inCfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: -50 }]);
+  assert.equal(inCfg.Cooldown, 120);
 
-test('from zero starts min tasks when min tasks is above one', () => {
-  const { t } = template({ minTasks: 3, maxTasks: 9 });
-  const [alarm] = alarmOn(t, 'BacklogWithoutCapacity');
-  assert.deepEqual(policyOf(t, alarm).StepScalingPolicyConfiguration.StepAdjustments, [
-    { MetricIntervalLowerBound: 0, ScalingAdjustment: 3 },
-  ]);
-  t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 3, MaxCapacity: 9 });
+  const idle = mathAlarm(t, 'inflight');
+  assert.equal(mathOf(idle).expression, 'IF(desired > 1, backlog + inflight, 1)');
+  assert.equal(idle.Properties.EvaluationPeriods, 15);
+  assert.equal(idle.Properties.DatapointsToAlarm, 15);
+  const idleCfg = policyOf(t, idle).StepScalingPolicyConfiguration;
+  assert.deepEqual(idleCfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 1 }]);
+  assert.equal(idleCfg.Cooldown, 120);
+
+  t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 1, MaxCapacity: 8 });
+  const env = backlogFn(stack, t).Environment.Variables;
+  assert.deepEqual(JSON.parse(env.SLUICE_SCALING_POLICY), JSON.parse(fs.readFileSync(policyPath, 'utf8')));
+  // The sampling interval has one source, the policy's metric_period_seconds.
+  assert.ok(env.SLUICE_SAMPLE_INTERVAL_SECONDS === undefined || env.SLUICE_SAMPLE_INTERVAL_SECONDS === '5');
+  const put = grantsOf(t, stack.scaling.function.role!, 'cloudwatch:PutMetricData');
+  assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': 'SluiceTest' } });
 });
 
 test('the scalable target takes min and max tasks from the policy file', () => {
@@ -148,33 +204,55 @@ test('the scalable target takes min and max tasks from the policy file', () => {
   });
   const resourceId = j(Object.values(t.findResources('AWS::ApplicationAutoScaling::ScalableTarget'))[0].Properties.ResourceId);
   assert.ok(resourceId.includes(logicalId(stack.workers.cluster)) && resourceId.includes(logicalId(stack.workers.service)));
-  t.resourceCountIs('AWS::ApplicationAutoScaling::ScalingPolicy', 4);
+  t.resourceCountIs('AWS::ApplicationAutoScaling::ScalingPolicy', 2);
 });
 
-test('the backlog lambda runs every minute with the policy and only its permissions', () => {
+test('the backlog lambda runs every minute with reserved concurrency, the policy, and only its permissions', () => {
   const { stack, t } = template();
   t.hasResourceProperties('AWS::Events::Rule', {
     ScheduleExpression: 'rate(1 minute)',
     State: 'ENABLED',
     Targets: [{ Arn: { 'Fn::GetAtt': [logicalId(stack.scaling.function), 'Arn'] }, RetryPolicy: { MaximumRetryAttempts: 0 } }],
   });
-  const fn = t.toJSON().Resources[logicalId(stack.scaling.function)].Properties;
+  const fn = backlogFn(stack, t);
   assert.equal(fn.Runtime, 'provided.al2023');
   assert.deepEqual(fn.Architectures, ['arm64']);
+  assert.equal(fn.ReservedConcurrentExecutions, 2);
+  // Samples for about a minute, never longer than the next run's start plus a margin.
+  assert.ok(fn.Timeout > 60 && fn.Timeout <= 120, `timeout ${fn.Timeout}`);
   assert.deepEqual(JSON.parse(fn.Environment.Variables.SLUICE_SCALING_POLICY), file);
-  assert.equal(fn.Environment.Variables.SLUICE_SAMPLE_INTERVAL_SECONDS, '10');
+  const interval = fn.Environment.Variables.SLUICE_SAMPLE_INTERVAL_SECONDS;
+  assert.ok(interval === undefined || interval === String(file.metric_period_seconds), 'no sample interval of its own');
   const role = stack.scaling.function.role!;
   assert.deepEqual(actionsOf(t, role), [
     'cloudwatch:PutMetricData',
+    'dynamodb:DeleteItem',
     'dynamodb:GetItem',
+    'dynamodb:PutItem',
     'dynamodb:UpdateItem',
     'ecs:DescribeServices',
+    'ecs:UpdateService',
     'logs:CreateLogStream',
     'logs:PutLogEvents',
     'sqs:ChangeMessageVisibility',
     'sqs:GetQueueAttributes',
     'sqs:ReceiveMessage',
   ]);
+  // Scale-out: the service only.
+  for (const action of ['ecs:DescribeServices', 'ecs:UpdateService']) {
+    const grants = grantsOf(t, role, action);
+    assert.equal(grants.length, 1, action);
+    assert.equal(j(grants[0].Resource), j({ Ref: logicalId(stack.workers.service) }), action);
+  }
+  // The lease item: the jobs table only.
+  const table = j({ 'Fn::GetAtt': [logicalId(stack.jobTable.table), 'Arn'] });
+  for (const action of ['dynamodb:PutItem', 'dynamodb:DeleteItem']) {
+    const grants = grantsOf(t, role, action);
+    assert.equal(grants.length, 1, action);
+    const resources = Array.isArray(grants[0].Resource) ? grants[0].Resource : [grants[0].Resource];
+    assert.ok(resources.length >= 1 && resources.every((r: unknown) => j(r).includes(logicalId(stack.jobTable.table))), action);
+    assert.ok(resources.some((r: unknown) => j(r) === table), action);
+  }
   // The reconciler reads the dead-letter queue only, and never deletes from it.
   assert.equal(
     j(grantsOf(t, role, 'sqs:ReceiveMessage')[0].Resource),
@@ -183,87 +261,57 @@ test('the backlog lambda runs every minute with the policy and only its permissi
   assert.equal(fn.Environment.Variables.SLUICE_DLQ_URL.Ref, logicalId(stack.jobQueue.deadLetterQueue));
   const put = grantsOf(t, role, 'cloudwatch:PutMetricData');
   assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': file.namespace } });
-  assert.equal(j(grantsOf(t, role, 'ecs:DescribeServices')[0].Resource), j({ Ref: logicalId(stack.workers.service) }));
   assert.equal(
     j(grantsOf(t, role, 'sqs:GetQueueAttributes')[0].Resource),
     j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] }),
   );
 });
 
-test('overridden min and max tasks reach the backlog lambda policy too', () => {
-  const { stack, t } = template({ minTasks: 1, maxTasks: 5 });
-  const fn = t.toJSON().Resources[logicalId(stack.scaling.function)].Properties;
-  assert.deepEqual(JSON.parse(fn.Environment.Variables.SLUICE_SCALING_POLICY), { ...file, min_tasks: 1, max_tasks: 5 });
-});
-
-test('a policy with another period and steps changes the alarms accordingly', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-policy-'));
-  const custom = {
-    ...file,
-    namespace: 'SluiceTest',
-    metric_period_seconds: 45,
-    scale_out_steps: [
-      { above_ratio: 1.5, change_percent: 20 },
-      { above_ratio: 3, change_percent: 80 },
-    ],
-    future_field: { kept: true },
-  };
-  const policyPath = path.join(dir, 'policy.json');
-  fs.writeFileSync(policyPath, JSON.stringify(custom));
-  const { t } = template({ scalingPolicyFile: policyPath });
-  const out = Object.values(t.findResources('AWS::CloudWatch::Alarm')).find(
-    (a) => a.Properties.MetricName === 'BacklogPerTask' && a.Properties.ComparisonOperator === 'GreaterThanOrEqualToThreshold',
-  )!;
-  assert.equal(out.Properties.Namespace, 'SluiceTest');
-  assert.equal(out.Properties.Period, 60);
-  assert.equal(out.Properties.Threshold, 1.5 * target);
-  assert.deepEqual(policyOf(t, out).StepScalingPolicyConfiguration.StepAdjustments, [
-    { MetricIntervalLowerBound: 0, MetricIntervalUpperBound: 1.5 * target, ScalingAdjustment: 20 },
-    { MetricIntervalLowerBound: 1.5 * target, ScalingAdjustment: 80 },
+test('overridden min and max tasks reach the scalable target, the idle rule and the lambda\'s effective policy', () => {
+  const { stack, t } = template({ minTasks: 3, maxTasks: 9 });
+  t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 3, MaxCapacity: 9 });
+  const env = backlogFn(stack, t).Environment.Variables;
+  const effective = JSON.parse(env.SLUICE_SCALING_POLICY);
+  assert.deepEqual(effective, { ...file, min_tasks: 3, max_tasks: 9 });
+  // In the file's field order, and a policy the parser (the Rust side's twin) accepts.
+  assert.deepEqual(Object.keys(effective), Object.keys(file));
+  assert.doesNotThrow(() => parseScalingPolicy(env.SLUICE_SCALING_POLICY));
+  assert.equal(stack.scaling.effectivePolicy.maxTasks, 9);
+  const idle = mathAlarm(t, 'inflight');
+  assert.equal(mathOf(idle).expression, 'IF(desired > 3, backlog + inflight, 1)');
+  assert.deepEqual(policyOf(t, idle).StepScalingPolicyConfiguration.StepAdjustments, [
+    { MetricIntervalUpperBound: 0, ScalingAdjustment: 3 },
   ]);
-  const fn = Object.values(t.findResources('AWS::Lambda::Function')).find(
-    (f) => f.Properties.Environment.Variables.SLUICE_SCALING_POLICY,
-  )!;
-  assert.deepEqual(JSON.parse(fn.Properties.Environment.Variables.SLUICE_SCALING_POLICY).future_field, { kept: true });
 });
 
-test('bad scaling props and policies are rejected', () => {
-  const text = JSON.stringify(file);
-  const bad = (patch: object) => () => parseScalingPolicy(JSON.stringify({ ...file, ...patch }));
-  assert.doesNotThrow(() => parseScalingPolicy(text));
-  assert.throws(bad({ namespace: 'AWS/ECS' }), /namespace AWS\/ECS is reserved/);
-  assert.throws(bad({ min_tasks: 5, max_tasks: 2 }), /min_tasks \(5\) must not exceed max_tasks \(2\)/);
-  assert.throws(bad({ scale_out_steps: [] }), /scale_out_steps must be a non-empty list/);
-  assert.throws(
-    bad({ scale_out_steps: [{ above_ratio: 2, change_percent: 50 }, { above_ratio: 1, change_percent: 100 }] }),
-    /strictly increasing above_ratio/,
-  );
-  assert.throws(bad({ scale_in: { ...file.scale_in, change_percent: 25 } }), /scale_in.change_percent must be negative/);
-  assert.throws(bad({ average_job_seconds: 0 }), /average_job_seconds must be positive/);
-  assert.throws(() => parseScalingPolicy('{'), /not valid json/);
-  const { namespace: _omit, ...noNamespace } = file;
-  assert.throws(() => parseScalingPolicy(JSON.stringify(noNamespace)), /missing field namespace/);
-
+test('bad min and max tasks are rejected', () => {
   assert.throws(() => template({ minTasks: 4, maxTasks: 2 }), /minTasks \(4\) must not exceed maxTasks \(2\)/);
   assert.throws(() => template({ maxTasks: 0 }), /maxTasks must be a positive integer/);
   assert.throws(() => template({ minTasks: -1 }), /minTasks must be a non-negative integer/);
+  assert.throws(() => template({ minTasks: 1.5 }), /minTasks must be a non-negative integer/);
+  assert.throws(() => template({ maxTasks: 5001 }), /maxTasks must be at most 5000/);
+  // A bad policy file fails the synth with the parser's message.
+  assert.throws(
+    () => template({ scalingPolicyFile: customPolicyFile({ scale_out_steps: [] }) }),
+    { message: /^scaling policy: unknown field scale_out_steps \(/ },
+  );
 });
 
-test('the sample interval must fit in the alarm period', () => {
+test('the construct on its own: the policy\'s bounds by default', () => {
   const stack = sluiceStack();
   const scope = new Stack(stack.node.root as App, 'Other');
-  const policy = parseScalingPolicy(JSON.stringify(file));
-  const make = (sampleInterval: Duration) =>
-    new BacklogScaling(scope, `S${sampleInterval.toMilliseconds()}`, {
-      queue: stack.jobQueue.queue,
-      deadLetterQueue: stack.jobQueue.deadLetterQueue,
-      table: stack.jobTable.table,
-      retentionDays: 7,
-      service: stack.workers.service,
-      lambdaAssetDir: path.join(__dirname, 'fixtures', 'lambda'),
-      policy,
-      sampleInterval,
-    });
-  assert.throws(() => make(Duration.seconds(period + 1)), /sampleInterval must be whole seconds from 1 to/);
-  assert.throws(() => make(Duration.millis(2500)), /sampleInterval must be whole seconds/);
+  const policy = parseScalingPolicy(JSON.stringify({ ...file, min_tasks: 2, max_tasks: 6 }));
+  const scaling = new BacklogScaling(scope, 'Scaling', {
+    queue: stack.jobQueue.queue,
+    deadLetterQueue: stack.jobQueue.deadLetterQueue,
+    table: stack.jobTable.table,
+    retentionDays: 7,
+    service: stack.workers.service,
+    lambdaAssetDir: STUB_LAMBDAS,
+    policy,
+  });
+  assert.equal(scaling.minTasks, 2);
+  assert.equal(scaling.maxTasks, 6);
+  assert.deepEqual(scaling.effectivePolicy, policy);
+  assert.equal(scaling.period.toSeconds(), 60);
 });

@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import { Duration } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { j, logicalId, policyFile, sluiceStack, template } from './helpers';
+import { Construct } from 'constructs';
 import { Observability } from '../lib/constructs/observability';
 
 const file = policyFile();
@@ -23,6 +24,7 @@ test('the dashboard shows scaling, jobs, queues and lambdas', () => {
     'BacklogPerTask',
     'RunningTasks',
     'DesiredTasks',
+    'NeededTasks',
     'BacklogWithoutCapacity',
     'JobsSucceeded',
     'JobsFailed',
@@ -63,9 +65,115 @@ test('alarms cover the dead-letter queue, old messages and failed jobs, and noti
   assert.equal(failed.stat.Metric?.MetricName ?? failed.MetricName, 'JobsFailed');
   assert.ok(j(failed).includes(`"${file.namespace}"`));
   // Scaling alarms act on the service, not on people.
-  for (const a of [stack.scaling.scaleOutAlarm, stack.scaling.idleAlarm]) {
+  for (const a of [stack.scaling.scaleInAlarm, stack.scaling.idleAlarm]) {
     assert.ok(!j(t.toJSON().Resources[logicalId(a)].Properties.AlarmActions).includes(logicalId(stack.observability.topic)));
   }
+});
+
+/** The tasks graph of the dashboard, with the metric names and stats it plots. */
+function tasksGraph(t: Template): { metrics: string[][] } {
+  const dash = Object.values(t.findResources('AWS::CloudWatch::Dashboard'))[0];
+  // The body is an Fn::Join of strings and references: join it with placeholders, then parse.
+  const body = dash.Properties.DashboardBody;
+  const text =
+    typeof body === 'string' ? body : body['Fn::Join'][1].map((p: unknown) => (typeof p === 'string' ? p : 'REF')).join('');
+  const widgets: any[] = JSON.parse(text).widgets;
+  const tasks = widgets.find((w) => w.properties.title === 'Tasks');
+  assert.ok(tasks, 'a tasks graph');
+  return { metrics: tasks.properties.metrics };
+}
+
+test('the dashboard shows needed tasks beside desired and running', () => {
+  const { t } = template();
+  const names = tasksGraph(t).metrics.map((m) => m[1]);
+  assert.deepEqual(names.slice(0, 3), ['NeededTasks', 'DesiredTasks', 'RunningTasks']);
+  for (const m of tasksGraph(t).metrics.slice(0, 3)) {
+    assert.equal(m[0], file.namespace);
+  }
+});
+
+/**
+ * An alarm's properties by its construct, with its one metric flattened (CDK writes a labelled
+ * metric as a one-element `Metrics` list).
+ */
+function props(t: Template, alarm: Construct): any {
+  const p = t.toJSON().Resources[logicalId(alarm)].Properties;
+  if (p.Metrics === undefined) return p;
+  assert.equal(p.Metrics.length, 1);
+  const s = p.Metrics[0].MetricStat;
+  return { ...p, ...s.Metric, Statistic: s.Stat, Period: s.Period };
+}
+
+test('the scaling loop cannot die silently: errors, throttles and missing samples alarm the operator', () => {
+  const { stack, t } = template();
+  const o = stack.observability;
+  const topic = [{ Ref: logicalId(o.topic) }];
+  const fn = { Ref: logicalId(stack.scaling.function) };
+
+  const errors = props(t, o.backlogErrorsAlarm);
+  assert.equal(errors.Namespace, 'AWS/Lambda');
+  assert.equal(errors.MetricName, 'Errors');
+  assert.deepEqual(errors.Dimensions, [{ Name: 'FunctionName', Value: fn }]);
+  assert.equal(errors.Statistic, 'Sum');
+  assert.equal(errors.Period, 60);
+  assert.equal(errors.Threshold, 1);
+  assert.equal(errors.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+  assert.equal(errors.EvaluationPeriods, 5);
+  assert.equal(errors.DatapointsToAlarm, 3);
+  assert.equal(errors.TreatMissingData, 'notBreaching');
+
+  const throttles = props(t, o.backlogThrottlesAlarm);
+  assert.equal(throttles.Namespace, 'AWS/Lambda');
+  assert.equal(throttles.MetricName, 'Throttles');
+  assert.deepEqual(throttles.Dimensions, [{ Name: 'FunctionName', Value: fn }]);
+  assert.equal(throttles.Statistic, 'Sum');
+  assert.equal(throttles.Period, 60);
+  assert.equal(throttles.Threshold, 1);
+  assert.equal(throttles.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+  assert.equal(throttles.EvaluationPeriods, 1);
+  assert.equal(throttles.DatapointsToAlarm, 1);
+  assert.equal(throttles.TreatMissingData, 'notBreaching');
+
+  // No sample at all is the failure: missing data breaches.
+  const missing = props(t, o.missingSamplesAlarm);
+  assert.equal(missing.Namespace, file.namespace);
+  assert.equal(missing.MetricName, 'BacklogPerTask');
+  assert.deepEqual(missing.Dimensions, [
+    { Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'QueueName'] } },
+    { Name: 'ServiceName', Value: { 'Fn::GetAtt': [logicalId(stack.workers.service), 'Name'] } },
+  ]);
+  assert.equal(missing.Statistic, 'SampleCount');
+  assert.equal(missing.Period, 60);
+  assert.equal(missing.Threshold, 1);
+  assert.equal(missing.ComparisonOperator, 'LessThanThreshold');
+  assert.equal(missing.EvaluationPeriods, 3);
+  assert.equal(missing.DatapointsToAlarm, 3);
+  assert.equal(missing.TreatMissingData, 'breaching');
+
+  for (const a of [errors, throttles, missing]) {
+    assert.deepEqual(a.AlarmActions, topic);
+    assert.deepEqual(a.OKActions, topic);
+  }
+  // All six operator alarms are on the dashboard's alarm widget.
+  const body = j(Object.values(t.findResources('AWS::CloudWatch::Dashboard'))[0].Properties.DashboardBody);
+  for (const a of [o.backlogErrorsAlarm, o.backlogThrottlesAlarm, o.missingSamplesAlarm, o.deadLetterAlarm]) {
+    assert.ok(body.includes(logicalId(a)), a.node.id);
+  }
+});
+
+test('the loop alarms follow a backlog function given on its own, and need one', () => {
+  const stack = sluiceStack();
+  const base = {
+    metrics: stack.scaling.metricSource,
+    queue: stack.jobQueue.queue,
+    deadLetterQueue: stack.jobQueue.deadLetterQueue,
+  };
+  const o = new Observability(stack, 'O3', { ...base, functions: {}, backlogFunction: stack.scaling.function });
+  const t = Template.fromStack(stack);
+  assert.deepEqual(props(t, o.backlogErrorsAlarm).Dimensions, [
+    { Name: 'FunctionName', Value: { Ref: logicalId(stack.scaling.function) } },
+  ]);
+  assert.throws(() => new Observability(stack, 'O4', { ...base, functions: {} }), /needs the backlog function/);
 });
 
 test('the topic is encrypted with a rotating key that cloudwatch may use, and refuses plain http', () => {

@@ -1,20 +1,25 @@
 //! Scaling decisions as pure functions.
 //!
-//! The backlog Lambda publishes one [`Sample`] per metric period as the
-//! [`Metrics`] below. CloudWatch alarms watch them and invoke Application Auto
-//! Scaling step policies; [`desired_tasks`] models those alarms and policies
-//! exactly (see `scaling/README.md`), one evaluation at a time, so the same
-//! code explains a deployed service and drives `sluice simulate`.
+//! Every `metric_period_seconds` the backlog Lambda reads a [`Sample`],
+//! raises the service to [`needed_tasks`] when the desired count is lower
+//! ([`scale_out_to`]), and publishes the sample's [`Metrics`]. Scale-in and
+//! the return to `min_tasks` stay with CloudWatch alarms and Application Auto
+//! Scaling step policies on one-minute datapoints; [`evaluate_alarms`] models
+//! them, one minute at a time, so the same code explains a deployed service
+//! and drives `sluice simulate` (see `scaling/README.md`).
 //!
 //! Times are seconds since any fixed epoch, as `f64`.
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Policy, ScaleOutStep};
+use super::policy::Policy;
 
 /// CloudWatch keeps invoking an Auto Scaling action once a minute while its
-/// alarm stays in ALARM, whatever the alarm's period.
+/// alarm stays in ALARM.
 pub const ALARM_ACTION_REPEAT_SECONDS: f64 = 60.0;
+
+/// Period of the scale-in and idle alarms.
+pub const ALARM_PERIOD_SECONDS: f64 = 60.0;
 
 const EPSILON: f64 = 1e-9;
 
@@ -50,18 +55,18 @@ pub struct Metrics {
     pub backlog_per_task: f64,
     /// 1 when jobs wait and no task runs or starts, else 0.
     pub backlog_without_capacity: u32,
+    /// The capacity the work needs now: [`needed_tasks`].
+    pub needed_tasks: u32,
 }
 
 impl Sample {
     /// The metrics the backlog Lambda publishes for this sample.
-    pub fn metrics(&self) -> Metrics {
+    pub fn metrics(&self, policy: &Policy) -> Metrics {
         Metrics {
             backlog: self.visible,
             in_flight: self.in_flight,
             running_tasks: self.running_tasks,
             desired_tasks: self.desired_tasks,
-            // Tasks still starting are capacity on its way: dividing by them too keeps the
-            // policy from asking again, during a start-up, for what it already asked for.
             backlog_per_task: backlog_per_task(
                 self.visible,
                 self.running_tasks.saturating_add(self.pending_tasks),
@@ -69,22 +74,13 @@ impl Sample {
             backlog_without_capacity: u32::from(
                 self.visible > 0 && self.running_tasks == 0 && self.pending_tasks == 0,
             ),
+            needed_tasks: needed_tasks(policy, self),
         }
     }
 }
 
 /// Backlog per task: visible (waiting) jobs per task, running or starting,
-/// with at least one task in the denominator.
-///
-/// In-flight jobs are left out on purpose. The target backlog per task says
-/// how many *waiting* jobs a task can clear within the acceptable latency
-/// (`latency / job duration`); a job a worker already holds is not waiting.
-/// Counting it would put a floor of `jobs_per_task` under the metric of any
-/// busy fleet, so a policy whose target is below that floor (jobs longer than
-/// the acceptable latency, target < 1) would scale out forever while keeping
-/// up. In-flight jobs still count where they matter: a fleet with jobs in
-/// flight is never idle, so it is never scaled to zero (see [`Metrics`] and
-/// the idle alarm), and scale-in protection keeps busy tasks alive.
+/// with at least one task in the denominator. Published for the dashboard.
 pub fn backlog_per_task(visible: u32, tasks: u32) -> f64 {
     f64::from(visible) / f64::from(tasks.max(1))
 }
@@ -104,15 +100,45 @@ pub fn tasks_for_backlog(backlog: u32, target_backlog_per_task: f64) -> u32 {
     }
 }
 
-/// The scale-out interval that a backlog per task falls in, if any: the step
-/// with the highest `above_ratio` at or below `backlog_per_task / target`.
-pub fn scale_out_step(policy: &Policy, backlog_per_task: f64) -> Option<&ScaleOutStep> {
-    let target = policy.target_backlog_per_task();
-    policy
-        .scale_out_steps
-        .iter()
-        .rev()
-        .find(|s| backlog_per_task + EPSILON >= s.above_ratio * target)
+/// The capacity the work in the queue needs now, within the policy's bounds.
+///
+/// With `J = visible + in_flight` jobs, `R` running tasks and `k = jobs_per_task`:
+///
+/// - **at the latency**: a running task holds `w = k × (1 + floor(latency / job))` jobs within
+///   the acceptable latency (those it runs, and for each slot the whole jobs that start on it
+///   within the latency), so the work needs `ceil(J / w)` tasks. A fleet that keeps up uses
+///   the latency the policy allows, and this is what scale-in compares the desired count with;
+/// - **beyond what can start before new capacity**: a running task starts
+///   `u = k × (1 + floor(max(latency, start-up) / job))` jobs before a task requested now
+///   could start any. Each job beyond `R × u` would wait for a new task anyway, so it gets a
+///   slot of its own: `R + ceil((J − R × u) / k)`. A burst thus asks, on its first sample, for
+///   one slot per job up to the cap, as the oracle does; a queue that running tasks will reach
+///   before a new task could start asks for nothing it would pay a start-up for.
+///
+/// The need is the larger of the two. Tasks still starting hold nothing: the comparison is with
+/// the desired count, which includes them, so nothing is asked twice.
+pub fn needed_tasks(policy: &Policy, sample: &Sample) -> u32 {
+    let jobs = u64::from(sample.visible) + u64::from(sample.in_flight);
+    let per_slot = u64::from(policy.jobs_per_task.max(1));
+    let at_latency = u64::from(policy.jobs_per_task_within_latency().max(1));
+    let before_new = u64::from(policy.jobs_per_task_before_new_capacity().max(1));
+    let running = u64::from(sample.running_tasks);
+    let steady = jobs.div_ceil(at_latency);
+    let beyond = if jobs > running * before_new {
+        running + (jobs - running * before_new).div_ceil(per_slot)
+    } else {
+        0
+    };
+    let needed = u32::try_from(steady.max(beyond)).unwrap_or(u32::MAX);
+    needed.clamp(policy.min_tasks, policy.max_tasks)
+}
+
+/// What the backlog Lambda sets the desired count to after this sample: the
+/// needed capacity when it is above the desired count, else nothing (it
+/// never lowers).
+pub fn scale_out_to(policy: &Policy, sample: &Sample) -> Option<u32> {
+    let needed = needed_tasks(policy, sample);
+    (needed > sample.desired_tasks).then_some(needed)
 }
 
 /// The change a `PercentChangeInCapacity` step makes, rounded the way
@@ -148,12 +174,14 @@ pub fn bounded(policy: &Policy, capacity: u32, adjustment: i64) -> u32 {
     wanted.clamp(i64::from(policy.min_tasks), i64::from(policy.max_tasks)) as u32
 }
 
-/// Whether submit should raise the service from 0 to 1 now.
+/// Whether submit should raise the service from 0 now.
 ///
 /// Only when the service it observed wants no task, and at most once per
 /// `min_interval_seconds`, so a burst of submits makes one ECS call. A clock
 /// that went backwards makes the last nudge unknowable, so it nudges: one
-/// extra `UpdateService` costs less than a queue without a worker.
+/// extra `UpdateService` costs less than a queue without a worker. The nudge
+/// reads and writes the desired count under the same lease as the backlog
+/// Lambda's raise, so neither lowers what the other raised.
 pub fn should_nudge_from_zero(
     observed_desired_tasks: u32,
     last_nudge_at: Option<f64>,
@@ -169,6 +197,72 @@ pub fn should_nudge_from_zero(
     }
 }
 
+/// The one-minute statistics of the samples published in one alarm period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Minute {
+    /// Samples in the minute.
+    pub samples: u32,
+    /// `Maximum` of `NeededTasks`.
+    pub max_needed: u32,
+    /// `Minimum` of `DesiredTasks`.
+    pub min_desired: u32,
+    /// `Maximum` of `Backlog`.
+    pub max_backlog: u32,
+    /// `Maximum` of `InFlight`.
+    pub max_in_flight: u32,
+}
+
+impl Minute {
+    /// Adds one sample's metrics.
+    pub fn add(&mut self, m: &Metrics) {
+        if self.samples == 0 {
+            self.min_desired = m.desired_tasks;
+        }
+        self.samples += 1;
+        self.max_needed = self.max_needed.max(m.needed_tasks);
+        self.min_desired = self.min_desired.min(m.desired_tasks);
+        self.max_backlog = self.max_backlog.max(m.backlog);
+        self.max_in_flight = self.max_in_flight.max(m.in_flight);
+    }
+
+    /// The scale-in alarm's datapoint:
+    /// `IF(desired > 1, needed / desired, 1)` with `needed` the minute's
+    /// Maximum of `NeededTasks` and `desired` its Minimum of `DesiredTasks`:
+    /// a minute breaches only if every sample needed less, and the last task
+    /// is left to the idle rule.
+    pub fn scale_in_ratio(&self) -> f64 {
+        if self.min_desired > 1 {
+            f64::from(self.max_needed) / f64::from(self.min_desired)
+        } else {
+            1.0
+        }
+    }
+
+    /// The idle alarm's datapoint:
+    /// `IF(desired > min_tasks, backlog + in_flight, 1)` (Maximum, Maximum,
+    /// Minimum): the guard returns the alarm to OK once parked, so it cannot
+    /// repeat its action against a nudge.
+    pub fn idle_metric(&self, min_tasks: u32) -> u64 {
+        if self.min_desired > min_tasks {
+            u64::from(self.max_backlog) + u64::from(self.max_in_flight)
+        } else {
+            1
+        }
+    }
+}
+
+/// How an alarm treats a period without a datapoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MissingData {
+    /// `missing`, what sluice deploys: CloudWatch evaluates the most recent
+    /// real datapoints, so a gap changes nothing; once the whole evaluation
+    /// range is empty the alarm goes to INSUFFICIENT_DATA and stops acting.
+    Missing,
+    /// `notBreaching`: a gap counts as a good datapoint and ends any streak.
+    NotBreaching,
+}
+
 /// One CloudWatch alarm whose action is an Application Auto Scaling policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlarmState {
@@ -176,17 +270,45 @@ pub struct AlarmState {
     pub in_alarm: bool,
     /// Consecutive breaching datapoints up to the last evaluation.
     pub breaching_streak: u32,
+    /// Consecutive periods without a datapoint.
+    pub missing_streak: u32,
     /// When the alarm last invoked its action.
     pub last_action_at: Option<f64>,
 }
 
 impl AlarmState {
-    /// Evaluates the alarm on its newest datapoint (`None`: missing, state
-    /// kept) with "N out of N" datapoints to alarm, and says whether it invokes
-    /// its action now: on entering ALARM, then once a minute while it stays.
-    pub fn evaluate(&mut self, breaching: Option<bool>, datapoints: u32, now: f64) -> bool {
-        let Some(breaching) = breaching else {
-            return false;
+    /// Evaluates the alarm on its newest datapoint (`None`: the period had
+    /// none) with "N out of N" datapoints to alarm, and says whether it
+    /// invokes its action now: on entering ALARM, then once a minute while it
+    /// stays.
+    pub fn evaluate(
+        &mut self,
+        breaching: Option<bool>,
+        datapoints: u32,
+        missing: MissingData,
+        now: f64,
+    ) -> bool {
+        let n = datapoints.max(1);
+        let breaching = match (breaching, missing) {
+            (Some(b), _) => {
+                self.missing_streak = 0;
+                b
+            }
+            (None, MissingData::NotBreaching) => {
+                self.missing_streak = 0;
+                false
+            }
+            (None, MissingData::Missing) => {
+                self.missing_streak = self.missing_streak.saturating_add(1);
+                if self.missing_streak >= n {
+                    // INSUFFICIENT_DATA: no action, and a fresh start.
+                    self.in_alarm = false;
+                    self.breaching_streak = 0;
+                    return false;
+                }
+                // The most recent real datapoints decide: nothing changes.
+                return self.repeat_due(now, true);
+            }
         };
         self.breaching_streak = if breaching {
             self.breaching_streak.saturating_add(1)
@@ -194,7 +316,11 @@ impl AlarmState {
             0
         };
         let was_in_alarm = self.in_alarm;
-        self.in_alarm = self.breaching_streak >= datapoints.max(1);
+        self.in_alarm = self.breaching_streak >= n;
+        self.repeat_due(now, was_in_alarm)
+    }
+
+    fn repeat_due(&mut self, now: f64, was_in_alarm: bool) -> bool {
         if !self.in_alarm {
             return false;
         }
@@ -209,89 +335,52 @@ impl AlarmState {
     }
 }
 
-/// A scale-out cooldown in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ScaleOutCooldown {
-    /// When it ends.
-    pub until: f64,
-    /// Capacity before the scale-out that started it.
-    pub base: u32,
-}
-
 /// Everything the alarms and policies remember between evaluations.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalingState {
-    /// `BacklogPerTask >= first above_ratio × target`, 1 datapoint.
-    pub scale_out: AlarmState,
-    /// `BacklogPerTask <= below_ratio × target` while desired > 1.
+    /// `IF(desired > 1, needed / desired, 1) <= below_ratio`, N of N minutes.
     pub scale_in: AlarmState,
-    /// `Backlog + InFlight == 0` while desired > `min_tasks`.
+    /// `IF(desired > min_tasks, backlog + in_flight, 1) <= 0`, N of N minutes.
     pub idle: AlarmState,
-    /// `BacklogWithoutCapacity >= 1`, 1 datapoint.
-    pub from_zero: AlarmState,
-    /// Cooldown of the scale-out policy.
-    pub scale_out_cooldown: Option<ScaleOutCooldown>,
     /// End of the scale-in policy's cooldown.
     pub scale_in_cooldown_until: Option<f64>,
-    /// End of the idle (scale-to-`min_tasks`) policy's cooldown.
+    /// End of the idle (back to `min_tasks`) policy's cooldown.
     pub idle_cooldown_until: Option<f64>,
 }
 
-/// One alarm evaluation: when it happens, the capacity the policies act on,
-/// and the latest sample the alarms have.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observation {
-    /// When the alarms evaluate.
-    pub at_seconds: f64,
-    /// The service's desired count at that moment (Application Auto Scaling's
-    /// current capacity); it may have moved since the sample (a nudge).
-    pub capacity: u32,
-    /// The newest sample published.
-    pub sample: Sample,
-}
-
-/// Which policy changed the desired count.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "policy")]
+/// Which rule changed the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
-    /// No policy changed capacity.
+    /// Nothing changed.
     None,
-    /// The scale-out step policy, in the interval starting at `above_ratio`.
-    ScaleOut {
-        /// The interval's lower bound.
-        above_ratio: f64,
-    },
+    /// The backlog Lambda raised the service to the needed capacity.
+    ScaleOut,
     /// The scale-in step policy.
     ScaleIn,
     /// The idle policy: back to `min_tasks`.
     ScaleToIdle,
-    /// The scale-from-zero policy.
-    ScaleFromZero,
 }
 
 impl Action {
-    /// The policy's name, as in its JSON form: `none`, `scale-out`,
-    /// `scale-in`, `scale-to-idle` or `scale-from-zero`.
+    /// The rule's name, as in its JSON form.
     pub fn name(&self) -> &'static str {
         match self {
             Action::None => "none",
-            Action::ScaleOut { .. } => "scale-out",
+            Action::ScaleOut => "scale-out",
             Action::ScaleIn => "scale-in",
             Action::ScaleToIdle => "scale-to-idle",
-            Action::ScaleFromZero => "scale-from-zero",
         }
     }
 }
 
-/// The outcome of one evaluation.
+/// The outcome of one alarm evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The service's desired count after the evaluation.
     pub desired_tasks: u32,
     /// The policy that set it, if any.
     pub action: Action,
-    /// The metrics the alarms saw.
-    pub metrics: Metrics,
     /// State for the next evaluation.
     pub state: ScalingState,
 }
@@ -300,63 +389,46 @@ fn cooling(until: Option<f64>, now: f64) -> bool {
     until.is_some_and(|u| now + EPSILON < u)
 }
 
-/// What CloudWatch alarms and the step policies do with one evaluation.
+/// What the two alarms and their step policies do at the end of a one-minute
+/// period, given that minute's statistics (`None`: no sample was published)
+/// and the desired count at that moment (Application Auto Scaling's current
+/// capacity).
 ///
-/// Alarms (all on `metric_period_seconds` datapoints):
-/// - scale-out: `BacklogPerTask >= scale_out_steps[0].above_ratio × target`,
-///   1 datapoint; the step interval is chosen by the datapoint's value;
-///   `PercentChangeInCapacity` of current capacity, and during the cooldown the
-///   capacity added by the scale-out that started it counts as already added;
-/// - scale-in: `IF(DesiredTasks > 1, BacklogPerTask, ∞) <= below_ratio × target`
-///   for `evaluation_periods` datapoints; blocked during its own cooldown; the
-///   `DesiredTasks > 1` guard leaves the last task to the idle rule, so a short
-///   queue is never stranded without a worker;
-/// - idle: `IF(DesiredTasks > min_tasks, Backlog + InFlight, 1) <= 0` for
-///   `scale_to_zero_after_idle_seconds`; `ExactCapacity min_tasks`; the guard
-///   returns the alarm to OK once parked, so it cannot re-fire against a nudge;
-/// - from zero: `BacklogWithoutCapacity >= 1`, 1 datapoint;
-///   `ExactCapacity max(1, min_tasks)`.
+/// - scale-in: [`Minute::scale_in_ratio`] `<= below_ratio` for
+///   `evaluation_minutes` of as many minutes → `PercentChangeInCapacity`
+///   `change_percent`, blocked during its own cooldown;
+/// - idle: [`Minute::idle_metric`] `<= 0` for `scale_to_zero_after_idle_seconds
+///   / 60` of as many minutes → `ExactCapacity min_tasks`.
 ///
-/// An alarm invokes its policy on entering ALARM and once a minute while it
-/// stays there. When several policies act at once, the largest resulting
-/// capacity wins, as Application Auto Scaling does.
-pub fn desired_tasks(policy: &Policy, observation: &Observation, state: &ScalingState) -> Decision {
-    let now = observation.at_seconds;
-    let capacity = observation.capacity;
-    let metrics = observation.sample.metrics();
-    let bpt = metrics.backlog_per_task;
+/// Both treat missing data as `missing` ([`MissingData::Missing`]). When both
+/// act, the larger capacity wins, as Application Auto Scaling does.
+pub fn evaluate_alarms(
+    policy: &Policy,
+    now: f64,
+    capacity: u32,
+    minute: Option<&Minute>,
+    state: &ScalingState,
+) -> Decision {
+    evaluate_alarms_with(policy, now, capacity, minute, state, MissingData::Missing)
+}
+
+/// [`evaluate_alarms`] with another treatment of missing data (to show what
+/// `notBreaching` would do).
+pub fn evaluate_alarms_with(
+    policy: &Policy,
+    now: f64,
+    capacity: u32,
+    minute: Option<&Minute>,
+    state: &ScalingState,
+    missing: MissingData,
+) -> Decision {
     let mut next = state.clone();
     let mut proposals: Vec<(Action, u32)> = Vec::new();
 
-    let scale_out_fires =
-        next.scale_out
-            .evaluate(Some(bpt + EPSILON >= policy.scale_out_threshold()), 1, now);
-    if scale_out_fires {
-        if let Some(step) = scale_out_step(policy, bpt) {
-            let base = match next.scale_out_cooldown {
-                Some(cd) if now + EPSILON < cd.until => cd.base,
-                _ => capacity,
-            };
-            let proposed = bounded(policy, base, percent_adjustment(base, step.change_percent));
-            if proposed > capacity {
-                proposals.push((
-                    Action::ScaleOut {
-                        above_ratio: step.above_ratio,
-                    },
-                    proposed,
-                ));
-            }
-        }
-    }
-
-    let scale_in_metric = if metrics.desired_tasks > 1 {
-        bpt
-    } else {
-        f64::INFINITY
-    };
     let scale_in_fires = next.scale_in.evaluate(
-        Some(scale_in_metric <= policy.scale_in_threshold() + EPSILON),
-        policy.scale_in.evaluation_periods,
+        minute.map(|m| m.scale_in_ratio() <= policy.scale_in.below_ratio + EPSILON),
+        policy.scale_in.evaluation_minutes,
+        missing,
         now,
     );
     if scale_in_fires && !cooling(next.scale_in_cooldown_until, now) {
@@ -370,25 +442,14 @@ pub fn desired_tasks(policy: &Policy, observation: &Observation, state: &Scaling
         }
     }
 
-    let idle_metric = if metrics.desired_tasks > policy.min_tasks {
-        u64::from(metrics.backlog) + u64::from(metrics.in_flight)
-    } else {
-        1
-    };
     let idle_fires = next.idle.evaluate(
-        Some(idle_metric == 0),
-        policy.idle_evaluation_periods(),
+        minute.map(|m| m.idle_metric(policy.min_tasks) == 0),
+        policy.idle_minutes(),
+        missing,
         now,
     );
     if idle_fires && !cooling(next.idle_cooldown_until, now) && capacity > policy.min_tasks {
         proposals.push((Action::ScaleToIdle, policy.min_tasks));
-    }
-
-    let from_zero_fires =
-        next.from_zero
-            .evaluate(Some(metrics.backlog_without_capacity >= 1), 1, now);
-    if from_zero_fires && capacity != policy.from_zero_capacity() {
-        proposals.push((Action::ScaleFromZero, policy.from_zero_capacity()));
     }
 
     let chosen = proposals
@@ -399,36 +460,18 @@ pub fn desired_tasks(policy: &Policy, observation: &Observation, state: &Scaling
         return Decision {
             desired_tasks: capacity,
             action: Action::None,
-            metrics,
             state: next,
         };
     };
     let cooldown = f64::from(policy.cooldown_seconds);
-    if desired > capacity {
-        // A scale-out ends any scale-in cooldown at once.
-        next.scale_in_cooldown_until = None;
-        next.idle_cooldown_until = None;
-    }
     match action {
-        Action::ScaleOut { .. } => {
-            let cooling_out = next
-                .scale_out_cooldown
-                .is_some_and(|cd| now + EPSILON < cd.until);
-            if !cooling_out {
-                next.scale_out_cooldown = Some(ScaleOutCooldown {
-                    until: now + cooldown,
-                    base: capacity,
-                });
-            }
-        }
         Action::ScaleIn => next.scale_in_cooldown_until = Some(now + cooldown),
         Action::ScaleToIdle => next.idle_cooldown_until = Some(now + cooldown),
-        Action::ScaleFromZero | Action::None => {}
+        Action::ScaleOut | Action::None => {}
     }
     Decision {
         desired_tasks: desired,
         action,
-        metrics,
         state: next,
     }
 }
@@ -443,33 +486,20 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             namespace: "Sluice".into(),
-            acceptable_latency_seconds: 60.0,
+            acceptable_latency_seconds: 10.0,
             average_job_seconds: 10.0,
             jobs_per_task: 1,
+            task_startup_seconds: 60.0,
             min_tasks: 0,
             max_tasks: 20,
             metric_period_seconds: 10,
-            scale_out_steps: vec![
-                ScaleOutStep {
-                    above_ratio: 1.0,
-                    change_percent: 50,
-                },
-                ScaleOutStep {
-                    above_ratio: 2.0,
-                    change_percent: 100,
-                },
-                ScaleOutStep {
-                    above_ratio: 4.0,
-                    change_percent: 300,
-                },
-            ],
             scale_in: ScaleIn {
                 below_ratio: 0.5,
                 change_percent: -25,
-                evaluation_periods: 6,
+                evaluation_minutes: 2,
             },
             scale_to_zero_after_idle_seconds: 300,
-            cooldown_seconds: 30,
+            cooldown_seconds: 60,
         }
     }
 
@@ -483,72 +513,144 @@ mod tests {
         }
     }
 
-    fn at(t: f64, capacity: u32, s: Sample) -> Observation {
-        Observation {
-            at_seconds: t,
-            capacity,
-            sample: s,
-        }
+    #[test]
+    fn policy_validates() {
+        policy().validate().unwrap();
     }
 
     #[test]
     fn backlog_per_task_table() {
-        let cases = [
-            (0, 0, 0.0),
-            (5, 0, 5.0),
-            (1500, 10, 150.0),
-            (7, 2, 3.5),
-            (0, 8, 0.0),
-        ];
-        for (visible, running, want) in cases {
-            assert_eq!(
-                backlog_per_task(visible, running),
-                want,
-                "{visible}/{running}"
-            );
+        let cases = [(0, 0, 0.0), (5, 0, 5.0), (1500, 10, 150.0), (7, 2, 3.5)];
+        for (visible, tasks, want) in cases {
+            assert!((backlog_per_task(visible, tasks) - want).abs() < 1e-12);
         }
     }
 
     #[test]
     fn aws_guide_worked_example_gives_fifteen_tasks() {
-        // "Scaling based on Amazon SQS": target backlog per instance 100
-        // (acceptable latency 10 s / 0.1 s per message), 1,500 messages on 10
-        // instances: backlog per instance 150, so 15 instances.
-        let mut p = policy();
-        p.acceptable_latency_seconds = 10.0;
-        p.average_job_seconds = 0.1;
-        assert!((p.target_backlog_per_task() - 100.0).abs() < 1e-9);
-        let bpt = backlog_per_task(1500, 10);
-        assert_eq!(bpt, 150.0);
-        assert_eq!(tasks_for_backlog(1500, p.target_backlog_per_task()), 15);
-        // The step policy lands on the same answer: 1.5 × target is in the
-        // first interval (+50 %), and 10 + 50 % = 15.
-        let d = desired_tasks(
-            &p,
-            &at(10.0, 10, sample(1500, 0, 10, 0, 10)),
-            &ScalingState::default(),
-        );
-        assert_eq!(d.desired_tasks, 15);
-        assert_eq!(d.action, Action::ScaleOut { above_ratio: 1.0 });
+        assert_eq!(tasks_for_backlog(1500, 100.0), 15);
+        assert_eq!(tasks_for_backlog(0, 100.0), 0);
+        assert_eq!(tasks_for_backlog(1, 100.0), 1);
+        assert_eq!(tasks_for_backlog(u32::MAX, 1e-9), u32::MAX);
     }
 
     #[test]
-    fn tasks_for_backlog_table() {
-        let cases = [
-            (0, 6.0, 0),
-            (1, 6.0, 1),
-            (6, 6.0, 1),
-            (7, 6.0, 2),
-            (1500, 100.0, 15),
-            (1501, 100.0, 16),
-            (3, 0.5, 6),
+    fn needed_tasks_table() {
+        // latency 10 s, jobs 10 s, 1 per task, 60 s start-up: a running task holds 2 jobs
+        // within the latency and starts 7 before a new task could.
+        let p = policy();
+        let big = Policy {
+            max_tasks: 5000,
+            ..policy()
+        };
+        // (policy, visible, in_flight, running, want)
+        let cases: [(&Policy, u32, u32, u32, u32); 11] = [
+            (&p, 0, 0, 0, 0),
+            (&p, 1, 0, 0, 1),
+            // From cold, a slot per job: they all wait a start-up anyway.
+            (&p, 12, 0, 0, 12),
+            (&p, 600, 0, 0, 20),
+            (&big, 600, 0, 0, 600),
+            (&big, 600, 0, 1, 594),
+            // A fleet that keeps up: 8 running, 8 in flight, 6 waiting → 14 jobs at 2 a task.
+            (&p, 6, 8, 8, 7),
+            // Past the latency: the fleet the work needs at 2 jobs a task.
+            (&big, 40, 8, 8, 24),
+            (&p, 30, 8, 8, 19),
+            (&big, 60, 8, 8, 34),
+            // Starting tasks hold nothing yet.
+            (&p, 0, 3, 3, 2),
         ];
-        for (backlog, target, want) in cases {
+        for (policy, visible, in_flight, running, want) in cases {
+            let s = sample(visible, in_flight, running, 0, 0);
             assert_eq!(
-                tasks_for_backlog(backlog, target),
+                needed_tasks(policy, &s),
                 want,
-                "{backlog} at {target}"
+                "{visible} visible, {in_flight} in flight, {running} running"
             );
+        }
+        // Short jobs: a task holds 11 within 10 s of 1 s jobs, and starts 61 within a start-up.
+        let short = Policy {
+            average_job_seconds: 1.0,
+            ..policy()
+        };
+        assert_eq!(needed_tasks(&short, &sample(30, 5, 5, 0, 5)), 4);
+        assert_eq!(needed_tasks(&short, &sample(300, 2, 2, 0, 2)), 20);
+        assert_eq!(needed_tasks(&short, &sample(100, 2, 2, 0, 2)), 10);
+        // Beyond what 2 running tasks start within a start-up (122): a slot per job.
+        let short_big = Policy {
+            max_tasks: 5000,
+            ..short.clone()
+        };
+        assert_eq!(needed_tasks(&short_big, &sample(300, 2, 2, 0, 2)), 182);
+        assert_eq!(needed_tasks(&short_big, &sample(120, 2, 2, 0, 2)), 12);
+        // Long jobs, 4 per task: a slot per job.
+        let long = Policy {
+            average_job_seconds: 600.0,
+            jobs_per_task: 4,
+            ..policy()
+        };
+        assert_eq!(needed_tasks(&long, &sample(9, 0, 0, 0, 0)), 3);
+        assert_eq!(needed_tasks(&long, &sample(2, 8, 2, 0, 2)), 3);
+        // min_tasks is a floor, max_tasks a cap.
+        let floor = Policy {
+            min_tasks: 2,
+            ..policy()
+        };
+        assert_eq!(needed_tasks(&floor, &sample(0, 0, 0, 0, 2)), 2);
+        assert_eq!(needed_tasks(&p, &sample(u32::MAX, u32::MAX, 0, 0, 0)), 20);
+    }
+
+    #[test]
+    fn scale_out_only_ever_raises() {
+        let p = policy();
+        assert_eq!(scale_out_to(&p, &sample(12, 0, 0, 1, 1)), Some(12));
+        assert_eq!(scale_out_to(&p, &sample(12, 0, 0, 12, 12)), None);
+        // Tasks crash-looping (none running) with the service scaled out: nothing lowers it.
+        assert_eq!(scale_out_to(&p, &sample(3, 0, 0, 0, 15)), None);
+        assert_eq!(scale_out_to(&p, &sample(0, 0, 0, 0, 0)), None);
+    }
+
+    /// For every sample, the raise is never below the desired count, and the
+    /// capacity scale-in leaves (at its threshold) is never raised again by
+    /// the next sample of the same work.
+    #[test]
+    fn scale_out_and_scale_in_never_fight() {
+        let mut rng = crate::scaling::sim::Rng::new(11);
+        for _ in 0..20_000 {
+            let p = Policy {
+                acceptable_latency_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                average_job_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                task_startup_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                jobs_per_task: 1 + (rng.unit() * 8.0) as u32,
+                max_tasks: 1 + (rng.unit() * 300.0) as u32,
+                ..policy()
+            };
+            let desired = (rng.unit() * f64::from(p.max_tasks + 1)) as u32;
+            let running = (rng.unit() * f64::from(desired + 1)) as u32;
+            let s = sample(
+                (rng.unit() * 2000.0) as u32,
+                (rng.unit() * f64::from(running * p.jobs_per_task + 1)) as u32,
+                running,
+                desired - running,
+                desired,
+            );
+            if let Some(n) = scale_out_to(&p, &s) {
+                assert!(n > desired && n <= p.max_tasks, "{s:?} → {n}");
+            }
+            let mut minute = Minute::default();
+            minute.add(&s.metrics(&p));
+            if desired > 1 && minute.scale_in_ratio() <= p.scale_in.below_ratio {
+                let after = bounded(&p, desired, percent_adjustment(desired, -25));
+                // ECS stops idle and starting tasks first.
+                let s2 = Sample {
+                    desired_tasks: after,
+                    running_tasks: running.min(after),
+                    pending_tasks: after.saturating_sub(running.min(after)),
+                    ..s
+                };
+                assert_eq!(scale_out_to(&p, &s2), None, "{s:?} scaled in to {after}");
+            }
         }
     }
 
@@ -556,311 +658,217 @@ mod tests {
     fn percent_adjustment_rounds_like_application_auto_scaling() {
         let cases = [
             (10, 50, 5),
-            (4, 25, 1), // exactly 1
-            (3, 25, 1), // 0.75 rounds to 1
-            (7, 50, 3), // 3.5 rounds down
-            (1, 300, 3),
-            (0, 300, 1), // 0 → MinAdjustmentMagnitude 1
-            (8, -25, -2),
-            (3, -25, -1),  // -0.75 rounds to -1
-            (10, -25, -2), // -2.5 rounds up to -2
+            (3, 50, 1),
+            (1, 10, 1),
+            (10, -25, -2),
+            (3, -25, -1),
             (1, -25, -1),
-            (0, -25, -1),
+            (0, 100, 1),
+            (7, 0, 0),
         ];
-        for (capacity, percent, want) in cases {
-            assert_eq!(
-                percent_adjustment(capacity, percent),
-                want,
-                "{percent}% of {capacity}"
-            );
+        for (cap, pct, want) in cases {
+            assert_eq!(percent_adjustment(cap, pct), want, "{cap} {pct}%");
         }
     }
 
-    #[test]
-    fn step_intervals_table() {
-        let p = policy(); // target 6
-        let cases = [
-            (5.9, None),
-            (6.0, Some(1.0)),
-            (11.9, Some(1.0)),
-            (12.0, Some(2.0)),
-            (23.0, Some(2.0)),
-            (24.0, Some(4.0)),
-            (1000.0, Some(4.0)),
-        ];
-        for (bpt, want) in cases {
-            assert_eq!(
-                scale_out_step(&p, bpt).map(|s| s.above_ratio),
-                want,
-                "bpt {bpt}"
-            );
+    fn metrics(needed: u32, desired: u32, backlog: u32, in_flight: u32) -> Metrics {
+        Metrics {
+            backlog,
+            in_flight,
+            running_tasks: desired,
+            desired_tasks: desired,
+            backlog_per_task: 0.0,
+            backlog_without_capacity: 0,
+            needed_tasks: needed,
         }
     }
 
-    #[test]
-    fn one_evaluation_table() {
-        let p = policy(); // target 6, max 20
-                          // (capacity, sample, desired, action)
-        let cases = [
-            (0, sample(0, 0, 0, 0, 0), 0, Action::None),
-            (0, sample(3, 0, 0, 0, 0), 1, Action::ScaleFromZero),
-            (1, sample(3, 0, 0, 1, 1), 1, Action::None),
-            (
-                1,
-                sample(100, 0, 0, 1, 1),
-                4,
-                Action::ScaleOut { above_ratio: 4.0 },
-            ),
-            (
-                4,
-                sample(30, 4, 4, 0, 4),
-                6,
-                Action::ScaleOut { above_ratio: 1.0 },
-            ),
-            (
-                4,
-                sample(50, 4, 4, 0, 4),
-                8,
-                Action::ScaleOut { above_ratio: 2.0 },
-            ),
-            (
-                10,
-                sample(500, 10, 10, 0, 10),
-                20,
-                Action::ScaleOut { above_ratio: 4.0 },
-            ),
-            (20, sample(5000, 20, 20, 0, 20), 20, Action::None),
-            (5, sample(5, 5, 5, 0, 5), 5, Action::None),
-        ];
-        for (capacity, s, want, action) in cases {
-            let d = desired_tasks(&p, &at(100.0, capacity, s), &ScalingState::default());
-            assert_eq!(
-                (d.desired_tasks, d.action),
-                (want, action),
-                "capacity {capacity}, {s:?}"
-            );
+    fn minute(samples: &[Metrics]) -> Minute {
+        let mut m = Minute::default();
+        for s in samples {
+            m.add(s);
         }
+        m
     }
 
     #[test]
-    fn scale_from_zero_sets_one_task() {
-        let mut p = policy();
-        p.scale_out_steps[0].above_ratio = 1.0;
-        p.acceptable_latency_seconds = 600.0; // target 60: one job is far below it
-        let d = desired_tasks(
-            &p,
-            &at(10.0, 0, sample(1, 0, 0, 0, 0)),
-            &ScalingState::default(),
+    fn a_minute_breaches_only_if_every_sample_does() {
+        let p = policy();
+        let quiet = metrics(2, 10, 0, 2);
+        let busy = metrics(9, 10, 5, 9);
+        assert!(minute(&[quiet; 6]).scale_in_ratio() <= p.scale_in.below_ratio);
+        let mixed = minute(&[quiet, quiet, busy, quiet, quiet, quiet]);
+        assert!(mixed.scale_in_ratio() > p.scale_in.below_ratio);
+        // The last task is left to the idle rule.
+        assert_eq!(minute(&[metrics(0, 1, 0, 0)]).scale_in_ratio(), 1.0);
+        // Idle: nothing waiting nor running in any sample, while above min_tasks.
+        assert_eq!(minute(&[metrics(0, 3, 0, 0); 6]).idle_metric(0), 0);
+        assert_eq!(
+            minute(&[metrics(0, 3, 0, 0), metrics(1, 3, 0, 1)]).idle_metric(0),
+            1
         );
-        assert_eq!((d.desired_tasks, d.action), (1, Action::ScaleFromZero));
-        assert_eq!(d.metrics.backlog_without_capacity, 1);
-        p.min_tasks = 2;
-        let d = desired_tasks(
-            &p,
-            &at(10.0, 0, sample(1, 0, 0, 0, 0)),
-            &ScalingState::default(),
-        );
-        assert_eq!(d.desired_tasks, 2);
-        // A pending task is capacity: nothing to do.
-        let d = desired_tasks(
-            &p,
-            &at(10.0, 2, sample(1, 0, 0, 2, 2)),
-            &ScalingState::default(),
-        );
-        assert_eq!(d.action, Action::None);
+        assert_eq!(minute(&[metrics(0, 0, 0, 0)]).idle_metric(0), 1, "parked");
     }
 
     #[test]
-    fn scale_in_needs_consecutive_periods_and_respects_cooldown() {
-        let p = policy(); // below 3 per task for 6 periods, -25 %, cooldown 30
+    fn scale_in_needs_its_minutes_and_respects_cooldown() {
+        let p = policy();
+        let quiet = minute(&[metrics(2, 10, 0, 2); 6]);
         let mut state = ScalingState::default();
-        let mut desired = 8;
-        let mut history = Vec::new();
-        for k in 1..=12 {
-            let t = f64::from(k) * 10.0;
-            let d = desired_tasks(&p, &at(t, desired, sample(2, 8, 8, 0, desired)), &state);
+        let mut desired = 10;
+        let mut log = Vec::new();
+        for i in 1..=6 {
+            let t = f64::from(i) * 60.0;
+            let d = evaluate_alarms(&p, t, desired, Some(&quiet), &state);
             state = d.state;
             desired = d.desired_tasks;
-            history.push(desired);
+            log.push((i, desired));
         }
-        // 6th period: 8 → 6; the alarm stays in ALARM, so it acts again only
-        // a minute later (12th period): 6 → 5.
-        assert_eq!(history, vec![8, 8, 8, 8, 8, 6, 6, 6, 6, 6, 6, 5]);
-    }
-
-    #[test]
-    fn scale_in_never_takes_the_last_task() {
-        let p = policy();
-        let mut state = ScalingState::default();
-        for k in 1..=20 {
-            let d = desired_tasks(
-                &p,
-                &at(f64::from(k) * 10.0, 1, sample(1, 1, 1, 0, 1)),
-                &state,
-            );
-            assert_eq!(d.desired_tasks, 1, "period {k}");
-            state = d.state;
-        }
+        // 2 of 2 minutes: acts at minute 2 (10 → 8), again at minute 3 once the
+        // 60 s cooldown ends (8 → 6), and so on while the alarm stays in ALARM.
+        assert_eq!(log, vec![(1, 10), (2, 8), (3, 6), (4, 5), (5, 4), (6, 3)]);
     }
 
     #[test]
     fn idle_service_goes_to_min_tasks_after_the_idle_time_only() {
-        let p = policy(); // 300 s idle = 30 periods
-        let mut state = ScalingState::default();
-        let mut desired = 3;
-        let mut changes = Vec::new();
-        for k in 1..=40 {
-            let d = desired_tasks(
-                &p,
-                &at(
-                    f64::from(k) * 10.0,
-                    desired,
-                    sample(0, 0, desired, 0, desired),
-                ),
-                &state,
-            );
-            state = d.state;
-            if d.desired_tasks != desired {
-                changes.push((k, d.desired_tasks, d.action));
-            }
-            desired = d.desired_tasks;
-        }
-        // Scale-in trims 3 → 2 → 1 (no backlog at all); the last task goes only
-        // when the idle time is up (30 periods).
-        assert_eq!(
-            changes,
-            vec![
-                (6, 2, Action::ScaleIn),
-                (12, 1, Action::ScaleIn),
-                (30, 0, Action::ScaleToIdle)
-            ]
-        );
-        // Once parked, the idle alarm is back to OK: a nudge is not undone.
-        assert!(!state.idle.in_alarm);
-        let d = desired_tasks(&p, &at(500.0, 1, sample(0, 0, 0, 0, 0)), &state);
-        assert_eq!(d.desired_tasks, 1);
-    }
-
-    #[test]
-    fn in_flight_work_keeps_the_service_up() {
         let p = policy();
+        // One task left (scale-in leaves the last one to this rule).
+        let idle = minute(&[metrics(0, 1, 0, 0); 6]);
         let mut state = ScalingState::default();
-        for k in 1..=100 {
-            let d = desired_tasks(
-                &p,
-                &at(f64::from(k) * 10.0, 1, sample(0, 1, 1, 0, 1)),
-                &state,
-            );
-            assert_eq!(d.desired_tasks, 1);
+        for i in 1..=4 {
+            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, Some(&idle), &state);
+            assert_eq!(d.desired_tasks, 1, "minute {i}");
             state = d.state;
         }
+        let d = evaluate_alarms(&p, 300.0, 1, Some(&idle), &state);
+        assert_eq!((d.desired_tasks, d.action), (0, Action::ScaleToIdle));
+        // Parked: the guard turns the datapoint good, the alarm returns to OK.
+        let parked = minute(&[metrics(0, 0, 0, 0)]);
+        let d = evaluate_alarms(&p, 360.0, 0, Some(&parked), &d.state);
+        assert!(!d.state.idle.in_alarm);
+    }
+
+    /// The fault the one-minute alarms fix: at 10 s periods with 30 of 30
+    /// datapoints and missing data "not breaching", one missed sample in ten
+    /// resets the idle alarm forever. With one-minute Maximum/Minimum
+    /// datapoints and "missing", the same gaps change nothing, and even whole
+    /// minutes without a sample only delay parking.
+    #[test]
+    fn missed_samples_do_not_keep_the_fleet_from_parking() {
+        let p = policy();
+        // Old design: every tenth 10 s datapoint missing.
+        let mut old = AlarmState::default();
+        let fired_old = (1..=600).any(|i| {
+            let point = (i % 10 != 0).then_some(true);
+            old.evaluate(point, 30, MissingData::NotBreaching, f64::from(i) * 10.0)
+        });
+        assert!(!fired_old, "the old idle alarm never fires");
+
+        // New design: the same gaps inside minutes, plus every third minute empty.
+        let mut rng = crate::scaling::sim::Rng::new(3);
+        let mut state = ScalingState::default();
+        let mut parked_at = None;
+        for i in 1..=30u32 {
+            let mut m = Minute::default();
+            for _ in 0..6 {
+                if rng.unit() > 0.3 {
+                    m.add(&metrics(0, 1, 0, 0));
+                }
+            }
+            let point = (i % 3 != 0 && m.samples > 0).then_some(&m);
+            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, point, &state);
+            state = d.state;
+            if d.action == Action::ScaleToIdle {
+                parked_at = Some(i);
+                break;
+            }
+        }
+        let at = parked_at.expect("the fleet parks");
+        assert!(at <= 8, "parked at minute {at}");
+        // And with "not breaching", the empty minutes would have reset it.
+        let mut state = ScalingState::default();
+        let parked_old = (1..=30u32).any(|i| {
+            let m = minute(&[metrics(0, 1, 0, 0); 6]);
+            let point = (i % 3 != 0).then_some(&m);
+            let d = evaluate_alarms_with(
+                &p,
+                f64::from(i) * 60.0,
+                1,
+                point,
+                &state,
+                MissingData::NotBreaching,
+            );
+            state = d.state;
+            d.action == Action::ScaleToIdle
+        });
+        assert!(!parked_old);
     }
 
     #[test]
-    fn scale_out_cooldown_counts_capacity_already_added() {
-        let p = policy(); // cooldown 30
-        let s0 = ScalingState::default();
-        // 4 tasks, bpt 7 (first step, +50 %) → 6.
-        let d1 = desired_tasks(&p, &at(10.0, 4, sample(28, 4, 4, 0, 4)), &s0);
-        assert_eq!(d1.desired_tasks, 6);
-        // 10 s later, still cooling, bpt 30 over 4 running and 2 starting tasks (third step,
-        // +300 % of the base 4 = 16).
-        let d2 = desired_tasks(&p, &at(20.0, 6, sample(180, 4, 4, 2, 6)), &d1.state);
-        assert_eq!(
-            d2.desired_tasks, 6,
-            "alarm already in ALARM: no re-invocation within a minute"
-        );
-        let mut fresh = d1.state.clone();
-        fresh.scale_out.in_alarm = false; // as if it had gone OK in between
-        fresh.scale_out.breaching_streak = 0;
-        let d3 = desired_tasks(&p, &at(20.0, 6, sample(180, 4, 4, 2, 6)), &fresh);
-        assert_eq!(d3.desired_tasks, 16);
-        // The same step again during the cooldown adds nothing.
-        let mut again = d1.state.clone();
-        again.scale_out.in_alarm = false;
-        again.scale_out.breaching_streak = 0;
-        let d4 = desired_tasks(&p, &at(20.0, 6, sample(42, 4, 4, 2, 6)), &again);
-        assert_eq!(d4.desired_tasks, 6);
-    }
-
-    #[test]
-    fn alarm_repeats_its_action_once_a_minute() {
-        let mut alarm = AlarmState::default();
-        let fired: Vec<bool> = (0..14)
-            .map(|k| alarm.evaluate(Some(true), 1, f64::from(k) * 10.0))
-            .collect();
-        assert_eq!(
-            fired,
-            vec![
-                true, false, false, false, false, false, true, false, false, false, false, false,
-                true, false
-            ]
-        );
-        assert!(!alarm.evaluate(Some(false), 1, 140.0));
-        assert!(
-            alarm.evaluate(Some(true), 1, 150.0),
-            "a new transition acts at once"
-        );
-        assert!(
-            !alarm.evaluate(None, 1, 160.0),
-            "missing data keeps the state and does nothing"
-        );
-        assert!(alarm.in_alarm);
+    fn an_alarm_without_any_data_stops_acting() {
+        let p = policy();
+        let idle = minute(&[metrics(0, 1, 0, 0); 6]);
+        let mut state = ScalingState::default();
+        for i in 1..=5 {
+            state = evaluate_alarms(&p, f64::from(i) * 60.0, 1, Some(&idle), &state).state;
+        }
+        assert!(state.idle.in_alarm);
+        // The sampler dies: for 4 minutes the most recent real datapoints keep
+        // it in ALARM (acting once a minute), then INSUFFICIENT_DATA.
+        let mut acted = 0;
+        for i in 6..=20 {
+            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, None, &state);
+            state = d.state;
+            acted += u32::from(d.action == Action::ScaleToIdle);
+        }
+        assert!(!state.idle.in_alarm);
+        assert!(acted <= 4, "{acted}");
     }
 
     #[test]
     fn nudge_table() {
-        // (observed desired, last nudge, now, interval, nudge?)
+        // (desired, last nudge, now, want)
         let cases = [
-            (0, None, 100.0, 10.0, true),
-            (1, None, 100.0, 10.0, false),
-            (0, Some(95.0), 100.0, 10.0, false),
-            (0, Some(90.0), 100.0, 10.0, true),
-            (0, Some(99.999), 100.0, 0.0, true),
-            (3, Some(0.0), 100.0, 10.0, false),
-            (0, Some(200.0), 100.0, 10.0, true), // clock went backwards
+            (0, None, 0.0, true),
+            (1, None, 0.0, false),
+            (0, Some(0.0), 5.0, false),
+            (0, Some(0.0), 10.0, true),
+            (0, Some(20.0), 5.0, true),
         ];
-        for (desired, last, now, interval, want) in cases {
-            assert_eq!(
-                should_nudge_from_zero(desired, last, now, interval),
-                want,
-                "{desired} {last:?} {now}"
-            );
+        for (desired, last, now, want) in cases {
+            assert_eq!(should_nudge_from_zero(desired, last, now, 10.0), want);
         }
     }
 
     #[test]
     fn a_thousand_submits_make_one_nudge() {
         let mut last = None;
-        let mut calls = 0;
+        let mut nudges = 0;
         for i in 0..1000 {
-            let now = 1000.0 + f64::from(i) * 0.005; // 1,000 submits in 5 s
+            let now = f64::from(i) * 0.001;
             if should_nudge_from_zero(0, last, now, 10.0) {
-                calls += 1;
+                nudges += 1;
                 last = Some(now);
             }
         }
-        assert_eq!(calls, 1);
+        assert_eq!(nudges, 1);
     }
 
     #[test]
     fn action_names_match_their_json_tag() {
-        let actions = [
+        for a in [
             Action::None,
-            Action::ScaleOut { above_ratio: 2.0 },
+            Action::ScaleOut,
             Action::ScaleIn,
             Action::ScaleToIdle,
-            Action::ScaleFromZero,
-        ];
-        for action in actions {
-            let v = serde_json::to_value(action).unwrap();
-            assert_eq!(v["policy"], action.name());
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.name());
         }
     }
 
     #[test]
     fn metrics_serialize_with_cloudwatch_names() {
-        let m = sample(4, 1, 0, 0, 0).metrics();
+        let m = sample(3, 1, 1, 0, 1).metrics(&policy());
         let v = serde_json::to_value(m).unwrap();
         for name in [
             "Backlog",
@@ -869,9 +877,10 @@ mod tests {
             "DesiredTasks",
             "BacklogPerTask",
             "BacklogWithoutCapacity",
+            "NeededTasks",
         ] {
-            assert!(v.get(name).is_some(), "{name} in {v}");
+            assert!(v.get(name).is_some(), "{name}");
         }
-        assert_eq!(v["BacklogWithoutCapacity"], 1);
+        assert_eq!(v["NeededTasks"], 2);
     }
 }

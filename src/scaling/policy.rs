@@ -1,24 +1,52 @@
 //! The scaling policy as data: `scaling/policy.json`, shared with the CDK app.
 //!
-//! The CDK app turns the same file into CloudWatch alarms and Application Auto
-//! Scaling step policies; [`super::decide`] models exactly what those alarms and
-//! policies do, and `sluice simulate` replays workloads through that model.
+//! The backlog Lambda raises the service's desired count from it (see
+//! [`super::decide::needed_tasks`]); the CDK app turns the same file into the
+//! scale-in and idle alarms; `sluice simulate` replays workloads through the
+//! model of both. The CDK app validates the file with the same rules and the
+//! same messages: `scaling/fixtures/policies.json` holds the cases both sides
+//! are tested on.
 
 use std::error::Error;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The policy file shipped in the repository (`scaling/policy.json`).
 pub const BUILTIN_POLICY_JSON: &str = include_str!("../../scaling/policy.json");
 
-/// Longest evaluation range CloudWatch accepts for one alarm (one day).
-const MAX_ALARM_RANGE_SECONDS: u64 = 86_400;
+/// The top-level fields, in the order they are checked and listed.
+pub const FIELDS: [&str; 11] = [
+    "namespace",
+    "acceptable_latency_seconds",
+    "average_job_seconds",
+    "jobs_per_task",
+    "task_startup_seconds",
+    "min_tasks",
+    "max_tasks",
+    "metric_period_seconds",
+    "scale_in",
+    "scale_to_zero_after_idle_seconds",
+    "cooldown_seconds",
+];
+
+/// The fields of `scale_in`.
+pub const SCALE_IN_FIELDS: [&str; 3] = ["below_ratio", "change_percent", "evaluation_minutes"];
+
+/// Most tasks one ECS service may run.
+pub const MAX_SERVICE_TASKS: u32 = 5000;
+
+/// One day, the longest time any field may name.
+const DAY_SECONDS: u32 = 86_400;
+
+/// Sample periods that divide the minute, so every one-minute alarm period
+/// holds the same number of samples.
+const SAMPLE_PERIODS: [u32; 12] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60];
 
 /// How sluice's fleet follows its queue. Field names are the contract with the
-/// CDK app: never rename or remove one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// CDK app: never rename or remove one without changing both sides.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     /// CloudWatch namespace the backlog Lambda publishes to (never `AWS/…`).
     pub namespace: String,
@@ -26,67 +54,52 @@ pub struct Policy {
     pub acceptable_latency_seconds: f64,
     /// How long one job runs on average.
     pub average_job_seconds: f64,
-    /// How many jobs one task runs at once (the worker's `concurrency`).
+    /// How many jobs one task runs at once: the worker's concurrency.
     pub jobs_per_task: u32,
+    /// How long a new task takes from its request to taking jobs (Fargate: about a minute;
+    /// GPU instances from zero: several). The simulator's default start-up delay.
+    pub task_startup_seconds: f64,
     /// The service never has fewer tasks than this (0 lets it scale to zero).
     pub min_tasks: u32,
     /// The service never has more tasks than this.
     pub max_tasks: u32,
-    /// How often the backlog Lambda samples, and the alarms' period.
+    /// How often the backlog Lambda samples, raises the service if it must,
+    /// and publishes.
     pub metric_period_seconds: u32,
-    /// Intervals of one scale-out step policy, by rising `above_ratio`.
-    pub scale_out_steps: Vec<ScaleOutStep>,
-    /// The scale-in step policy.
+    /// The scale-in alarm and step policy.
     pub scale_in: ScaleIn,
     /// Backlog + in-flight must be 0 this long before the service goes to `min_tasks`.
     pub scale_to_zero_after_idle_seconds: u32,
-    /// Cooldown of every step policy.
+    /// Cooldown of the scale-in and idle policies.
     pub cooldown_seconds: u32,
 }
 
-/// One interval of the scale-out policy: from `above_ratio` × target up to the
-/// next step's ratio, capacity changes by `change_percent` of current capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleOutStep {
-    /// Lower bound of the interval, as a multiple of the target backlog per task.
-    pub above_ratio: f64,
-    /// `PercentChangeInCapacity` adjustment (positive).
-    pub change_percent: i32,
-}
-
-/// The scale-in policy: backlog per task at or below `below_ratio` × target for
-/// `evaluation_periods` periods in a row changes capacity by `change_percent`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The scale-in rule: for `evaluation_minutes` minutes in a row, every sample
+/// needed at most `below_ratio` of the desired count → `change_percent`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ScaleIn {
-    /// Threshold, as a multiple of the target backlog per task.
+    /// Threshold on `NeededTasks / DesiredTasks`, in (0, 1).
     pub below_ratio: f64,
     /// `PercentChangeInCapacity` adjustment (negative).
     pub change_percent: i32,
-    /// Consecutive breaching periods before the alarm fires.
-    pub evaluation_periods: u32,
+    /// One-minute periods that must all breach.
+    pub evaluation_minutes: u32,
 }
 
 /// Why a policy could not be read.
 #[derive(Debug)]
 pub enum PolicyError {
-    /// The text is not JSON of the policy's shape.
+    /// The text is not JSON.
     Parse(serde_json::Error),
-    /// A field has a value the alarms or the model cannot use.
-    Invalid {
-        /// The field, as spelled in the file.
-        field: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// The JSON is not a policy; the message names the field.
+    Invalid(String),
 }
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PolicyError::Parse(_) => write!(f, "scaling policy is not valid json"),
-            PolicyError::Invalid { field, message } => write!(f, "{field} {message}"),
+            PolicyError::Parse(e) => write!(f, "scaling policy is not valid json: {e}"),
+            PolicyError::Invalid(message) => f.write_str(message),
         }
     }
 }
@@ -95,35 +108,257 @@ impl Error for PolicyError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             PolicyError::Parse(e) => Some(e),
-            PolicyError::Invalid { .. } => None,
+            PolicyError::Invalid(_) => None,
         }
     }
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> PolicyError {
-    PolicyError::Invalid {
-        field,
-        message: message.into(),
+fn invalid(path: &str, rule: impl fmt::Display) -> PolicyError {
+    PolicyError::Invalid(format!("scaling policy: {path} {rule}"))
+}
+
+/// A number as JavaScript's `String(n)` prints it, so both sides word their
+/// messages alike (shortest round-trip digits, no trailing `.0`).
+fn show(n: f64) -> String {
+    if n == n.trunc() && n.abs() < 1e21 {
+        format!("{n:.0}")
+    } else {
+        format!("{n}")
     }
 }
 
-fn positive(field: &'static str, value: f64) -> Result<(), PolicyError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be a positive number, got {value}"),
-        ))
+/// The object's keys that are not `known`, first in sorted order.
+fn unknown_key<'a>(obj: &'a Map<String, Value>, known: &[&str]) -> Option<&'a str> {
+    let mut extra: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    extra.sort_unstable();
+    extra.first().copied()
+}
+
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl Reader<'_> {
+    fn path(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
     }
+
+    fn get(&self, key: &str) -> Result<&Value, PolicyError> {
+        self.obj
+            .get(key)
+            .ok_or_else(|| invalid(&self.path(key), "is required"))
+    }
+
+    fn number(&self, key: &str) -> Result<f64, PolicyError> {
+        match self.get(key)? {
+            Value::Number(n) => Ok(n.as_f64().unwrap_or(f64::NAN)),
+            other => Err(invalid(
+                &self.path(key),
+                format!("must be a number, got {other}"),
+            )),
+        }
+    }
+
+    /// A number within `lo..=hi` (whole), else `range` names the bounds.
+    fn whole(&self, key: &str, lo: i64, hi: i64, range: &str) -> Result<i64, PolicyError> {
+        let v = self.number(key)?;
+        if v != v.trunc() || !v.is_finite() {
+            return Err(invalid(
+                &self.path(key),
+                format!("must be a whole number, got {}", show(v)),
+            ));
+        }
+        if v < lo as f64 || v > hi as f64 {
+            return Err(invalid(
+                &self.path(key),
+                format!("{range}, got {}", show(v)),
+            ));
+        }
+        Ok(v as i64)
+    }
+
+    fn between(&self, key: &str, lo: i64, hi: i64) -> Result<i64, PolicyError> {
+        self.whole(key, lo, hi, &format!("must be between {lo} and {hi}"))
+    }
+
+    fn seconds(&self, key: &str) -> Result<f64, PolicyError> {
+        let v = self.number(key)?;
+        if v > 0.0 && v <= f64::from(DAY_SECONDS) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                &self.path(key),
+                format!(
+                    "must be greater than 0 and at most {DAY_SECONDS}, got {}",
+                    show(v)
+                ),
+            ))
+        }
+    }
+}
+
+fn fields_list(fields: &[&str]) -> String {
+    fields.join(", ")
 }
 
 impl Policy {
-    /// Parses and validates a policy file's text.
+    /// Parses and validates a policy file's text. The first thing wrong is
+    /// reported, with the field's path.
     pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = serde_json::from_str(text).map_err(PolicyError::Parse)?;
-        policy.validate()?;
-        Ok(policy)
+        let value: Value = serde_json::from_str(text).map_err(PolicyError::Parse)?;
+        Policy::from_value(&value)
+    }
+
+    /// Validates an already parsed policy.
+    pub fn from_value(value: &Value) -> Result<Policy, PolicyError> {
+        let Value::Object(obj) = value else {
+            return Err(PolicyError::Invalid(
+                "scaling policy must be a JSON object".into(),
+            ));
+        };
+        if let Some(key) = unknown_key(obj, &FIELDS) {
+            return Err(PolicyError::Invalid(format!(
+                "scaling policy: unknown field {key} (the fields are {})",
+                fields_list(&FIELDS)
+            )));
+        }
+        let r = Reader { obj, prefix: "" };
+        let namespace = match r.get("namespace")? {
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(invalid(
+                    "namespace",
+                    format!("must be a string, got {other}"),
+                ))
+            }
+        };
+        if namespace.trim().is_empty() {
+            return Err(invalid("namespace", "must not be empty"));
+        }
+        let chars = namespace.chars().count();
+        if chars > 255 {
+            return Err(invalid(
+                "namespace",
+                format!("must be at most 255 characters, got {chars}"),
+            ));
+        }
+        if namespace.starts_with("AWS/") {
+            return Err(invalid(
+                "namespace",
+                format!(
+                    "must not start with AWS/ (reserved by CloudWatch), got {}",
+                    Value::String(namespace.clone())
+                ),
+            ));
+        }
+        let acceptable_latency_seconds = r.seconds("acceptable_latency_seconds")?;
+        let average_job_seconds = r.seconds("average_job_seconds")?;
+        let jobs_per_task = r.between("jobs_per_task", 1, 1000)? as u32;
+        let task_startup_seconds = r.seconds("task_startup_seconds")?;
+        let max = i64::from(MAX_SERVICE_TASKS);
+        let min_tasks = r.between("min_tasks", 0, max)? as u32;
+        let max_tasks = r.between("max_tasks", 1, max)? as u32;
+        let period = r.whole(
+            "metric_period_seconds",
+            0,
+            i64::MAX,
+            "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)",
+        );
+        let metric_period_seconds = match period {
+            Ok(p) if SAMPLE_PERIODS.contains(&(p as u32)) && p <= 60 => p as u32,
+            Ok(p) => {
+                return Err(invalid(
+                    "metric_period_seconds",
+                    format!("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {p}"),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let scale_in = match r.get("scale_in")? {
+            Value::Object(si) => {
+                if let Some(key) = unknown_key(si, &SCALE_IN_FIELDS) {
+                    return Err(PolicyError::Invalid(format!(
+                        "scaling policy: unknown field scale_in.{key} (the fields are {})",
+                        fields_list(&SCALE_IN_FIELDS)
+                    )));
+                }
+                let s = Reader {
+                    obj: si,
+                    prefix: "scale_in.",
+                };
+                let below_ratio = s.number("below_ratio")?;
+                if !(below_ratio > 0.0 && below_ratio < 1.0) {
+                    return Err(invalid(
+                        "scale_in.below_ratio",
+                        format!(
+                            "must be greater than 0 and less than 1, got {}",
+                            show(below_ratio)
+                        ),
+                    ));
+                }
+                ScaleIn {
+                    below_ratio,
+                    change_percent: s.between("change_percent", -99, -1)? as i32,
+                    evaluation_minutes: s.between("evaluation_minutes", 1, 1440)? as u32,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "scale_in",
+                    format!("must be an object, got {other}"),
+                ))
+            }
+        };
+        let scale_to_zero_after_idle_seconds = r.whole(
+            "scale_to_zero_after_idle_seconds",
+            60,
+            i64::from(DAY_SECONDS),
+            "must be a whole number of minutes (a multiple of 60) from 60 to 86400",
+        );
+        let scale_to_zero_after_idle_seconds = match scale_to_zero_after_idle_seconds {
+            Ok(v) if v % 60 == 0 => v as u32,
+            Ok(v) => {
+                return Err(invalid(
+                    "scale_to_zero_after_idle_seconds",
+                    format!(
+                        "must be a whole number of minutes (a multiple of 60) from 60 to 86400, got {v}"
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let cooldown_seconds = r.between("cooldown_seconds", 0, i64::from(DAY_SECONDS))? as u32;
+        if min_tasks > max_tasks {
+            return Err(PolicyError::Invalid(format!(
+                "scaling policy: min_tasks ({min_tasks}) must not exceed max_tasks ({max_tasks})"
+            )));
+        }
+        let most = f64::from(100 + scale_in.change_percent) / 100.0;
+        if scale_in.below_ratio > most {
+            return Err(PolicyError::Invalid(format!(
+                "scaling policy: scale_in.below_ratio ({}) must be at most 1 + scale_in.change_percent / 100 ({}), or the next sample undoes each scale-in",
+                show(scale_in.below_ratio),
+                show(most)
+            )));
+        }
+        Ok(Policy {
+            namespace,
+            acceptable_latency_seconds,
+            average_job_seconds,
+            jobs_per_task,
+            task_startup_seconds,
+            min_tasks,
+            max_tasks,
+            metric_period_seconds,
+            scale_in,
+            scale_to_zero_after_idle_seconds,
+            cooldown_seconds,
+        })
     }
 
     /// The policy shipped in the repository.
@@ -131,147 +366,22 @@ impl Policy {
         Policy::from_json(BUILTIN_POLICY_JSON)
     }
 
-    /// Checks every field against what CloudWatch, Application Auto Scaling and
-    /// the model accept; the error names the field.
+    /// Checks a policy built or edited in code with the file's rules.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        let ns = self.namespace.trim();
-        if ns.is_empty() {
-            return Err(invalid("namespace", "must not be empty"));
-        }
-        if ns.starts_with("AWS/") {
-            return Err(invalid(
-                "namespace",
-                format!("must not start with AWS/ (reserved by cloudwatch), got {ns:?}"),
-            ));
-        }
-        positive(
-            "acceptable_latency_seconds",
-            self.acceptable_latency_seconds,
-        )?;
-        positive("average_job_seconds", self.average_job_seconds)?;
-        if self.jobs_per_task == 0 {
-            return Err(invalid("jobs_per_task", "must be at least 1, got 0"));
-        }
-        if self.max_tasks == 0 {
-            return Err(invalid("max_tasks", "must be at least 1, got 0"));
-        }
-        if self.min_tasks > self.max_tasks {
-            return Err(invalid(
-                "min_tasks",
-                format!(
-                    "({}) must not exceed max_tasks ({})",
-                    self.min_tasks, self.max_tasks
-                ),
-            ));
-        }
-        let period = self.metric_period_seconds;
-        if !(period == 10 || period == 30 || (period > 0 && period.is_multiple_of(60))) {
-            return Err(invalid(
-                "metric_period_seconds",
-                format!(
-                    "must be 10, 30 or a multiple of 60 (cloudwatch alarm periods), got {period}"
-                ),
-            ));
-        }
-        if self.scale_out_steps.is_empty() {
-            return Err(invalid("scale_out_steps", "must have at least one step"));
-        }
-        let mut previous: Option<f64> = None;
-        for (i, step) in self.scale_out_steps.iter().enumerate() {
-            if !(step.above_ratio.is_finite() && step.above_ratio > 0.0) {
-                return Err(invalid(
-                    "scale_out_steps",
-                    format!(
-                        "step {i}: above_ratio must be a positive number, got {}",
-                        step.above_ratio
-                    ),
-                ));
-            }
-            if let Some(prev) = previous {
-                if step.above_ratio <= prev {
-                    return Err(invalid(
-                        "scale_out_steps",
-                        format!(
-                            "step {i}: above_ratio must rise from step to step, got {} after {prev}",
-                            step.above_ratio
-                        ),
-                    ));
-                }
-            }
-            if step.change_percent <= 0 {
-                return Err(invalid(
-                    "scale_out_steps",
-                    format!(
-                        "step {i}: change_percent must be positive, got {}",
-                        step.change_percent
-                    ),
-                ));
-            }
-            previous = Some(step.above_ratio);
-        }
-        let si = &self.scale_in;
-        if !(si.below_ratio.is_finite() && si.below_ratio >= 0.0) {
-            return Err(invalid(
-                "scale_in",
-                format!(
-                    "below_ratio must be zero or positive, got {}",
-                    si.below_ratio
-                ),
-            ));
-        }
-        if si.below_ratio >= self.scale_out_steps[0].above_ratio {
-            return Err(invalid(
-                "scale_in",
-                format!(
-                    "below_ratio ({}) must be under the first scale-out above_ratio ({})",
-                    si.below_ratio, self.scale_out_steps[0].above_ratio
-                ),
-            ));
-        }
-        if !(-100..0).contains(&si.change_percent) {
-            return Err(invalid(
-                "scale_in",
-                format!(
-                    "change_percent must be between -100 and -1, got {}",
-                    si.change_percent
-                ),
-            ));
-        }
-        if si.evaluation_periods == 0 {
-            return Err(invalid(
-                "scale_in",
-                "evaluation_periods must be at least 1, got 0",
-            ));
-        }
-        if u64::from(si.evaluation_periods) * u64::from(period) > MAX_ALARM_RANGE_SECONDS {
-            return Err(invalid(
-                "scale_in",
-                "evaluation_periods × metric_period_seconds must not exceed one day",
-            ));
-        }
-        let idle = self.scale_to_zero_after_idle_seconds;
-        if idle < period {
-            return Err(invalid(
-                "scale_to_zero_after_idle_seconds",
-                format!("must be at least metric_period_seconds ({period}), got {idle}"),
-            ));
-        }
-        if u64::from(idle) > MAX_ALARM_RANGE_SECONDS {
-            return Err(invalid(
-                "scale_to_zero_after_idle_seconds",
-                format!("must not exceed one day (86400), got {idle}"),
-            ));
-        }
-        if u64::from(self.cooldown_seconds) > MAX_ALARM_RANGE_SECONDS {
-            return Err(invalid(
-                "cooldown_seconds",
-                format!(
-                    "must not exceed one day (86400), got {}",
-                    self.cooldown_seconds
-                ),
-            ));
-        }
-        Ok(())
+        let value = serde_json::to_value(self).map_err(PolicyError::Parse)?;
+        Policy::from_value(&value).map(|_| ())
+    }
+
+    /// The same policy with other bounds (the CDK app's `minTasks`/`maxTasks`,
+    /// a simulated cap), validated.
+    pub fn with_bounds(&self, min_tasks: u32, max_tasks: u32) -> Result<Policy, PolicyError> {
+        let p = Policy {
+            min_tasks,
+            max_tasks,
+            ..self.clone()
+        };
+        p.validate()?;
+        Ok(p)
     }
 
     /// Target backlog per task: how many queued jobs one task may face and still
@@ -281,28 +391,44 @@ impl Policy {
         self.acceptable_latency_seconds / self.average_job_seconds * f64::from(self.jobs_per_task)
     }
 
-    /// The scale-out alarm's threshold on `BacklogPerTask`.
-    pub fn scale_out_threshold(&self) -> f64 {
-        self.scale_out_steps[0].above_ratio * self.target_backlog_per_task()
+    /// Jobs one running task holds within the acceptable latency: the
+    /// `jobs_per_task` it runs, plus for each slot the whole jobs that start
+    /// on it within the latency (`floor(latency / job)`).
+    pub fn jobs_per_task_within_latency(&self) -> u32 {
+        self.jobs_held_within(self.acceptable_latency_seconds)
     }
 
-    /// The scale-in alarm's threshold on `BacklogPerTask`.
-    pub fn scale_in_threshold(&self) -> f64 {
-        self.scale_in.below_ratio * self.target_backlog_per_task()
+    /// Jobs one running task starts before a task requested now could start
+    /// any: those it holds within the larger of the acceptable latency and
+    /// the start-up.
+    pub fn jobs_per_task_before_new_capacity(&self) -> u32 {
+        self.jobs_held_within(
+            self.acceptable_latency_seconds
+                .max(self.task_startup_seconds),
+        )
     }
 
-    /// Consecutive idle periods before the service goes to `min_tasks`.
-    pub fn idle_evaluation_periods(&self) -> u32 {
-        self.scale_to_zero_after_idle_seconds
-            .div_ceil(self.metric_period_seconds)
+    fn jobs_held_within(&self, seconds: f64) -> u32 {
+        let waiting = (seconds / self.average_job_seconds + 1e-9).floor();
+        let waiting = if waiting >= 100_000.0 {
+            100_000
+        } else {
+            waiting as u32
+        };
+        self.jobs_per_task.saturating_mul(1 + waiting)
     }
 
-    /// Capacity the scale-from-zero policy sets.
+    /// One-minute periods of idleness before the service goes to `min_tasks`.
+    pub fn idle_minutes(&self) -> u32 {
+        self.scale_to_zero_after_idle_seconds / 60
+    }
+
+    /// Capacity the submit-time nudge sets when the service wants no task.
     pub fn from_zero_capacity(&self) -> u32 {
         self.min_tasks.max(1)
     }
 
-    /// Shortest time between two submit-time nudges from zero: one metric
+    /// Shortest time between two submit-time nudges from zero: one sample
     /// period, after which the backlog Lambda has seen the queue anyway.
     pub fn nudge_interval_seconds(&self) -> f64 {
         f64::from(self.metric_period_seconds)
@@ -317,11 +443,54 @@ mod tests {
         Policy::from_json(BUILTIN_POLICY_JSON).expect("the shipped policy is valid")
     }
 
+    /// The cases the CDK app is tested on too (`cdk/test/policy.test.ts`):
+    /// the same policies accepted, the same rejected, with the same words.
     #[test]
-    fn shipped_policy_file_is_valid() {
+    fn shared_fixtures_accept_and_reject_with_the_same_messages() {
+        let fixtures: Value =
+            serde_json::from_str(include_str!("../../scaling/fixtures/policies.json")).unwrap();
+        let shipped: Value = serde_json::from_str(BUILTIN_POLICY_JSON).unwrap();
+        let build = |case: &Value| -> String {
+            if let Some(text) = case["text"].as_str() {
+                return text.to_string();
+            }
+            let mut p = shipped.clone();
+            for (k, v) in case["patch"].as_object().expect("a patch") {
+                if v.is_null() {
+                    p.as_object_mut().unwrap().remove(k);
+                } else {
+                    p[k] = v.clone();
+                }
+            }
+            p.to_string()
+        };
+        let valid = fixtures["valid"].as_array().unwrap();
+        let invalid = fixtures["invalid"].as_array().unwrap();
+        assert!(valid.len() >= 5 && invalid.len() >= 30);
+        for case in valid {
+            let text = build(case);
+            if let Err(e) = Policy::from_json(&text) {
+                panic!("{}: {e}\n{text}", case["name"]);
+            }
+        }
+        for case in invalid {
+            let got = Policy::from_json(&build(case))
+                .expect_err(case["name"].as_str().unwrap())
+                .to_string();
+            match (case["error"].as_str(), case["error_prefix"].as_str()) {
+                (Some(want), _) => assert_eq!(got, want, "{}", case["name"]),
+                (None, Some(prefix)) => assert!(got.starts_with(prefix), "{}: {got}", case["name"]),
+                _ => panic!("{}: no expected error", case["name"]),
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_policy_round_trips_through_json() {
         let p = base();
-        assert!(p.target_backlog_per_task() > 0.0);
-        assert!(p.max_tasks >= p.min_tasks);
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(Policy::from_json(&text).unwrap(), p);
+        assert!(p.validate().is_ok());
     }
 
     #[test]
@@ -345,90 +514,54 @@ mod tests {
     }
 
     #[test]
-    fn idle_periods_round_up() {
-        let mut p = base();
-        p.metric_period_seconds = 10;
-        p.scale_to_zero_after_idle_seconds = 300;
-        assert_eq!(p.idle_evaluation_periods(), 30);
-        p.scale_to_zero_after_idle_seconds = 305;
-        assert_eq!(p.idle_evaluation_periods(), 31);
-    }
-
-    #[test]
-    fn invalid_values_name_their_field() {
-        type Edit = fn(&mut Policy);
-        let cases: [(Edit, &str); 16] = [
-            (|p| p.namespace = String::new(), "namespace"),
-            (|p| p.namespace = "AWS/ECS".into(), "namespace"),
-            (
-                |p| p.acceptable_latency_seconds = 0.0,
-                "acceptable_latency_seconds",
-            ),
-            (|p| p.average_job_seconds = f64::NAN, "average_job_seconds"),
-            (|p| p.jobs_per_task = 0, "jobs_per_task"),
-            (|p| p.max_tasks = 0, "max_tasks"),
-            (
-                |p| {
-                    p.min_tasks = 5;
-                    p.max_tasks = 4
-                },
-                "min_tasks",
-            ),
-            (|p| p.metric_period_seconds = 15, "metric_period_seconds"),
-            (|p| p.scale_out_steps.clear(), "scale_out_steps"),
-            (
-                |p| {
-                    p.scale_out_steps = vec![
-                        ScaleOutStep {
-                            above_ratio: 2.0,
-                            change_percent: 50,
-                        },
-                        ScaleOutStep {
-                            above_ratio: 1.0,
-                            change_percent: 100,
-                        },
-                    ]
-                },
-                "scale_out_steps",
-            ),
-            (
-                |p| p.scale_out_steps[0].change_percent = 0,
-                "scale_out_steps",
-            ),
-            (|p| p.scale_in.change_percent = 10, "scale_in"),
-            (|p| p.scale_in.below_ratio = 99.0, "scale_in"),
-            (|p| p.scale_in.evaluation_periods = 0, "scale_in"),
-            (
-                |p| p.scale_to_zero_after_idle_seconds = 1,
-                "scale_to_zero_after_idle_seconds",
-            ),
-            (|p| p.cooldown_seconds = 100_000, "cooldown_seconds"),
+    fn jobs_within_latency_count_whole_jobs_per_slot() {
+        // (latency, job, jobs_per_task, want)
+        let cases = [
+            (10.0, 10.0, 1, 2),
+            (10.0, 1.0, 1, 11),
+            (10.0, 600.0, 1, 1),
+            (10.0, 600.0, 4, 4),
+            (30.0, 10.0, 4, 16),
+            (9.999, 10.0, 1, 1),
+            (86_400.0, 1e-3, 1, 100_001),
         ];
-        for (edit, field) in cases {
+        for (latency, job, per_task, want) in cases {
             let mut p = base();
-            edit(&mut p);
-            let err = p.validate().expect_err(field);
-            let text = err.to_string();
-            assert!(text.starts_with(field), "{text:?} should name {field}");
-            assert!(
-                text.starts_with(|c: char| c.is_ascii_lowercase()),
-                "lowercase: {text:?}"
+            p.acceptable_latency_seconds = latency;
+            p.average_job_seconds = job;
+            p.jobs_per_task = per_task;
+            assert_eq!(
+                p.jobs_per_task_within_latency(),
+                want,
+                "{latency}/{job}×{per_task}"
             );
-            assert!(!text.ends_with('.'), "no trailing period: {text:?}");
         }
     }
 
     #[test]
-    fn unknown_or_mistyped_fields_are_rejected() {
-        let mut value: serde_json::Value = serde_json::from_str(BUILTIN_POLICY_JSON).unwrap();
-        value["max_taks"] = 3.into();
-        assert!(matches!(
-            Policy::from_json(&value.to_string()),
-            Err(PolicyError::Parse(_))
-        ));
-        let mut value: serde_json::Value = serde_json::from_str(BUILTIN_POLICY_JSON).unwrap();
-        value["max_tasks"] = "twenty".into();
-        let err = Policy::from_json(&value.to_string()).unwrap_err();
-        assert!(err.source().is_some());
+    fn bounds_can_be_replaced_and_are_checked() {
+        let p = base().with_bounds(2, 200).unwrap();
+        assert_eq!((p.min_tasks, p.max_tasks), (2, 200));
+        let e = base().with_bounds(5, 2).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "scaling policy: min_tasks (5) must not exceed max_tasks (2)"
+        );
+        assert!(base().with_bounds(0, 6000).is_err());
+    }
+
+    #[test]
+    fn numbers_print_as_javascript_prints_them() {
+        for (n, want) in [
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (1.5, "1.5"),
+            (0.1, "0.1"),
+            (0.75, "0.75"),
+            (1.0 - 0.33, "0.6699999999999999"),
+            (86_401.0, "86401"),
+        ] {
+            assert_eq!(show(n), want);
+        }
     }
 }

@@ -13,7 +13,8 @@ use sluice::backlog::Sampler;
 use sluice::cloudwatch::{Dimensions, Publisher};
 use sluice::ecs::Service;
 use sluice::job::Status;
-use sluice::nudge::ScaleFromZero;
+use sluice::nudge::{lease_key, ScaleFromZero, LEASE_TTL};
+use sluice::scaling::Policy;
 use sluice::time::Millis;
 
 use crate::support::*;
@@ -73,11 +74,16 @@ async fn the_backlog_metrics_can_be_read_back() {
             queue_name: s.queue.name().to_owned(),
             service_name: "workers".into(),
         },
+        policy: Policy::builtin().unwrap(),
+        lease: Some(s.store.clone()),
     };
     let start = Millis::now();
     let m = sampler.sample().await.unwrap();
     assert_eq!((m.backlog, m.running_tasks, m.desired_tasks), (7, 2, 2));
     assert_eq!(m.backlog_per_task, 3.5);
+    // 7 jobs at 2 a task within the latency: 4 tasks, raised in the same sample.
+    assert_eq!(m.needed_tasks, 4);
+    assert_eq!(service.counts().await.unwrap().desired, 4);
 
     let cw = aws_sdk_cloudwatch::Client::new(&s.aws);
     let query = |id: &str, name: &str| {
@@ -148,6 +154,7 @@ async fn the_backlog_metrics_can_be_read_back() {
             "BacklogWithoutCapacity",
             "DesiredTasks",
             "InFlight",
+            "NeededTasks",
             "RunningTasks"
         ]
     );
@@ -190,6 +197,101 @@ async fn a_burst_of_submits_raises_the_service_from_zero_with_one_call() {
         counter.snapshot()
     );
     assert_eq!(service.counts().await.unwrap().desired, 1);
+}
+
+fn sampler_for(s: &Stack, service: &Service, policy: Policy, lease: bool) -> Sampler {
+    Sampler {
+        queue: s.queue.clone(),
+        service: service.clone(),
+        publisher: Publisher::from_sdk(&s.aws, format!("Sluice-{}", s.name)),
+        dims: Dimensions {
+            queue_name: s.queue.name().to_owned(),
+            service_name: "workers".into(),
+        },
+        policy,
+        lease: lease.then(|| s.store.clone()),
+    }
+}
+
+/// A burst larger than 24 times the running capacity asks for all it needs on the first
+/// sample, up to the cap, with one UpdateService; later samples of the same work ask nothing.
+#[tokio::test]
+async fn a_burst_is_raised_to_the_capacity_it_needs_in_one_step() {
+    let s = Stack::new("one_step").await;
+    let counter = RequestCounter::default();
+    let service = worker_service(&s, Some(&counter)).await;
+    for i in 0..150 {
+        s.submit(ALICE, json!({ "n": i })).await;
+    }
+    let policy = Policy::builtin().unwrap().with_bounds(0, 100).unwrap();
+    let sampler = sampler_for(&s, &service, policy, true);
+    let m = sampler.sample().await.unwrap();
+    assert_eq!((m.backlog, m.desired_tasks, m.needed_tasks), (150, 0, 100));
+    assert_eq!(service.counts().await.unwrap().desired, 100);
+    assert_eq!(counter.count("UpdateService"), 1);
+    sampler.sample().await.unwrap();
+    sampler.sample().await.unwrap();
+    assert_eq!(
+        counter.count("UpdateService"),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
+    // The lease was given back after the raise.
+    assert!(s
+        .store
+        .take_turn(&lease_key(&service), Millis::now(), LEASE_TTL)
+        .await
+        .unwrap());
+}
+
+/// The two writers of the desired count exclude each other: while one holds the lease the
+/// other writes nothing, so the nudge cannot lower a count the backlog function raised in
+/// between its read and its write, nor the raise undo itself against a nudge.
+#[tokio::test]
+async fn the_nudge_and_the_raise_never_write_under_each_others_lease() {
+    let s = Stack::new("lease").await;
+    let service = worker_service(&s, None).await;
+    let sampler = sampler_for(&s, &service, Policy::builtin().unwrap(), true);
+    s.submit(ALICE, json!({ "n": 1 })).await;
+    let nudge = ScaleFromZero::new(service.clone(), s.store.clone(), Duration::from_secs(1));
+    let api = s.api.clone().with_scale_from_zero(nudge);
+
+    // The raise holds the lease (as if between its read and its write): the nudge stays away.
+    let key = lease_key(&service);
+    let held_at = Millis::now();
+    assert!(s.store.take_turn(&key, held_at, LEASE_TTL).await.unwrap());
+    let body = json!({ "input": { "n": 2 } }).to_string();
+    assert_eq!(
+        crate::support::decode(api.handle(post_json(ALICE, &body, None)).await).0,
+        202
+    );
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        0,
+        "the nudge wrote under the lease"
+    );
+    // Nor does another raise.
+    let seen = sluice::scaling::Sample {
+        visible: 2,
+        ..Default::default()
+    };
+    assert_eq!(sampler.raise(&seen).await.unwrap(), None);
+    assert_eq!(service.counts().await.unwrap().desired, 0);
+    s.store
+        .release_turn(&key, held_at.plus(LEASE_TTL))
+        .await
+        .unwrap();
+
+    // Free again: the raise writes, and a nudge that reads the raised count leaves it.
+    assert_eq!(sampler.raise(&seen).await.unwrap(), Some(2));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let body = json!({ "input": { "n": 3 } }).to_string();
+    assert_eq!(
+        crate::support::decode(api.handle(post_json(ALICE, &body, None)).await).0,
+        202
+    );
+    assert_eq!(service.counts().await.unwrap().desired, 2);
 }
 
 /// A stand-in of the ECS agent's task-protection endpoint that records every request body.
@@ -271,6 +373,8 @@ async fn a_sample_that_fails_publishes_nothing() {
     let s = Stack::new("failed_sample").await;
     let namespace = format!("Sluice-{}", s.name);
     let sampler = Sampler {
+        policy: Policy::builtin().unwrap(),
+        lease: None,
         queue: s.queue.clone(),
         // No such cluster or service: the sample cannot be read.
         service: Service::from_sdk(&s.aws, "missing-cluster", "missing-service"),
@@ -377,7 +481,15 @@ async fn simulate_compares_the_scalers_and_draws_them() {
         .collect();
     assert_eq!(
         names,
-        ["sluice", "aws-sample", "terraform-module", "keda", "oracle"]
+        [
+            "sluice",
+            "aws-sample",
+            "terraform-module",
+            "terraform-module-tuned",
+            "keda",
+            "keda-tuned",
+            "oracle"
+        ]
     );
     for s in r["scalers"].as_array().unwrap() {
         assert_eq!(s["unfinished_jobs"], 0.0, "every job finishes: {s}");
@@ -398,4 +510,43 @@ async fn simulate_compares_the_scalers_and_draws_them() {
         err.contains("is not a workload") && err.contains("line 3"),
         "{err}"
     );
+}
+
+/// `sluice simulate --grid short` prints a line per case and a summary, and exits 0 only when
+/// every target is met; a bad trace folder or grid name is an error that says what to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_grid_prints_cases_and_a_summary() {
+    let out = sluice_cli(&["simulate", "--grid", "short"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("burst 3000 × 10 min, cap 100"), "{text}");
+    assert!(text.contains("every target met: yes"), "{text}");
+
+    let json = sluice_cli(&["--json", "simulate", "--grid", "short"]);
+    let r: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(r["rows"].as_array().unwrap().len(), 10);
+
+    let dir = std::env::temp_dir().join(format!("sluice-traces-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--traces",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("holds no .csv trace"));
+    std::fs::write(dir.join("mine.csv"), "0,5\n1,x\n").unwrap();
+    let bad = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--traces",
+        dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("mine.csv: line 2"), "{err}");
+    let bad = sluice_cli(&["simulate", "--grid", "huge"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected short or full"));
 }

@@ -18,6 +18,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// How long a stopping worker lets running jobs finish before releasing them.
     pub drain: Duration,
+    /// Age after which the worker retires (stops taking jobs, finishes its own, exits).
+    pub max_age: Option<Duration>,
     pub receive_wait: Duration,
     pub backoff: Backoff,
     pub worker_id: String,
@@ -88,6 +90,15 @@ impl WorkerConfig {
             lease,
             heartbeat,
             drain: seconds_or(src, env::DRAIN_SECONDS, 90, 0..=3_600)?,
+            max_age: match src.get(env::MAX_TASK_AGE_SECONDS) {
+                None => None,
+                Some(_) => Some(seconds_or(
+                    src,
+                    env::MAX_TASK_AGE_SECONDS,
+                    0,
+                    1..=30 * 86_400,
+                )?),
+            },
             receive_wait: seconds_or(src, env::RECEIVE_WAIT_SECONDS, 20, 0..=20)?,
             backoff: Backoff { base, max },
             worker_id: src.get(env::WORKER_ID).unwrap_or_else(default_worker_id),
@@ -104,6 +115,16 @@ impl WorkerConfig {
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
         })
     }
+}
+
+/// When a worker with this id retires: `max_age`, up to a tenth earlier by a hash of the id
+/// (FNV-1a), so a fleet started by one burst does not restart all at once. Pure.
+pub fn retire_after(max_age: Duration, worker_id: &str) -> Duration {
+    let hash = worker_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let fraction = (hash % 1000) as f64 / 10_000.0;
+    max_age.mul_f64(1.0 - fraction)
 }
 
 impl WorkerConfig {
@@ -200,6 +221,41 @@ fn default_worker_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn workers_retire_within_a_tenth_before_their_age() {
+        let age = Duration::from_secs(6 * 3600);
+        let ids = ["a", "b", "task/1", "task/2", "7f3a", ""];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let at = retire_after(age, id);
+            assert!(at <= age && at >= age.mul_f64(0.9), "{id}: {at:?}");
+            assert_eq!(at, retire_after(age, id), "the same id, the same moment");
+            seen.insert(at);
+        }
+        assert!(seen.len() > 3, "ids spread the moments: {seen:?}");
+    }
+
+    #[test]
+    fn max_task_age_is_optional_and_checked() {
+        let base = [("SLUICE_TABLE_NAME", "t"), ("SLUICE_QUEUE_URL", "q")];
+        assert_eq!(WorkerConfig::from_source(&base[..]).unwrap().max_age, None);
+        let with = |v: &'static str| {
+            let vars: Vec<_> = base
+                .iter()
+                .copied()
+                .chain([("SLUICE_MAX_TASK_AGE_SECONDS", v)])
+                .collect();
+            WorkerConfig::from_source(&vars[..])
+        };
+        assert_eq!(
+            with("21600").unwrap().max_age,
+            Some(Duration::from_secs(21_600))
+        );
+        let e = with("0").unwrap_err().to_string();
+        assert!(e.starts_with("SLUICE_MAX_TASK_AGE_SECONDS"), "{e}");
+        assert!(with("six hours").is_err());
+    }
+
     use super::*;
 
     const BASE: &[(&str, &str)] = &[("SLUICE_TABLE_NAME", "t"), ("SLUICE_QUEUE_URL", "http://q")];

@@ -251,70 +251,120 @@ impl<H: Handler> Worker<H> {
                 return Ok(());
             }
         }
-        loop {
-            self.vitals.phase(Phase::WaitingForSlot);
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit?,
-                () = &mut shutdown => break,
-            };
-            let mut free = 1 + slots.available_permits();
-            if let Some(room) = self.handler.free() {
-                if room == 0 {
-                    // The handler has no room now (its processes are starting or restarting):
-                    // take nothing from the queue, look again shortly.
-                    drop(first);
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                        () = &mut shutdown => break,
+        // Stop taking jobs on SIGTERM, or when the worker reaches its age (a rolling deploy
+        // then replaces it even under sustained load).
+        let retire_in = self
+            .config
+            .max_age
+            .map(|age| crate::config::retire_after(age, &self.config.worker_id));
+        let retired = {
+            // `until_stop` says why the worker stops; `stopping` keeps the answer, so the loop
+            // below can break on it from any of its waits.
+            let until_stop = async {
+                let age = async {
+                    match retire_in {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
                     }
-                }
-                free = free.min(room);
-            }
-            self.vitals.phase(Phase::Receiving);
-            let received = tokio::select! {
-                r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
-                () = &mut shutdown => break,
-            };
-            let messages = match received {
-                Ok(m) => {
-                    failures = 0;
-                    m
-                }
-                Err(e) => {
-                    failures += 1;
-                    let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
-                    warn!(error = %DisplayErrorContext(&e), ?pause, "receive failed");
-                    self.vitals.phase(Phase::Pausing);
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => continue,
-                        () = &mut shutdown => break,
-                    }
-                }
-            };
-            let mut permit = Some(first);
-            for msg in messages {
-                let permit = match permit.take() {
-                    Some(p) => p,
-                    None => slots.clone().try_acquire_owned()?,
                 };
-                let worker = self.clone();
-                let release = release.clone();
-                let held = Held::new(busy.clone(), permit);
-                let span = tracing::info_span!("message", message_id = %msg.message_id);
-                jobs.spawn(
-                    async move {
-                        worker.process(msg, release).await;
-                        drop(held);
+                tokio::select! {
+                    () = &mut shutdown => false,
+                    () = age => true,
+                }
+            };
+            tokio::pin!(until_stop);
+            let mut retired = false;
+            let stopping = async {
+                retired = until_stop.await;
+            };
+            tokio::pin!(stopping);
+            loop {
+                self.vitals.phase(Phase::WaitingForSlot);
+                let first = tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit?,
+                    () = &mut stopping => break,
+                };
+                let mut free = 1 + slots.available_permits();
+                if let Some(room) = self.handler.free() {
+                    if room == 0 {
+                        // The handler has no room now (its processes are starting or restarting):
+                        // take nothing from the queue, look again shortly.
+                        drop(first);
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                            () = &mut stopping => break,
+                        }
                     }
-                    .instrument(span),
-                );
+                    free = free.min(room);
+                }
+                self.vitals.phase(Phase::Receiving);
+                let received = tokio::select! {
+                    r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
+                    () = &mut stopping => break,
+                };
+                let messages = match received {
+                    Ok(m) => {
+                        failures = 0;
+                        m
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                        warn!(error = %DisplayErrorContext(&e), ?pause, "receive failed");
+                        self.vitals.phase(Phase::Pausing);
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => continue,
+                            () = &mut stopping => break,
+                        }
+                    }
+                };
+                let mut permit = Some(first);
+                for msg in messages {
+                    let permit = match permit.take() {
+                        Some(p) => p,
+                        None => slots.clone().try_acquire_owned()?,
+                    };
+                    let worker = self.clone();
+                    let release = release.clone();
+                    let held = Held::new(busy.clone(), permit);
+                    let span = tracing::info_span!("message", message_id = %msg.message_id);
+                    jobs.spawn(
+                        async move {
+                            worker.process(msg, release).await;
+                            drop(held);
+                        }
+                        .instrument(span),
+                    );
+                }
             }
-        }
+
+            retired
+        };
 
         self.vitals.phase(Phase::Draining);
         let running = jobs.len();
-        info!(running, drain = ?self.config.drain, "stopping: no new jobs; letting running jobs finish");
         jobs.close();
+        if retired {
+            // No deadline: every job ends by its own time limit. A SIGTERM meanwhile drains as
+            // usual.
+            info!(running, age = ?retire_in, "retiring at its maximum age: no new jobs; letting running jobs finish");
+            tokio::select! {
+                () = jobs.wait() => {}
+                () = &mut shutdown => self.drain(&jobs, &release).await,
+            }
+        } else {
+            info!(running, drain = ?self.config.drain, "stopping: no new jobs; letting running jobs finish");
+            self.drain(&jobs, &release).await;
+        }
+        // With no jobs left, protection comes off.
+        drop(busy);
+        let _ = tokio::time::timeout(Duration::from_secs(10), protection).await;
+        info!("worker stopped");
+        Ok(())
+    }
+
+    /// Lets running jobs finish until the drain deadline, then releases the rest.
+    async fn drain(&self, jobs: &TaskTracker, release: &CancellationToken) {
         if tokio::time::timeout(self.config.drain, jobs.wait())
             .await
             .is_err()
@@ -326,11 +376,6 @@ impl<H: Handler> Worker<H> {
             release.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
         }
-        // With no jobs left, protection comes off.
-        drop(busy);
-        let _ = tokio::time::timeout(Duration::from_secs(10), protection).await;
-        info!("worker stopped");
-        Ok(())
     }
 
     async fn process(&self, msg: Received, release: CancellationToken) {

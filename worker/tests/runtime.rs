@@ -472,3 +472,44 @@ async fn a_table_outage_during_claims_sends_no_job_to_the_dead_letter_queue() {
     );
     worker.stop().await;
 }
+
+/// A worker at its maximum age retires by itself: it takes no new job, lets the one it runs
+/// finish past the drain time a SIGTERM would allow, and exits; what is still queued waits for
+/// its replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_maximum_age_finishes_its_jobs_and_exits() {
+    let s = Stack::new("max_age").await;
+    let vars = [
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_CONCURRENCY", "1"),
+        ("SLUICE_DRAIN_SECONDS", "1"),
+        ("SLUICE_MAX_TASK_AGE_SECONDS", "2"),
+    ];
+    let config = WorkerConfig::from_source(&vars[..]).unwrap();
+    let slow = handler_fn(|input: serde_json::Value, _: JobContext| async move {
+        tokio::time::sleep(Duration::from_millis(input["ms"].as_u64().unwrap_or(0))).await;
+        Ok::<_, JobError>(json!("done"))
+    });
+    let long = s.submit(support::ALICE, json!({"ms": 4000})).await;
+    let worker = InProcess::start(slow, config, s.store.clone(), s.queue.clone());
+    s.until(&long, Duration::from_secs(10), "the long job starts", |j| {
+        j.status == Status::Running
+    })
+    .await;
+    let later = s.submit(support::ALICE, json!({"ms": 0})).await;
+    // It exits without being told to, after the long job (4 s, past the 1 s drain) succeeded.
+    let ended = tokio::time::timeout(Duration::from_secs(20), worker.task)
+        .await
+        .expect("the worker retired by itself");
+    ended.unwrap().unwrap();
+    let long = s.store.get(&long).await.unwrap().unwrap();
+    assert_eq!(long.status, Status::Succeeded);
+    let later = s.store.get(&later).await.unwrap().unwrap();
+    assert_eq!(
+        later.status,
+        Status::Queued,
+        "a retiring worker takes no new job"
+    );
+}

@@ -14,19 +14,19 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { backlogEnv } from '../env';
 import { BacklogMetricName, MetricSource, backlogMetric } from '../metrics';
-import {
-  ScalingPolicy,
-  alarmPeriodSeconds,
-  effectivePolicyJson,
-  scaleOutSteps,
-  targetBacklogPerTask,
-} from '../policy';
+import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, policyJson, targetBacklogPerTask } from '../policy';
 import { acknowledge } from '../nag';
-import { wholeSeconds } from '../validate';
 import { RustFunction } from './rust-function';
 
-/** A value no backlog per task reaches: the scale-in alarm's value while one task is left. */
-const NEVER = 1_000_000_000;
+/**
+ * The period of the scaling alarms. The Lambda samples every `metric_period_seconds`; the alarms
+ * read one-minute aggregates of those samples (NeededTasks' maximum, DesiredTasks' minimum...), so
+ * a datapoint exists as long as one sample of the minute arrived.
+ */
+export const SCALING_ALARM_PERIOD = Duration.minutes(1);
+
+/** Concurrency reserved for the backlog Lambda: one scheduled run and the next one's overlap. */
+export const BACKLOG_RESERVED_CONCURRENCY = 2;
 
 /** Properties of {@link BacklogScaling}. */
 export interface BacklogScalingProps {
@@ -56,14 +56,9 @@ export interface BacklogScalingProps {
    */
   readonly maxTasks?: number;
   /**
-   * Time between two samples inside one backlog run; at most the alarm period.
-   *
-   * @default Duration.seconds(10)
-   */
-  readonly sampleInterval?: Duration;
-  /**
    * Principals that may scale the service from zero directly (the submit Lambda's fast path):
-   * `ecs:DescribeServices` and `ecs:UpdateService` on the service.
+   * `ecs:DescribeServices` and `ecs:UpdateService` on the service. They take the same lease item
+   * in the jobs table as the backlog Lambda (granted by their own construct).
    *
    * @default - none
    */
@@ -77,35 +72,35 @@ export interface BacklogScalingProps {
 }
 
 /**
- * The backlog Lambda on a one-minute schedule, and the step scaling of the worker service that its
- * metrics drive: scale out and in on backlog per task, to zero when idle, from zero on backlog.
+ * The backlog Lambda on a one-minute schedule (it samples every `metric_period_seconds` for about
+ * a minute, and raises the service's desired count to `NeededTasks` itself: scale-out), and the
+ * alarms and step policies that shrink the service: scale-in on `NeededTasks / DesiredTasks`, to
+ * `min_tasks` when idle. The loop's own health (errors, throttles, missing samples) is alarmed in
+ * {@link Observability}.
  */
 export class BacklogScaling extends Construct {
   public readonly function: lambda.IFunction;
   public readonly schedule: events.Rule;
   public readonly scalableTarget: appscaling.ScalableTarget;
-  public readonly scaleOutAlarm: cloudwatch.Alarm;
   public readonly scaleInAlarm: cloudwatch.Alarm;
   public readonly idleAlarm: cloudwatch.Alarm;
-  public readonly fromZeroAlarm: cloudwatch.Alarm;
-  public readonly scaleOutAction: appscaling.StepScalingAction;
   public readonly scaleInAction: appscaling.StepScalingAction;
   public readonly idleAction: appscaling.StepScalingAction;
-  public readonly fromZeroAction: appscaling.StepScalingAction;
   /** Where the backlog metrics are published. */
   public readonly metricSource: MetricSource;
-  /** The alarms' period. */
+  /** The scaling alarms' period (one minute). */
   public readonly period: Duration;
   /** Target backlog per task. */
   public readonly target: number;
   public readonly minTasks: number;
   public readonly maxTasks: number;
+  /** The policy as deployed (the backlog Lambda's `SLUICE_SCALING_POLICY`): min/max tasks are the stack's. */
+  public readonly effectivePolicy: ScalingPolicy;
 
   constructor(scope: Construct, id: string, props: BacklogScalingProps) {
     super(scope, id);
-    const policy = props.policy;
-    this.minTasks = props.minTasks ?? policy.minTasks;
-    this.maxTasks = props.maxTasks ?? policy.maxTasks;
+    this.minTasks = props.minTasks ?? props.policy.minTasks;
+    this.maxTasks = props.maxTasks ?? props.policy.maxTasks;
     if (!Number.isInteger(this.minTasks) || this.minTasks < 0) {
       throw new Error(`minTasks must be a non-negative integer, got ${this.minTasks}`);
     }
@@ -115,36 +110,36 @@ export class BacklogScaling extends Construct {
     if (this.minTasks > this.maxTasks) {
       throw new Error(`minTasks (${this.minTasks}) must not exceed maxTasks (${this.maxTasks})`);
     }
-    const periodSeconds = alarmPeriodSeconds(policy.metricPeriodSeconds);
-    this.period = Duration.seconds(periodSeconds);
-    const sampleSeconds = wholeSeconds(props.sampleInterval ?? Duration.seconds(10), 'sampleInterval');
-    if (sampleSeconds < 1 || sampleSeconds > Math.min(60, periodSeconds)) {
-      throw new Error(
-        `sampleInterval must be whole seconds from 1 to ${Math.min(60, periodSeconds)} (the alarm period), got ${sampleSeconds}`,
-      );
+    if (this.maxTasks > MAX_TASKS_LIMIT) {
+      throw new Error(`maxTasks must be at most ${MAX_TASKS_LIMIT} (tasks per ECS service), got ${this.maxTasks}`);
     }
-    const idlePeriods = Math.ceil(policy.scaleToZeroAfterIdleSeconds / periodSeconds);
-    if (idlePeriods * periodSeconds > 86_400 || policy.scaleIn.evaluationPeriods * periodSeconds > 86_400) {
-      throw new Error('scaling policy: an alarm may evaluate at most one day of periods');
-    }
+    // Validated again as the Lambda will read it: what it raises to never exceeds the target's max.
+    const policy = effectivePolicy(props.policy, this.minTasks, this.maxTasks);
+    this.effectivePolicy = policy;
+    this.period = SCALING_ALARM_PERIOD;
     this.target = targetBacklogPerTask(policy);
 
-    // The sampler.
+    // The sampler and scaler.
     const backlog = new RustFunction(this, 'Backlog', {
       assetDir: path.join(props.lambdaAssetDir, 'backlog'),
-      description: 'sluice backlog: samples queue and service, publishes the scaling metrics',
+      description: 'sluice backlog: samples queue and service, raises the desired count, publishes the scaling metrics',
       memorySize: 128,
       // One run samples for about a minute.
       timeout: Duration.seconds(90),
       // The next scheduled run is the retry.
       retryAttempts: 0,
+      // Its own pool: long-polling status calls cannot starve the loop, and at most a run and
+      // its successor's overlap run at once.
+      reservedConcurrentExecutions: BACKLOG_RESERVED_CONCURRENCY,
       logRetention: props.logRetention,
       environment: backlogEnv({
         queueUrl: props.queue.queueUrl,
         clusterName: props.service.cluster.clusterName,
         serviceName: props.service.serviceName,
-        scalingPolicy: effectivePolicyJson(policy, this.minTasks, this.maxTasks),
-        sampleIntervalSeconds: sampleSeconds,
+        scalingPolicy: policyJson(policy),
+        // The policy's metric_period_seconds is the one source of the sampling interval.
+        // TODO(integration): drop with SLUICE_SAMPLE_INTERVAL_SECONDS from lib/env.ts and src/env.rs.
+        sampleIntervalSeconds: policy.metricPeriodSeconds,
         deadLetterQueueUrl: props.deadLetterQueue.queueUrl,
         tableName: props.table.tableName,
         retentionDays: props.retentionDays,
@@ -155,10 +150,14 @@ export class BacklogScaling extends Construct {
     // Every accepted job ends: the reconciler reads the dead-letter queue (leaving its messages
     // for `sluice dlq`) and ends FAILED the jobs that run nowhere.
     props.deadLetterQueue.grant(this.function, 'sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility');
-    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    // GetItem/UpdateItem: the reconciler. PutItem/DeleteItem: the scaling lease (a conditional put,
+    // released by a delete) that the backlog Lambda and the submit nudge take before UpdateService,
+    // so neither lowers what the other raised.
+    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem');
+    // Scale-out: read the desired count, raise it to NeededTasks.
     iam.Grant.addToPrincipal({
       grantee: this.function,
-      actions: ['ecs:DescribeServices'],
+      actions: ['ecs:DescribeServices', 'ecs:UpdateService'],
       resourceArns: [props.service.serviceArn],
     });
     // PutMetricData has no resource-level permissions; the namespace condition scopes it.
@@ -175,7 +174,7 @@ export class BacklogScaling extends Construct {
         `the policy's namespace (${policy.namespace})`,
     );
     this.schedule = new events.Rule(this, 'Schedule', {
-      description: 'sluice: sample the backlog every minute',
+      description: 'sluice: sample the backlog and scale out, for a minute per run',
       schedule: events.Schedule.rate(Duration.minutes(1)),
       targets: [new targets.LambdaFunction(this.function, { retryAttempts: 0, maxEventAge: Duration.minutes(1) })],
     });
@@ -218,31 +217,12 @@ export class BacklogScaling extends Construct {
       backlogMetric(this.metricSource, name, statistic, this.period);
     const cooldown = Duration.seconds(policy.cooldownSeconds);
 
-    // Scale out: one step policy whose intervals are the policy's steps.
-    const out = scaleOutSteps(policy);
-    this.scaleOutAction = new appscaling.StepScalingAction(this, 'ScaleOut', {
-      scalingTarget: this.scalableTarget,
-      adjustmentType: appscaling.AdjustmentType.PERCENT_CHANGE_IN_CAPACITY,
-      minAdjustmentMagnitude: 1,
-      cooldown,
-      metricAggregationType: appscaling.MetricAggregationType.AVERAGE,
-    });
-    for (const s of out.steps) {
-      this.scaleOutAction.addAdjustment({ lowerBound: s.lowerBound, upperBound: s.upperBound, adjustment: s.adjustment });
-    }
-    this.scaleOutAlarm = new cloudwatch.Alarm(this, 'ScaleOutAlarm', {
-      alarmDescription: `sluice: backlog per task >= ${out.threshold} (${policy.scaleOutSteps[0].aboveRatio} x target ${this.target})`,
-      metric: metric(BacklogMetricName.BACKLOG_PER_TASK, cloudwatch.Stats.AVERAGE),
-      threshold: out.threshold,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    this.scaleOutAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.scaleOutAction));
-
-    // Scale in: backlog per task low for evaluation_periods periods. The guard leaves the last
-    // task to the idle rule: -25 % of one task rounds to -1 and would strand a short queue.
-    const inThreshold = policy.scaleIn.belowRatio * this.target;
+    // Scale in: the most tasks needed in the minute against the fewest desired, at or below the
+    // ratio for evaluation_minutes minutes. Missing minutes are skipped (CloudWatch evaluates the
+    // latest real datapoints), so a late sample neither resets nor fakes the count, and with no
+    // data at all the alarm leaves ALARM instead of repeating its action. The guard leaves the
+    // last task to the idle rule: -25 % of one task rounds to -1 and would strand a short queue.
+    const n = policy.scaleIn.evaluationMinutes;
     this.scaleInAction = new appscaling.StepScalingAction(this, 'ScaleIn', {
       scalingTarget: this.scalableTarget,
       adjustmentType: appscaling.AdjustmentType.PERCENT_CHANGE_IN_CAPACITY,
@@ -252,26 +232,30 @@ export class BacklogScaling extends Construct {
     });
     this.scaleInAction.addAdjustment({ upperBound: 0, adjustment: policy.scaleIn.changePercent });
     this.scaleInAlarm = new cloudwatch.Alarm(this, 'ScaleInAlarm', {
-      alarmDescription: `sluice: backlog per task <= ${inThreshold} (${policy.scaleIn.belowRatio} x target ${this.target}) with more than one task`,
+      alarmDescription:
+        `sluice: needed tasks <= ${policy.scaleIn.belowRatio} x desired tasks for ${n} min with more than one task ` +
+        `-> ${policy.scaleIn.changePercent} %`,
       metric: new cloudwatch.MathExpression({
-        expression: `IF(desired > 1, bpt, ${NEVER})`,
-        label: 'BacklogPerTask while DesiredTasks > 1',
+        expression: 'IF(desired > 1, needed / desired, 1)',
+        label: 'NeededTasks / DesiredTasks while DesiredTasks > 1',
         usingMetrics: {
-          bpt: metric(BacklogMetricName.BACKLOG_PER_TASK, cloudwatch.Stats.AVERAGE),
-          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM),
+          needed: metric(BacklogMetricName.NEEDED_TASKS, cloudwatch.Stats.MAXIMUM),
+          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MINIMUM),
         },
         period: this.period,
       }),
-      threshold: inThreshold,
+      threshold: policy.scaleIn.belowRatio,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: policy.scaleIn.evaluationPeriods,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      evaluationPeriods: n,
+      datapointsToAlarm: n,
+      treatMissingData: cloudwatch.TreatMissingData.MISSING,
     });
     this.scaleInAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.scaleInAction));
 
-    // Scale to zero (min tasks): nothing visible and nothing in flight for the idle time. The
-    // guard returns the alarm to OK once the service is parked, so its once-a-minute repeat
-    // cannot undo a submit's nudge from zero.
+    // Idle to min tasks: nothing visible and nothing in flight for the idle time. The guard
+    // returns the alarm to OK once the service is parked, so its once-a-minute repeat cannot undo
+    // a raise made between two samples.
+    const idleMinutes = policy.scaleToZeroAfterIdleSeconds / 60;
     this.idleAction = new appscaling.StepScalingAction(this, 'ScaleToIdle', {
       scalingTarget: this.scalableTarget,
       adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
@@ -280,40 +264,23 @@ export class BacklogScaling extends Construct {
     });
     this.idleAction.addAdjustment({ upperBound: 0, adjustment: this.minTasks });
     this.idleAlarm = new cloudwatch.Alarm(this, 'IdleAlarm', {
-      alarmDescription: `sluice: no backlog and nothing in flight for ${policy.scaleToZeroAfterIdleSeconds} s`,
+      alarmDescription: `sluice: no backlog and nothing in flight for ${idleMinutes} min -> ${this.minTasks} tasks`,
       metric: new cloudwatch.MathExpression({
         expression: `IF(desired > ${this.minTasks}, backlog + inflight, 1)`,
         label: 'Backlog + InFlight while above min tasks',
         usingMetrics: {
           backlog: metric(BacklogMetricName.BACKLOG, cloudwatch.Stats.MAXIMUM),
           inflight: metric(BacklogMetricName.IN_FLIGHT, cloudwatch.Stats.MAXIMUM),
-          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM),
+          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MINIMUM),
         },
         period: this.period,
       }),
       threshold: 0,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: idlePeriods,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      evaluationPeriods: idleMinutes,
+      datapointsToAlarm: idleMinutes,
+      treatMissingData: cloudwatch.TreatMissingData.MISSING,
     });
     this.idleAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.idleAction));
-
-    // Scale from zero, the safety net behind submit's nudge: backlog and no task at all.
-    this.fromZeroAction = new appscaling.StepScalingAction(this, 'ScaleFromZero', {
-      scalingTarget: this.scalableTarget,
-      adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
-      cooldown,
-      metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
-    });
-    this.fromZeroAction.addAdjustment({ lowerBound: 0, adjustment: Math.max(1, this.minTasks) });
-    this.fromZeroAlarm = new cloudwatch.Alarm(this, 'FromZeroAlarm', {
-      alarmDescription: 'sluice: backlog with no running or pending task',
-      metric: metric(BacklogMetricName.BACKLOG_WITHOUT_CAPACITY, cloudwatch.Stats.MAXIMUM),
-      threshold: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    this.fromZeroAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.fromZeroAction));
   }
 }

@@ -20,6 +20,12 @@ export interface ObservabilityProps {
   /** The Lambdas whose errors and duration the dashboard shows, by label. */
   readonly functions: Record<string, lambda.IFunction>;
   /**
+   * The backlog Lambda (the scaling loop), alarmed on errors and throttles.
+   *
+   * @default - `functions.backlog`; one of the two is required
+   */
+  readonly backlogFunction?: lambda.IFunction;
+  /**
    * Target backlog per task, drawn on the backlog-per-task graph.
    *
    * @default - no annotation
@@ -45,7 +51,10 @@ export interface ObservabilityProps {
   readonly failedJobsThreshold?: number;
 }
 
-/** The dashboard, and alarms on what a person must look at, sent to an encrypted SNS topic. */
+/**
+ * The dashboard, and alarms on what a person must look at (the dead-letter queue, old messages,
+ * failed jobs, and the scaling loop's health), sent to an encrypted SNS topic.
+ */
 export class Observability extends Construct {
   public readonly dashboard: cloudwatch.Dashboard;
   public readonly topic: sns.Topic;
@@ -53,6 +62,12 @@ export class Observability extends Construct {
   public readonly deadLetterAlarm: cloudwatch.Alarm;
   public readonly oldestMessageAlarm: cloudwatch.Alarm;
   public readonly failedJobsAlarm: cloudwatch.Alarm;
+  /** The backlog Lambda fails in 3 of 5 minutes. */
+  public readonly backlogErrorsAlarm: cloudwatch.Alarm;
+  /** The backlog Lambda is throttled (its reserved concurrency is exhausted). */
+  public readonly backlogThrottlesAlarm: cloudwatch.Alarm;
+  /** No backlog sample for 3 minutes: nothing scales out, and the scaling alarms see no data. */
+  public readonly missingSamplesAlarm: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
@@ -66,6 +81,10 @@ export class Observability extends Construct {
     }
     if (props.alarmEmail !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(props.alarmEmail)) {
       throw new Error(`alarmEmail must be an e-mail address, got ${props.alarmEmail}`);
+    }
+    const backlogFunction = props.backlogFunction ?? props.functions.backlog;
+    if (backlogFunction === undefined) {
+      throw new Error('Observability needs the backlog function (backlogFunction or functions.backlog) to alarm on the scaling loop');
     }
 
     // SNS encryption needs a customer managed key: CloudWatch cannot use the aws/sns key.
@@ -146,7 +165,48 @@ export class Observability extends Construct {
       evaluationPeriods: 1,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    for (const alarm of [this.deadLetterAlarm, this.oldestMessageAlarm, this.failedJobsAlarm]) {
+
+    // The scaling loop cannot die silently: the backlog Lambda alone scales out, and the scaling
+    // alarms treat missing data as missing (no action), so without these a dead loop would
+    // leave the service where it is and nobody would hear of it.
+    this.backlogErrorsAlarm = new cloudwatch.Alarm(this, 'BacklogErrorsAlarm', {
+      alarmDescription: 'sluice: the backlog lambda (scale-out and scaling metrics) failed in 3 of the last 5 minutes',
+      metric: backlogFunction.metricErrors({ statistic: cloudwatch.Stats.SUM, period: minute, label: 'Backlog errors' }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 5,
+      datapointsToAlarm: 3,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.backlogThrottlesAlarm = new cloudwatch.Alarm(this, 'BacklogThrottlesAlarm', {
+      alarmDescription: 'sluice: the backlog lambda (scale-out and scaling metrics) was throttled',
+      metric: backlogFunction.metricThrottles({ statistic: cloudwatch.Stats.SUM, period: minute, label: 'Backlog throttles' }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      datapointsToAlarm: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    // Every sample publishes BacklogPerTask, idle or not: no sample at all is the failure, so
+    // missing data breaches here.
+    this.missingSamplesAlarm = new cloudwatch.Alarm(this, 'MissingSamplesAlarm', {
+      alarmDescription: 'sluice: no backlog sample for 3 minutes; the service neither scales out nor in',
+      metric: backlogMetric(m, BacklogMetricName.BACKLOG_PER_TASK, cloudwatch.Stats.SAMPLE_COUNT, minute, 'Samples'),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: 3,
+      datapointsToAlarm: 3,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    const operatorAlarms = [
+      this.deadLetterAlarm,
+      this.oldestMessageAlarm,
+      this.failedJobsAlarm,
+      this.backlogErrorsAlarm,
+      this.backlogThrottlesAlarm,
+      this.missingSamplesAlarm,
+    ];
+    for (const alarm of operatorAlarms) {
       alarm.addAlarmAction(notify);
       alarm.addOkAction(notify);
     }
@@ -185,8 +245,9 @@ export class Observability extends Construct {
             width,
             height,
             left: [
-              b(BacklogMetricName.RUNNING_TASKS, cloudwatch.Stats.MAXIMUM, 'Running'),
+              b(BacklogMetricName.NEEDED_TASKS, cloudwatch.Stats.MAXIMUM, 'Needed'),
               b(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM, 'Desired'),
+              b(BacklogMetricName.RUNNING_TASKS, cloudwatch.Stats.MAXIMUM, 'Running'),
               b(BacklogMetricName.BACKLOG_WITHOUT_CAPACITY, cloudwatch.Stats.MAXIMUM, 'Backlog without capacity'),
             ],
           }),
@@ -245,7 +306,7 @@ export class Observability extends Construct {
             title: 'Alarms',
             width: 24,
             height: 3,
-            alarms: [this.deadLetterAlarm, this.oldestMessageAlarm, this.failedJobsAlarm],
+            alarms: operatorAlarms,
           }),
         ],
       ],

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod engine;
+pub mod grid;
 mod report;
 pub mod scalers;
 mod svg;
@@ -30,27 +31,41 @@ pub use workload::{Job, Rng, Workload, WorkloadError, BUILTIN_WORKLOADS, DEFAULT
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScalerKind {
-    /// sluice's policy file: alarms + step policies, 10 s metrics, submit nudge.
+    /// sluice's policy file: the backlog Lambda's raise to the needed
+    /// capacity every sample, the one-minute scale-in and idle alarms, the
+    /// submit nudge.
     Sluice,
     /// The AWS sample: `RunTask` every 2 minutes, at most 10 per run.
     AwsSample,
-    /// The Terraform queue-backlog module: target tracking at 1-minute periods.
+    /// The Terraform queue-backlog module at its documented values.
     TerraformModule,
-    /// KEDA's SQS scaler and its HPA.
+    /// The Terraform module as a competent user tunes it for the policy's
+    /// job duration and latency ([`scalers::TerraformTuning::tuned`]).
+    TerraformModuleTuned,
+    /// KEDA's SQS scaler and its HPA at their defaults.
     Keda,
+    /// KEDA with `queueLength` from the policy's latency target
+    /// ([`scalers::keda_tuned_queue_length`]).
+    KedaTuned,
     /// The physical limit: tasks requested the moment jobs arrive.
     Oracle,
 }
 
 impl ScalerKind {
     /// Every scaler, sluice first and the oracle last.
-    pub const ALL: [ScalerKind; 5] = [
+    pub const ALL: [ScalerKind; 7] = [
         ScalerKind::Sluice,
         ScalerKind::AwsSample,
         ScalerKind::TerraformModule,
+        ScalerKind::TerraformModuleTuned,
         ScalerKind::Keda,
+        ScalerKind::KedaTuned,
         ScalerKind::Oracle,
     ];
+
+    /// The anchors configured for the workload, the ones sluice's goal is
+    /// stated against.
+    pub const TUNED: [ScalerKind; 2] = [ScalerKind::TerraformModuleTuned, ScalerKind::KedaTuned];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -58,9 +73,16 @@ impl ScalerKind {
             ScalerKind::Sluice => "sluice",
             ScalerKind::AwsSample => "aws-sample",
             ScalerKind::TerraformModule => "terraform-module",
+            ScalerKind::TerraformModuleTuned => "terraform-module-tuned",
             ScalerKind::Keda => "keda",
+            ScalerKind::KedaTuned => "keda-tuned",
             ScalerKind::Oracle => "oracle",
         }
+    }
+
+    /// Whether this is one of the designs sluice is compared with.
+    pub fn is_anchor(self) -> bool {
+        !matches!(self, ScalerKind::Sluice | ScalerKind::Oracle)
     }
 
     /// The period of the scaler's own clock, whose phase against the
@@ -69,29 +91,43 @@ impl ScalerKind {
         match self {
             ScalerKind::Sluice => Some(f64::from(policy.metric_period_seconds)),
             ScalerKind::AwsSample => Some(scalers::aws_sample::PERIOD_SECONDS),
-            ScalerKind::TerraformModule => Some(scalers::terraform_module::PERIOD_SECONDS),
-            ScalerKind::Keda => Some(scalers::keda::POLLING_SECONDS),
+            ScalerKind::TerraformModule | ScalerKind::TerraformModuleTuned => {
+                Some(scalers::terraform_module::PERIOD_SECONDS)
+            }
+            ScalerKind::Keda | ScalerKind::KedaTuned => Some(scalers::keda::POLLING_SECONDS),
             ScalerKind::Oracle => None,
         }
     }
 
     /// The scaler at `phase` (a fraction of its clock period, in [0, 1)).
-    pub fn build(self, policy: &Policy, phase: f64, startup_delay_seconds: f64) -> Box<dyn Scaler> {
+    pub fn build(self, policy: &Policy, phase: f64, opts: &SimOptions) -> Box<dyn Scaler> {
+        let (min, max) = (policy.min_tasks, policy.max_tasks);
         match self {
-            ScalerKind::Sluice => Box::new(SluiceScaler::new(policy, phase)),
-            ScalerKind::AwsSample => Box::new(AwsSampleScaler::new(policy.max_tasks, phase)),
-            ScalerKind::TerraformModule => Box::new(TerraformModuleScaler::new(
-                policy.min_tasks,
-                policy.max_tasks,
+            ScalerKind::Sluice => Box::new(SluiceScaler::with_missed_samples(
+                policy,
                 phase,
+                opts.missed_sample_fraction,
+                opts.seed ^ (phase * 1e6) as u64,
             )),
-            ScalerKind::Keda => {
-                Box::new(KedaScaler::new(policy.min_tasks, policy.max_tasks, phase))
-            }
+            ScalerKind::AwsSample => Box::new(AwsSampleScaler::new(max, phase)),
+            ScalerKind::TerraformModule => Box::new(TerraformModuleScaler::new(min, max, phase)),
+            ScalerKind::TerraformModuleTuned => Box::new(TerraformModuleScaler::with_tuning(
+                min,
+                max,
+                phase,
+                scalers::TerraformTuning::tuned(policy),
+            )),
+            ScalerKind::Keda => Box::new(KedaScaler::new(min, max, phase)),
+            ScalerKind::KedaTuned => Box::new(KedaScaler::with_queue_length(
+                min,
+                max,
+                phase,
+                scalers::keda_tuned_queue_length(policy),
+            )),
             ScalerKind::Oracle => Box::new(OracleScaler::new(
-                policy.max_tasks,
+                max,
                 policy.jobs_per_task,
-                startup_delay_seconds,
+                opts.startup_delay_seconds.max(0.0),
             )),
         }
     }
@@ -111,8 +147,9 @@ impl fmt::Display for UnknownScaler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown scaler {:?} (expected sluice, aws-sample, terraform-module, keda or oracle)",
-            self.0
+            "unknown scaler {:?} (expected one of {})",
+            self.0,
+            ScalerKind::ALL.map(ScalerKind::name).join(", ")
         )
     }
 }
@@ -142,6 +179,11 @@ pub struct SimOptions {
     pub phases: u32,
     /// Record backlog and tasks over time (for [`Report::to_svg`]).
     pub record_series: bool,
+    /// Fraction of sluice's samples that are never published (late or
+    /// failed runs of the backlog Lambda), dropped at random.
+    pub missed_sample_fraction: f64,
+    /// Seed of the dropped samples.
+    pub seed: u64,
 }
 
 impl SimOptions {
@@ -150,13 +192,16 @@ impl SimOptions {
     /// Clock phases averaged unless told otherwise.
     pub const DEFAULT_PHASES: u32 = 8;
 
-    /// Defaults: 60 s start-up, 8 phases, series recorded.
+    /// Defaults: the policy's `task_startup_seconds` as the start-up delay,
+    /// 8 phases, series recorded.
     pub fn new(policy: Policy) -> SimOptions {
         SimOptions {
+            startup_delay_seconds: policy.task_startup_seconds,
             policy,
-            startup_delay_seconds: SimOptions::DEFAULT_STARTUP_DELAY_SECONDS,
             phases: SimOptions::DEFAULT_PHASES,
             record_series: true,
+            missed_sample_fraction: 0.0,
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -192,7 +237,7 @@ pub fn simulate(workload: &Workload, scalers: &[ScalerKind], opts: &SimOptions) 
                         drain_limit_seconds: DRAIN_LIMIT_SECONDS,
                         give_up_after_seconds: GIVE_UP_AFTER_SECONDS,
                     };
-                    let mut scaler = kind.build(&opts.policy, phase, startup);
+                    let mut scaler = kind.build(&opts.policy, phase, opts);
                     let outcome = engine::run(workload, scaler.as_mut(), &cfg);
                     if i == 0 {
                         series = outcome.series.clone();
@@ -241,8 +286,7 @@ mod tests {
         };
         engine::run(
             workload,
-            kind.build(&opts.policy, phase, opts.startup_delay_seconds)
-                .as_mut(),
+            kind.build(&opts.policy, phase, opts).as_mut(),
             &cfg,
         )
     }

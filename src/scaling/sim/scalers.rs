@@ -4,11 +4,15 @@
 
 use std::collections::VecDeque;
 
+use serde::Serialize;
+
 use super::super::decide::{
-    desired_tasks, should_nudge_from_zero, AlarmState, Observation, Sample, ScalingState,
+    evaluate_alarms, scale_out_to, should_nudge_from_zero, AlarmState, Minute, MissingData, Sample,
+    ScalingState, ALARM_PERIOD_SECONDS,
 };
 use super::super::policy::Policy;
 use super::engine::{Command, Scaler, View};
+use super::workload::Rng;
 
 const EPSILON: f64 = 1e-9;
 
@@ -68,34 +72,51 @@ pub mod keda {
     pub const SCALE_UP_PODS: u32 = 4;
 }
 
-/// sluice: the policy file's alarms and step policies (see
-/// [`super::super::decide::desired_tasks`]), fed by the backlog Lambda every
-/// metric period, plus the submit-time nudge from 0 to 1.
+/// sluice: the backlog Lambda samples every `metric_period_seconds` and
+/// raises the service to the needed capacity ([`scale_out_to`]); the
+/// scale-in and idle alarms evaluate one-minute datapoints
+/// ([`evaluate_alarms`]); submit nudges the service from 0. A fraction of
+/// the samples can be dropped (a late or failed run publishes nothing and
+/// raises nothing).
 #[derive(Debug, Clone)]
 pub struct SluiceScaler {
     policy: Policy,
     period: f64,
     next_sample: f64,
-    next_evaluation: f64,
-    latest: Option<Sample>,
+    next_minute: f64,
+    minute: Minute,
     state: ScalingState,
     last_nudge: Option<f64>,
+    missed_fraction: f64,
+    rng: Rng,
 }
 
 impl SluiceScaler {
-    /// Samples at `phase × period + k × period`; alarms evaluate at the end of
-    /// each period on the sample taken in it.
+    /// Samples at `phase × period + k × period`; the alarms evaluate at every
+    /// whole minute on the samples published in it.
     pub fn new(policy: &Policy, phase: f64) -> SluiceScaler {
+        SluiceScaler::with_missed_samples(policy, phase, 0.0, 1)
+    }
+
+    /// As [`SluiceScaler::new`], dropping each sample with probability
+    /// `missed_fraction` (seeded).
+    pub fn with_missed_samples(
+        policy: &Policy,
+        phase: f64,
+        missed_fraction: f64,
+        seed: u64,
+    ) -> SluiceScaler {
         let period = f64::from(policy.metric_period_seconds);
-        let next_sample = phase * period;
         SluiceScaler {
             policy: policy.clone(),
             period,
-            next_sample,
-            next_evaluation: ((next_sample / period).floor() + 1.0) * period,
-            latest: None,
+            next_sample: phase * period,
+            next_minute: ALARM_PERIOD_SECONDS,
+            minute: Minute::default(),
             state: ScalingState::default(),
             last_nudge: None,
+            missed_fraction: missed_fraction.clamp(0.0, 1.0),
+            rng: Rng::new(seed),
         }
     }
 }
@@ -112,29 +133,40 @@ fn sample_of(view: &View) -> Sample {
 
 impl Scaler for SluiceScaler {
     fn next_wakeup(&self) -> Option<f64> {
-        Some(self.next_sample.min(self.next_evaluation))
+        Some(self.next_sample.min(self.next_minute))
     }
 
     fn wake(&mut self, view: &View) -> Vec<Command> {
+        let mut desired = view.desired_tasks;
         let mut commands = Vec::new();
-        if view.now + EPSILON >= self.next_evaluation {
-            if let Some(sample) = self.latest.take() {
-                let observation = Observation {
-                    at_seconds: view.now,
-                    capacity: view.desired_tasks,
-                    sample,
-                };
-                let decision = desired_tasks(&self.policy, &observation, &self.state);
-                self.state = decision.state;
-                if decision.desired_tasks != view.desired_tasks {
-                    commands.push(Command::SetDesired(decision.desired_tasks));
-                }
+        if view.now + EPSILON >= self.next_minute {
+            let minute = std::mem::take(&mut self.minute);
+            let decision = evaluate_alarms(
+                &self.policy,
+                view.now,
+                desired,
+                (minute.samples > 0).then_some(&minute),
+                &self.state,
+            );
+            self.state = decision.state;
+            if decision.desired_tasks != desired {
+                desired = decision.desired_tasks;
+                commands.push(Command::SetDesired(desired));
             }
-            self.next_evaluation += self.period;
+            self.next_minute += ALARM_PERIOD_SECONDS;
         }
         if view.now + EPSILON >= self.next_sample {
-            self.latest = Some(sample_of(view));
             self.next_sample += self.period;
+            if self.rng.unit() >= self.missed_fraction {
+                let sample = Sample {
+                    desired_tasks: desired,
+                    ..sample_of(view)
+                };
+                self.minute.add(&sample.metrics(&self.policy));
+                if let Some(n) = scale_out_to(&self.policy, &sample) {
+                    commands.push(Command::SetDesired(n));
+                }
+            }
         }
         commands
     }
@@ -204,9 +236,44 @@ struct TerraformSample {
     requires_consumer: bool,
 }
 
+/// How a user configures the Terraform module: `est_msgs_per_sec` (an
+/// integer: the Lambda reads it with `int()`) and the target tracking's
+/// `queue_backlog_target_value` (seconds of backlog per task, as the module
+/// computes them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TerraformTuning {
+    /// `est_msgs_per_sec`.
+    pub messages_per_second: f64,
+    /// `queue_backlog_target_value`.
+    pub target_backlog_seconds: f64,
+}
+
+impl TerraformTuning {
+    /// The module's documented values: 1 message/s, the example's 600 s.
+    pub const DEFAULTS: TerraformTuning = TerraformTuning {
+        messages_per_second: terraform_module::MESSAGES_PER_SECOND,
+        target_backlog_seconds: terraform_module::TARGET_BACKLOG_SECONDS,
+    };
+
+    /// What a competent user sets for the policy's job duration, concurrency
+    /// and acceptable latency: `est_msgs_per_sec` = a task's real rate,
+    /// rounded down to an integer of at least 1 (the Lambda's `int()`), and
+    /// the target chosen so that the module's backlog seconds at the target
+    /// are the acceptable latency in real seconds: `latency × rate / est`.
+    pub fn tuned(policy: &Policy) -> TerraformTuning {
+        let rate = f64::from(policy.jobs_per_task) / policy.average_job_seconds;
+        let est = rate.floor().max(1.0);
+        TerraformTuning {
+            messages_per_second: est,
+            target_backlog_seconds: policy.acceptable_latency_seconds * rate / est,
+        }
+    }
+}
+
 /// The Terraform module's target tracking and 0 → 1 step policy.
 #[derive(Debug, Clone)]
 pub struct TerraformModuleScaler {
+    tuning: TerraformTuning,
     min_tasks: u32,
     max_tasks: u32,
     next_sample: f64,
@@ -221,9 +288,20 @@ pub struct TerraformModuleScaler {
 impl TerraformModuleScaler {
     /// Lambda at `phase × 60 s + k × 60 s`; alarms evaluate on the minute.
     pub fn new(min_tasks: u32, max_tasks: u32, phase: f64) -> TerraformModuleScaler {
+        TerraformModuleScaler::with_tuning(min_tasks, max_tasks, phase, TerraformTuning::DEFAULTS)
+    }
+
+    /// The module configured with `tuning`.
+    pub fn with_tuning(
+        min_tasks: u32,
+        max_tasks: u32,
+        phase: f64,
+        tuning: TerraformTuning,
+    ) -> TerraformModuleScaler {
         let period = terraform_module::PERIOD_SECONDS;
         let next_sample = phase * period;
         TerraformModuleScaler {
+            tuning,
             min_tasks,
             max_tasks,
             next_sample,
@@ -239,27 +317,32 @@ impl TerraformModuleScaler {
     fn evaluate(&mut self, now: f64, capacity: u32, sample: TerraformSample) -> Option<u32> {
         use terraform_module::*;
         let mut proposals: Vec<u32> = Vec::new();
-        if self
-            .requires_consumer
-            .evaluate(Some(sample.requires_consumer), 1, now)
-            && capacity != RAMPUP_CAPACITY
+        if self.requires_consumer.evaluate(
+            Some(sample.requires_consumer),
+            1,
+            MissingData::Missing,
+            now,
+        ) && capacity != RAMPUP_CAPACITY
         {
             proposals.push(RAMPUP_CAPACITY.clamp(self.min_tasks, self.max_tasks));
         }
         let metric = sample.backlog_seconds;
+        let target = self.tuning.target_backlog_seconds;
         let high = self.high.evaluate(
-            metric.map(|m| m > TARGET_BACKLOG_SECONDS),
+            metric.map(|m| m > target),
             HIGH_DATAPOINTS,
+            MissingData::Missing,
             now,
         );
         let low = self.low.evaluate(
-            metric.map(|m| m < LOW_FRACTION * TARGET_BACKLOG_SECONDS),
+            metric.map(|m| m < LOW_FRACTION * target),
             LOW_DATAPOINTS,
+            MissingData::Missing,
             now,
         );
         // Target tracking sets capacity in proportion to metric / target.
         let proportional = |m: f64| {
-            let wanted = (f64::from(capacity) * m / TARGET_BACKLOG_SECONDS - EPSILON).ceil();
+            let wanted = (f64::from(capacity) * m / target - EPSILON).ceil();
             (wanted.max(0.0) as u32).clamp(self.min_tasks, self.max_tasks)
         };
         if let (true, Some(m)) = (high, metric) {
@@ -309,7 +392,7 @@ impl Scaler for TerraformModuleScaler {
             let visible = f64::from(view.visible);
             // The Lambda publishes no QueueBacklog with messages and no task.
             let backlog_seconds = if desired > 0 {
-                Some(visible / (f64::from(desired) * terraform_module::MESSAGES_PER_SECOND))
+                Some(visible / (f64::from(desired) * self.tuning.messages_per_second))
             } else if view.visible == 0 {
                 Some(0.0)
             } else {
@@ -325,9 +408,20 @@ impl Scaler for TerraformModuleScaler {
     }
 }
 
+/// KEDA's `queueLength` a competent user sets for the policy: the messages
+/// one replica handles within the acceptable latency, counting those it runs
+/// (KEDA counts in-flight messages too): `jobs_per_task × (1 + latency /
+/// job)`, rounded down, at least 1.
+pub fn keda_tuned_queue_length(policy: &Policy) -> f64 {
+    let per = f64::from(policy.jobs_per_task)
+        * (1.0 + policy.acceptable_latency_seconds / policy.average_job_seconds);
+    per.floor().max(1.0)
+}
+
 /// KEDA's `aws-sqs-queue` scaler and the HPA it drives.
 #[derive(Debug, Clone)]
 pub struct KedaScaler {
+    queue_length: f64,
     min_tasks: u32,
     max_tasks: u32,
     next_poll: f64,
@@ -340,7 +434,18 @@ impl KedaScaler {
     /// Polls at `phase × 30 s + k × 30 s`; the HPA syncs at `phase × 15 s + k × 15 s`.
     /// `min_tasks` is `minReplicaCount` (KEDA's default is 0).
     pub fn new(min_tasks: u32, max_tasks: u32, phase: f64) -> KedaScaler {
+        KedaScaler::with_queue_length(min_tasks, max_tasks, phase, keda::QUEUE_LENGTH)
+    }
+
+    /// KEDA with another `queueLength`.
+    pub fn with_queue_length(
+        min_tasks: u32,
+        max_tasks: u32,
+        phase: f64,
+        queue_length: f64,
+    ) -> KedaScaler {
         KedaScaler {
+            queue_length: queue_length.max(1.0),
             min_tasks: min_tasks.min(max_tasks),
             max_tasks,
             next_poll: phase * keda::POLLING_SECONDS,
@@ -353,11 +458,11 @@ impl KedaScaler {
     fn hpa(&mut self, now: f64, current: u32, messages: u32) -> u32 {
         use keda::*;
         let total = f64::from(messages);
-        let ratio = total / (QUEUE_LENGTH * f64::from(current));
+        let ratio = total / (self.queue_length * f64::from(current));
         let raw = if (ratio - 1.0).abs() <= HPA_TOLERANCE {
             current
         } else {
-            (total / QUEUE_LENGTH - EPSILON).ceil().max(0.0) as u32
+            (total / self.queue_length - EPSILON).ceil().max(0.0) as u32
         }
         .clamp(self.min_tasks.max(1), self.max_tasks);
         self.recommendations.push_back((now, raw));

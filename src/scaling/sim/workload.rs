@@ -118,6 +118,18 @@ fn duration(rng: &mut Rng) -> f64 {
 
 /// Poisson arrivals with rate `rate(t)` ≤ `peak` on `[start, end)` (thinning).
 fn poisson(rng: &mut Rng, start: f64, end: f64, peak: f64, rate: impl Fn(f64) -> f64) -> Vec<Job> {
+    poisson_of(rng, start, end, peak, rate, BUILTIN_MEAN_JOB_SECONDS)
+}
+
+/// [`poisson`] with jobs of another mean duration.
+fn poisson_of(
+    rng: &mut Rng,
+    start: f64,
+    end: f64,
+    peak: f64,
+    rate: impl Fn(f64) -> f64,
+    mean_job_seconds: f64,
+) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut t = start;
     loop {
@@ -126,7 +138,7 @@ fn poisson(rng: &mut Rng, start: f64, end: f64, peak: f64, rate: impl Fn(f64) ->
             return jobs;
         }
         let keep = rng.unit() * peak < rate(t);
-        let d = duration(rng);
+        let d = rng.lognormal(mean_job_seconds, JOB_SIGMA);
         if keep {
             jobs.push(Job {
                 arrival_seconds: t,
@@ -138,10 +150,18 @@ fn poisson(rng: &mut Rng, start: f64, end: f64, peak: f64, rate: impl Fn(f64) ->
 
 /// `count` jobs at uniformly random times in `[start, start + width)`.
 fn burst_of(rng: &mut Rng, count: usize, start: f64, width: f64) -> Vec<Job> {
+    burst_with(rng, count, start, width, BUILTIN_MEAN_JOB_SECONDS)
+}
+
+fn burst_with(rng: &mut Rng, count: usize, start: f64, width: f64, mean_job: f64) -> Vec<Job> {
     (0..count)
         .map(|_| Job {
             arrival_seconds: start + rng.unit() * width,
-            duration_seconds: duration(rng),
+            duration_seconds: if mean_job == BUILTIN_MEAN_JOB_SECONDS {
+                duration(rng)
+            } else {
+                rng.lognormal(mean_job, JOB_SIGMA)
+            },
         })
         .collect()
 }
@@ -204,6 +224,86 @@ impl Workload {
                 ))
             }
             other => Err(WorkloadError::Unknown(other.to_string())),
+        }
+    }
+
+    /// `count` jobs from idle within `width` seconds (at t = 60 s), log-normal
+    /// durations of mean `mean_job_seconds` (σ 0.5).
+    pub fn burst(seed: u64, count: usize, width: f64, mean_job_seconds: f64) -> Workload {
+        let mut rng = Rng::new(seed ^ 0xB0B5);
+        Workload::sorted(
+            "burst",
+            format!("{count} jobs within {width:.0} s from idle, jobs ~{mean_job_seconds} s"),
+            burst_with(&mut rng, count, 60.0, width, mean_job_seconds),
+        )
+    }
+
+    /// Poisson `base_rate` job/s for `hours`, plus `count` jobs within 60 s at
+    /// a third of the way in; durations of mean `mean_job_seconds`.
+    pub fn spike(
+        seed: u64,
+        base_rate: f64,
+        count: usize,
+        hours: f64,
+        mean_job_seconds: f64,
+    ) -> Workload {
+        let mut rng = Rng::new(seed ^ 0x5B1E);
+        let end = hours * 3600.0;
+        let mut jobs = poisson_of(
+            &mut rng,
+            0.0,
+            end,
+            base_rate,
+            |_| base_rate,
+            mean_job_seconds,
+        );
+        jobs.extend(burst_with(
+            &mut rng,
+            count,
+            end / 3.0,
+            60.0,
+            mean_job_seconds,
+        ));
+        Workload::sorted(
+            "spike",
+            format!(
+                "poisson {base_rate:.3} job/s for {hours} h + {count} jobs within 60 s, jobs ~{mean_job_seconds} s"
+            ),
+            jobs,
+        )
+    }
+
+    /// One `day_seconds` day of Poisson arrivals whose rate follows a cosine
+    /// from 1/150 of `peak_rate` at midnight to `peak_rate` at noon.
+    pub fn diurnal(seed: u64, peak_rate: f64, day_seconds: f64, mean_job_seconds: f64) -> Workload {
+        let mut rng = Rng::new(seed ^ 0xD1A1);
+        let low = peak_rate / 150.0;
+        let rate = move |t: f64| {
+            low + (peak_rate - low) * (1.0 - (2.0 * PI * t / day_seconds).cos()) / 2.0
+        };
+        Workload::sorted(
+            "diurnal",
+            format!(
+                "{:.0} h day, poisson rate up to {peak_rate:.3} job/s, jobs ~{mean_job_seconds} s",
+                day_seconds / 3600.0
+            ),
+            poisson_of(
+                &mut rng,
+                0.0,
+                day_seconds,
+                peak_rate,
+                rate,
+                mean_job_seconds,
+            ),
+        )
+    }
+
+    /// Mean job duration, seconds.
+    pub fn mean_job_seconds(&self) -> f64 {
+        if self.jobs.is_empty() {
+            0.0
+        } else {
+            self.work_seconds() / self.jobs.len() as f64
         }
     }
 
