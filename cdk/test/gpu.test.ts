@@ -85,6 +85,8 @@ test('the gpu instances come from zero through an asg capacity provider with man
     ResourceId: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith([{ 'Fn::GetAtt': [logicalId(stack.workers.service), 'Name'] }])]) }),
   });
   assert.equal(workerEnvOf(t).SLUICE_CONCURRENCY, '1');
+  // The instance metadata is closed to tasks: the SDK's region comes from the environment.
+  assert.deepEqual(workerEnvOf(t).AWS_REGION, { Ref: 'AWS::Region' });
 });
 
 function workerEnvOf(t: Template): Record<string, unknown> {

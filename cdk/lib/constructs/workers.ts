@@ -503,6 +503,10 @@ export class Workers extends Construct {
       logging: logging('worker'),
     });
 
+    // The AWS SDKs' region, which Fargate sets and EC2 tasks would take from the instance
+    // metadata, closed to them here (a task never reaches the instance role).
+    if (gpu !== undefined) this.container.addEnvironment('AWS_REGION', Stack.of(this).region);
+
     const server = handler.modelServer;
     if (server !== undefined) {
       // Essential: a crashed server takes the task down and the service replaces it. Container
