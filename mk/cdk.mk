@@ -1,9 +1,13 @@
 # The CDK app, the Lambda packages and the worker image's build context.
 # Included by the top-level Makefile, which defines VENV, PY, PIP and the $(VENV)/.ok target.
 #
-#   make cdk-test              type-check, unit tests, synth on stub assets, cfn-lint, hadolint
+#   make cdk-test              type-check, unit tests, synth on stub assets (the default stack and
+#                              the GPU option), cfn-lint, hadolint
 #   make lambdas               cargo lambda build (arm64) of submit, status and backlog
-#   make synth | deploy        the real thing (deploy builds the worker image: needs Docker)
+#   make bootstrap             cdk bootstrap of the account and region of your credentials (once)
+#   make synth | deploy        the real thing (deploy builds the worker image: needs Docker) and
+#                              writes the stack outputs to cdk/outputs.json
+#   make smoke                 one job through the deployed API (scripts/smoke.sh)
 #   make destroy               delete the stack (the table and payload bucket are retained)
 #   make docker-context-check  prove the build contexts of worker/Dockerfile and the examples'
 #                              Dockerfiles are complete, without Docker
@@ -15,12 +19,16 @@ CDK := cd $(CDK_DIR) && npx --no-install cdk
 # Stub bootstrap files standing in for cargo-lambda's output (relative to the repository root).
 CDK_STUB_ASSETS := cdk/test/fixtures/lambda
 CDK_ARGS ?=
+# The stack outputs of the last `make deploy`, read by `make smoke` (relative to cdk/).
+CDK_OUTPUTS := outputs.json
+# The GPU option, synthesized by cdk-test on stub assets (no Docker, no account).
+CDK_GPU_ARGS := -c gpuInstanceTypes=g5.xlarge,g6.xlarge -c spot=true -c workerImageDirectory=examples/gpu-onnx -c handlerMode=process -c "handlerCommand=python3 /app/handler.py"
 LAMBDA_PACKAGES := submit status backlog
 CFN_LINT_VERSION := 1.58.0
 HADOLINT_VERSION := 2.15.1
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: cdk-deps cdk-test lambdas synth deploy destroy docker-context-check
+.PHONY: cdk-deps cdk-test lambdas bootstrap synth deploy smoke destroy docker-context-check
 
 cdk-deps: $(CDK_DIR)/node_modules/.package-lock.json
 
@@ -40,17 +48,29 @@ cdk-test: cdk-deps $(VENV)/.cdk-tools
 	cd $(CDK_DIR) && node --import tsx --test test/*.test.ts
 	$(CDK) synth --quiet -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_ARGS)
 	cd $(CDK_DIR) && $(abspath $(VENV))/bin/cfn-lint cdk.out/*.template.json
+	$(CDK) synth --quiet -o cdk.out.gpu -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_GPU_ARGS)
+	cd $(CDK_DIR) && $(abspath $(VENV))/bin/cfn-lint cdk.out.gpu/*.template.json
 	$(VENV)/bin/hadolint worker/Dockerfile examples/*/Dockerfile
 
 lambdas: $(VENV)/.cargo-lambda
 	rustup target add aarch64-unknown-linux-gnu
 	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --profile lambda-release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
 
+# Bootstrapping synthesizes the app to find its environment; stub Lambda assets do for that.
+bootstrap: cdk-deps
+	$(CDK) bootstrap -c lambdaAssetDir=$(CDK_STUB_ASSETS) $(CDK_ARGS)
+
 synth: cdk-deps lambdas
 	$(CDK) synth --quiet $(CDK_ARGS)
 
 deploy: cdk-deps lambdas
-	$(CDK) deploy $(CDK_ARGS)
+	$(CDK) deploy --outputs-file $(CDK_OUTPUTS) $(CDK_ARGS)
+
+# After a deploy: one job through the deployed API, timed from submit to result (scripts/smoke.sh
+# lists its settings: SLUICE_SMOKE_INPUT, SLUICE_SMOKE_TIMEOUT, SLUICE_URL, ...).
+smoke:
+	cargo build --release --bin sluice
+	scripts/smoke.sh
 
 # Synthesis needs Lambda assets even to delete; stubs do, the template is not deployed.
 destroy: cdk-deps

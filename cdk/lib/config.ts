@@ -1,6 +1,9 @@
 import * as path from 'node:path';
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import { GpuAmi } from './constructs/gpu-capacity';
+import { GpuWorkers, SpotStrategy } from './constructs/workers';
 import { Node } from 'constructs';
 import { OwnerScope } from './env';
 import { ModelServer, WorkerHandler } from './handler';
@@ -23,6 +26,7 @@ export const CONTEXT_KEYS = [
   'taskCpu',
   'taskMemory',
   'workerConcurrency',
+  'maxTaskAgeSeconds',
   'workerImageDirectory',
   'workerImageFile',
   'workerImageUri',
@@ -40,6 +44,14 @@ export const CONTEXT_KEYS = [
   'minTasks',
   'maxTasks',
   'spot',
+  'spotOnDemandBase',
+  'spotOnDemandWeight',
+  'spotWeight',
+  'gpuInstanceTypes',
+  'gpusPerTask',
+  'gpuMaxInstances',
+  'gpuRootVolumeGiB',
+  'gpuAmi',
   'jobTimeoutSeconds',
   'maxJobTimeoutSeconds',
   'leaseSeconds',
@@ -53,6 +65,7 @@ export const CONTEXT_KEYS = [
   'apiRateLimit',
   'apiBurstLimit',
   'alarmEmail',
+  'logRemovalPolicy',
   'efsFileSystemId',
   'efsAccessPointId',
   'efsMountPath',
@@ -270,6 +283,64 @@ function workerHandler(get: Lookup, seconds: (key: ContextKey) => Duration | und
   }
 }
 
+/** `destroy` or `retain`: what happens to the stack's log groups when it is deleted. */
+function removalPolicy(get: Lookup, key: ContextKey): RemovalPolicy | undefined {
+  const v = str(get, key);
+  if (v === undefined) return undefined;
+  if (v === 'destroy') return RemovalPolicy.DESTROY;
+  if (v === 'retain') return RemovalPolicy.RETAIN;
+  throw new Error(`context ${key} must be destroy or retain, got ${v}`);
+}
+
+/** A whole number from context (an integer, not negative). */
+function count(get: Lookup, key: ContextKey): number | undefined {
+  const n = num(get, key);
+  if (n !== undefined && (!Number.isInteger(n) || n < 0)) {
+    throw new Error(`context ${key} must be a whole number, got ${JSON.stringify(get(key))}`);
+  }
+  return n;
+}
+
+const SPOT_KEYS = ['spotOnDemandBase', 'spotOnDemandWeight', 'spotWeight'] as const;
+const GPU_KEYS = ['gpusPerTask', 'gpuMaxInstances', 'gpuRootVolumeGiB', 'gpuAmi'] as const;
+
+/** The Spot mix from context; its keys need `spot=true`. */
+function spotStrategy(get: Lookup, spot: boolean | undefined): SpotStrategy | undefined {
+  const stray = SPOT_KEYS.find((k) => given(get, k));
+  if (stray === undefined) return undefined;
+  if (spot !== true) throw new Error(`context ${stray} needs spot=true`);
+  return {
+    onDemandBase: count(get, 'spotOnDemandBase'),
+    onDemandWeight: count(get, 'spotOnDemandWeight'),
+    spotWeight: count(get, 'spotWeight'),
+  };
+}
+
+/** GPU workers from context: `gpuInstanceTypes` turns them on; the other gpu keys need it. */
+function gpuWorkers(get: Lookup): GpuWorkers | undefined {
+  const types = list(get, 'gpuInstanceTypes');
+  if (types === undefined || types.length === 0) {
+    const stray = GPU_KEYS.find((k) => given(get, k));
+    if (stray !== undefined) throw new Error(`context ${stray} needs gpuInstanceTypes (e.g. g5.xlarge,g6.xlarge)`);
+    return undefined;
+  }
+  const bad = types.find((t) => !/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(t));
+  if (bad !== undefined) {
+    throw new Error(`context gpuInstanceTypes must be instance types like g5.xlarge, comma-separated, got ${bad}`);
+  }
+  const ami = str(get, 'gpuAmi');
+  if (ami !== undefined && ami !== 'al2023' && ami !== 'al2') {
+    throw new Error(`context gpuAmi must be al2023 or al2, got ${ami}`);
+  }
+  return {
+    instanceTypes: types.map((t) => new ec2.InstanceType(t)),
+    gpusPerTask: count(get, 'gpusPerTask'),
+    maxInstances: count(get, 'gpuMaxInstances'),
+    rootVolumeGiB: count(get, 'gpuRootVolumeGiB'),
+    ami: ami as GpuAmi | undefined,
+  };
+}
+
 /** Relative paths in context are relative to the repository root. */
 function repoPath(p: string | undefined): string | undefined {
   return p === undefined ? undefined : path.resolve(REPO_ROOT, p);
@@ -342,11 +413,14 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     taskCpu: num(get, 'taskCpu'),
     taskMemoryMiB: num(get, 'taskMemory'),
     workerConcurrency: num(get, 'workerConcurrency'),
+    maxTaskAge: seconds('maxTaskAgeSeconds'),
     workerImage: image,
     workerHandler: handler,
     minTasks: num(get, 'minTasks'),
     maxTasks: num(get, 'maxTasks'),
     spot: bool(get, 'spot'),
+    spotStrategy: spotStrategy(get, bool(get, 'spot')),
+    gpu: gpuWorkers(get),
     jobTimeout: seconds('jobTimeoutSeconds'),
     maxJobTimeout: seconds('maxJobTimeoutSeconds'),
     leaseDuration: seconds('leaseSeconds'),
@@ -359,6 +433,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     apiRateLimit: num(get, 'apiRateLimit'),
     apiBurstLimit: num(get, 'apiBurstLimit'),
     alarmEmail: str(get, 'alarmEmail'),
+    logRemovalPolicy: removalPolicy(get, 'logRemovalPolicy'),
     modelFileSystem:
       efsFileSystemId === undefined || efsAccessPointId === undefined
         ? undefined

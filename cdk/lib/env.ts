@@ -17,6 +17,7 @@ export const ENV = {
   LEASE_SECONDS: 'SLUICE_LEASE_SECONDS',
   HEARTBEAT_SECONDS: 'SLUICE_HEARTBEAT_SECONDS',
   DRAIN_SECONDS: 'SLUICE_DRAIN_SECONDS',
+  MAX_TASK_AGE_SECONDS: 'SLUICE_MAX_TASK_AGE_SECONDS',
   RECEIVE_WAIT_SECONDS: 'SLUICE_RECEIVE_WAIT_SECONDS',
   RETRY_BASE_SECONDS: 'SLUICE_RETRY_BASE_SECONDS',
   RETRY_MAX_SECONDS: 'SLUICE_RETRY_MAX_SECONDS',
@@ -87,6 +88,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.VISIBILITY_TIMEOUT_SECONDS,
     ENV.LEASE_SECONDS,
     ENV.DRAIN_SECONDS,
+    ENV.MAX_TASK_AGE_SECONDS,
     ENV.MAX_RECEIVE_COUNT,
     ENV.HANDLER,
     ENV.COMMAND,
@@ -163,6 +165,11 @@ export interface WorkerEnv {
   /** The queue's redrive limit, so the worker can keep releases and retries from spending it. */
   readonly maxReceiveCount: number;
   readonly drainSeconds: number;
+  /**
+   * Age after which a worker takes no new job, finishes the ones it runs and exits (the service
+   * starts a fresh task if one is still wanted), so a rolling deploy under load completes.
+   */
+  readonly maxTaskAgeSeconds: number;
   /** The handler mode and its settings. */
   readonly handler: WorkerHandlerEnv;
   /** Time limit of a job that sets no `timeout_seconds`. */
@@ -239,6 +246,7 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
     [ENV.LEASE_SECONDS]: String(e.leaseSeconds),
     [ENV.MAX_RECEIVE_COUNT]: String(e.maxReceiveCount),
     [ENV.DRAIN_SECONDS]: String(e.drainSeconds),
+    [ENV.MAX_TASK_AGE_SECONDS]: String(e.maxTaskAgeSeconds),
     [ENV.HANDLER]: h.mode,
     ...(h.mode === 'process' ? { [ENV.COMMAND]: JSON.stringify(h.command) } : {}),
     ...(h.mode === 'http' ? { [ENV.MODEL_URL]: h.modelUrl } : {}),

@@ -198,8 +198,12 @@ function validateModelServer(server: ModelServer): ModelServer & { readonly port
   return { ...server, port };
 }
 
-/** Validates a handler and fills in its defaults; throws a lowercase message naming the prop. */
-export function resolveHandler(handler: WorkerHandler): ResolvedHandler {
+/**
+ * Validates a handler and fills in its defaults; throws a lowercase message naming the prop.
+ * `modelServerHost` is where the worker reaches a model server of its task: `127.0.0.1` when the
+ * task's containers share a network namespace (awsvpc), the server's link alias in bridge mode.
+ */
+export function resolveHandler(handler: WorkerHandler, modelServerHost = '127.0.0.1'): ResolvedHandler {
   // Props may come from JavaScript or JSON: check the discriminant, too.
   const mode = (handler as { mode?: unknown } | undefined)?.mode;
   if (!MODES.includes(mode as HandlerMode)) {
@@ -219,7 +223,8 @@ export function resolveHandler(handler: WorkerHandler): ResolvedHandler {
     }
     case 'http': {
       const modelServer = handler.modelServer === undefined ? undefined : validateModelServer(handler.modelServer);
-      const modelUrl = handler.modelUrl ?? `http://127.0.0.1:${modelServer?.port ?? DEFAULT_MODEL_SERVER_PORT}`;
+      const host = modelServer === undefined ? '127.0.0.1' : modelServerHost;
+      const modelUrl = handler.modelUrl ?? `http://${host}:${modelServer?.port ?? DEFAULT_MODEL_SERVER_PORT}`;
       validateModelUrl(modelUrl);
       const startup = startupSeconds(handler.startupTimeout);
       return {

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { CfnOutput, Duration, Stack, StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
@@ -9,7 +9,7 @@ import { JobApi, JwtAuthorization } from './constructs/job-api';
 import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
-import { Workers } from './constructs/workers';
+import { GpuWorkers, SpotStrategy, Workers } from './constructs/workers';
 import { WorkerHandler } from './handler';
 import { acknowledge } from './nag';
 import { DEFAULT_POLICY_FILE, REPO_ROOT, loadScalingPolicy } from './policy';
@@ -100,11 +100,21 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly taskMemoryMiB?: number;
   /**
-   * Jobs one worker runs at once.
+   * Jobs one worker runs at once (`SLUICE_CONCURRENCY`). It must equal the scaling policy's
+   * `jobs_per_task`, from which the scaling targets are computed: a different value fails synth
+   * (set `jobs_per_task` in the policy file to the worker's concurrency).
    *
-   * @default 4
+   * @default - the scaling policy's `jobs_per_task`
    */
   readonly workerConcurrency?: number;
+  /**
+   * Age after which a worker takes no new job, finishes what it runs and exits
+   * (`SLUICE_MAX_TASK_AGE_SECONDS`), so that a rolling deploy under load completes; the service
+   * starts a fresh task if one is still wanted.
+   *
+   * @default Duration.hours(6)
+   */
+  readonly maxTaskAge?: Duration;
   /**
    * What the worker computes (worker/PROTOCOL.md): `{ mode: 'demo' }`, `{ mode: 'process', command,
    * startupTimeout? }` or `{ mode: 'http', modelUrl?, startupTimeout?, modelServer? }`.
@@ -125,11 +135,29 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly maxTasks?: number;
   /**
-   * Run the workers on Fargate Spot.
+   * Run the workers on Spot capacity with an on-demand fallback: a capacity provider strategy of
+   * Fargate Spot and Fargate (with `gpu`, of a Spot and an on-demand Auto Scaling group), the
+   * base on on-demand, mixed by `spotStrategy`.
    *
    * @default false
    */
   readonly spot?: boolean;
+  /**
+   * How Spot and on-demand share the tasks, with `spot`: `onDemandBase` tasks on-demand first,
+   * the rest `onDemandWeight` to `spotWeight`.
+   *
+   * @default { onDemandBase: 1, onDemandWeight: 1, spotWeight: 3 }
+   */
+  readonly spotStrategy?: SpotStrategy;
+  /**
+   * Run the worker service on EC2 GPU instances (the ECS GPU-optimised AMI, x86_64) instead of
+   * Fargate: an Auto Scaling group capacity provider from zero instances, with managed scaling
+   * and termination protection, `gpusPerTask` GPUs per task. The worker image must be
+   * linux/amd64 (an image built here is), e.g. `WorkerImage.fromDirectory('examples/gpu-onnx')`.
+   *
+   * @default - Fargate (ARM64), no GPU
+   */
+  readonly gpu?: GpuWorkers;
   /**
    * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
    * retried, with `"on_timeout": "retry"`).
@@ -190,19 +218,22 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly jwt?: JwtAuthorization;
   /**
-   * API requests per second (steady state).
+   * Steady-state requests per second of each route of the API (the `$default` stage's default
+   * route settings apply to every route separately: `POST /jobs`, `GET /jobs/{id}` and
+   * `DELETE /jobs/{id}` each get this rate; it is not a limit for the API as a whole).
    *
    * @default 50
    */
   readonly apiRateLimit?: number;
   /**
-   * API burst.
+   * Burst of each route of the API (per route, as `apiRateLimit`).
    *
    * @default 100
    */
   readonly apiBurstLimit?: number;
   /**
-   * E-mail address for the alarm topic.
+   * E-mail address for the alarm topic. SNS sends it a confirmation message first: no alarm
+   * reaches the address until its link is followed.
    *
    * @default - no subscription
    */
@@ -219,6 +250,14 @@ export interface SluiceStackProps extends StackProps {
    * @default logs.RetentionDays.ONE_MONTH
    */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * What happens to every log group of the stack when it is deleted (or the group leaves the
+   * stack): `RemovalPolicy.DESTROY` deletes the logs with it, `RemovalPolicy.RETAIN` keeps them
+   * (delete them by hand, or they stay and cost storage).
+   *
+   * @default RemovalPolicy.DESTROY
+   */
+  readonly logRemovalPolicy?: RemovalPolicy;
 }
 
 /** sluice: the jobs API, queue and table, the Fargate workers and their backlog scaling. */
@@ -244,8 +283,21 @@ export class SluiceStack extends Stack {
     }
     const retentionDays = props.retentionDays ?? 7;
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const logRemovalPolicy = props.logRemovalPolicy ?? RemovalPolicy.DESTROY;
+    if (logRemovalPolicy !== RemovalPolicy.DESTROY && logRemovalPolicy !== RemovalPolicy.RETAIN) {
+      throw new Error(`logRemovalPolicy must be RemovalPolicy.DESTROY or RemovalPolicy.RETAIN, got ${String(logRemovalPolicy)}`);
+    }
+    // The scaling targets count jobs_per_task jobs per task: the workers must run that many.
+    const concurrency = props.workerConcurrency ?? policy.jobsPerTask;
+    if (concurrency !== policy.jobsPerTask) {
+      throw new Error(
+        `workerConcurrency (${concurrency}) differs from the scaling policy's jobs_per_task (${policy.jobsPerTask}): ` +
+          `set jobs_per_task in the scaling policy file (${props.scalingPolicyFile ?? 'scaling/policy.json'}) to the ` +
+          `worker's concurrency, ${concurrency}, or the service scales for a fleet it does not have`,
+      );
+    }
 
-    const network = this.network(props.existingVpc, logRetention);
+    const network = this.network(props.existingVpc, logRetention, logRemovalPolicy);
     this.vpc = network.vpc;
 
     this.jobTable = new JobTable(this, 'JobTable');
@@ -267,7 +319,8 @@ export class SluiceStack extends Stack {
       image: props.workerImage,
       cpu: props.taskCpu,
       memoryLimitMiB: props.taskMemoryMiB,
-      concurrency: props.workerConcurrency,
+      concurrency,
+      maxTaskAge: props.maxTaskAge,
       retentionDays,
       handler: props.workerHandler,
       jobTimeout: props.jobTimeout,
@@ -275,7 +328,13 @@ export class SluiceStack extends Stack {
       metricNamespace: policy.namespace,
       drainTimeout: props.drainTimeout,
       spot: props.spot,
+      spotStrategy: props.spotStrategy,
+      gpu:
+        props.gpu === undefined
+          ? undefined
+          : { ...props.gpu, maxInstances: props.gpu.maxInstances ?? props.maxTasks ?? policy.maxTasks },
       logRetention,
+      logRemovalPolicy,
       modelFileSystem:
         props.modelFileSystem === undefined
           ? undefined
@@ -303,6 +362,7 @@ export class SluiceStack extends Stack {
       throttleRateLimit: props.apiRateLimit,
       throttleBurstLimit: props.apiBurstLimit,
       logRetention,
+      logRemovalPolicy,
     });
 
     this.scaling = new BacklogScaling(this, 'BacklogScaling', {
@@ -331,6 +391,12 @@ export class SluiceStack extends Stack {
       },
       alarmEmail: props.alarmEmail,
     });
+
+    // Every log group of the stack, those of the constructs' own functions included, goes with it
+    // or stays, as one setting says.
+    for (const c of this.node.findAll()) {
+      if (c instanceof logs.CfnLogGroup) c.applyRemovalPolicy(logRemovalPolicy);
+    }
 
     new CfnOutput(this, 'ApiUrl', { value: this.jobApi.url, description: 'Base URL of the jobs API' });
     new CfnOutput(this, 'ApiId', { value: this.jobApi.api.apiId });
@@ -362,6 +428,7 @@ export class SluiceStack extends Stack {
   private network(
     existing: ExistingVpc | undefined,
     logRetention: logs.RetentionDays,
+    logRemovalPolicy: RemovalPolicy,
   ): { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; assignPublicIp: boolean } {
     if (existing !== undefined) {
       const { vpcId, subnetIds, availabilityZones } = existing;
@@ -405,12 +472,14 @@ export class SluiceStack extends Stack {
         DynamoDb: { service: ec2.GatewayVpcEndpointAwsService.DYNAMODB },
         S3: { service: ec2.GatewayVpcEndpointAwsService.S3 },
       },
-      restrictDefaultSecurityGroup: false,
+      // The default security group loses its rules (a custom resource at deploy time; Security Hub
+      // EC2.2): nothing here uses it, every resource in the VPC has a group of its own.
+      restrictDefaultSecurityGroup: true,
     });
     vpc.addFlowLog('FlowLog', {
       trafficType: ec2.FlowLogTrafficType.REJECT,
       destination: ec2.FlowLogDestination.toCloudWatchLogs(
-        new logs.LogGroup(this, 'FlowLogGroup', { retention: logRetention }),
+        new logs.LogGroup(this, 'FlowLogGroup', { retention: logRetention, removalPolicy: logRemovalPolicy }),
       ),
     });
     return { vpc, subnets: { subnetType: ec2.SubnetType.PUBLIC }, assignPublicIp: true };

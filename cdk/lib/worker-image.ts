@@ -21,8 +21,11 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { Construct } from 'constructs';
 import { REPO_ROOT } from './policy';
 
-/** The platform every image is built for: the task's (ARM64 Linux). */
+/** The platform images are built for by default: the Fargate task's (ARM64 Linux, Graviton). */
 export const IMAGE_PLATFORM = Platform.LINUX_ARM64;
+
+/** The platform of GPU workers: the G instances (g4dn, g5, g6, ...) are x86_64. */
+export const GPU_IMAGE_PLATFORM = Platform.LINUX_AMD64;
 
 /** The default worker image's Dockerfile, relative to the repository root (its build context). */
 export const DEFAULT_WORKER_DOCKERFILE = path.join('worker', 'Dockerfile');
@@ -196,8 +199,12 @@ export abstract class WorkerImage {
   /** Where the image comes from. */
   public abstract readonly source: WorkerImageSource;
 
-  /** The ECS container image, made in `scope` (`id` names any construct it needs there). */
-  public abstract bind(scope: Construct, id: string): ecs.ContainerImage;
+  /**
+   * The ECS container image, made in `scope` (`id` names any construct it needs there). An image
+   * built from a Dockerfile is built for `platform`; an image from a registry must have a variant
+   * for it.
+   */
+  public abstract bind(scope: Construct, id: string, platform?: Platform): ecs.ContainerImage;
 }
 
 class DirectoryImage extends WorkerImage {
@@ -219,10 +226,10 @@ class DirectoryImage extends WorkerImage {
     };
   }
 
-  public bind(): ecs.ContainerImage {
+  public bind(_scope: Construct, _id: string, platform: Platform = IMAGE_PLATFORM): ecs.ContainerImage {
     return ecs.ContainerImage.fromAsset(this.buildContext, {
       file: this.file,
-      platform: IMAGE_PLATFORM,
+      platform,
       buildArgs: Object.keys(this.buildArgs).length === 0 ? undefined : this.buildArgs,
       ignoreMode: IgnoreMode.DOCKER,
       exclude: assetExcludes(this.buildContext, this.file),

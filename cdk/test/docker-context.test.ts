@@ -42,7 +42,9 @@ test('the dockerfile copies only from the context or the build stage, and runs a
   const ins = instructions(fs.readFileSync(DOCKERFILE, 'utf8'));
   const froms = ins.filter((i) => i.keyword === 'FROM').map((i) => i.args);
   assert.equal(froms.length, 2);
-  assert.match(froms[0], /^rust:1\.95(\.\d+)?-bookworm AS build$/);
+  // The build stage runs on the build machine's platform and cross-compiles for the target's.
+  assert.match(froms[0], /^--platform=\$BUILDPLATFORM rust:1\.95(\.\d+)?-bookworm AS build$/);
+  assert.ok(ins.some((i) => i.keyword === 'ARG' && i.args === 'TARGETARCH'));
   const copies = ins.filter((i) => i.keyword === 'COPY');
   assert.deepEqual(
     copies.filter((c) => copyArgs(c.args) === undefined).map((c) => c.args),
@@ -217,5 +219,20 @@ test('a dockerfile with its own dockerignore replaces the root one in the asset 
     assert.equal(excludes[0], '!**', 'undoes the root patterns first');
     assert.deepEqual(excludes.slice(1, -2), ignorePatterns(`${dockerfile}.dockerignore`));
     assert.deepEqual(excludes.slice(-2), [`!${rel}`, `!${rel}.dockerignore`]);
+  }
+});
+
+test("every example's build stage cross-compiles sluice-worker as worker/Dockerfile does", () => {
+  const stage = (file: string) => {
+    const ins = instructions(fs.readFileSync(file, 'utf8'));
+    const from = ins.findIndex((i) => i.keyword === 'FROM');
+    const next = ins.findIndex((i, n) => n > from && i.keyword === 'FROM');
+    return ins.slice(from, next).map((i) => `${i.keyword} ${i.args}`);
+  };
+  const worker = stage(DOCKERFILE);
+  assert.ok(worker[0].startsWith('FROM --platform=$BUILDPLATFORM '));
+  assert.ok(worker.some((l) => l.includes('--target "$target"')), 'cargo builds for the target platform');
+  for (const dockerfile of exampleDockerfiles()) {
+    assert.deepEqual(stage(dockerfile), worker, path.relative(REPO, dockerfile));
   }
 });

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { App, CfnResource, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -106,4 +107,12 @@ export const j = (v: unknown): string => JSON.stringify(v);
 /** The policy file as a plain object, read independently of lib/policy.ts. */
 export function policyFile(): any {
   return JSON.parse(fs.readFileSync(POLICY_FILE, 'utf8'));
+}
+
+/** A copy of the policy file with some fields changed, in a temporary file; returns its path. */
+export function policyWith(patch: Record<string, unknown>): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-policy-'));
+  const file = path.join(dir, 'policy.json');
+  fs.writeFileSync(file, JSON.stringify({ ...policyFile(), ...patch }));
+  return file;
 }

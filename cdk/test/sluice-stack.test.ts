@@ -9,7 +9,7 @@ import { stackConfigFromContext } from '../lib/config';
 import { MAX_JOB_TIMEOUT_LIMIT } from '../lib/handler';
 import { JOB_MAX_ATTEMPTS_LIMIT, SluiceStack } from '../lib/sluice-stack';
 import { WorkerImage } from '../lib/worker-image';
-import { REPO, STUB_IMAGE, STUB_LAMBDAS, j, logicalId, template, testApp } from './helpers';
+import { REPO, STUB_IMAGE, STUB_LAMBDAS, j, logicalId, policyWith, template, testApp } from './helpers';
 
 /** Every acknowledgement recorded with Validations.of(x).acknowledge, by construct path. */
 function acknowledgements(app: App): { path: string; id: string; reason: string }[] {
@@ -183,6 +183,7 @@ test('context configures the stack, with strings from the command line parsed', 
       taskCpu: '2048',
       taskMemory: 4096,
       workerConcurrency: '2',
+      scalingPolicyFile: policyWith({ jobs_per_task: 2 }),
       minTasks: '1',
       maxTasks: '8',
       spot: 'true',

@@ -9,7 +9,7 @@ import { validateFargateSize } from '../lib/constructs/workers';
 import { READS, workerReads } from '../lib/env';
 import { MAX_JOB_TIMEOUT_LIMIT } from '../lib/handler';
 import { WorkerImage } from '../lib/worker-image';
-import { REPO, actionsOf, grantsOf, j, logicalId, policyFile, sluiceStack, template, testApp } from './helpers';
+import { REPO, actionsOf, grantsOf, j, logicalId, policyFile, policyWith, sluiceStack, template, testApp } from './helpers';
 
 type Template = ReturnType<typeof template>['t'];
 
@@ -58,15 +58,36 @@ test('the service starts at zero and leaves the desired count to scaling', () =>
   assert.equal(props.CapacityProviderStrategy, undefined);
 });
 
-test('fargate spot is a capacity provider strategy', () => {
-  const { t } = template({ spot: true });
+test('fargate spot is a capacity provider strategy with an on-demand fargate base and share', () => {
+  const { stack, t } = template({ spot: true });
   t.hasResourceProperties('AWS::ECS::Service', {
-    CapacityProviderStrategy: [{ CapacityProvider: 'FARGATE_SPOT', Weight: 1 }],
+    CapacityProviderStrategy: [
+      { CapacityProvider: 'FARGATE', Base: 1, Weight: 1 },
+      { CapacityProvider: 'FARGATE_SPOT', Weight: 3 },
+    ],
     LaunchType: Match.absent(),
   });
   t.hasResourceProperties('AWS::ECS::ClusterCapacityProviderAssociations', {
     CapacityProviders: Match.arrayWith(['FARGATE', 'FARGATE_SPOT']),
   });
+  // The service is created once the providers are the cluster's.
+  const service = t.toJSON().Resources[logicalId(stack.workers.service)];
+  const association = Object.keys(t.findResources('AWS::ECS::ClusterCapacityProviderAssociations'))[0];
+  assert.ok(service.DependsOn.includes(association));
+  // The mix is configurable: Spot alone above a base of two on-demand tasks.
+  template({ spot: true, spotStrategy: { onDemandBase: 2, onDemandWeight: 0, spotWeight: 1 } }).t.hasResourceProperties(
+    'AWS::ECS::Service',
+    {
+      CapacityProviderStrategy: [
+        { CapacityProvider: 'FARGATE', Base: 2, Weight: 0 },
+        { CapacityProvider: 'FARGATE_SPOT', Weight: 1 },
+      ],
+    },
+  );
+  assert.throws(() => template({ spotStrategy: { spotWeight: 2 } }), /spotStrategy needs spot: true/);
+  assert.throws(() => template({ spot: true, spotStrategy: { spotWeight: 0 } }), /spotWeight must be at least 1/);
+  assert.throws(() => template({ spot: true, spotStrategy: { onDemandBase: -1 } }), /onDemandBase must be an integer from 0/);
+  assert.throws(() => template({ spot: true, spotStrategy: { onDemandWeight: 1.5 } }), /onDemandWeight must be an integer from 0 to 1000/);
 });
 
 test('the cluster has container insights', () => {
@@ -93,7 +114,11 @@ test('the container drains within its stop timeout, checks its health and logs t
 });
 
 test('the worker gets the queue visibility and a shorter lease', () => {
-  const { stack, t } = template({ leaseDuration: Duration.minutes(10), workerConcurrency: 8 });
+  const { stack, t } = template({
+    leaseDuration: Duration.minutes(10),
+    workerConcurrency: 8,
+    scalingPolicyFile: policyWith({ jobs_per_task: 8 }),
+  });
   const env = Object.fromEntries(
     container(t).Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]),
   );
@@ -226,7 +251,7 @@ test('bad worker props are rejected', () => {
   assert.throws(() => template({ drainTimeout: Duration.millis(1500) }), /drainTimeout must be whole seconds/);
   assert.throws(() => template({ taskCpu: 3000 }), /task cpu must be one of/);
   assert.throws(() => template({ taskCpu: 1024, taskMemoryMiB: 512 }), /task memory 512 MiB is not a fargate size/);
-  assert.throws(() => template({ workerConcurrency: 0 }), /concurrency must be a positive integer/);
+  assert.throws(() => template({ workerConcurrency: 0 }), /workerConcurrency \(0\) differs from the scaling policy's jobs_per_task \(1\)/);
   assert.throws(
     () => template({ modelFileSystem: { fileSystemId: 'efs-1', accessPointId: 'fsap-1' } }),
     /fileSystemId must look like fs-/,

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer, HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
@@ -65,13 +65,16 @@ export interface JobApiProps {
    */
   readonly jwt?: JwtAuthorization;
   /**
-   * Steady-state requests per second on the default stage.
+   * Steady-state requests per second of each route. The `$default` stage's default route
+   * settings apply to every route separately (API Gateway's route-level throttling): each of
+   * `POST /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}` gets this rate, so the API as a whole
+   * may take up to three times it (and the account's regional quota caps all APIs together).
    *
    * @default 50
    */
   readonly throttleRateLimit?: number;
   /**
-   * Burst of requests on the default stage.
+   * Burst of requests of each route (per route, as `throttleRateLimit`).
    *
    * @default 100
    */
@@ -82,6 +85,12 @@ export interface JobApiProps {
    * @default logs.RetentionDays.ONE_MONTH
    */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * What happens to the access logs' and the functions' log groups when they leave the stack.
+   *
+   * @default RemovalPolicy.DESTROY
+   */
+  readonly logRemovalPolicy?: RemovalPolicy;
 }
 
 /** The HTTP API: `POST /jobs` → submit, `GET|DELETE /jobs/{id}` → status. */
@@ -129,6 +138,7 @@ export class JobApi extends Construct {
       throw new Error(`ownerScope must be session or role, got ${String(ownerScope)}`);
     }
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const logRemovalPolicy = props.logRemovalPolicy ?? RemovalPolicy.DESTROY;
 
     const submit = new RustFunction(this, 'Submit', {
       assetDir: path.join(props.lambdaAssetDir, 'submit'),
@@ -138,6 +148,7 @@ export class JobApi extends Construct {
       // that failed.
       timeout: Duration.seconds(10),
       logRetention,
+      logRemovalPolicy,
       environment: submitEnv({
         tableName: props.table.tableName,
         queueUrl: props.queue.queueUrl,
@@ -160,6 +171,7 @@ export class JobApi extends Construct {
       // HTTP APIs cut integrations at 30 s; a long-poll must answer before that.
       timeout: Duration.seconds(29),
       logRetention,
+      logRemovalPolicy,
       environment: statusEnv({ tableName: props.table.tableName, ownerScope }),
     });
     props.table.grant(status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
@@ -176,11 +188,12 @@ export class JobApi extends Construct {
       defaultAuthorizer: this.authorizer,
     });
 
-    this.accessLogGroup = new logs.LogGroup(this, 'AccessLogs', { retention: logRetention });
+    this.accessLogGroup = new logs.LogGroup(this, 'AccessLogs', { retention: logRetention, removalPolicy: logRemovalPolicy });
     this.stage = new apigwv2.HttpStage(this, 'DefaultStage', {
       httpApi: this.api,
       stageName: '$default',
       autoDeploy: true,
+      // The stage's default route settings: applied to each route on its own, not to the API.
       throttle: { rateLimit, burstLimit },
       accessLogSettings: {
         destination: new apigwv2.LogGroupLogDestination(this.accessLogGroup),

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Duration, Size, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -11,13 +11,108 @@ import { workerEnv } from '../env';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
 import { wholeSeconds } from '../validate';
-import { WorkerImage, defaultWorkerImage } from '../worker-image';
+import { GPU_IMAGE_PLATFORM, IMAGE_PLATFORM, WorkerImage, defaultWorkerImage } from '../worker-image';
+import { GpuAmi, GpuCapacity } from './gpu-capacity';
 
 /** The worker binary's path in the image (`worker/Dockerfile`). */
 export const WORKER_BINARY = '/usr/local/bin/sluice-worker';
 
 /** ECS's longest health check start period. */
 const MAX_START_PERIOD_SECONDS = 300;
+
+/** The worker's age limit when none is given: a rolling deploy waits at most this for busy tasks. */
+export const DEFAULT_MAX_TASK_AGE = Duration.hours(6);
+
+/** The model server's link alias in bridge mode (GPU workers in public subnets). */
+const MODEL_SERVER_ALIAS = 'model-server';
+
+/**
+ * How Spot capacity is mixed with on-demand capacity (ECS capacity provider strategy). The first
+ * `onDemandBase` tasks run on-demand; the tasks above it are split `onDemandWeight` to
+ * `spotWeight`. ECS does not move a task to on-demand when Spot has no capacity: the on-demand
+ * base and share are what keeps the service running then.
+ */
+export interface SpotStrategy {
+  /**
+   * Tasks placed on on-demand capacity before any on Spot (the first task after a scale from zero
+   * among them).
+   *
+   * @default 1
+   */
+  readonly onDemandBase?: number;
+  /**
+   * The on-demand share of the tasks above the base (0 for Spot alone above it).
+   *
+   * @default 1
+   */
+  readonly onDemandWeight?: number;
+  /**
+   * The Spot share of the tasks above the base.
+   *
+   * @default 3
+   */
+  readonly spotWeight?: number;
+}
+
+/** The resolved strategy. */
+export interface ResolvedSpotStrategy {
+  readonly onDemandBase: number;
+  readonly onDemandWeight: number;
+  readonly spotWeight: number;
+}
+
+/** Validates a Spot strategy and fills in its defaults. */
+export function resolveSpotStrategy(s: SpotStrategy = {}): ResolvedSpotStrategy {
+  const onDemandBase = s.onDemandBase ?? 1;
+  const onDemandWeight = s.onDemandWeight ?? 1;
+  const spotWeight = s.spotWeight ?? 3;
+  if (!Number.isInteger(onDemandBase) || onDemandBase < 0 || onDemandBase > 100_000) {
+    throw new Error(`spot onDemandBase must be an integer from 0 to 100000, got ${onDemandBase}`);
+  }
+  for (const [name, w] of [['onDemandWeight', onDemandWeight], ['spotWeight', spotWeight]] as const) {
+    if (!Number.isInteger(w) || w < 0 || w > 1000) {
+      throw new Error(`spot ${name} must be an integer from 0 to 1000, got ${w}`);
+    }
+  }
+  if (spotWeight === 0) {
+    throw new Error('spot spotWeight must be at least 1 (without spot, leave spot off)');
+  }
+  return { onDemandBase, onDemandWeight, spotWeight };
+}
+
+/** GPU workers: the same service on EC2 GPU instances (ECS GPU-optimised AMI, x86_64). */
+export interface GpuWorkers {
+  /**
+   * Instance types, in order of preference, e.g. `[new ec2.InstanceType('g5.xlarge'),
+   * new ec2.InstanceType('g6.xlarge')]`. Each needs at least `gpusPerTask` GPUs.
+   */
+  readonly instanceTypes: ec2.InstanceType[];
+  /**
+   * GPUs reserved for each task (the task definition's `gpu` resource requirement).
+   *
+   * @default 1
+   */
+  readonly gpusPerTask?: number;
+  /**
+   * Most instances per Auto Scaling group (on-demand, and Spot with `spot`).
+   *
+   * @default 10
+   */
+  readonly maxInstances?: number;
+  /**
+   * Root volume size in GiB; it holds the image cache (CUDA images are several GB).
+   *
+   * @default 100
+   */
+  readonly rootVolumeGiB?: number;
+  /**
+   * The ECS GPU-optimised AMI: Amazon Linux 2023 or Amazon Linux 2, resolved from its public
+   * SSM parameter when the stack deploys (no lookup at synth).
+   *
+   * @default 'al2023'
+   */
+  readonly ami?: GpuAmi;
+}
 
 /** A read-only EFS mount for model files (in the worker container and the model server's). */
 export interface ModelFileSystem {
@@ -72,23 +167,34 @@ export interface WorkersProps {
    */
   readonly image?: WorkerImage;
   /**
-   * Task CPU units (Fargate sizes: 256, 512, 1024, 2048, 4096, 8192, 16384).
+   * Task CPU units (Fargate sizes: 256, 512, 1024, 2048, 4096, 8192, 16384). With `gpu`, the CPU
+   * units reserved for the container that computes (the worker, or the model server in http mode).
    *
-   * @default 1024
+   * @default 1024; 2048 with `gpu`
    */
   readonly cpu?: number;
   /**
-   * Task memory in MiB, valid for the CPU size.
+   * Task memory in MiB, valid for the CPU size. With `gpu`, the memory reserved for the container
+   * that computes (a soft limit: it fits g5.xlarge and g6.xlarge, 16 GiB each, by default).
    *
-   * @default 2048
+   * @default 2048; 8192 with `gpu`
    */
   readonly memoryLimitMiB?: number;
   /**
-   * Jobs one worker runs at once.
+   * Jobs one worker runs at once. Keep it equal to the scaling policy's `jobs_per_task` (the stack
+   * does), or the service scales for a fleet it does not have.
    *
    * @default 4
    */
   readonly concurrency?: number;
+  /**
+   * Age after which a worker takes no new job, finishes the ones it runs and exits
+   * (`SLUICE_MAX_TASK_AGE_SECONDS`); the service starts a fresh task if one is still wanted. A
+   * rolling deploy under load so completes within this age, not whenever the queue runs dry.
+   *
+   * @default DEFAULT_MAX_TASK_AGE (6 hours)
+   */
+  readonly maxTaskAge?: Duration;
   /**
    * Days a finished job's record is kept (the TTL the worker writes when a job ends).
    *
@@ -136,11 +242,27 @@ export interface WorkersProps {
    */
   readonly stopTimeout?: Duration;
   /**
-   * Run on Fargate Spot (a two-minute interruption notice arrives as SIGTERM, which the drain covers).
+   * Run on Spot capacity as well as on-demand: Fargate Spot beside Fargate, or with `gpu` a Spot
+   * Auto Scaling group beside the on-demand one, mixed by `spotStrategy` (a two-minute
+   * interruption notice arrives as SIGTERM, which the drain covers).
    *
    * @default false
    */
   readonly spot?: boolean;
+  /**
+   * How Spot and on-demand capacity share the tasks, with `spot`.
+   *
+   * @default - the first task on-demand, then 1 on-demand to 3 Spot
+   */
+  readonly spotStrategy?: SpotStrategy;
+  /**
+   * Run the service on EC2 GPU instances (an Auto Scaling group capacity provider from zero
+   * instances) instead of Fargate. The worker image must then be linux/amd64: an image built
+   * here is.
+   *
+   * @default - Fargate, ARM64
+   */
+  readonly gpu?: GpuWorkers;
   /**
    * Mount an EFS file system read-only for model files.
    *
@@ -159,6 +281,12 @@ export interface WorkersProps {
    * @default logs.RetentionDays.ONE_MONTH
    */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * What happens to the worker's log group when it leaves the stack.
+   *
+   * @default RemovalPolicy.DESTROY
+   */
+  readonly logRemovalPolicy?: RemovalPolicy;
 }
 
 /** Fargate CPU units → allowed memory (MiB). */
@@ -183,11 +311,20 @@ export function validateFargateSize(cpu: number, memoryMiB: number): void {
   }
 }
 
-/** The ECS cluster and the Fargate service running `sluice-worker`, scaled from zero by others. */
+/**
+ * The ECS cluster and the service running `sluice-worker` (on Fargate, or on GPU instances),
+ * scaled from zero by others.
+ */
 export class Workers extends Construct {
   public readonly cluster: ecs.Cluster;
-  public readonly service: ecs.FargateService;
-  public readonly taskDefinition: ecs.FargateTaskDefinition;
+  /** A FargateService, or an Ec2Service with `gpu`. */
+  public readonly service: ecs.BaseService;
+  /** A FargateTaskDefinition, or an Ec2TaskDefinition with `gpu`. */
+  public readonly taskDefinition: ecs.TaskDefinition;
+  /** The GPU instances' capacity, with `gpu`. */
+  public readonly gpuCapacity?: GpuCapacity;
+  /** The capacity provider strategy of the service (empty: the Fargate launch type). */
+  public readonly capacityProviderStrategies: ecs.CapacityProviderStrategy[];
   /** The worker's container. */
   public readonly container: ecs.ContainerDefinition;
   /** The model server's container (http mode with `modelServer`). */
@@ -199,9 +336,31 @@ export class Workers extends Construct {
 
   constructor(scope: Construct, id: string, props: WorkersProps) {
     super(scope, id);
-    const cpu = props.cpu ?? 1024;
-    const memoryLimitMiB = props.memoryLimitMiB ?? 2048;
-    validateFargateSize(cpu, memoryLimitMiB);
+    const gpu = props.gpu;
+    const cpu = props.cpu ?? (gpu === undefined ? 1024 : 2048);
+    const memoryLimitMiB = props.memoryLimitMiB ?? (gpu === undefined ? 2048 : 8192);
+    if (gpu === undefined) {
+      validateFargateSize(cpu, memoryLimitMiB);
+    } else {
+      if (!Number.isInteger(cpu) || cpu < 128) {
+        throw new Error(`task cpu must be an integer of at least 128 units on gpu instances, got ${cpu}`);
+      }
+      if (!Number.isInteger(memoryLimitMiB) || memoryLimitMiB < 512) {
+        throw new Error(`task memory must be an integer of at least 512 MiB on gpu instances, got ${memoryLimitMiB}`);
+      }
+    }
+    const gpusPerTask = gpu?.gpusPerTask ?? 1;
+    if (gpu !== undefined && (!Number.isInteger(gpusPerTask) || gpusPerTask < 1 || gpusPerTask > 16)) {
+      throw new Error(`gpusPerTask must be an integer from 1 to 16, got ${gpusPerTask}`);
+    }
+    if (props.spotStrategy !== undefined && props.spot !== true) {
+      throw new Error('spotStrategy needs spot: true');
+    }
+    const spotStrategy = props.spot === true ? resolveSpotStrategy(props.spotStrategy) : undefined;
+    const maxTaskAgeSeconds = wholeSeconds(props.maxTaskAge ?? DEFAULT_MAX_TASK_AGE, 'maxTaskAge');
+    if (maxTaskAgeSeconds < 60) {
+      throw new Error(`maxTaskAge must be at least 60 seconds, got ${maxTaskAgeSeconds}`);
+    }
     const concurrency = props.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new Error(`concurrency must be a positive integer, got ${concurrency}`);
@@ -219,7 +378,13 @@ export class Workers extends Construct {
     if (props.image !== undefined && !(props.image instanceof WorkerImage)) {
       throw new Error('image must be a WorkerImage (WorkerImage.fromDirectory, fromUri or fromContainerImage)');
     }
-    const handler = resolveHandler(props.handler ?? { mode: 'demo' });
+    const assignPublicIp = props.assignPublicIp ?? false;
+    // GPU instances: tasks in awsvpc mode get no public IP, so in public subnets (no NAT gateway)
+    // they use the instance's network through the Docker bridge instead.
+    const networkMode =
+      gpu === undefined ? ecs.NetworkMode.AWS_VPC : assignPublicIp ? ecs.NetworkMode.BRIDGE : ecs.NetworkMode.AWS_VPC;
+    const bridge = networkMode === ecs.NetworkMode.BRIDGE;
+    const handler = resolveHandler(props.handler ?? { mode: 'demo' }, bridge ? MODEL_SERVER_ALIAS : '127.0.0.1');
     this.handler = handler;
     const { jobTimeoutSeconds, maxJobTimeoutSeconds } = jobTimeouts(props.jobTimeout, props.maxJobTimeout);
     const stopTimeout = props.stopTimeout ?? Duration.seconds(120);
@@ -272,18 +437,33 @@ export class Workers extends Construct {
       enableFargateCapacityProviders: true,
     });
 
-    this.taskDefinition = new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
-      cpu,
-      memoryLimitMiB,
-      runtimePlatform: {
-        cpuArchitecture: ecs.CpuArchitecture.ARM64,
-        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
-      },
-    });
+    this.taskDefinition =
+      gpu === undefined
+        ? new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
+            cpu,
+            memoryLimitMiB,
+            runtimePlatform: {
+              cpuArchitecture: ecs.CpuArchitecture.ARM64,
+              operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+            },
+          })
+        : new ecs.Ec2TaskDefinition(this, 'TaskDefinition', { networkMode });
+    const platform = gpu === undefined ? IMAGE_PLATFORM : GPU_IMAGE_PLATFORM;
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      removalPolicy: props.logRemovalPolicy ?? RemovalPolicy.DESTROY,
     });
+
+    // On GPU instances the container that computes holds the GPUs and the task's size as its
+    // reservation: the model server in http mode with one, else the worker.
+    const computesInServer = handler.modelServer !== undefined;
+    const reservation = (computes: boolean): Partial<ecs.ContainerDefinitionOptions> =>
+      gpu === undefined
+        ? {}
+        : computes
+          ? { cpu, memoryReservationMiB: memoryLimitMiB, gpuCount: gpusPerTask }
+          : { cpu: 256, memoryReservationMiB: 256 };
 
     const logging = (streamPrefix: string) =>
       ecs.LogDrivers.awsLogs({
@@ -294,8 +474,9 @@ export class Workers extends Construct {
       });
 
     this.container = this.taskDefinition.addContainer('Worker', {
-      image: (props.image ?? defaultWorkerImage()).bind(this, 'WorkerImage'),
+      image: (props.image ?? defaultWorkerImage()).bind(this, 'WorkerImage', platform),
       essential: true,
+      ...reservation(!computesInServer),
       environment: workerEnv({
         tableName: props.table.tableName,
         queueUrl: props.queue.queueUrl,
@@ -305,6 +486,7 @@ export class Workers extends Construct {
         leaseSeconds,
         maxReceiveCount: props.maxReceiveCount,
         drainSeconds,
+        maxTaskAgeSeconds,
         handler: handler.env,
         jobTimeoutSeconds,
         maxJobTimeoutSeconds,
@@ -321,13 +503,18 @@ export class Workers extends Construct {
       logging: logging('worker'),
     });
 
+    // The AWS SDKs' region, which Fargate sets and EC2 tasks would take from the instance
+    // metadata, closed to them here (a task never reaches the instance role).
+    if (gpu !== undefined) this.container.addEnvironment('AWS_REGION', Stack.of(this).region);
+
     const server = handler.modelServer;
     if (server !== undefined) {
       // Essential: a crashed server takes the task down and the service replaces it. Container
       // dependencies also order the shutdown: ECS stops the worker (which drains) before the server.
       this.modelServerContainer = this.taskDefinition.addContainer('ModelServer', {
-        image: server.image.bind(this, 'ModelServerImage'),
+        image: server.image.bind(this, 'ModelServerImage', platform),
         essential: true,
+        ...reservation(true),
         command: server.command,
         environment: server.environment,
         healthCheck:
@@ -341,6 +528,8 @@ export class Workers extends Construct {
         condition:
           server.healthCheck === undefined ? ecs.ContainerDependencyCondition.START : ecs.ContainerDependencyCondition.HEALTHY,
       });
+      // Bridge mode: the containers have a network each; the worker reaches the server by its alias.
+      if (bridge) this.container.addLink(this.modelServerContainer, MODEL_SERVER_ALIAS);
     }
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
@@ -349,26 +538,68 @@ export class Workers extends Construct {
       allowAllOutbound: true,
     });
 
-    const assignPublicIp = props.assignPublicIp ?? false;
-    this.service = new ecs.FargateService(this, 'Service', {
+    const vpcSubnets =
+      props.vpcSubnets ?? { subnetType: assignPublicIp ? ec2.SubnetType.PUBLIC : ec2.SubnetType.PRIVATE_WITH_EGRESS };
+    // Spot with an on-demand fallback: a strategy of both, the base on on-demand.
+    const strategy = (onDemand: string, spot: string | undefined): ecs.CapacityProviderStrategy[] =>
+      spot === undefined || spotStrategy === undefined
+        ? [{ capacityProvider: onDemand, weight: 1 }]
+        : [
+            { capacityProvider: onDemand, base: spotStrategy.onDemandBase, weight: spotStrategy.onDemandWeight },
+            { capacityProvider: spot, weight: spotStrategy.spotWeight },
+          ];
+    // Shared by both kinds of service. No desiredCount: CloudFormation then leaves the running
+    // count to the scaling policies on every update (a template value would reset it on each
+    // deploy). New tasks start before old ones stop, so a deploy never drops capacity under load.
+    const common = {
       cluster: this.cluster,
-      taskDefinition: this.taskDefinition,
-      // No desiredCount: CloudFormation then leaves the running count to the scaling policies on
-      // every update (a template value would reset it on each deploy).
-      assignPublicIp,
-      vpcSubnets:
-        props.vpcSubnets ??
-        { subnetType: assignPublicIp ? ec2.SubnetType.PUBLIC : ec2.SubnetType.PRIVATE_WITH_EGRESS },
-      securityGroups: [this.securityGroup],
-      // Start new tasks before stopping old ones, so a deploy never drops capacity under load.
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { enable: true, rollback: true },
-      capacityProviderStrategies: props.spot ? [{ capacityProvider: 'FARGATE_SPOT', weight: 1 }] : undefined,
-      platformVersion: ecs.FargatePlatformVersion.LATEST,
       propagateTags: ecs.PropagatedTagSource.SERVICE,
       enableECSManagedTags: true,
-    });
+    };
+    if (gpu === undefined) {
+      this.capacityProviderStrategies = spotStrategy === undefined ? [] : strategy('FARGATE', 'FARGATE_SPOT');
+      this.service = new ecs.FargateService(this, 'Service', {
+        ...common,
+        taskDefinition: this.taskDefinition,
+        assignPublicIp,
+        vpcSubnets,
+        securityGroups: [this.securityGroup],
+        capacityProviderStrategies: this.capacityProviderStrategies.length === 0 ? undefined : this.capacityProviderStrategies,
+        platformVersion: ecs.FargatePlatformVersion.LATEST,
+      });
+    } else {
+      this.gpuCapacity = new GpuCapacity(this, 'GpuCapacity', {
+        cluster: this.cluster,
+        vpc: props.vpc,
+        vpcSubnets,
+        securityGroup: this.securityGroup,
+        instanceTypes: gpu.instanceTypes,
+        maxInstances: gpu.maxInstances ?? 10,
+        spot: spotStrategy !== undefined,
+        rootVolumeGiB: gpu.rootVolumeGiB,
+        ami: gpu.ami,
+        associatePublicIp: assignPublicIp,
+      });
+      this.capacityProviderStrategies = strategy(
+        this.gpuCapacity.onDemand.capacityProviderName,
+        this.gpuCapacity.spot?.capacityProviderName,
+      );
+      const service = new ecs.Ec2Service(this, 'Service', {
+        ...common,
+        taskDefinition: this.taskDefinition,
+        capacityProviderStrategies: this.capacityProviderStrategies,
+        // Fill an instance before starting another (an instance with several GPUs takes several tasks).
+        placementStrategies: [ecs.PlacementStrategy.packedByCpu()],
+        ...(bridge ? {} : { vpcSubnets, securityGroups: [this.securityGroup] }),
+      });
+      this.service = service;
+    }
+    // A service that names capacity providers fails to create before they are the cluster's: the
+    // cluster's subtree holds the association (made at synth), so depend on all of it.
+    if (this.capacityProviderStrategies.length > 0) this.service.node.addDependency(this.cluster);
 
     const taskRole = this.taskDefinition.taskRole;
     props.queue.grant(
