@@ -91,13 +91,14 @@ test('the functions are rust on provided.al2023 for arm64, from the asset folder
   }
 });
 
-test('submit may only put, get and condition-check jobs, send to the queue and nudge the service', () => {
+test('submit may only put, get and condition-check jobs, send to the queue and nudge the service under the lease', () => {
   const { stack, t } = template();
   const role = stack.jobApi.submitFunction.role!;
   assert.deepEqual(
     actionsOf(t, role),
     [
       'dynamodb:ConditionCheckItem',
+      'dynamodb:DeleteItem',
       'dynamodb:GetItem',
       'dynamodb:PutItem',
       'ecs:DescribeServices',

@@ -162,3 +162,75 @@ async fn the_local_server_refuses_hosts_other_than_loopback_names() {
         assert!(answer.starts_with("HTTP/1.1 202"), "{good}: {answer}");
     }
 }
+
+/// `make smoke`'s script against the local stack (no SigV4 here; the deployed API needs it):
+/// it submits, waits, and reports the job, its result and the seconds from submit to result;
+/// a job that fails makes it exit non-zero, and a missing API URL says how to get one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_script_reports_the_job_and_its_time() {
+    let s = Stack::new("smoke").await;
+    let _w = s.worker("w1", &[]);
+    let (url, _stop) = serve(&s).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smoke.sh");
+    let bin = target_dir().join("sluice");
+    let run = |input: &'static str, url: Option<String>| {
+        let (script, bin) = (script.clone(), bin.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new("bash");
+            cmd.arg(&script)
+                .env("SLUICE_SMOKE_SIGV4", "0")
+                .env("SLUICE_SMOKE_TIMEOUT", "30")
+                .env("SLUICE_SMOKE_INPUT", input)
+                .env("SLUICE_BIN", &bin)
+                .env_remove("SLUICE_URL");
+            if let Some(u) = url {
+                cmd.env("SLUICE_URL", u);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let out = run(r#"{"text": "smoke test"}"#, Some(url.clone()))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("status:") && text.contains("SUCCEEDED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"echo\": \"smoke test\"") || text.contains("smoke test"),
+        "{text}"
+    );
+    let seconds: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("seconds:"))
+        .expect("a seconds line")
+        .trim()
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!(seconds > 0.0 && seconds < 30.0, "{seconds}");
+
+    let out = run(r#"{"fail": "permanent"}"#, Some(url.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed job fails the smoke test"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+
+    let out = run("{}", None).await.unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SLUICE_URL") || err.contains("make deploy"),
+        "{err}"
+    );
+}

@@ -86,7 +86,7 @@ fn answers(port: u16) -> bool {
 }
 
 /// `target/debug`, found from this test binary's path (`target/debug/deps/…`).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().and_then(|p| p.parent()).unwrap().to_path_buf()
 }

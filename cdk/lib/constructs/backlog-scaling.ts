@@ -137,8 +137,8 @@ export class BacklogScaling extends Construct {
         clusterName: props.service.cluster.clusterName,
         serviceName: props.service.serviceName,
         scalingPolicy: policyJson(policy),
-        // The policy's metric_period_seconds is the one source of the sampling interval.
-        // TODO(integration): drop with SLUICE_SAMPLE_INTERVAL_SECONDS from lib/env.ts and src/env.rs.
+        // The policy's metric_period_seconds is the one source of the sampling interval (the
+        // function defaults to it too; the variable exists to override it in local runs).
         sampleIntervalSeconds: policy.metricPeriodSeconds,
         deadLetterQueueUrl: props.deadLetterQueue.queueUrl,
         tableName: props.table.tableName,

@@ -160,8 +160,15 @@ export class JobApi extends Construct {
         ownerScope,
       }),
     });
-    // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem.
-    props.table.grant(submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
+    // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. DeleteItem gives
+    // back the scaling lease the nudge takes around its read and write of the desired count.
+    props.table.grant(
+      submit.function,
+      'dynamodb:PutItem',
+      'dynamodb:GetItem',
+      'dynamodb:ConditionCheckItem',
+      'dynamodb:DeleteItem',
+    );
     props.queue.grant(submit.function, 'sqs:SendMessage');
     this.submitFunction = submit.function;
 

@@ -452,6 +452,35 @@ mod tests {
         }
     }
 
+    /// Late or failed runs of the backlog function (a third of the samples never published)
+    /// neither strand jobs nor keep the fleet from parking: the one-minute alarms judge the
+    /// samples that arrive.
+    #[test]
+    fn missed_samples_neither_strand_jobs_nor_keep_the_fleet_up() {
+        let workload = Workload::builtin("spike", 4).unwrap();
+        for missed in [0.0, 0.33, 0.6] {
+            let opts = SimOptions {
+                missed_sample_fraction: missed,
+                ..options()
+            };
+            for phase in [0.0, 0.5] {
+                let out = outcome(ScalerKind::Sluice, &workload, &opts, phase);
+                assert_eq!(out.unfinished, 0, "missed {missed}");
+                let last = workload.jobs.last().unwrap().arrival_seconds;
+                let parked = out
+                    .series
+                    .iter()
+                    .find(|p| p.t > last + 60.0 && p.tasks == 0)
+                    .map(|p| p.t - last);
+                let after = parked.expect("the fleet parks");
+                assert!(
+                    after <= f64::from(opts.policy.scale_to_zero_after_idle_seconds) + 600.0,
+                    "missed {missed}: parked {after:.0} s after the last job"
+                );
+            }
+        }
+    }
+
     #[test]
     fn scaler_names_round_trip() {
         for kind in ScalerKind::ALL {
