@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The smoke test of a deployment: submits one job to the API and waits for it, then reports the
-# job id, its final status, its result and the seconds from submit to result. Right after a deploy
-# the service is parked at zero tasks, so those seconds are the cold path: the submit's nudge, a
-# task's start (image pull, handler start-up) and the job itself.
+# job id, its final status, its result and the seconds from submit to result, and whether a task
+# was running when it submitted. ECS starts the service with one task (it proves the image), and
+# the idle rule parks it at zero after scale_to_zero_after_idle_seconds: from then on the seconds
+# are the cold path (the submit's nudge, a task's start: image pull, handler start-up, the job).
+# With the stack outputs at hand the script reads the service first and says "path: cold" or
+# "path: warm".
 #
 #   scripts/smoke.sh                     the API of cdk/outputs.json (written by `make deploy`)
 #   SLUICE_URL=http://127.0.0.1:8080 SLUICE_SMOKE_SIGV4=0 scripts/smoke.sh   the local stack
 #
 # Environment:
 #   SLUICE_URL             the API's base URL (default: the ApiUrl output in cdk/outputs.json)
+#   SLUICE_SMOKE_OUTPUTS   the stack outputs file (default cdk/outputs.json)
 #   SLUICE_SMOKE_STACK     the stack whose ApiUrl to take when cdk/outputs.json holds several
 #   SLUICE_SMOKE_INPUT     the job's input, JSON (default {})
 #   SLUICE_SMOKE_TIMEOUT   seconds to wait for the job to end (default 900)
@@ -20,7 +24,7 @@ set -euo pipefail
 
 caller_dir="$(pwd)"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-outputs="$repo/cdk/outputs.json"
+outputs="${SLUICE_SMOKE_OUTPUTS:-$repo/cdk/outputs.json}"
 
 fail() {
   echo "smoke: $*" >&2
@@ -58,9 +62,10 @@ print(out if isinstance(out, str) else json.dumps(out))' "$1"
 }
 
 url="${SLUICE_URL:-}"
+queue_url="" cluster="" service=""
 if [[ -z "$url" ]]; then
   [[ -f "$outputs" ]] || fail "no API URL: set SLUICE_URL, or deploy with \`make deploy\`, which writes the stack outputs to cdk/outputs.json"
-  url="$(SLUICE_SMOKE_STACK="${SLUICE_SMOKE_STACK:-}" python3 - "$outputs" <<'PY'
+  read -r url queue_url cluster service < <(SLUICE_SMOKE_STACK="${SLUICE_SMOKE_STACK:-}" python3 - "$outputs" <<'PY'
 import json, os, sys
 path = sys.argv[1]
 try:
@@ -69,19 +74,21 @@ try:
 except (OSError, ValueError) as e:
     sys.exit(f"smoke: cannot read {path}: {e}")
 want = os.environ.get("SLUICE_SMOKE_STACK") or None
-found = {name: o["ApiUrl"] for name, o in stacks.items() if isinstance(o, dict) and o.get("ApiUrl")}
+found = {name: o for name, o in stacks.items() if isinstance(o, dict) and o.get("ApiUrl")}
 if want is not None:
     if want not in found:
         sys.exit(f"smoke: {path} has no ApiUrl output for stack {want} (stacks with one: {', '.join(sorted(found)) or 'none'})")
-    print(found[want])
+    o = found[want]
 elif len(found) == 1:
-    print(next(iter(found.values())))
+    o = next(iter(found.values()))
 elif not found:
     sys.exit(f"smoke: {path} has no ApiUrl output: is it from `make deploy` of this app?")
 else:
     sys.exit(f"smoke: {path} has several stacks with an ApiUrl ({', '.join(sorted(found))}): set SLUICE_SMOKE_STACK")
+print(o["ApiUrl"], o.get("QueueUrl", "-"), o.get("ClusterName", "-"), o.get("ServiceName", "-"))
 PY
-)" || exit 1
+) || true
+  [[ -n "$url" ]] || exit 1
 fi
 printf '%s' "$input" | python3 -c 'import json, sys; json.load(sys.stdin)' 2>/dev/null \
   || usage "SLUICE_SMOKE_INPUT must be JSON, got '$input'"
@@ -95,6 +102,22 @@ now() {
 elapsed() {
   python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.1f}")' "$1" "$2"
 }
+
+# Whether a task runs now: the cold path is the one a deploy must prove.
+path="unknown (no stack outputs to read the service from)"
+if [[ -n "$service" && "$service" != - && "$cluster" != - && "$queue_url" != - ]]; then
+  if report="$("$bin" --json report --queue-url "$queue_url" --cluster "$cluster" --service "$service" 2>/dev/null)"; then
+    running="$(json 'v["service"]["running"]' <<<"$report")"
+    desired="$(json 'v["service"]["desired"]' <<<"$report")"
+    if [[ "$running" == 0 ]]; then
+      path="cold (0 tasks running, $desired desired)"
+    else
+      path="warm ($running tasks running): the seconds are not the cold path; run it again once the service has parked at zero"
+    fi
+  else
+    path="unknown (could not read the service $service)"
+  fi
+fi
 
 echo "smoke: submitting $input to $url (waiting up to $timeout s)" >&2
 start="$(now)"
@@ -126,5 +149,6 @@ else
   echo "error: $(json 'v.get("error") or ""' <<<"$view")"
 fi
 echo "seconds: $seconds"
+echo "path: $path"
 [[ "$status" == SUCCEEDED ]] || fail "job $id ended $status, not SUCCEEDED"
 echo "smoke: ok, job $id SUCCEEDED $seconds s after its submit" >&2

@@ -12,7 +12,7 @@ use crate::cloudwatch::{Dimensions, Publisher};
 use crate::config::{number_or, required, ConfigError, ProcessEnv, Source};
 use crate::ecs::{Service, TaskCounts};
 use crate::env;
-use crate::nudge::with_lease;
+use crate::nudge::{with_lease, SETTLE};
 use crate::queue::{Depth, JobQueue};
 use crate::scaling::{scale_out_to, Metrics, Policy, Sample};
 use crate::store::JobStore;
@@ -157,10 +157,12 @@ impl Sampler {
     }
 
     /// One sample: raised to the needed capacity if the desired count is lower, and published.
-    /// A sample that cannot be read publishes nothing; a raise that fails is logged and the
-    /// sample still published (the next one tries again).
+    /// A sample that cannot be read publishes nothing. A raise that fails still publishes the
+    /// sample, then returns the raise's error ([`SampleError::is_raise`]): the run reports it,
+    /// so a scaling loop that cannot scale out fails its invocations and the errors alarm fires.
     pub async fn sample(&self) -> Result<Metrics, SampleError> {
         let sample = self.read().await?;
+        let mut raise_error = None;
         if scale_out_to(&self.policy, &sample).is_some() {
             match self.raise(&sample).await {
                 Ok(Some(to)) => info!(
@@ -171,7 +173,7 @@ impl Sampler {
                     "raised the service to the capacity the work needs"
                 ),
                 Ok(None) => {}
-                Err(e) => warn!(error = %DisplayErrorContext(&e), "could not raise the service"),
+                Err(e) => raise_error = Some(e),
             }
         }
         let metrics = sample.metrics(&self.policy);
@@ -179,15 +181,33 @@ impl Sampler {
             .publish(&metrics, &self.dims, Millis::now())
             .await
             .map_err(SampleError::Publish)?;
-        Ok(metrics)
+        match raise_error {
+            Some(e) => Err(e),
+            None => Ok(metrics),
+        }
     }
 
     /// Reads the service again and raises it if the work still needs more than its desired
     /// count; under the scaling lease, so a nudge cannot write in between. `Ok(None)`: no
-    /// raise (no longer needed, or the lease is held by the nudge).
+    /// raise (no longer needed, or the nudge holds the lease: then it tries once more when the
+    /// lease may have settled).
     pub async fn raise(&self, seen: &Sample) -> Result<Option<u32>, SampleError> {
+        match self.raise_once(seen).await? {
+            Raise::LeaseHeld => {
+                tokio::time::sleep(SETTLE).await;
+                match self.raise_once(seen).await? {
+                    Raise::Wrote(to) => Ok(Some(to)),
+                    Raise::LeaseHeld | Raise::NotNeeded => Ok(None),
+                }
+            }
+            Raise::Wrote(to) => Ok(Some(to)),
+            Raise::NotNeeded => Ok(None),
+        }
+    }
+
+    async fn raise_once(&self, seen: &Sample) -> Result<Raise, SampleError> {
         let write = async {
-            let tasks = self.service.counts().await.map_err(SampleError::Service)?;
+            let tasks = self.service.counts().await.map_err(SampleError::Raise)?;
             let fresh = Sample {
                 running_tasks: tasks.running,
                 pending_tasks: tasks.pending,
@@ -195,33 +215,33 @@ impl Sampler {
                 ..*seen
             };
             match scale_out_to(&self.policy, &fresh) {
-                None => Ok(None),
+                None => Ok(Raise::NotNeeded),
                 Some(to) => {
                     self.service
                         .set_desired(to)
                         .await
                         .map_err(SampleError::Raise)?;
-                    Ok(Some(to))
+                    Ok(Raise::Wrote(to))
                 }
             }
         };
+        let wrote = |r: &Result<Raise, SampleError>| matches!(r, Ok(Raise::Wrote(_)));
         match &self.lease {
             None => write.await,
-            Some(store) => match with_lease(store, &self.service, write).await {
+            Some(store) => match with_lease(store, &self.service, write, wrote).await {
                 Ok(Some(outcome)) => outcome,
-                Ok(None) => Ok(None),
+                Ok(None) => Ok(Raise::LeaseHeld),
                 Err(e) => Err(SampleError::Lease(e)),
             },
         }
     }
 
-    /// Samples every `interval` until `window` has passed since the start; returns how many
-    /// samples were published.
-    pub async fn run(&self, interval: Duration, window: Duration) -> u32 {
+    /// Samples every `interval` until `window` has passed.
+    pub async fn run(&self, interval: Duration, window: Duration) -> RunSummary {
         let start = tokio::time::Instant::now();
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut published = 0;
+        let mut summary = RunSummary::default();
         loop {
             ticks.tick().await;
             if start.elapsed() >= window {
@@ -229,7 +249,7 @@ impl Sampler {
             }
             match self.sample().await {
                 Ok(m) => {
-                    published += 1;
+                    summary.published += 1;
                     info!(
                         backlog = m.backlog,
                         in_flight = m.in_flight,
@@ -241,12 +261,43 @@ impl Sampler {
                         "sample published"
                     );
                 }
+                Err(e) if e.is_raise() => {
+                    summary.published += 1;
+                    summary.raise_failures += 1;
+                    let message = DisplayErrorContext(&e).to_string();
+                    warn!(error = %message, "sample published, but the service could not be raised");
+                    summary.last_raise_error = Some(message);
+                }
                 Err(e) => {
                     warn!(error = %DisplayErrorContext(&e), "sample failed; nothing published")
                 }
             }
         }
-        published
+        summary
+    }
+}
+
+/// What one run of the sampler did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    /// Samples published.
+    pub published: u32,
+    /// Samples whose raise of the service failed.
+    pub raise_failures: u32,
+    /// The last such failure, for the invocation's error.
+    pub last_raise_error: Option<String>,
+}
+
+enum Raise {
+    Wrote(u32),
+    NotNeeded,
+    LeaseHeld,
+}
+
+impl SampleError {
+    /// Whether the sample was published and only the raise of the service failed.
+    pub fn is_raise(&self) -> bool {
+        matches!(self, SampleError::Raise(_) | SampleError::Lease(_))
     }
 }
 

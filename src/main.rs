@@ -156,9 +156,10 @@ enum Command {
         /// The scaling policy to try (default: the one built in, scaling/policy.json).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// Seconds from a task's request until it takes jobs (Fargate's start-up).
-        #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-        startup_delay: f64,
+        /// Seconds from a task's request until it takes jobs (default: the policy's
+        /// task_startup_seconds).
+        #[arg(long, value_name = "SECONDS")]
+        startup_delay: Option<f64>,
         /// Seed of the built-in workloads' generator.
         #[arg(long, default_value_t = sluice::scaling::sim::DEFAULT_SEED)]
         seed: u64,
@@ -170,8 +171,8 @@ enum Command {
         /// and a summary against the oracle and the anchors. Exits 1 when a target is missed.
         #[arg(long, value_name = "SIZE", conflicts_with = "workload")]
         grid: Option<sluice::scaling::sim::grid::GridSize>,
-        /// With --grid: the folder of CSV traces (default: the traces built in,
-        /// scaling/traces/).
+        /// With --grid: the folder of CSV traces (default: scaling/traces/, built into this
+        /// command).
         #[arg(long, value_name = "DIR", requires = "grid")]
         traces: Option<PathBuf>,
         /// Phases of each clocked scaler averaged (default 8; the short grid 2).
@@ -431,18 +432,16 @@ fn simulate_grid(
     size: sluice::scaling::sim::grid::GridSize,
     policy: Option<&std::path::Path>,
     traces: Option<&std::path::Path>,
-    startup_delay: f64,
+    startup_delay: Option<f64>,
     seed: u64,
     phases: Option<u32>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use sluice::scaling::sim::grid::{self, GridSize, Trace};
-    if !(startup_delay.is_finite() && startup_delay >= 0.0) {
-        bail!("--startup-delay must be a number of seconds, 0 or more");
-    }
+    check_startup(startup_delay)?;
     let policy = report::load_policy(policy)?;
     let traces = match traces {
-        None => grid::shipped_traces(),
+        None => shipped_traces(),
         Some(dir) => {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .with_context(|| format!("cannot read the traces folder {}", dir.display()))?
@@ -472,7 +471,8 @@ fn simulate_grid(
         GridSize::Short => 2,
         GridSize::Full => sluice::scaling::SimOptions::DEFAULT_PHASES,
     });
-    let report = grid::run(&cases, startup_delay, phases.max(1));
+    let startup = startup_delay.unwrap_or(policy.task_startup_seconds);
+    let report = grid::run(&cases, startup, phases.max(1));
     if json {
         println!("{}", report.to_json());
     } else {
@@ -485,19 +485,51 @@ fn simulate_grid(
     })
 }
 
+/// The traces in `scaling/traces/`, built into the command (not into the library the Lambdas
+/// and the worker link).
+fn shipped_traces() -> Vec<sluice::scaling::sim::grid::Trace> {
+    [
+        (
+            "api-bursty.csv",
+            include_str!("../scaling/traces/api-bursty.csv"),
+        ),
+        (
+            "batch-night.csv",
+            include_str!("../scaling/traces/batch-night.csv"),
+        ),
+        (
+            "gpu-long.csv",
+            include_str!("../scaling/traces/gpu-long.csv"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, csv)| sluice::scaling::sim::grid::Trace {
+        name: name.into(),
+        csv: csv.into(),
+    })
+    .collect()
+}
+
+fn check_startup(startup_delay: Option<f64>) -> anyhow::Result<()> {
+    match startup_delay {
+        Some(s) if !(s.is_finite() && s > 0.0 && s <= 86_400.0) => {
+            bail!("--startup-delay must be a number of seconds above 0 and at most 86400, got {s}")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn simulate(
     workload: &str,
     phases: Option<u32>,
     policy: Option<&std::path::Path>,
-    startup_delay: f64,
+    startup_delay: Option<f64>,
     seed: u64,
     svg: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use sluice::scaling::sim::{simulate, ScalerKind, SimOptions, Workload};
-    if !(startup_delay.is_finite() && startup_delay >= 0.0) {
-        bail!("--startup-delay must be a number of seconds, 0 or more");
-    }
+    check_startup(startup_delay)?;
     let policy = report::load_policy(policy)?;
     let work = match workload.strip_prefix("csv:") {
         Some(path) => {
@@ -508,7 +540,9 @@ fn simulate(
         None => Workload::builtin(workload, seed)?,
     };
     let mut opts = SimOptions::new(policy);
-    opts.startup_delay_seconds = startup_delay;
+    if let Some(s) = startup_delay {
+        opts.startup_delay_seconds = s;
+    }
     opts.record_series = svg.is_some();
     if let Some(p) = phases {
         opts.phases = p.max(1);

@@ -33,25 +33,40 @@ pub const NUDGE_BUDGET: Duration = Duration::from_secs(2);
 /// write of the service take, short enough that a writer that died costs one sample.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// How long a writer keeps the lease after it wrote: ECS's reads are eventually consistent, so
+/// the next writer must not read the count before the new one shows, or it could write a count
+/// lower than the one just written.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
 /// The lease item's key for a service.
 pub fn lease_key(service: &Service) -> String {
     format!("scale:{}/{}", service.cluster(), service.name())
 }
 
 /// Runs `f` (a read and a write of the service's desired count) while holding the service's
-/// lease in the jobs table. `Ok(None)`: another writer holds it, `f` did not run.
+/// lease in the jobs table. `Ok(None)`: another writer holds it, `f` did not run. When `wrote`
+/// says `f` changed the count, the lease is kept [`SETTLE`] longer instead of given back.
 pub async fn with_lease<T>(
     store: &JobStore,
     service: &Service,
     f: impl Future<Output = T>,
+    wrote: impl Fn(&T) -> bool,
 ) -> Result<Option<T>, StoreError> {
     let key = lease_key(service);
     let now = Millis::now();
+    let until = now.plus(LEASE_TTL);
     if !store.take_turn(&key, now, LEASE_TTL).await? {
         return Ok(None);
     }
     let out = f.await;
-    if let Err(e) = store.release_turn(&key, now.plus(LEASE_TTL)).await {
+    let given_back = if wrote(&out) {
+        store
+            .shorten_turn(&key, until, Millis::now().plus(SETTLE))
+            .await
+    } else {
+        store.release_turn(&key, until).await
+    };
+    if let Err(e) = given_back {
         warn!(error = %DisplayErrorContext(&e), "could not give back the scaling lease; it runs out by itself");
     }
     Ok(Some(out))
@@ -113,8 +128,8 @@ impl ScaleFromZero {
                 return;
             }
         }
-        match with_lease(&self.store, &self.service, self.raise(now)).await {
-            Ok(Some(())) => {}
+        match with_lease(&self.store, &self.service, self.raise(now), |wrote| *wrote).await {
+            Ok(Some(_)) => {}
             Ok(None) => {
                 info!("scale from zero: the backlog function is changing the service; leaving it")
             }
@@ -124,13 +139,13 @@ impl ScaleFromZero {
         }
     }
 
-    /// Reads the service and raises it from 0 to 1; under the lease.
-    async fn raise(&self, now: Instant) {
+    /// Reads the service and raises it from 0 to 1; under the lease. Says whether it wrote.
+    async fn raise(&self, now: Instant) -> bool {
         let counts = match self.service.counts().await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %DisplayErrorContext(&e), "scale from zero: could not read the service");
-                return;
+                return false;
             }
         };
         let secs = |t: Instant| t.duration_since(self.epoch).as_secs_f64();
@@ -141,7 +156,7 @@ impl ScaleFromZero {
             secs(now),
             self.interval.as_secs_f64(),
         ) {
-            return;
+            return false;
         }
         match self.service.set_desired(1).await {
             Ok(()) => {
@@ -150,9 +165,11 @@ impl ScaleFromZero {
                     service = self.service.name(),
                     "scale from zero: asked for one task"
                 );
+                true
             }
             Err(e) => {
-                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not raise the service")
+                warn!(error = %DisplayErrorContext(&e), "scale from zero: could not raise the service");
+                false
             }
         }
     }

@@ -448,6 +448,38 @@ impl JobStore {
         }
     }
 
+    /// Makes a turn taken with [`JobStore::take_turn`] end at `new_until` instead, if it is
+    /// still the one taken (`until` as it was written).
+    pub async fn shorten_turn(
+        &self,
+        key: &str,
+        until: Millis,
+        new_until: Millis,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(key))
+            .update_expression("SET #until = :new")
+            .condition_expression("#until = :until")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":until", n(until.0))
+            .expression_attribute_values(":new", n(new_until.0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Reads a job with a strongly consistent read.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let out = self

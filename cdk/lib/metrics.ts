@@ -13,8 +13,10 @@ export const BacklogMetricName = {
   BACKLOG_PER_TASK: 'BacklogPerTask',
   BACKLOG_WITHOUT_CAPACITY: 'BacklogWithoutCapacity',
   /**
-   * `clamp(ceil((visible + in_flight) / max(target, jobs_per_task)), min_tasks, max_tasks)`: the
-   * capacity the backlog Lambda raises the service to, and the scale-in alarm's numerator.
+   * The capacity the work needs (`needed_tasks` in `src/scaling/decide.rs`: the tasks that meet the
+   * acceptable latency, and a slot per job beyond what running tasks start before a new one could),
+   * within the bounds: what the backlog Lambda raises the service to, and the scale-in alarm's
+   * numerator.
    */
   NEEDED_TASKS: 'NeededTasks',
 } as const;

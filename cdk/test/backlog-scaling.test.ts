@@ -252,6 +252,10 @@ test('the backlog lambda runs every minute with reserved concurrency, the policy
     const resources = Array.isArray(grants[0].Resource) ? grants[0].Resource : [grants[0].Resource];
     assert.ok(resources.length >= 1 && resources.every((r: unknown) => j(r).includes(logicalId(stack.jobTable.table))), action);
     assert.ok(resources.some((r: unknown) => j(r) === table), action);
+    // The lease items only: no job record can be deleted or overwritten.
+    assert.deepEqual(grants[0].Condition, {
+      'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['scale:*'] },
+    });
   }
   // The reconciler reads the dead-letter queue only, and never deletes from it.
   assert.equal(

@@ -32,7 +32,9 @@ test('a worker stops taking jobs at its maximum age, six hours unless told', () 
   assert.equal(workerEnv(template().t).SLUICE_MAX_TASK_AGE_SECONDS, String(6 * 3600));
   assert.equal(workerEnv(template({ maxTaskAge: Duration.hours(2) }).t).SLUICE_MAX_TASK_AGE_SECONDS, '7200');
   assert.equal(config({ maxTaskAgeSeconds: '5400' }).maxTaskAge?.toSeconds(), 5400);
-  assert.throws(() => template({ maxTaskAge: Duration.seconds(30) }), /maxTaskAge must be at least 60 seconds, got 30/);
+  assert.throws(() => template({ maxTaskAge: Duration.seconds(30) }), /maxTaskAge must be from 60 seconds to 30 days \(2592000 s\), got 30/);
+  assert.throws(() => template({ maxTaskAge: Duration.days(31) }), /maxTaskAge must be from 60 seconds to 30 days/);
+  assert.equal(workerEnv(template({ maxTaskAge: Duration.days(30) }).t).SLUICE_MAX_TASK_AGE_SECONDS, '2592000');
   assert.throws(() => template({ maxTaskAge: Duration.millis(90_500) }), /maxTaskAge must be whole seconds/);
   assert.throws(() => config({ maxTaskAgeSeconds: 'a day' }), /context maxTaskAgeSeconds must be a number/);
 });

@@ -401,7 +401,9 @@ fn cooling(until: Option<f64>, now: f64) -> bool {
 ///   / 60` of as many minutes → `ExactCapacity min_tasks`.
 ///
 /// Both treat missing data as `missing` ([`MissingData::Missing`]). When both
-/// act, the larger capacity wins, as Application Auto Scaling does.
+/// act in the same minute the model keeps the larger capacity: two step
+/// policies invoked at once leave the count of whichever runs last, which the
+/// model cannot know, and the larger is the cautious reading.
 pub fn evaluate_alarms(
     policy: &Policy,
     now: f64,
@@ -622,6 +624,15 @@ mod tests {
                 acceptable_latency_seconds: 1.0 + (rng.unit() * 600.0).floor(),
                 average_job_seconds: 1.0 + (rng.unit() * 600.0).floor(),
                 task_startup_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                scale_in: {
+                    let change_percent = -1 - (rng.unit() * 99.0) as i32;
+                    let most = f64::from(100 + change_percent) / 100.0;
+                    ScaleIn {
+                        below_ratio: (most * (0.01 + 0.99 * rng.unit())).max(1e-3),
+                        change_percent,
+                        evaluation_minutes: 1,
+                    }
+                },
                 jobs_per_task: 1 + (rng.unit() * 8.0) as u32,
                 max_tasks: 1 + (rng.unit() * 300.0) as u32,
                 ..policy()
@@ -641,7 +652,11 @@ mod tests {
             let mut minute = Minute::default();
             minute.add(&s.metrics(&p));
             if desired > 1 && minute.scale_in_ratio() <= p.scale_in.below_ratio {
-                let after = bounded(&p, desired, percent_adjustment(desired, -25));
+                let after = bounded(
+                    &p,
+                    desired,
+                    percent_adjustment(desired, p.scale_in.change_percent),
+                );
                 // ECS stops idle and starting tasks first.
                 let s2 = Sample {
                     desired_tasks: after,

@@ -8,7 +8,7 @@ use sluice::job::Status;
 
 use crate::support::*;
 
-async fn serve(s: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn serve(s: &Stack) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -163,30 +163,39 @@ async fn the_local_server_refuses_hosts_other_than_loopback_names() {
     }
 }
 
-/// `make smoke`'s script against the local stack (no SigV4 here; the deployed API needs it):
-/// it submits, waits, and reports the job, its result and the seconds from submit to result;
-/// a job that fails makes it exit non-zero, and a missing API URL says how to get one.
+/// Runs `scripts/smoke.sh` with the emulator's AWS settings and no SigV4 (the local API does not
+/// check signatures), with `env` added.
+pub(crate) fn smoke(env: &[(&str, String)]) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smoke.sh");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&script)
+        .env("SLUICE_SMOKE_SIGV4", "0")
+        .env("SLUICE_SMOKE_TIMEOUT", "30")
+        .env("SLUICE_BIN", target_dir().join("sluice"))
+        .env("SLUICE_SMOKE_OUTPUTS", "/nonexistent/outputs.json")
+        .env_remove("SLUICE_URL")
+        .envs(aws_env());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// `make smoke`'s script against the local stack: it submits, waits, and reports the job, its
+/// result and the seconds from submit to result; a job that fails makes it exit non-zero, and a
+/// missing API URL says how to get one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smoke_script_reports_the_job_and_its_time() {
     let s = Stack::new("smoke").await;
     let _w = s.worker("w1", &[]);
     let (url, _stop) = serve(&s).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/smoke.sh");
-    let bin = target_dir().join("sluice");
     let run = |input: &'static str, url: Option<String>| {
-        let (script, bin) = (script.clone(), bin.clone());
         tokio::task::spawn_blocking(move || {
-            let mut cmd = std::process::Command::new("bash");
-            cmd.arg(&script)
-                .env("SLUICE_SMOKE_SIGV4", "0")
-                .env("SLUICE_SMOKE_TIMEOUT", "30")
-                .env("SLUICE_SMOKE_INPUT", input)
-                .env("SLUICE_BIN", &bin)
-                .env_remove("SLUICE_URL");
+            let mut env = vec![("SLUICE_SMOKE_INPUT", input.to_string())];
             if let Some(u) = url {
-                cmd.env("SLUICE_URL", u);
+                env.push(("SLUICE_URL", u));
             }
-            cmd.output().unwrap()
+            smoke(&env)
         })
     };
     let out = run(r#"{"text": "smoke test"}"#, Some(url.clone()))
@@ -198,23 +207,25 @@ async fn the_smoke_script_reports_the_job_and_its_time() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("status:") && text.contains("SUCCEEDED"),
-        "{text}"
-    );
-    assert!(
-        text.contains("\"echo\": \"smoke test\"") || text.contains("smoke test"),
-        "{text}"
-    );
+    assert!(text.contains("status: SUCCEEDED"), "{text}");
+    let result = text
+        .lines()
+        .find_map(|l| l.strip_prefix("result: "))
+        .expect("a result line");
+    let result: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert_eq!(result["echo"], "smoke test", "{text}");
     let seconds: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("seconds:"))
         .expect("a seconds line")
         .trim()
-        .trim_end_matches(" s")
         .parse()
         .unwrap();
     assert!(seconds > 0.0 && seconds < 30.0, "{seconds}");
+    assert!(
+        text.contains("path: unknown"),
+        "no outputs, no service to read: {text}"
+    );
 
     let out = run(r#"{"fail": "permanent"}"#, Some(url.clone()))
         .await
@@ -224,13 +235,13 @@ async fn the_smoke_script_reports_the_job_and_its_time() {
         Some(1),
         "a failed job fails the smoke test"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("status: FAILED"));
 
     let out = run("{}", None).await.unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("SLUICE_URL") || err.contains("make deploy"),
+        err.contains("set SLUICE_URL, or deploy with `make deploy`"),
         "{err}"
     );
 }

@@ -13,7 +13,7 @@ use sluice::backlog::Sampler;
 use sluice::cloudwatch::{Dimensions, Publisher};
 use sluice::ecs::Service;
 use sluice::job::Status;
-use sluice::nudge::{lease_key, ScaleFromZero, LEASE_TTL};
+use sluice::nudge::{lease_key, ScaleFromZero, LEASE_TTL, SETTLE};
 use sluice::scaling::Policy;
 use sluice::time::Millis;
 
@@ -237,10 +237,17 @@ async fn a_burst_is_raised_to_the_capacity_it_needs_in_one_step() {
         "{:?}",
         counter.snapshot()
     );
-    // The lease was given back after the raise.
+    // The lease is kept until ECS shows the new count (SETTLE after the write), then free.
+    let key = lease_key(&service);
+    assert!(!s
+        .store
+        .take_turn(&key, Millis::now(), LEASE_TTL)
+        .await
+        .unwrap());
+    tokio::time::sleep(SETTLE).await;
     assert!(s
         .store
-        .take_turn(&lease_key(&service), Millis::now(), LEASE_TTL)
+        .take_turn(&key, Millis::now(), LEASE_TTL)
         .await
         .unwrap());
 }
@@ -549,4 +556,72 @@ async fn simulate_grid_prints_cases_and_a_summary() {
     assert!(err.contains("mine.csv: line 2"), "{err}");
     let bad = sluice_cli(&["simulate", "--grid", "huge"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected short or full"));
+}
+
+/// With the stack outputs, the smoke script reads the service before it submits and says the
+/// path was cold (no task running), which is what a deploy parked at zero must prove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smoke_script_says_whether_the_path_was_cold() {
+    let s = Stack::new("smoke_cold").await;
+    worker_service(&s, None).await;
+    let _w = s.worker("w1", &[]);
+    let (url, _stop) = crate::http::serve(&s).await;
+    let dir = std::env::temp_dir().join(format!("sluice-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let outputs = dir.join("outputs.json");
+    let stack = json!({ "Sluice": {
+        "ApiUrl": url,
+        "QueueUrl": s.res.queue_url,
+        "ClusterName": s.name,
+        "ServiceName": "workers",
+    }});
+    std::fs::write(&outputs, stack.to_string()).unwrap();
+    let env = [
+        ("SLUICE_SMOKE_OUTPUTS", outputs.display().to_string()),
+        ("SLUICE_SMOKE_INPUT", r#"{"text": "cold"}"#.to_string()),
+    ];
+    let out = tokio::task::spawn_blocking(move || crate::http::smoke(&env))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("path: cold (0 tasks running, 0 desired)"),
+        "{text}"
+    );
+}
+
+/// A raise that ECS refuses still publishes its sample, and the run reports it, so the backlog
+/// function's invocation fails and its errors alarm says the loop cannot scale out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_that_fails_is_reported_by_the_run() {
+    let s = Stack::new("raise_fails").await;
+    worker_service(&s, None).await;
+    let faults = crate::faults::Faults::default();
+    faults.fail("UpdateService", None, crate::faults::Fault::Refused, 1000);
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&s.aws)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    let service = Service::new(ecs, &s.name, "workers");
+    s.submit(ALICE, json!({ "n": 1 })).await;
+    let sampler = sampler_for(&s, &service, Policy::builtin().unwrap(), false);
+    let summary = sampler
+        .run(Duration::from_millis(200), Duration::from_millis(300))
+        .await;
+    assert!(summary.raise_failures >= 1, "{summary:?}");
+    assert_eq!(summary.published, summary.raise_failures, "{summary:?}");
+    assert!(
+        summary
+            .last_raise_error
+            .as_deref()
+            .is_some_and(|e| e.contains("could not raise the service")),
+        "{summary:?}"
+    );
+    assert_eq!(service.counts().await.unwrap().desired, 0);
 }

@@ -102,6 +102,16 @@ pub async fn sdk() -> SdkConfig {
         .await
 }
 
+/// The emulator's AWS settings for a process (as `make dev` gives them).
+pub fn aws_env() -> [(&'static str, String); 4] {
+    [
+        ("AWS_ENDPOINT_URL", emulator().endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+}
+
 /// Runs the `sluice` command with the emulator's AWS settings (as `make dev` gives it).
 pub fn sluice_cli(args: &[&str]) -> std::process::Output {
     let bin = target_dir().join("sluice");

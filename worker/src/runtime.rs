@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,6 +216,14 @@ enum Stop {
     Released,
 }
 
+/// Completes when the worker's age is reached; never without one.
+async fn until_aged(age: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match age {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<H: Handler> Worker<H> {
     async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
@@ -252,94 +261,78 @@ impl<H: Handler> Worker<H> {
             }
         }
         // Stop taking jobs on SIGTERM, or when the worker reaches its age (a rolling deploy
-        // then replaces it even under sustained load).
+        // then replaces it even under sustained load). The age is looked at only between
+        // receives, so a retiring worker never drops messages a receive already took.
         let retire_in = self
             .config
             .max_age
             .map(|age| crate::config::retire_after(age, &self.config.worker_id));
-        let retired = {
-            // `until_stop` says why the worker stops; `stopping` keeps the answer, so the loop
-            // below can break on it from any of its waits.
-            let until_stop = async {
-                let age = async {
-                    match retire_in {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    () = &mut shutdown => false,
-                    () = age => true,
-                }
-            };
-            tokio::pin!(until_stop);
-            let mut retired = false;
-            let stopping = async {
-                retired = until_stop.await;
-            };
-            tokio::pin!(stopping);
-            loop {
-                self.vitals.phase(Phase::WaitingForSlot);
-                let first = tokio::select! {
-                    permit = slots.clone().acquire_owned() => permit?,
-                    () = &mut stopping => break,
-                };
-                let mut free = 1 + slots.available_permits();
-                if let Some(room) = self.handler.free() {
-                    if room == 0 {
-                        // The handler has no room now (its processes are starting or restarting):
-                        // take nothing from the queue, look again shortly.
-                        drop(first);
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                            () = &mut stopping => break,
-                        }
-                    }
-                    free = free.min(room);
-                }
-                self.vitals.phase(Phase::Receiving);
-                let received = tokio::select! {
-                    r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
-                    () = &mut stopping => break,
-                };
-                let messages = match received {
-                    Ok(m) => {
-                        failures = 0;
-                        m
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
-                        warn!(error = %DisplayErrorContext(&e), ?pause, "receive failed");
-                        self.vitals.phase(Phase::Pausing);
-                        tokio::select! {
-                            () = tokio::time::sleep(pause) => continue,
-                            () = &mut stopping => break,
-                        }
-                    }
-                };
-                let mut permit = Some(first);
-                for msg in messages {
-                    let permit = match permit.take() {
-                        Some(p) => p,
-                        None => slots.clone().try_acquire_owned()?,
-                    };
-                    let worker = self.clone();
-                    let release = release.clone();
-                    let held = Held::new(busy.clone(), permit);
-                    let span = tracing::info_span!("message", message_id = %msg.message_id);
-                    jobs.spawn(
-                        async move {
-                            worker.process(msg, release).await;
-                            drop(held);
-                        }
-                        .instrument(span),
-                    );
-                }
+        let mut age = retire_in.map(|d| Box::pin(tokio::time::sleep(d)));
+        let mut retired = false;
+        loop {
+            if age.as_ref().is_some_and(|a| a.is_elapsed()) {
+                retired = true;
+                break;
             }
-
-            retired
-        };
+            self.vitals.phase(Phase::WaitingForSlot);
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit?,
+                () = &mut shutdown => break,
+                () = until_aged(&mut age) => continue,
+            };
+            let mut free = 1 + slots.available_permits();
+            if let Some(room) = self.handler.free() {
+                if room == 0 {
+                    // The handler has no room now (its processes are starting or restarting):
+                    // take nothing from the queue, look again shortly.
+                    drop(first);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+                free = free.min(room);
+            }
+            self.vitals.phase(Phase::Receiving);
+            let received = tokio::select! {
+                r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
+                () = &mut shutdown => break,
+            };
+            let messages = match received {
+                Ok(m) => {
+                    failures = 0;
+                    m
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                    warn!(error = %DisplayErrorContext(&e), ?pause, "receive failed");
+                    self.vitals.phase(Phase::Pausing);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
+            let mut permit = Some(first);
+            for msg in messages {
+                let permit = match permit.take() {
+                    Some(p) => p,
+                    None => slots.clone().try_acquire_owned()?,
+                };
+                let worker = self.clone();
+                let release = release.clone();
+                let held = Held::new(busy.clone(), permit);
+                let span = tracing::info_span!("message", message_id = %msg.message_id);
+                jobs.spawn(
+                    async move {
+                        worker.process(msg, release).await;
+                        drop(held);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
 
         self.vitals.phase(Phase::Draining);
         let running = jobs.len();

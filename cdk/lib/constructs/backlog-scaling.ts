@@ -15,6 +15,7 @@ import { Construct } from 'constructs';
 import { backlogEnv } from '../env';
 import { BacklogMetricName, MetricSource, backlogMetric } from '../metrics';
 import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, policyJson, targetBacklogPerTask } from '../policy';
+import { grantScalingLease } from '../lease';
 import { acknowledge } from '../nag';
 import { RustFunction } from './rust-function';
 
@@ -150,10 +151,11 @@ export class BacklogScaling extends Construct {
     // Every accepted job ends: the reconciler reads the dead-letter queue (leaving its messages
     // for `sluice dlq`) and ends FAILED the jobs that run nowhere.
     props.deadLetterQueue.grant(this.function, 'sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility');
-    // GetItem/UpdateItem: the reconciler. PutItem/DeleteItem: the scaling lease (a conditional put,
-    // released by a delete) that the backlog Lambda and the submit nudge take before UpdateService,
-    // so neither lowers what the other raised.
-    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem');
+    // GetItem/UpdateItem: the reconciler (and the lease's settle time). PutItem/DeleteItem on the
+    // scaling lease items only: the lease the backlog Lambda and the submit nudge take around
+    // UpdateService, so neither lowers what the other raised.
+    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    grantScalingLease(props.table, this.function, 'dynamodb:PutItem', 'dynamodb:DeleteItem');
     // Scale-out: read the desired count, raise it to NeededTasks.
     iam.Grant.addToPrincipal({
       grantee: this.function,

@@ -13,6 +13,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
+import { grantScalingLease } from '../lease';
 import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
 
@@ -160,15 +161,11 @@ export class JobApi extends Construct {
         ownerScope,
       }),
     });
-    // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. DeleteItem gives
-    // back the scaling lease the nudge takes around its read and write of the desired count.
-    props.table.grant(
-      submit.function,
-      'dynamodb:PutItem',
-      'dynamodb:GetItem',
-      'dynamodb:ConditionCheckItem',
-      'dynamodb:DeleteItem',
-    );
+    // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling
+    // lease items only, UpdateItem and DeleteItem give back the lease the nudge takes around its
+    // read and write of the desired count.
+    props.table.grant(submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
+    grantScalingLease(props.table, submit.function, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
     props.queue.grant(submit.function, 'sqs:SendMessage');
     this.submitFunction = submit.function;
 

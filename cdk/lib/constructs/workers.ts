@@ -23,6 +23,9 @@ const MAX_START_PERIOD_SECONDS = 300;
 /** The worker's age limit when none is given: a rolling deploy waits at most this for busy tasks. */
 export const DEFAULT_MAX_TASK_AGE = Duration.hours(6);
 
+/** The longest age the worker accepts (`SLUICE_MAX_TASK_AGE_SECONDS`). */
+export const MAX_TASK_AGE_LIMIT = Duration.days(30);
+
 /** The model server's link alias in bridge mode (GPU workers in public subnets). */
 const MODEL_SERVER_ALIAS = 'model-server';
 
@@ -358,8 +361,12 @@ export class Workers extends Construct {
     }
     const spotStrategy = props.spot === true ? resolveSpotStrategy(props.spotStrategy) : undefined;
     const maxTaskAgeSeconds = wholeSeconds(props.maxTaskAge ?? DEFAULT_MAX_TASK_AGE, 'maxTaskAge');
-    if (maxTaskAgeSeconds < 60) {
-      throw new Error(`maxTaskAge must be at least 60 seconds, got ${maxTaskAgeSeconds}`);
+    // The worker accepts 1 s to 30 days; a task older than its first minute is the least that
+    // makes sense, and 30 days the most the worker takes.
+    if (maxTaskAgeSeconds < 60 || maxTaskAgeSeconds > MAX_TASK_AGE_LIMIT.toSeconds()) {
+      throw new Error(
+        `maxTaskAge must be from 60 seconds to 30 days (${MAX_TASK_AGE_LIMIT.toSeconds()} s), got ${maxTaskAgeSeconds}`,
+      );
     }
     const concurrency = props.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) {

@@ -1,5 +1,7 @@
 //! The backlog function: run every minute by EventBridge, it samples the queue and the worker
-//! service about every 10 s and publishes high-resolution metrics that drive step scaling.
+//! service every `metric_period_seconds`, raises the service to the capacity the work needs,
+//! and publishes the high-resolution metrics the scale-in and idle alarms act on. A run in which
+//! a raise failed ends with an error, so the function's errors alarm says the loop cannot scale.
 //!
 //! Metrics go out with `PutMetricData` rather than as Embedded Metric Format log lines: EMF
 //! metrics reach CloudWatch only after log ingestion (seconds to a minute later), and the
@@ -28,7 +30,7 @@ async fn main() -> Result<(), Error> {
     let (sampler, interval, dead_letters) = (&sampler, config.sample_interval, &dead_letters);
     run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let (published, reconciled) = tokio::join!(sampler.run(interval, WINDOW), async {
+            let (summary, reconciled) = tokio::join!(sampler.run(interval, WINDOW), async {
                 match dead_letters {
                     None => 0,
                     Some(d) => match d.reconcile().await {
@@ -40,7 +42,13 @@ async fn main() -> Result<(), Error> {
                     },
                 }
             });
-            Ok::<_, Error>(serde_json::json!({ "published": published, "dead_letters_seen": reconciled }))
+            if let Some(last) = &summary.last_raise_error {
+                return Err(Error::from(format!(
+                    "{} of {} samples could not raise the service; the last: {last}",
+                    summary.raise_failures, summary.published
+                )));
+            }
+            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled }))
         },
     ))
     .await

@@ -501,33 +501,33 @@ impl fmt::Display for GridReport {
     }
 }
 
-/// The traces shipped in `scaling/traces/`.
-pub fn shipped_traces() -> Vec<Trace> {
-    [
-        (
-            "api-bursty.csv",
-            include_str!("../../../scaling/traces/api-bursty.csv"),
-        ),
-        (
-            "batch-night.csv",
-            include_str!("../../../scaling/traces/batch-night.csv"),
-        ),
-        (
-            "gpu-long.csv",
-            include_str!("../../../scaling/traces/gpu-long.csv"),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, csv)| Trace {
-        name: name.into(),
-        csv: csv.into(),
-    })
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The traces in `scaling/traces/`, as the CLI reads them.
+    fn shipped_traces() -> Vec<Trace> {
+        [
+            (
+                "api-bursty.csv",
+                include_str!("../../../scaling/traces/api-bursty.csv"),
+            ),
+            (
+                "batch-night.csv",
+                include_str!("../../../scaling/traces/batch-night.csv"),
+            ),
+            (
+                "gpu-long.csv",
+                include_str!("../../../scaling/traces/gpu-long.csv"),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, csv)| Trace {
+            name: name.into(),
+            csv: csv.into(),
+        })
+        .collect()
+    }
 
     #[test]
     fn grid_sizes_parse() {

@@ -712,6 +712,46 @@ mod tests {
         );
     }
 
+    /// The anchors as a competent user tunes them for the policy (the rows the goal is stated
+    /// against), against the arithmetic of each tool.
+    #[test]
+    fn tuned_anchors_follow_the_job_duration_and_the_latency() {
+        let base = Policy::builtin().unwrap();
+        // (latency, job, jobs per task, est_msgs_per_sec, target, queueLength)
+        let cases = [
+            (10.0, 10.0, 1, 1.0, 1.0, 2.0),
+            (10.0, 1.0, 1, 1.0, 10.0, 11.0),
+            (10.0, 0.25, 1, 4.0, 10.0, 41.0),
+            (10.0, 600.0, 1, 1.0, 10.0 / 600.0, 1.0),
+            (30.0, 60.0, 4, 1.0, 2.0, 6.0),
+            (60.0, 10.0, 2, 1.0, 12.0, 14.0),
+        ];
+        for (latency, job, k, est, target, queue_length) in cases {
+            let p = Policy {
+                acceptable_latency_seconds: latency,
+                average_job_seconds: job,
+                jobs_per_task: k,
+                ..base.clone()
+            };
+            let tf = TerraformTuning::tuned(&p);
+            assert_eq!(tf.messages_per_second, est, "{latency}/{job}×{k}");
+            assert!(
+                (tf.target_backlog_seconds - target).abs() < 1e-9,
+                "{latency}/{job}×{k}: {tf:?}"
+            );
+            // At the target, the module's backlog seconds mean the latency in real seconds:
+            // visible / (desired × est) = target ⇔ visible × job / (desired × k) = latency.
+            let visible_per_task = tf.target_backlog_seconds * tf.messages_per_second;
+            assert!((visible_per_task * job / f64::from(k) - latency).abs() < 1e-6);
+            assert_eq!(
+                keda_tuned_queue_length(&p),
+                queue_length,
+                "{latency}/{job}×{k}"
+            );
+        }
+        assert_ne!(TerraformTuning::tuned(&base), TerraformTuning::DEFAULTS);
+    }
+
     #[test]
     fn sluice_nudges_once_per_interval_on_submit() {
         let policy = Policy::builtin().unwrap();
