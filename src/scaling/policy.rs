@@ -118,12 +118,39 @@ fn invalid(path: &str, rule: impl fmt::Display) -> PolicyError {
 }
 
 /// A number as JavaScript's `String(n)` prints it, so both sides word their
-/// messages alike (shortest round-trip digits, no trailing `.0`).
+/// messages alike: shortest round-trip digits, no trailing `.0`, `-0` as `0`,
+/// and exponents (`1e+21`, `1.5e-7`) outside `1e-6 ≤ |n| < 1e21`.
 fn show(n: f64) -> String {
-    if n == n.trunc() && n.abs() < 1e21 {
-        format!("{n:.0}")
-    } else {
-        format!("{n}")
+    if n == 0.0 {
+        return "0".into();
+    }
+    let a = n.abs();
+    if !(1e-6..1e21).contains(&a) {
+        let e = format!("{n:e}");
+        return match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        };
+    }
+    format!("{n}")
+}
+
+/// A JSON value as JavaScript's `JSON.stringify` prints it (numbers as [`show`];
+/// object keys in sorted order, which is how the file's objects are read).
+fn json(v: &Value) -> String {
+    match v {
+        Value::Number(n) => show(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(json).collect::<Vec<_>>().join(","))
+        }
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), json(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -159,7 +186,7 @@ impl Reader<'_> {
             Value::Number(n) => Ok(n.as_f64().unwrap_or(f64::NAN)),
             other => Err(invalid(
                 &self.path(key),
-                format!("must be a number, got {other}"),
+                format!("must be a number, got {}", json(other)),
             )),
         }
     }
@@ -233,7 +260,7 @@ impl Policy {
             other => {
                 return Err(invalid(
                     "namespace",
-                    format!("must be a string, got {other}"),
+                    format!("must be a string, got {}", json(other)),
                 ))
             }
         };
@@ -310,7 +337,7 @@ impl Policy {
             other => {
                 return Err(invalid(
                     "scale_in",
-                    format!("must be an object, got {other}"),
+                    format!("must be an object, got {}", json(other)),
                 ))
             }
         };
@@ -560,6 +587,13 @@ mod tests {
             (0.75, "0.75"),
             (1.0 - 0.33, "0.6699999999999999"),
             (86_401.0, "86401"),
+            (-0.0, "0"),
+            (1e21, "1e+21"),
+            (1.5e300, "1.5e+300"),
+            (7.5e-7, "7.5e-7"),
+            (-1e-7, "-1e-7"),
+            (0.000001, "0.000001"),
+            (123456789012345680000.0, "123456789012345680000"),
         ] {
             assert_eq!(show(n), want);
         }
