@@ -187,8 +187,6 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
-    /// Fargate start-up delay assumed unless told otherwise.
-    pub const DEFAULT_STARTUP_DELAY_SECONDS: f64 = 60.0;
     /// Clock phases averaged unless told otherwise.
     pub const DEFAULT_PHASES: u32 = 8;
 
