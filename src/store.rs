@@ -422,30 +422,11 @@ impl JobStore {
         }
     }
 
-    /// Gives back a turn taken with [`JobStore::take_turn`] before it runs out,
-    /// if it is still the one taken (`until` as it was written); a turn that
-    /// ran out and was taken by another is left alone.
+    /// Gives back a turn taken with [`JobStore::take_turn`] before it runs out, if it is still
+    /// the one taken (`until` as it was written): it ends now. A turn that ran out and was taken
+    /// by another is left alone. The item stays until its TTL.
     pub async fn release_turn(&self, key: &str, until: Millis) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(attr::ID, s(key))
-            .condition_expression("#until = :until")
-            .expression_attribute_names("#until", "until")
-            .expression_attribute_values(":until", n(until.0))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify(e)),
-        }
+        self.shorten_turn(key, until, Millis::now()).await
     }
 
     /// Makes a turn taken with [`JobStore::take_turn`] end at `new_until` instead, if it is

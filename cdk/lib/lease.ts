@@ -10,7 +10,7 @@ export const LEASE_KEY_PREFIX = 'scale:';
 
 /**
  * Grants `actions` on the jobs table's scaling lease items only (`dynamodb:LeadingKeys` starting
- * with {@link LEASE_KEY_PREFIX}), so a function that gives the lease back may not delete or
+ * with {@link LEASE_KEY_PREFIX}), so a function that takes or gives back the lease may not
  * rewrite job records.
  */
 export function grantScalingLease(table: dynamodb.ITable, grantee: iam.IGrantable, ...actions: string[]): void {

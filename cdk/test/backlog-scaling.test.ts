@@ -226,7 +226,6 @@ test('the backlog lambda runs every minute with reserved concurrency, the policy
   const role = stack.scaling.function.role!;
   assert.deepEqual(actionsOf(t, role), [
     'cloudwatch:PutMetricData',
-    'dynamodb:DeleteItem',
     'dynamodb:GetItem',
     'dynamodb:PutItem',
     'dynamodb:UpdateItem',
@@ -246,13 +245,13 @@ test('the backlog lambda runs every minute with reserved concurrency, the policy
   }
   // The lease item: the jobs table only.
   const table = j({ 'Fn::GetAtt': [logicalId(stack.jobTable.table), 'Arn'] });
-  for (const action of ['dynamodb:PutItem', 'dynamodb:DeleteItem']) {
+  for (const action of ['dynamodb:PutItem']) {
     const grants = grantsOf(t, role, action);
     assert.equal(grants.length, 1, action);
     const resources = Array.isArray(grants[0].Resource) ? grants[0].Resource : [grants[0].Resource];
     assert.ok(resources.length >= 1 && resources.every((r: unknown) => j(r).includes(logicalId(stack.jobTable.table))), action);
     assert.ok(resources.some((r: unknown) => j(r) === table), action);
-    // The lease items only: no job record can be deleted or overwritten.
+    // The lease items only: no job record can be overwritten.
     assert.deepEqual(grants[0].Condition, {
       'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['scale:*'] },
     });

@@ -98,7 +98,6 @@ test('submit may only put, get and condition-check jobs, send to the queue and n
     actionsOf(t, role),
     [
       'dynamodb:ConditionCheckItem',
-      'dynamodb:DeleteItem',
       'dynamodb:GetItem',
       'dynamodb:PutItem',
       'dynamodb:UpdateItem',
@@ -115,7 +114,7 @@ test('submit may only put, get and condition-check jobs, send to the queue and n
   assert.equal(j(grantsOf(t, role, 'ecs:UpdateService')[0].Resource), j({ Ref: logicalId(stack.workers.service) }));
   assert.ok(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource).includes(logicalId(stack.jobTable.table)));
   // Giving back the scaling lease: on the lease items only, never on job records.
-  for (const action of ['dynamodb:UpdateItem', 'dynamodb:DeleteItem']) {
+  for (const action of ['dynamodb:UpdateItem']) {
     const grants = grantsOf(t, role, action);
     assert.equal(grants.length, 1, action);
     assert.deepEqual(grants[0].Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['scale:*'] } }, action);

@@ -151,11 +151,11 @@ export class BacklogScaling extends Construct {
     // Every accepted job ends: the reconciler reads the dead-letter queue (leaving its messages
     // for `sluice dlq`) and ends FAILED the jobs that run nowhere.
     props.deadLetterQueue.grant(this.function, 'sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility');
-    // GetItem/UpdateItem: the reconciler (and the lease's settle time). PutItem/DeleteItem on the
-    // scaling lease items only: the lease the backlog Lambda and the submit nudge take around
-    // UpdateService, so neither lowers what the other raised.
+    // GetItem/UpdateItem: the reconciler (and giving the lease back). PutItem on the scaling lease
+    // items only: the lease the backlog Lambda and the submit nudge take around UpdateService, so
+    // neither lowers what the other raised.
     props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
-    grantScalingLease(props.table, this.function, 'dynamodb:PutItem', 'dynamodb:DeleteItem');
+    grantScalingLease(props.table, this.function, 'dynamodb:PutItem');
     // Scale-out: read the desired count, raise it to NeededTasks.
     iam.Grant.addToPrincipal({
       grantee: this.function,

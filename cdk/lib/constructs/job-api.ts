@@ -162,10 +162,10 @@ export class JobApi extends Construct {
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling
-    // lease items only, UpdateItem and DeleteItem give back the lease the nudge takes around its
-    // read and write of the desired count.
+    // lease items only, UpdateItem gives back the lease the nudge takes around its read and write
+    // of the desired count.
     props.table.grant(submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
-    grantScalingLease(props.table, submit.function, 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
+    grantScalingLease(props.table, submit.function, 'dynamodb:UpdateItem');
     props.queue.grant(submit.function, 'sqs:SendMessage');
     this.submitFunction = submit.function;
 
