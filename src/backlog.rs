@@ -192,17 +192,15 @@ impl Sampler {
     /// raise (no longer needed, or the nudge holds the lease: then it tries once more when the
     /// lease may have settled).
     pub async fn raise(&self, seen: &Sample) -> Result<Option<u32>, SampleError> {
-        match self.raise_once(seen).await? {
-            Raise::LeaseHeld => {
-                tokio::time::sleep(SETTLE).await;
-                match self.raise_once(seen).await? {
-                    Raise::Wrote(to) => Ok(Some(to)),
-                    Raise::LeaseHeld | Raise::NotNeeded => Ok(None),
-                }
+        for tries_left in [1, 0] {
+            match self.raise_once(seen).await? {
+                Raise::Wrote(to) => return Ok(Some(to)),
+                Raise::NotNeeded => return Ok(None),
+                Raise::LeaseHeld if tries_left > 0 => tokio::time::sleep(SETTLE).await,
+                Raise::LeaseHeld => {}
             }
-            Raise::Wrote(to) => Ok(Some(to)),
-            Raise::NotNeeded => Ok(None),
         }
+        Ok(None)
     }
 
     async fn raise_once(&self, seen: &Sample) -> Result<Raise, SampleError> {
@@ -237,11 +235,11 @@ impl Sampler {
     }
 
     /// Samples every `interval` until `window` has passed.
-    pub async fn run(&self, interval: Duration, window: Duration) -> RunSummary {
+    pub async fn run(&self, interval: Duration, window: Duration) -> SamplerRun {
         let start = tokio::time::Instant::now();
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut summary = RunSummary::default();
+        let mut summary = SamplerRun::default();
         loop {
             ticks.tick().await;
             if start.elapsed() >= window {
@@ -279,7 +277,7 @@ impl Sampler {
 
 /// What one run of the sampler did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunSummary {
+pub struct SamplerRun {
     /// Samples published.
     pub published: u32,
     /// Samples whose raise of the service failed.

@@ -535,23 +535,20 @@ async fn simulate_grid_prints_cases_and_a_summary() {
 
     let dir = std::env::temp_dir().join(format!("sluice-traces-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bad = sluice_cli(&[
-        "simulate",
-        "--grid",
-        "short",
-        "--traces",
-        dir.to_str().unwrap(),
-    ]);
+    let with_traces = || {
+        sluice_cli(&[
+            "simulate",
+            "--grid",
+            "short",
+            "--traces",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let bad = with_traces();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("holds no .csv trace"));
     std::fs::write(dir.join("mine.csv"), "0,5\n1,x\n").unwrap();
-    let bad = sluice_cli(&[
-        "simulate",
-        "--grid",
-        "short",
-        "--traces",
-        dir.to_str().unwrap(),
-    ]);
+    let bad = with_traces();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("mine.csv: line 2"), "{err}");
     let bad = sluice_cli(&["simulate", "--grid", "huge"]);
