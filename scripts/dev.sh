@@ -12,7 +12,7 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
 
 mkdir -p target
 # Its own session: a Ctrl-C in the terminal stops the API and the worker first; the trap stops it last.
-setsid .venv/bin/moto_server -H 127.0.0.1 -p "$port" >target/emulator.log 2>&1 &
+setsid .venv/bin/python scripts/emulator.py -H 127.0.0.1 -p "$port" >target/emulator.log 2>&1 &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null; wait "$emulator" 2>/dev/null || true' EXIT
 

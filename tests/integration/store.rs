@@ -340,3 +340,52 @@ async fn a_record_outlives_its_job_and_is_kept_for_the_retention_after_it_ends()
         .unwrap();
     assert_eq!(ttl_of(&s, &job.id).await, end.as_epoch_seconds() + day);
 }
+
+/// A claim and a cancel racing for one queued job: exactly one wins, as DynamoDB's conditional
+/// writes guarantee. The emulator runs with a tiny thread switch interval, so that its request
+/// threads interleave as often as they can; a plain moto server lets both writes pass their
+/// conditions then (a cancelled job ran in the chaos run that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claims_and_a_cancel_have_one_winner() {
+    let emulator = Emulator::start(&[("SLUICE_EMULATOR_SWITCH_INTERVAL", "0.000001")]);
+    let s = Stack::with_sdk("racing_claims", emulator.sdk().await).await;
+    let owner = Owner::new("o");
+    let lease = Duration::from_secs(30);
+    let mut doubled = Vec::new();
+    for round in 0..40 {
+        let t0 = Millis::now();
+        let job = JobRecord::queued(JobId::generate(), owner.clone(), t0, None, 3, 1);
+        s.store.create(&job, s.retention, None).await.unwrap();
+        let mut racers = tokio::task::JoinSet::new();
+        for w in 0..3 {
+            let (store, id) = (s.store.clone(), job.id.clone());
+            racers.spawn(async move {
+                let claimed = store.claim(&id, &format!("w{w}"), t0, lease).await;
+                ("claim", claimed.map(|r| r.status))
+            });
+        }
+        let (store, id, owner, retention) =
+            (s.store.clone(), job.id.clone(), owner.clone(), s.retention);
+        racers.spawn(async move {
+            let asked = store.cancel(&id, &owner, t0, retention).await;
+            ("cancel", asked.map(|r| r.status))
+        });
+        let mut winners = Vec::new();
+        while let Some(done) = racers.join_next().await {
+            match done.unwrap() {
+                // A cancel that found the job running only asks it to stop: not a winner.
+                ("cancel", Ok(Status::Running)) => {}
+                (racer, Ok(status)) => winners.push((racer, status)),
+                (_, Err(StoreError::Conflict { .. })) => {}
+                (racer, Err(e)) => panic!("round {round}: the {racer} failed: {e}"),
+            }
+        }
+        if winners.len() != 1 {
+            doubled.push((round, winners));
+        }
+    }
+    assert!(
+        doubled.is_empty(),
+        "rounds without exactly one winner: {doubled:?}"
+    );
+}

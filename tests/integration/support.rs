@@ -25,50 +25,87 @@ use sluice::store::JobStore;
 pub const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
 pub const BOB: &str = "arn:aws:iam::123456789012:user/bob";
 
-struct Emulator {
-    endpoint: String,
-    // Holding the pipe keeps the emulator alive; the process exiting closes it.
+/// An emulator process on a free loopback port, stopped when this value is dropped (or the test
+/// process exits).
+pub struct Emulator {
+    pub endpoint: String,
+    // Holding the pipe keeps the emulator alive; dropping it (or the process exiting) closes it.
     _guard: Mutex<Child>,
 }
 
-fn emulator() -> &'static Emulator {
-    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
-    EMULATOR.get_or_init(|| {
-        // The workspace's `.venv`, found from whichever package's tests include this file.
-        let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let moto = std::env::var("SLUICE_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|_| {
-            here.ancestors()
-                .map(|dir| dir.join(".venv/bin/moto_server"))
-                .find(|p| p.exists())
-                .unwrap_or_else(|| here.join(".venv/bin/moto_server"))
-        });
+impl Emulator {
+    /// Starts one: `scripts/emulator.py` (moto in server mode, DynamoDB's writes atomic) with
+    /// the workspace's `.venv` Python, or `SLUICE_EMULATOR_PYTHON`; `env` adds settings.
+    pub fn start(env: &[(&str, &str)]) -> Emulator {
+        let root = workspace_root();
+        let python = std::env::var("SLUICE_EMULATOR_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".venv/bin/python"));
         assert!(
-            moto.exists(),
-            "the emulator is not installed at {}: run `make test`, which installs it, or set SLUICE_MOTO_SERVER",
-            moto.display()
+            python.exists(),
+            "the emulator's Python is not installed at {}: run `make test`, which installs it, or set SLUICE_EMULATOR_PYTHON",
+            python.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = target_dir().join("integration-logs");
         std::fs::create_dir_all(&log).unwrap();
-        // `sh` runs the emulator and kills it when its stdin (this process's pipe) closes.
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(r#""$1" -H 127.0.0.1 -p "$2" >"$3" 2>&1 & pid=$!; trap 'kill $pid 2>/dev/null' EXIT INT TERM; cat >/dev/null"#)
+        // `sh` runs the emulator and kills it when its stdin (this value's pipe) closes.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#""$1" "$2" -H 127.0.0.1 -p "$3" >"$4" 2>&1 & pid=$!; trap 'kill $pid 2>/dev/null' EXIT INT TERM; cat >/dev/null"#)
             .arg("sh")
-            .arg(&moto)
+            .arg(&python)
+            .arg(root.join("scripts/emulator.py"))
             .arg(port.to_string())
-            .arg(log.join("emulator.log"))
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("the emulator starts");
+            .arg(log.join(format!("emulator-{port}.log")))
+            .stdin(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the emulator starts");
         let endpoint = format!("http://127.0.0.1:{port}");
         let start = Instant::now();
         while !answers(port) {
-            assert!(start.elapsed() < Duration::from_secs(30), "the emulator did not answer on {endpoint} within 30 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the emulator did not answer on {endpoint} within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Emulator { endpoint, _guard: Mutex::new(child) }
-    })
+        Emulator {
+            endpoint,
+            _guard: Mutex::new(child),
+        }
+    }
+
+    /// The SDK configuration for this emulator (see [`sdk`]).
+    pub async fn sdk(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await
+    }
+}
+
+/// The workspace's root: the ancestor of this package that holds `scripts/emulator.py`.
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|dir| dir.join("scripts/emulator.py").exists())
+        .map(PathBuf::from)
+        .unwrap_or(here)
+}
+
+/// The test run's emulator, started on first use.
+fn emulator() -> &'static Emulator {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR.get_or_init(|| Emulator::start(&[]))
 }
 
 fn answers(port: u16) -> bool {
@@ -94,12 +131,7 @@ pub fn target_dir() -> PathBuf {
 /// The SDK configuration every test client uses: the emulator's endpoint, a region, and dummy
 /// keys; the same settings the worker processes get through `AWS_ENDPOINT_URL`.
 pub async fn sdk() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&emulator().endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
+    emulator().sdk().await
 }
 
 /// The emulator's AWS settings for a process (as `make dev` gives them).
@@ -162,6 +194,11 @@ pub fn api_config(res: &Resources) -> ApiConfig {
 
 impl Stack {
     pub async fn new(test: &str) -> Stack {
+        Stack::with_sdk(test, sdk().await).await
+    }
+
+    /// A stack on another emulator (see [`Emulator::start`]).
+    pub async fn with_sdk(test: &str, aws: SdkConfig) -> Stack {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "{}-{}-{}",
@@ -169,7 +206,6 @@ impl Stack {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let aws = sdk().await;
         let res = local::ensure_resources(
             &aws,
             &name,

@@ -1134,8 +1134,7 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 }
 
 fn moto_version() -> String {
-    let moto = PathBuf::from(std::env::var("SLUICE_MOTO_SERVER").unwrap_or_default());
-    let python = moto.with_file_name("python");
+    let python = PathBuf::from(std::env::var("SLUICE_EMULATOR_PYTHON").unwrap_or_default());
     std::process::Command::new(python)
         .args(["-c", "import moto; print(moto.__version__)"])
         .output()
@@ -1150,14 +1149,14 @@ fn main() -> ExitCode {
     // to stdout, which carries the table.
     std::env::set_var("SLUICE_LOG_FORMAT", "text");
     let root = lambda_init::workspace_root();
-    if std::env::var_os("SLUICE_MOTO_SERVER").is_none() {
-        std::env::set_var("SLUICE_MOTO_SERVER", root.join(".venv/bin/moto_server"));
+    if std::env::var_os("SLUICE_EMULATOR_PYTHON").is_none() {
+        std::env::set_var("SLUICE_EMULATOR_PYTHON", root.join(".venv/bin/python"));
     }
-    let moto = PathBuf::from(std::env::var_os("SLUICE_MOTO_SERVER").unwrap_or_default());
-    if !moto.exists() {
+    let python = PathBuf::from(std::env::var_os("SLUICE_EMULATOR_PYTHON").unwrap_or_default());
+    if !python.exists() {
         eprintln!(
-            "the emulator is not installed at {}: run `make setup` (or set SLUICE_MOTO_SERVER)",
-            moto.display()
+            "the emulator is not installed at {}: run `make setup` (or set SLUICE_EMULATOR_PYTHON)",
+            python.display()
         );
         return ExitCode::FAILURE;
     }
