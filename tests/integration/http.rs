@@ -181,6 +181,17 @@ pub(crate) fn smoke(env: &[(&str, String)]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// The smoke script's report, once it is known to have exited 0 (its output and errors otherwise).
+pub(crate) fn smoke_report(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// `make smoke`'s script against the local stack: it submits, waits, and reports the job, its
 /// result and the seconds from submit to result; a job that fails makes it exit non-zero, and a
 /// missing API URL says how to get one.
@@ -201,12 +212,7 @@ async fn the_smoke_script_reports_the_job_and_its_time() {
     let out = run(r#"{"text": "smoke test"}"#, Some(url.clone()))
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = smoke_report(&out);
     assert!(text.contains("status: SUCCEEDED"), "{text}");
     let result = text
         .lines()
