@@ -128,7 +128,32 @@ pub struct SubmitOptions {
     pub timeout_seconds: Option<u64>,
     /// Retry an attempt that runs past its time limit instead of failing the job.
     pub retry_on_timeout: bool,
+    /// Submitting again with the same key returns the same job. Without one, the client makes
+    /// one up for this submit ([`new_idempotency_key`]) and sends it with each of its retries.
     pub idempotency_key: Option<String>,
+}
+
+/// A fresh idempotency key: `sluice-` and a ULID, unique per logical submit.
+pub fn new_idempotency_key() -> String {
+    format!("sluice-{}", ulid::Ulid::new())
+}
+
+/// How often and how long the client tries a request again when the API or the network fails
+/// in a way worth another try: about half a minute in all.
+const RETRY_TIMES: usize = 5;
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+impl ClientError {
+    /// Whether trying the same request again may succeed: the network failed, or the API answered
+    /// 429 or 5xx (API Gateway's own 5xx, when a function was stopped, included). Pure.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Api { status, .. } => *status == 429 || (500..600).contains(status),
+            ClientError::Transport { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// A client of one sluice API.
@@ -189,15 +214,38 @@ impl Client {
             body.push_str(",\"on_timeout\":\"retry\"");
         }
         body.push('}');
-        let mut req = self
-            .http
-            .post(format!("{}/jobs", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(key) = &opts.idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        self.send(req).await
+        // Every submit carries a key, the same on each retry: a try whose job was recorded but
+        // whose answer was lost (a 5xx, a broken connection) is found, not made again.
+        let key = opts
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(new_idempotency_key);
+        let req = || {
+            self.http
+                .post(format!("{}/jobs", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("Idempotency-Key", &key)
+                .body(body.clone())
+        };
+        self.send_retrying(req).await
+    }
+
+    /// Sends the request made by `req`, again with backoff while the failure is retryable.
+    async fn send_retrying(
+        &self,
+        req: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<JobView, ClientError> {
+        use backon::Retryable;
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(RETRY_MAX)
+            .with_max_times(RETRY_TIMES)
+            .with_jitter();
+        (|| self.send(req()))
+            .retry(backoff)
+            .when(ClientError::is_retryable)
+            .notify(|e, pause| tracing::warn!(error = %e, ?pause, "request failed; trying again"))
+            .await
     }
 
     /// The job now, or once it finishes if that is within `wait` (at most 25 s).
@@ -207,7 +255,7 @@ impl Client {
         if secs > 0 {
             url.push_str(&format!("?wait={secs}"));
         }
-        self.send(self.http.get(url)).await
+        self.send_retrying(|| self.http.get(&url)).await
     }
 
     /// Waits until the job finishes, long-polling; `None` waits for as long as it takes.

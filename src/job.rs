@@ -376,6 +376,18 @@ pub fn on_claim_refused(
 
 /// Whether a job just claimed has already used up its attempts on earlier attempts that never
 /// finished (their workers died): it then ends `FAILED` instead of running again.
+/// How many times a job may go back to the queue without spending an attempt because the
+/// handler's machinery could not take it (a model server away, no process ready). Past this, such
+/// a failure counts as an attempt: a job whose input itself brings the server down cannot loop
+/// forever.
+pub const MAX_FREE_RELEASES: u32 = 20;
+
+/// Whether a job the handler could not take goes back to the queue without spending an attempt.
+/// Pure.
+pub fn release_is_free(job: &JobRecord) -> bool {
+    job.releases < MAX_FREE_RELEASES
+}
+
 pub fn exhausted_by_lost_attempts(claimed: &JobRecord) -> bool {
     claimed.attempts_used() > claimed.max_attempts
 }

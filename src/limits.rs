@@ -27,6 +27,15 @@ pub const SQS_VISIBILITY_CAP: Duration = Duration::from_secs(12 * 3_600);
 /// last heartbeat, the result's write and a retry delay of up to 5 minutes.
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(42_300);
 
+/// The submit function's deployed timeout: well below the 60 s after which workers delete a
+/// message whose record never came (`job::ORPHAN_GRACE`), so a submit still running then cannot
+/// be told from one that failed. Its AWS calls run within it (`api::Budget`), and the local stack
+/// stops a request at it as Lambda does.
+pub const SUBMIT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The status function's deployed timeout, within API Gateway's 30 s for an integration.
+pub const STATUS_FUNCTION_TIMEOUT: Duration = Duration::from_secs(29);
+
 /// How long a record must outlive `now` while its job has not ended: its message may be
 /// delivered (and the job run) until the message's retention runs out.
 pub fn while_unfinished(retention: Duration) -> Duration {
@@ -46,6 +55,23 @@ mod tests {
         assert_eq!(secs("max_deadline_seconds"), MAX_DEADLINE);
         assert_eq!(secs("max_job_timeout_seconds"), MAX_JOB_TIMEOUT);
         assert_eq!(secs("sqs_visibility_cap_seconds"), SQS_VISIBILITY_CAP);
+        assert_eq!(
+            secs("submit_function_timeout_seconds"),
+            SUBMIT_FUNCTION_TIMEOUT
+        );
+        assert_eq!(
+            secs("status_function_timeout_seconds"),
+            STATUS_FUNCTION_TIMEOUT
+        );
+        assert!(
+            SUBMIT_FUNCTION_TIMEOUT < crate::job::ORPHAN_GRACE,
+            "a submit ends before its message could be taken for an orphan"
+        );
+        assert!(
+            STATUS_FUNCTION_TIMEOUT > crate::api::MAX_WAIT
+                && STATUS_FUNCTION_TIMEOUT < Duration::from_secs(30),
+            "a long-poll answers within the function, and the function within API Gateway's 30 s"
+        );
         assert!(
             MESSAGE_RETENTION <= Duration::from_secs(14 * 86_400),
             "SQS keeps 14 days at most"

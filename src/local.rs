@@ -225,14 +225,49 @@ async fn handle(
     };
     let query: std::collections::HashMap<String, Vec<String>> =
         parse_query(parts.uri.query().unwrap_or(""));
+    // As in AWS, the request runs with its function's deadline, and is stopped at it.
+    let timeout = function_timeout(&parts.method, parts.uri.path());
+    let mut context = lambda_http::Context::default();
+    context.deadline = (std::time::SystemTime::now() + timeout)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let req = lambda_http::Request::from_parts(parts, Body::from(bytes.to_vec()))
         .with_query_string_parameters(query)
-        .with_request_context(api::local_context(LOCAL_IDENTITY));
+        .with_request_context(api::local_context(LOCAL_IDENTITY))
+        .with_lambda_context(context);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let resp = api.handle(req).await;
+    let resp = match tokio::time::timeout(timeout, api.handle(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!(%method, path, ?timeout, "the request ran past its function's timeout and was stopped, as Lambda stops it");
+            return function_timed_out();
+        }
+    };
     tracing::debug!(%method, path, %peer, status = resp.status().as_u16(), "request");
     to_hyper(resp)
+}
+
+/// The deployed timeout of the function that serves a route in AWS: submit's for `POST /jobs`,
+/// status's for the rest. Pure.
+pub fn function_timeout(method: &hyper::Method, path: &str) -> Duration {
+    let path = path.trim_end_matches('/');
+    if method == hyper::Method::POST && path == "/jobs" {
+        crate::limits::SUBMIT_FUNCTION_TIMEOUT
+    } else {
+        crate::limits::STATUS_FUNCTION_TIMEOUT
+    }
+}
+
+/// What API Gateway answers when the function behind a route is stopped at its timeout.
+fn function_timed_out() -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(500)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"message":"Internal Server Error"}"#,
+        )))
+        .expect("a fixed response builds")
 }
 
 fn to_hyper(resp: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {

@@ -86,7 +86,8 @@ enum Command {
         /// Retry an attempt that runs past its time limit instead of failing the job.
         #[arg(long)]
         retry_on_timeout: bool,
-        /// Submitting again with the same key returns the same job instead of a new one.
+        /// Submitting again with the same key returns the same job instead of a new one
+        /// (default: a fresh key for this submit, sent again with each of its retries).
         #[arg(long)]
         idempotency_key: Option<String>,
         /// Wait for the job to finish and print its result.
@@ -784,20 +785,22 @@ mod dev {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
 
-        let mut child = match worker {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let supervisor = match worker {
             None => None,
             Some(path) => {
                 let path = match path {
                     Some(p) => p,
                     None => sibling("sluice-worker")?,
                 };
-                let child = tokio::process::Command::new(&path)
-                    .env(sluice::env::TABLE_NAME, &res.table_name)
+                let mut cmd = tokio::process::Command::new(&path);
+                cmd.env(sluice::env::TABLE_NAME, &res.table_name)
                     .env(sluice::env::QUEUE_URL, &res.queue_url)
-                    .kill_on_drop(true)
+                    .kill_on_drop(true);
+                let first = cmd
                     .spawn()
                     .with_context(|| format!("cannot start the worker {}", path.display()))?;
-                Some(child)
+                Some(tokio::spawn(supervise(cmd, first, stop.clone())))
             }
         };
         tracing::info!(
@@ -818,18 +821,71 @@ mod dev {
             tracing::info!("stopping");
         };
         local::serve(api, listener, shutdown).await?;
-        if let Some(child) = child.as_mut() {
-            // The worker got the same Ctrl-C from the terminal and is draining; a SIGTERM
-            // reaches it when the stack was stopped some other way.
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
-            }
-            let _ = child.wait().await;
+        stop.cancel();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
         }
         Ok(())
+    }
+
+    /// Keeps the local worker running: one that exits (killed, crashed) is started again after a
+    /// pause that grows from 1 s to 30 s while it keeps exiting, and the terminal says so; jobs
+    /// wait in the queue meanwhile. On `stop`, the worker is stopped and waited for.
+    async fn supervise(
+        mut cmd: tokio::process::Command,
+        mut child: tokio::process::Child,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut exits = 0u32;
+        tracing::debug!(pid = child.id(), "keeping the worker running");
+        loop {
+            let started = std::time::Instant::now();
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = stop.cancelled() => {
+                    // The worker got the same Ctrl-C from the terminal and is draining; a
+                    // SIGTERM reaches it when the stack was stopped some other way.
+                    if let Some(pid) = child.id() {
+                        let _ = std::process::Command::new("kill")
+                            .arg("-TERM")
+                            .arg(pid.to_string())
+                            .status();
+                    }
+                    let _ = child.wait().await;
+                    return;
+                }
+            };
+            // One that ran a while before it exited starts again at once.
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                exits = 0;
+            }
+            exits += 1;
+            let pause = sluice_backoff(exits);
+            let why = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            tracing::error!(%why, ?pause, "the worker exited; jobs wait in the queue until it is started again");
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => return,
+                }
+                match cmd.spawn() {
+                    Ok(c) => {
+                        child = c;
+                        tracing::info!(pid = child.id(), "the worker was started again");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, ?pause, "cannot start the worker; trying again")
+                    }
+                }
+            }
+        }
+    }
+
+    /// 1 s, doubling, at most 30 s. Pure.
+    fn sluice_backoff(exits: u32) -> std::time::Duration {
+        std::time::Duration::from_secs(1u64 << exits.saturating_sub(1).min(5))
+            .min(std::time::Duration::from_secs(30))
     }
 
     /// A binary built beside this one.

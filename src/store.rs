@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -226,6 +227,21 @@ fn attribute_refs(expr: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// A fraction as a number DynamoDB accepts: its numbers range over 1e-130 to 1e126 in
+/// magnitude with 38 significant digits, and it refuses the whole write for one that does not
+/// (a progress fraction of 1e-200 would fail every heartbeat). A magnitude below the range is
+/// stored as 0; the rest in Rust's shortest round-trip digits, with an exponent when small. Pure.
+pub fn fraction_number(f: f64) -> String {
+    if !f.is_finite() || f.abs() < 1e-130 {
+        return "0".into();
+    }
+    if f.abs() < 1e-6 {
+        format!("{f:e}")
+    } else {
+        format!("{f}")
+    }
+}
+
 fn n_one() -> AttributeValue {
     n(1)
 }
@@ -284,6 +300,19 @@ impl JobStore {
         retention: Duration,
         idempotency: Option<(&str, &str)>,
     ) -> Result<Created, StoreError> {
+        self.create_with_key(job, retention, idempotency, None)
+            .await
+    }
+
+    /// [`JobStore::create`], where the key may already name `stale`, a job whose record is gone
+    /// (its retention passed): a key lives as long as its job, and is then free for a new one.
+    pub async fn create_with_key(
+        &self,
+        job: &JobRecord,
+        retention: Duration,
+        idempotency: Option<(&str, &str)>,
+        stale: Option<&JobId>,
+    ) -> Result<Created, StoreError> {
         // Until the job ends, its record outlives every delivery of its message.
         let expires = expires_at(job.submitted_at, crate::limits::while_unfinished(retention));
         let mut item = to_item(job);
@@ -296,22 +325,37 @@ impl JobStore {
                 .set_item(Some(item))
                 .condition_expression("attribute_not_exists(#id)")
                 .expression_attribute_names("#id", attr::ID)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await
             {
                 Ok(_) => Ok(Created::Created),
                 // The id is new, so the record found is this call's own: an earlier try that was
-                // applied but whose answer was lost, then retried by the SDK.
-                Err(e) if is_conditional_failure(&e) => match self.get(&job.id).await? {
-                    Some(found)
-                        if found.owner == job.owner && found.submitted_at == job.submitted_at =>
-                    {
-                        Ok(Created::Created)
+                // applied but whose answer was lost, then retried by the SDK. The refusal
+                // carries the record, so no read (which could fail in turn) is needed to know.
+                Err(e) if is_conditional_failure(&e) => {
+                    let found = e
+                        .as_service_error()
+                        .and_then(|e| match e {
+                            PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                            _ => None,
+                        })
+                        .map(from_item)
+                        .transpose()?;
+                    match found {
+                        Some(found)
+                            if found.owner == job.owner
+                                && found.submitted_at == job.submitted_at =>
+                        {
+                            Ok(Created::Created)
+                        }
+                        found => Err(StoreError::Conflict {
+                            current: found.map(Box::new),
+                        }),
                     }
-                    found => Err(StoreError::Conflict {
-                        current: found.map(Box::new),
-                    }),
-                },
+                }
                 // Every try failed, but one may have been applied with its answer lost: a record
                 // found is this call's own, and its job will run, so it is accepted.
                 Err(e) => match self.get(&job.id).await {
@@ -340,8 +384,15 @@ impl JobStore {
         let put_idem = Put::builder()
             .table_name(&self.table)
             .set_item(Some(idem))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#id", attr::ID);
+        let put_idem = match stale {
+            None => put_idem.condition_expression("attribute_not_exists(#id)"),
+            Some(stale) => put_idem
+                .condition_expression("attribute_not_exists(#id) OR #job_id = :stale")
+                .expression_attribute_names("#job_id", attr::JOB_ID)
+                .expression_attribute_values(":stale", s(stale.to_string())),
+        };
+        let put_idem = put_idem
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
@@ -507,7 +558,20 @@ impl JobStore {
             .bind("now", n(now.0))
             .bind("zero", n(0))
             .bind("false", AttributeValue::Bool(false));
-        self.update(id, update).await
+        let lease_until = now.plus(lease);
+        match self.update(id, update).await {
+            // A try that was applied but whose answer was lost, met by the SDK's retry of the
+            // same request: the record holds this very claim (this worker, this lease to the
+            // millisecond). It is this call's own, not a rival's running attempt.
+            Err(StoreError::Conflict { current: Some(cur) })
+                if cur.status == Status::Running
+                    && cur.worker_id.as_deref() == Some(worker)
+                    && cur.lease_expires_at == Some(lease_until) =>
+            {
+                Ok(*cur)
+            }
+            other => other,
+        }
     }
 
     /// Extends attempt `attempt`'s lease to `now + lease`, and stores the handler's latest
@@ -525,7 +589,7 @@ impl JobStore {
         let mut update = Update::default().set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0));
         if let Some(p) = progress {
             update = match p.fraction {
-                Some(f) => update.set(attr::PROGRESS_FRACTION, n(f)),
+                Some(f) => update.set(attr::PROGRESS_FRACTION, n(fraction_number(f))),
                 None => update.remove(attr::PROGRESS_FRACTION),
             };
             update = match &p.message {
@@ -831,7 +895,10 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
         (
             attr::PROGRESS_FRACTION,
-            job.progress.as_ref().and_then(|p| p.fraction).map(n),
+            job.progress
+                .as_ref()
+                .and_then(|p| p.fraction)
+                .map(|f| n(fraction_number(f))),
         ),
         (
             attr::PROGRESS_MESSAGE,
@@ -959,6 +1026,45 @@ mod tests {
         job.on_timeout = OnTimeout::Retry;
         job.progress = Some(Progress::new(Some(0.25), Some("loading")));
         assert_eq!(from_item(&to_item(&job)).unwrap(), job);
+    }
+
+    #[test]
+    fn fractions_are_written_as_numbers_dynamodb_accepts() {
+        let cases = [
+            (0.0, "0"),
+            (1.0, "1"),
+            (0.5, "0.5"),
+            (0.123456789, "0.123456789"),
+            (1e-6, "0.000001"),
+            (2.5e-7, "2.5e-7"),
+            (1e-130, "1e-130"),
+            (9.99e-131, "0"),
+            (1e-200, "0"),
+            (5e-324, "0"),
+            (-0.0, "0"),
+            (f64::NAN, "0"),
+        ];
+        for (f, want) in cases {
+            let got = fraction_number(f);
+            assert_eq!(got, want, "{f:e}");
+            // Within DynamoDB's range, at most 38 significant digits, and read back the same.
+            let back: f64 = got.parse().unwrap();
+            assert!(
+                back == 0.0 || (1e-130..1e126).contains(&back.abs()),
+                "{got}"
+            );
+            let digits = got
+                .split(['e', 'E'])
+                .next()
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>();
+            assert!(digits.trim_matches('0').len() <= 38, "{got}");
+            if f.is_finite() && f.abs() >= 1e-130 {
+                assert_eq!(back, f, "{got} reads back as written");
+            }
+        }
     }
 
     #[test]

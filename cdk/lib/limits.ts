@@ -17,11 +17,20 @@ interface LimitsFile {
   readonly max_deadline_seconds: number;
   readonly max_job_timeout_seconds: number;
   readonly sqs_visibility_cap_seconds: number;
+  readonly submit_function_timeout_seconds: number;
+  readonly status_function_timeout_seconds: number;
 }
 
 function load(): LimitsFile {
   const raw = JSON.parse(fs.readFileSync(LIMITS_FILE, 'utf8')) as Record<string, unknown>;
-  const keys = ['message_retention_seconds', 'max_deadline_seconds', 'max_job_timeout_seconds', 'sqs_visibility_cap_seconds'];
+  const keys = [
+    'message_retention_seconds',
+    'max_deadline_seconds',
+    'max_job_timeout_seconds',
+    'sqs_visibility_cap_seconds',
+    'submit_function_timeout_seconds',
+    'status_function_timeout_seconds',
+  ];
   for (const k of keys) {
     const v = raw[k];
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
@@ -41,3 +50,7 @@ export const MAX_DEADLINE = Duration.seconds(limits.max_deadline_seconds);
 export const MAX_JOB_TIMEOUT = Duration.seconds(limits.max_job_timeout_seconds);
 /** How long one received message can stay hidden at most. */
 export const SQS_VISIBILITY_CAP = Duration.seconds(limits.sqs_visibility_cap_seconds);
+/** The submit function's timeout: its AWS calls run within it, and the local stack enforces it. */
+export const SUBMIT_FUNCTION_TIMEOUT = Duration.seconds(limits.submit_function_timeout_seconds);
+/** The status function's timeout, within API Gateway's 30 s for an integration. */
+export const STATUS_FUNCTION_TIMEOUT = Duration.seconds(limits.status_function_timeout_seconds);

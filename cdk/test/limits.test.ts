@@ -4,7 +4,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Duration, Stack } from 'aws-cdk-lib';
 import { JobQueue } from '../lib/constructs/job-queue';
-import { LIMITS_FILE, MAX_DEADLINE, MAX_JOB_TIMEOUT, MESSAGE_RETENTION, SQS_VISIBILITY_CAP } from '../lib/limits';
+import {
+  LIMITS_FILE,
+  MAX_DEADLINE,
+  MAX_JOB_TIMEOUT,
+  MESSAGE_RETENTION,
+  SQS_VISIBILITY_CAP,
+  STATUS_FUNCTION_TIMEOUT,
+  SUBMIT_FUNCTION_TIMEOUT,
+} from '../lib/limits';
 import { REPO, template, testApp } from './helpers';
 
 test('the shared limits are one consistent set', () => {
@@ -31,4 +39,18 @@ test('the deployed queues keep a job\'s message as long as the job may wait', ()
     () => new JobQueue(new Stack(testApp(), 'Short'), 'JobQueue', { retentionPeriod: Duration.days(4) }),
     /retentionPeriod must be whole seconds from 1209600 \(the longest deadline a job may carry\)/,
   );
+});
+
+test('the functions are deployed with the timeouts their AWS calls are budgeted for', () => {
+  const { t } = template();
+  const timeouts = Object.values(t.findResources('AWS::Lambda::Function'))
+    .filter((f) => /sluice (submit|status)/.test(String(f.Properties.Description)))
+    .map((f) => [String(f.Properties.Description).split(':')[0], f.Properties.Timeout]);
+  assert.deepEqual(Object.fromEntries(timeouts), {
+    'sluice submit': SUBMIT_FUNCTION_TIMEOUT.toSeconds(),
+    'sluice status': STATUS_FUNCTION_TIMEOUT.toSeconds(),
+  });
+  const file = JSON.parse(fs.readFileSync(LIMITS_FILE, 'utf8'));
+  assert.equal(SUBMIT_FUNCTION_TIMEOUT.toSeconds(), file.submit_function_timeout_seconds);
+  assert.equal(STATUS_FUNCTION_TIMEOUT.toSeconds(), file.status_function_timeout_seconds);
 });

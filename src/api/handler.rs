@@ -11,6 +11,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
+use super::budget::Budget;
 use super::{
     caller, job_url, parse_job_id, parse_wait, sha256_hex, validate_idempotency_key,
     validate_submit, ApiError, JobView,
@@ -22,6 +23,33 @@ use crate::nudge::{ScaleFromZero, NUDGE_INTERVAL};
 use crate::queue::{Envelope, JobQueue};
 use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
 use crate::time::Millis;
+
+/// The time a submit keeps back, before the job's record is written, for writing it and reading
+/// it back; and, before reading it back, for that read.
+const RECORD_RESERVE: Duration = Duration::from_secs(4);
+const READBACK_RESERVE: Duration = Duration::from_secs(1);
+
+/// The request's budget: until its Lambda invocation's deadline (which the local stack sets to
+/// the function's deployed timeout), or the deployed timeout from now when called directly.
+fn budget_of(req: &Request, deployed: Duration) -> Budget {
+    match req.lambda_context_ref().filter(|c| c.deadline > 0) {
+        Some(ctx) => Budget::before(ctx.deadline()),
+        None => Budget::of_timeout(deployed),
+    }
+}
+
+/// What a long-poll keeps back from its function's time for its last look.
+const LOOK_RESERVE: Duration = Duration::from_secs(2);
+
+/// Runs `call` within what is left of `budget`; a 503 when it does not finish in time.
+async fn within<T>(
+    budget: &Budget,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    budget.spend(Duration::ZERO, call).await.ok_or_else(|| {
+        ApiError::Unavailable("the table did not answer within the function's time".into())
+    })
+}
 
 /// The API's handlers over one store and queue. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -91,7 +119,9 @@ impl Api {
 
     /// `POST /jobs`.
     pub async fn submit(&self, req: Request) -> Response<Body> {
-        match self.try_submit(&req).await {
+        // Boxed: the submit's state machine (each AWS call within its budget) is large, and a
+        // caller may poll it on a thread's stack.
+        match Box::pin(self.try_submit(&req)).await {
             Ok((status, view)) => {
                 let mut resp = json_response(status, &view);
                 if let Some(url) = view
@@ -110,8 +140,8 @@ impl Api {
     /// `GET /jobs/{id}` and `DELETE /jobs/{id}`.
     pub async fn job(&self, req: Request) -> Response<Body> {
         let result = match *req.method() {
-            Method::DELETE => self.try_cancel(&req).await,
-            _ => self.try_status(&req).await,
+            Method::DELETE => Box::pin(self.try_cancel(&req)).await,
+            _ => Box::pin(self.try_status(&req)).await,
         };
         match result {
             Ok((status, view)) => json_response(status, &view),
@@ -138,6 +168,12 @@ impl Api {
             .as_ref()
             .ok_or_else(|| ApiError::Internal("this function has no queue configured".into()))?;
         let url_of = |id: &JobId| self_url(req, id);
+        let budget = budget_of(req, crate::limits::SUBMIT_FUNCTION_TIMEOUT);
+        let out_of_time = || {
+            ApiError::Unavailable(
+                "the submit ran out of its function's time before the job was recorded".into(),
+            )
+        };
 
         // The key is scoped to the caller; the request is compared by its meaning, not its bytes.
         let idempotency = key.map(|k| {
@@ -154,9 +190,22 @@ impl Api {
                 k,
             )
         });
+        let mut stale: Option<JobId> = None;
         if let Some((key_hash, request_hash, key)) = &idempotency {
-            if let Some(found) = self.store.find_idempotent(key_hash).await? {
-                return self.replay(&found, request_hash, key, &owner, url_of).await;
+            let found = budget
+                .spend(RECORD_RESERVE, self.store.find_idempotent(key_hash))
+                .await
+                .ok_or_else(out_of_time)??;
+            if let Some(found) = found {
+                match self
+                    .replay(&found, request_hash, key, &owner, &url_of, &budget)
+                    .await
+                {
+                    // The key's job is gone (its retention passed): the key went with it, and
+                    // this submit makes a new job under it.
+                    Err(ApiError::NotFound(_)) => stale = Some(found.job_id),
+                    answer => return answer,
+                }
             }
         }
 
@@ -177,22 +226,44 @@ impl Api {
         // answers an error and leaves only a message without a record, which workers delete
         // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record
         // that no message will ever run.
-        queue.send(message).await?;
-        let created = self
-            .store
-            .create(
-                &record,
-                self.config.retention,
-                idempotency
-                    .as_ref()
-                    .map(|(k, r, _)| (k.as_str(), r.as_str())),
-            )
-            .await?;
+        budget
+            .spend(RECORD_RESERVE, queue.send(message))
+            .await
+            .ok_or_else(out_of_time)??;
+        let create = self.store.create_with_key(
+            &record,
+            self.config.retention,
+            idempotency
+                .as_ref()
+                .map(|(k, r, _)| (k.as_str(), r.as_str())),
+            stale.as_ref(),
+        );
+        let created = match budget.spend(READBACK_RESERVE, create).await {
+            Some(Ok(created)) => created,
+            // Cut short or failed, the write may still have been applied: a record found is
+            // this call's own, and its job will run, so it is accepted. Otherwise the caller is
+            // told to retry (with the same Idempotency-Key, the retry finds the job if a late
+            // write recorded it after all).
+            failed => {
+                let own = budget
+                    .spend(Duration::ZERO, self.store.get(&id))
+                    .await
+                    .and_then(Result::ok)
+                    .flatten()
+                    .filter(|f| f.owner == record.owner && f.submitted_at == record.submitted_at);
+                match (own, failed) {
+                    (Some(_), _) => Created::Created,
+                    (None, Some(Err(e))) => return Err(e.into()),
+                    (None, _) => return Err(out_of_time()),
+                }
+            }
+        };
         match created {
             Created::Created => {
                 tracing::info!(job_id = %id, owner = %owner, "job submitted");
                 if let Some(nudge) = &self.scale_from_zero {
-                    nudge.after_accept().await;
+                    // Within what is left: the job is accepted, and its answer must get out.
+                    let _ = budget.spend(Duration::ZERO, nudge.after_accept()).await;
                 }
                 let mut view = JobView::of(&record);
                 view.url = Some(url_of(&id));
@@ -202,7 +273,8 @@ impl Api {
             Created::Existing(found) => {
                 let (_, request_hash, key) =
                     idempotency.as_ref().expect("only keyed submits meet a key");
-                self.replay(&found, request_hash, key, &owner, url_of).await
+                self.replay(&found, request_hash, key, &owner, &url_of, &budget)
+                    .await
             }
         }
     }
@@ -213,8 +285,17 @@ impl Api {
         request_hash: &str,
         key: &str,
         owner: &Owner,
-        url_of: impl Fn(&JobId) -> String,
+        url_of: &impl Fn(&JobId) -> String,
+        budget: &Budget,
     ) -> Result<(StatusCode, JobView), ApiError> {
+        let job = budget
+            .spend(Duration::ZERO, self.store.get(&found.job_id))
+            .await
+            .ok_or_else(|| {
+                ApiError::Unavailable("the submit ran out of its function's time".into())
+            })??
+            .filter(|j| j.owner == *owner)
+            .ok_or_else(|| ApiError::NotFound(found.job_id.to_string()))?;
         if found.request_hash != request_hash {
             return Err(ApiError::Unprocessable(format!(
                 "Idempotency-Key {key:?} was first used for job {} with a different request; \
@@ -222,12 +303,6 @@ impl Api {
                 found.job_id
             )));
         }
-        let job = self
-            .store
-            .get(&found.job_id)
-            .await?
-            .filter(|j| j.owner == *owner)
-            .ok_or_else(|| ApiError::NotFound(found.job_id.to_string()))?;
         let mut view = JobView::of(&job);
         view.url = Some(url_of(&job.id));
         Ok((StatusCode::OK, view))
@@ -241,11 +316,18 @@ impl Api {
             req.query_string_parameters_ref()
                 .and_then(|q| q.first("wait")),
         )?;
-        let until = tokio::time::Instant::now() + wait;
+        let budget = budget_of(req, crate::limits::STATUS_FUNCTION_TIMEOUT);
+        // The wait ends early enough for one more look within the function's time.
+        let until = (tokio::time::Instant::now() + wait)
+            .min(budget.ends() - LOOK_RESERVE.min(budget.left()));
         // A job often finishes within milliseconds of a submit: look again soon, then less often.
         let mut pause = Duration::from_millis(20);
         loop {
-            let job = self.settled(self.owned(&id, &owner).await?).await;
+            let job = within(&budget, self.owned(&id, &owner)).await??;
+            let job = budget
+                .spend(Duration::ZERO, self.settled(job.clone()))
+                .await
+                .unwrap_or(job);
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if job.status.is_terminal() || left.is_zero() {
                 let mut view = JobView::of(&job);
@@ -261,13 +343,15 @@ impl Api {
         let owner = caller(req.request_context_ref(), self.config.owner_scope)
             .ok_or(ApiError::Unauthenticated)?;
         let id = parse_job_id(&path_id(req))?;
+        let budget = budget_of(req, crate::limits::STATUS_FUNCTION_TIMEOUT);
         // A cancel can race a worker's claim or finish; the second try sees where it landed.
         for _ in 0..3 {
             let now = Millis::now();
-            match self
-                .store
-                .cancel(&id, &owner, now, self.config.retention)
-                .await
+            match within(
+                &budget,
+                self.store.cancel(&id, &owner, now, self.config.retention),
+            )
+            .await?
             {
                 Ok(job) => {
                     let status = if job.status == Status::Cancelled {
@@ -284,7 +368,9 @@ impl Api {
                     if seen == Status::Expired && job.status == Status::Queued {
                         // Record the expiry; one that lost to a claim means the job runs:
                         // look again.
-                        match self.store.expire(&id, now, self.config.retention).await {
+                        match within(&budget, self.store.expire(&id, now, self.config.retention))
+                            .await?
+                        {
                             Ok(_) => {}
                             Err(StoreError::Conflict { .. }) => continue,
                             Err(e) => return Err(e.into()),

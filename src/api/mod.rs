@@ -1,9 +1,11 @@
 //! The HTTP API: request and response types, validation, the caller's identity, and the one
 //! mapping from errors to HTTP answers.
 
+mod budget;
 mod handler;
 mod identity;
 
+pub use budget::{Budget, ANSWER_MARGIN};
 pub(crate) use handler::respond_error;
 pub use handler::Api;
 pub use identity::{caller, local_context, OwnerScope};
@@ -352,14 +354,33 @@ fn check_input(input: &str) -> Result<(), ApiError> {
             ),
         ));
     }
-    serde_json::from_str::<serde_json::Value>(input)
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_input",
-                format!("the input cannot be decoded ({e}); send valid JSON with Unicode text"),
-            )
-        })
+    serde_json::from_str::<serde_json::Value>(input).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_input",
+            format!("the input cannot be decoded ({e}); send valid JSON with Unicode text"),
+        )
+    })?;
+    if let Some((at, c)) = unsendable_char(input) {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            format!(
+                "the input holds U+{:04X} at byte {at}, a character a queue message cannot carry; \
+                 write it as the JSON escape \\u{:04X} instead",
+                c as u32, c as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The first character, with its byte offset, that SQS refuses in a message body: it takes
+/// only tab, line feed, carriage return, U+0020 to U+D7FF, U+E000 to U+FFFD and U+10000 up.
+/// In JSON text only U+FFFE and U+FFFF can appear raw (control characters must be escaped).
+/// Pure.
+pub fn unsendable_char(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|&(_, c)| {
+        !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    })
 }
 
 /// The deepest nesting of arrays and objects in JSON text, strings skipped. Pure.
@@ -542,6 +563,19 @@ mod tests {
                 )),
             ),
             (json, r#"{"input": "\ud83d\ude00 \u00e9"}"#, Ok(())),
+            // Raw, SQS refuses these code points; escaped, they are plain ASCII text.
+            (
+                json,
+                "{\"input\": \"a\u{FFFE}b\"}",
+                Err((400, "the input holds U+FFFE at byte 2, a character a queue message cannot carry; write it as the JSON escape \\uFFFE")),
+            ),
+            (
+                json,
+                "{\"input\": [\"\u{FFFF}\"]}",
+                Err((400, "U+FFFF at byte 2")),
+            ),
+            (json, r#"{"input": "a\uFFFEb\uffff\u0001"}"#, Ok(())),
+            (json, "{\"input\": \"\u{FFFD}\u{10FFFF}\u{E000}\u{D7FF} ok\"}", Ok(())),
             (
                 json,
                 r#"{"input": 1, "on_timeout": "later"}"#,

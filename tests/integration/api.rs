@@ -316,6 +316,34 @@ async fn a_submit_whose_write_was_applied_but_answered_with_an_error_is_accepted
     );
 }
 
+/// The record's write was applied and its answer lost, and the table cannot be read meanwhile:
+/// the SDK's retry is refused because the record exists, and that refusal itself carries the
+/// record, so the submit knows the job is its own without a read. An accepted job never answers
+/// an error (the caller's retry would make a second job).
+#[tokio::test]
+async fn an_applied_submit_is_accepted_even_when_the_table_cannot_be_read() {
+    let s = Stack::new("applied_no_read").await;
+    let faults = crate::faults::Faults::default();
+    faults.fail(
+        "PutItem",
+        Some("submitted_at"),
+        crate::faults::Fault::AppliedThen500,
+        1,
+    );
+    faults.fail("GetItem", None, crate::faults::Fault::Refused, 20);
+    let api = faulty_api(&s, &faults);
+    let (status, v) = decode(
+        api.handle(post_json(ALICE, r#"{"input": {"n": 1}}"#, None))
+            .await,
+    );
+    assert_eq!(status, 202, "an accepted job answers 2xx: {v}");
+    let id: JobId = v["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        s.store.get(&id).await.unwrap().unwrap().status,
+        Status::Queued
+    );
+}
+
 #[tokio::test]
 async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() {
     let s = Stack::new("slow_nudge").await;
@@ -347,6 +375,88 @@ async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() 
     .await;
     let (status, v) = decode(answered.expect("the submit answered before the function's timeout"));
     assert_eq!(status, 202, "{v}");
+}
+
+/// The local stack stops a request at its function's deployed timeout, as Lambda does (and API
+/// Gateway then answers 5xx without a body). A submit whose record write is slow, followed by a
+/// slow scale-from-zero nudge, must still answer before then: its job was accepted. One whose
+/// write never completes answers 503 in time, and leaves no job behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_answers_within_its_functions_timeout_and_never_errs_for_a_recorded_job() {
+    let s = Stack::new("submit_budget").await;
+    let faults = crate::faults::Faults::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    // ECS accepts connections and never answers: the nudge takes all it is given.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&s.aws)
+            .endpoint_url(&hole_url)
+            .build(),
+    );
+    let nudge = sluice::nudge::ScaleFromZero::new(
+        sluice::ecs::Service::new(ecs, "cluster", "workers"),
+        store.clone(),
+        sluice::nudge::NUDGE_INTERVAL,
+    );
+    let api = sluice::api::Api::new(store, Some(s.queue.clone()), api_config(&s.res))
+        .with_scale_from_zero(nudge);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sluice::local::serve(api, listener, std::future::pending()));
+    let http = reqwest::Client::new();
+    let submit = |key: &'static str| {
+        http.post(format!("{url}/jobs"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(r#"{"input": {"n": 1}}"#)
+            .send()
+    };
+
+    // The record's write takes 8.2 s of the 10: the nudge gets only what is left.
+    faults.fail(
+        "TransactWriteItems",
+        None,
+        crate::faults::Fault::Delayed(Duration::from_millis(8_200)),
+        1,
+    );
+    let resp = submit("slow-write").await.unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "a recorded job is accepted: {body}");
+    let id: JobId = body["id"].as_str().unwrap().parse().unwrap();
+    assert!(s.store.get(&id).await.unwrap().is_some());
+
+    // The write never completes: the submit says so in time, as JSON, and records nothing.
+    faults.fail("TransactWriteItems", None, crate::faults::Fault::Hangs, 1);
+    let resp = submit("hung-write").await.unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert_eq!(
+        faults.injected().values().sum::<u64>(),
+        2,
+        "{:?}",
+        faults.injected()
+    );
+    // The retry with the same key makes the one job.
+    let resp = submit("hung-write").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
 }
 
 /// A worker whose clock runs behind can still claim a job its deadline has passed for, by the
@@ -389,4 +499,42 @@ async fn an_expired_job_a_reader_was_shown_never_runs_even_on_a_skewed_worker() 
         s.store.get(&job.id).await.unwrap().unwrap().status,
         Status::Expired
     );
+}
+
+/// A key lives as long as its job: once the job's record is gone (its retention passed and
+/// DynamoDB's TTL removed it), a submit with the key makes a new job instead of answering 404
+/// for a job the caller can no longer see.
+#[tokio::test]
+async fn a_key_whose_job_is_gone_makes_a_new_job() {
+    let s = Stack::new("stale_key").await;
+    let body = r#"{"input": {"n": 1}}"#;
+    let (status, v) = s.call(post_json(ALICE, body, Some("nightly-42"))).await;
+    assert_eq!(status, 202, "{v}");
+    let first = v["id"].as_str().unwrap().to_owned();
+    // The record expires: TTL deletes it (the key item, which outlives it, stays).
+    aws_sdk_dynamodb::Client::new(&s.aws)
+        .delete_item()
+        .table_name(&s.res.table_name)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(first.clone()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = s.call(post_json(ALICE, body, Some("nightly-42"))).await;
+    assert_eq!(status, 202, "a new job under the freed key: {v}");
+    let second = v["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    // The key now names the new job; another request under it is refused as before.
+    let (status, v) = s.call(post_json(ALICE, body, Some("nightly-42"))).await;
+    assert_eq!((status, v["id"].as_str()), (200, Some(second.as_str())));
+    let (status, v) = s
+        .call(post_json(
+            ALICE,
+            r#"{"input": {"n": 2}}"#,
+            Some("nightly-42"),
+        ))
+        .await;
+    assert_eq!(status, 422, "{v}");
 }

@@ -23,6 +23,11 @@ pub enum Fault {
     Refused,
     /// The service applies the request; the caller gets a 500 instead of its answer.
     AppliedThen500,
+    /// The request reaches the service this late (a stalled connection), then is applied and
+    /// answered as usual.
+    Delayed(std::time::Duration),
+    /// The connection is accepted and never answered: the call waits until the SDK's time-outs.
+    Hangs,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +83,8 @@ impl Faults {
         let kind = match rule.fault {
             Fault::Refused => "refused",
             Fault::AppliedThen500 => "applied, then 500",
+            Fault::Delayed(_) => "delayed",
+            Fault::Hangs => "hangs",
         };
         *self
             .injected
@@ -115,6 +122,16 @@ impl Intercept for Faults {
             Some(Fault::AppliedThen500) => {
                 cfg.interceptor_state().store_put(Inject500);
             }
+            Some(Fault::Delayed(by)) => {
+                let target = authority(context.request().uri())?;
+                let proxy = delay_proxy(target, Some(by))?;
+                context.request_mut().set_uri(format!("http://{proxy}/"))?;
+            }
+            Some(Fault::Hangs) => {
+                let target = authority(context.request().uri())?;
+                let proxy = delay_proxy(target, None)?;
+                context.request_mut().set_uri(format!("http://{proxy}/"))?;
+            }
             None => {}
         }
         Ok(())
@@ -138,4 +155,45 @@ impl Intercept for Faults {
         *resp.body_mut() = SdkBody::from(body);
         Ok(())
     }
+}
+
+/// `host:port` of a request's URI.
+fn authority(uri: &str) -> Result<String, BoxError> {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    Ok(rest.split('/').next().unwrap_or_default().to_owned())
+}
+
+/// A one-connection loopback proxy to `target` that forwards after `delay`, or never (`None`).
+/// Threads of its own, so that no async runtime is blocked.
+fn delay_proxy(
+    target: String,
+    delay: Option<std::time::Duration>,
+) -> Result<std::net::SocketAddr, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Some(delay) = delay else {
+            // Held open, never answered, until the caller gives up.
+            let mut buf = [0u8; 4096];
+            let mut client = client;
+            while matches!(std::io::Read::read(&mut client, &mut buf), Ok(n) if n > 0) {}
+            return;
+        };
+        std::thread::sleep(delay);
+        let Ok(server) = std::net::TcpStream::connect(&target) else {
+            return;
+        };
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c_read, &mut s_write);
+            let _ = s_write.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut s_read, mut c_write) = (server, client);
+        let _ = std::io::copy(&mut s_read, &mut c_write);
+        let _ = c_write.shutdown(std::net::Shutdown::Write);
+    });
+    Ok(addr)
 }

@@ -251,3 +251,149 @@ async fn the_smoke_script_reports_the_job_and_its_time() {
         "{err}"
     );
 }
+
+/// The job records in the stack's table (not idempotency keys or scaling leases).
+async fn job_records(s: &Stack) -> usize {
+    let ddb = aws_sdk_dynamodb::Client::new(&s.aws);
+    let items = ddb
+        .scan()
+        .table_name(&s.res.table_name)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| i.get("id")?.as_s().ok())
+        .filter(|id| id.parse::<sluice::job::JobId>().is_ok())
+        .count()
+}
+
+/// A submit whose job record is written only after the function gave up on it (its answer was a
+/// 503) is retried by the client with the key it made up for that submit: the caller gets one
+/// job, and the table holds one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_retries_a_failed_submit_with_one_key_and_makes_one_job() {
+    let s = Stack::new("client_retry").await;
+    let faults = crate::faults::Faults::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    let api = sluice::api::Api::new(store, Some(s.queue.clone()), api_config(&s.res));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sluice::local::serve(api, listener, std::future::pending()));
+    // The record's write reaches the table 9.8 s late: the submit has answered 503 by then.
+    faults.fail(
+        "TransactWriteItems",
+        None,
+        crate::faults::Fault::Delayed(Duration::from_millis(9_800)),
+        1,
+    );
+    let client = Client::new(&url).unwrap();
+    let input = RawValue::from_string(r#"{"text": "once"}"#.into()).unwrap();
+    let job = client
+        .submit(&input, &SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(faults.injected().values().sum::<u64>(), 1);
+    // Let the late write land (or be refused, the key being taken).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job_records(&s).await, 1, "one submit, one job");
+    let view = client.status(&job.id, Duration::ZERO).await.unwrap();
+    assert_eq!(view.id, job.id);
+}
+
+/// `sluice dev` (what `make dev` runs) keeps its worker: one that is killed is started again,
+/// and the terminal says so, so that jobs accepted meanwhile run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_stack_starts_a_killed_worker_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let prefix = format!("devrestart{}", std::process::id());
+    let log = target_dir()
+        .join("integration-logs")
+        .join("dev-restart.log");
+    let mut dev = std::process::Command::new(target_dir().join("sluice"))
+        .args([
+            "dev",
+            "--listen",
+            listen.as_str(),
+            "--prefix",
+            prefix.as_str(),
+        ])
+        .envs(aws_env())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}");
+    let client = Client::new(&url).unwrap();
+    let input = RawValue::from_string(r#"{"text": "first"}"#.into()).unwrap();
+    let started = std::time::Instant::now();
+    let first = loop {
+        match client.submit(&input, &SubmitOptions::default()).await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the local API never answered: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let done = client
+        .wait(&first.id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Succeeded);
+    // Kill the worker the stack started (the dev process's child).
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", dev.id(), dev.id())).unwrap();
+    let worker: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("a worker runs")
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    let input = RawValue::from_string(r#"{"text": "after"}"#.into()).unwrap();
+    let job = client
+        .submit(&input, &SubmitOptions::default())
+        .await
+        .unwrap();
+    // The killed worker's open long-poll may still take the message: it then runs once its
+    // visibility timeout (60 s on the local stack) passes, on the worker started again.
+    let done = client
+        .wait(&job.id, Some(Duration::from_secs(90)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.status,
+        Status::Succeeded,
+        "a job accepted after the kill runs"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    let _ = dev.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the worker exited; jobs wait in the queue until it is started again"),
+        "{text}"
+    );
+    assert!(text.contains("the worker was started again"), "{text}");
+}

@@ -16,6 +16,7 @@ import { maxJobTimeoutSeconds } from '../handler';
 import { grantScalingLease } from '../lease';
 import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
+import { STATUS_FUNCTION_TIMEOUT, SUBMIT_FUNCTION_TIMEOUT } from '../limits';
 
 /** A JWT authorizer in place of IAM. */
 export interface JwtAuthorization {
@@ -146,8 +147,8 @@ export class JobApi extends Construct {
       description: 'sluice submit: validates, records and enqueues a job',
       // Well below the 60 s after which workers delete a message whose record never came
       // (ORPHAN_GRACE in src/job.rs): a submit still running then could not be told from one
-      // that failed.
-      timeout: Duration.seconds(10),
+      // that failed. The function's AWS calls run within it (src/limits.json).
+      timeout: SUBMIT_FUNCTION_TIMEOUT,
       logRetention,
       logRemovalPolicy,
       environment: submitEnv({
@@ -173,7 +174,7 @@ export class JobApi extends Construct {
       assetDir: path.join(props.lambdaAssetDir, 'status'),
       description: 'sluice status: reads (and long-polls) or cancels a job',
       // HTTP APIs cut integrations at 30 s; a long-poll must answer before that.
-      timeout: Duration.seconds(29),
+      timeout: STATUS_FUNCTION_TIMEOUT,
       logRetention,
       logRemovalPolicy,
       environment: statusEnv({ tableName: props.table.tableName, ownerScope }),
