@@ -512,3 +512,211 @@ async fn a_killed_child_takes_what_it_started_along() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// How many times the handler process started each job, from the lines the fixture handlers
+/// write to stderr ("running {id} in mode …"), which the worker copies into its log.
+fn runs_by_job(log: &std::path::Path) -> std::collections::HashMap<String, u32> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut runs = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.split("running ").nth(1) {
+            if let Some((id, _)) = rest.split_once(" in mode ") {
+                *runs.entry(id.trim().to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    runs
+}
+
+/// Every attempt a job spent was a run of it: attempts are for the job's own failures, never
+/// for a handler that could not take it.
+async fn assert_attempts_are_runs(s: &Stack, log: &std::path::Path, ids: &[sluice::job::JobId]) {
+    let runs = runs_by_job(log);
+    for job in records_of(s, ids).await {
+        let ran = runs.get(&job.id.to_string()).copied().unwrap_or(0);
+        assert_eq!(
+            job.attempts_used(),
+            ran,
+            "job {} spent {} attempts in {ran} runs: {job:?}",
+            job.id,
+            job.attempts_used()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_crashes_on_every_job_stops_taking_jobs_and_says_so() {
+    let s = Stack::new("crash_loop").await;
+    let dir = health_dir("crash_loop");
+    let flag = dir.join("crash");
+    std::fs::write(&flag, "").unwrap();
+    let command = python_command("raw_handler.py");
+    let dir_text = dir.display().to_string();
+    let w = s.worker(
+        "crashloop",
+        &[
+            ("SLUICE_HANDLER", "process"),
+            ("SLUICE_COMMAND", command.as_str()),
+            ("SLUICE_CONCURRENCY", "2"),
+            ("TMPDIR", dir_text.as_str()),
+        ],
+    );
+    let flag_text = flag.display().to_string();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let input = json!({"mode": "exit_while", "flag": flag_text, "n": n});
+        ids.push(
+            s.submit_job(ALICE, json!({"input": input, "max_attempts": 10}))
+                .await,
+        );
+    }
+    // Crashes on three different jobs in a row: the program is broken, not one input. The
+    // worker says so to ECS's health check.
+    let start = Instant::now();
+    loop {
+        match healthcheck(&dir) {
+            Err(e) if e.contains("different jobs in a row (the last: it exited") => break,
+            other => {
+                assert!(
+                    start.elapsed() < SOON,
+                    "the worker never reported its crash-looping handler: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Meanwhile it takes one job at a time, after a growing pause: a handful of crashes in four
+    // seconds, where restarting every second on both slots would crash eight times.
+    let before: u32 = runs_by_job(&w.log).values().sum();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during: u32 = runs_by_job(&w.log).values().sum::<u32>() - before;
+    assert!(
+        during <= 3,
+        "{during} crashes in 4 s after the handler was found broken"
+    );
+    // Mended, the program gets its jobs back: every one succeeds, each attempt a real run.
+    std::fs::remove_file(&flag).unwrap();
+    for id in &ids {
+        let view = s.wait_terminal(ALICE, id, Duration::from_secs(90)).await;
+        assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    }
+    assert_attempts_are_runs(&s, &w.log, &ids).await;
+    let start = Instant::now();
+    while let Err(e) = healthcheck(&dir) {
+        assert!(start.elapsed() < SOON, "still unhealthy: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holds_no_more_jobs_than_it_has_processes_up() {
+    let s = Stack::new("slots_down").await;
+    let dir = health_dir("slots_down");
+    let slow = dir.join("slow-restart");
+    // A process that served its job and exited takes four seconds to come back while `slow`
+    // exists, as a model that loads slowly does.
+    let script = format!(
+        "if [ -e {} ]; then sleep 4; fi; exec python3 {}",
+        slow.display(),
+        fixture("raw_handler.py")
+    );
+    let command = json!(["sh", "-c", script]).to_string();
+    let w = s.worker(
+        "slotsdown",
+        &[
+            ("SLUICE_HANDLER", "process"),
+            ("SLUICE_COMMAND", command.as_str()),
+            ("SLUICE_CONCURRENCY", "3"),
+        ],
+    );
+    let first = s.submit(ALICE, json!({"mode": "echo"})).await;
+    s.wait_terminal(ALICE, &first, SOON).await;
+    std::fs::write(&slow, "").unwrap();
+    // Two of the three processes exit after their job, and are down for four seconds.
+    let byes = [
+        s.submit(ALICE, json!({"mode": "bye", "n": 1})).await,
+        s.submit(ALICE, json!({"mode": "bye", "n": 2})).await,
+    ];
+    for id in &byes {
+        s.wait_terminal(ALICE, id, SOON).await;
+    }
+    // Three jobs of 1.5 s with a limit of 2 s each: one process is up, so the worker must take
+    // them one at a time. Held all at once, two would wait out their limits without running.
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let input = json!({"mode": "sleep", "seconds": 1.5, "n": n});
+        ids.push(
+            s.submit_job(
+                ALICE,
+                json!({"input": input, "timeout_seconds": 2, "max_attempts": 1}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        let view = s.wait_terminal(ALICE, id, SOON).await;
+        assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    }
+    assert_attempts_are_runs(&s, &w.log, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_server_that_restarts_costs_no_job_an_attempt() {
+    let s = Stack::new("http_restart").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start_server = || {
+        Command::new("python3")
+            .arg(fixture("model_server.py"))
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut server = start_server();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = health_dir("http_restart");
+    let dir_text = dir.display().to_string();
+    let w = s.worker(
+        "restart",
+        &[
+            ("SLUICE_HANDLER", "http"),
+            ("SLUICE_MODEL_URL", url.as_str()),
+            ("TMPDIR", dir_text.as_str()),
+        ],
+    );
+    let warm = s.submit(ALICE, json!({"text": "warm"})).await;
+    assert_eq!(
+        s.wait_terminal(ALICE, &warm, SOON).await.status,
+        Status::Succeeded
+    );
+    // The server goes away for six seconds (a restart, a redeploy of its container); jobs
+    // arrive meanwhile. With three attempts a second apart they would all be spent.
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(s.submit(ALICE, json!({"text": format!("job {n}")})).await);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Away is not unhealthy yet: the worker waits for the server, as for a process restarting.
+    assert_eq!(healthcheck(&dir), Ok(()));
+    let mut server = start_server();
+    for id in &ids {
+        let view = s.wait_terminal(ALICE, id, SOON).await;
+        assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    }
+    for job in records_of(&s, &ids).await {
+        assert_eq!(job.attempts_used(), 1, "{job:?}");
+    }
+    let log = std::fs::read_to_string(&w.log).unwrap();
+    assert!(
+        log.contains("taking no jobs until GET /ping answers"),
+        "the worker says why it takes no jobs"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -41,10 +41,12 @@ pub trait Handler: Send + Sync + 'static {
         Ok(())
     }
 
-    /// How many more jobs the handler can start at once now, when it knows better than the
-    /// worker's concurrency (processes still starting or restarting); `None` for no limit of
-    /// its own. The worker takes no more jobs from the queue than this.
-    fn free(&self) -> Option<usize> {
+    /// How many jobs the handler can hold at once now, running or about to, when it knows
+    /// better than the worker's concurrency (processes still starting or restarting, a model
+    /// server that went away); `None` for no limit of its own. The worker holds no more jobs
+    /// than this: counting every job it holds, those still being claimed included, it takes
+    /// from the queue only what the handler can start at once.
+    fn capacity(&self) -> Option<usize> {
         None
     }
 }
@@ -172,6 +174,10 @@ pub enum ErrorKind {
     Retryable,
     /// No attempt will succeed (bad input): the job fails now.
     Permanent,
+    /// The job never ran: the handler's own machinery was not there to take it (a model server
+    /// restarting, no process ready). The job goes back to the queue without spending one of
+    /// its attempts, up to [`sluice::job::MAX_FREE_RELEASES`] times.
+    Unavailable,
 }
 
 /// A handler's failure. Any `std::error::Error` converts into a retryable one with `?`.
@@ -196,8 +202,16 @@ impl JobError {
         }
     }
 
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        JobError {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+
+    /// Whether another attempt may succeed: a retryable error, or one that never ran the job.
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Retryable
+        matches!(self.kind, ErrorKind::Retryable | ErrorKind::Unavailable)
     }
 }
 

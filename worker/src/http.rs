@@ -17,10 +17,13 @@ use tracing::{info, warn};
 use crate::config::WorkerConfig;
 use crate::handler::{Handler, JobContext, JobError};
 
-/// How often the model server is pinged once it is ready, and how long one ping may take.
+/// How often the model server is pinged once it is ready (more often while it is away), and how
+/// long one ping may take.
 const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_AWAY_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// A server that has not answered a ping for this long makes the worker unhealthy.
+/// A server that has not answered a ping for this long makes the worker unhealthy, busy or not:
+/// the contract (SageMaker's too) is that `/ping` answers while jobs run.
 const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(60);
 /// How much of an error answer's body is kept in the job's error.
 const ERROR_BODY_CHARS: usize = 1_000;
@@ -35,6 +38,11 @@ pub struct HttpHandler {
     running: Arc<Mutex<HashMap<String, JobContext>>>,
     progress_addr: OnceLock<SocketAddr>,
     last_ping: Arc<Mutex<Option<Instant>>>,
+    /// Since when the server is away (a refused or reset connection, or `/ping` failing): the
+    /// worker takes no jobs until `/ping` answers again.
+    away: Arc<Mutex<Option<Instant>>>,
+    /// The largest answer read; a longer one fails the job without being held whole.
+    max_answer_bytes: usize,
 }
 
 impl HttpHandler {
@@ -51,6 +59,17 @@ impl HttpHandler {
             running: Arc::default(),
             progress_addr: OnceLock::new(),
             last_ping: Arc::default(),
+            away: Arc::default(),
+            max_answer_bytes: crate::runtime::MAX_RESULT_BYTES,
+        }
+    }
+
+    /// Marks the server away (if it was not already), with why.
+    fn went_away(&self, why: &str) {
+        let mut away = self.away.lock().expect("away lock");
+        if away.is_none() {
+            warn!(%why, "the model server is away; taking no jobs until GET /ping answers");
+            *away = Some(Instant::now());
         }
     }
 
@@ -110,19 +129,48 @@ impl Handler for HttpHandler {
             map: &self.running,
             id,
         };
-        let resp = req.send().await.map_err(|e| {
-            JobError::retryable(format!(
-                "the model server could not be reached: {}",
-                error_chain(&e)
-            ))
-        })?;
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            // Refused, or closed before any answer: the server is not there (restarting, say).
+            // The job never ran; it goes back to the queue without spending an attempt.
+            Err(e) if not_there(&e) => {
+                let why = error_chain(&e);
+                self.went_away(&why);
+                return Err(JobError::unavailable(format!(
+                    "the model server could not be reached ({why}); the job goes back to the queue"
+                )));
+            }
+            Err(e) => {
+                return Err(JobError::retryable(format!(
+                    "the model server could not be reached: {}",
+                    error_chain(&e)
+                )))
+            }
+        };
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| {
-            JobError::retryable(format!(
-                "the model server's answer broke off: {}",
-                error_chain(&e)
-            ))
-        })?;
+        // At most one byte past the limit is read: an answer too large is never held whole.
+        let mut body: Vec<u8> = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_answer_bytes + 1 - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() > self.max_answer_bytes {
+                        return Err(JobError::permanent(format!(
+                            "the model server answered with more than {} bytes; results up to {} bytes are stored",
+                            self.max_answer_bytes, self.max_answer_bytes
+                        )));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(JobError::retryable(format!(
+                        "the model server's answer broke off: {}",
+                        error_chain(&e)
+                    )))
+                }
+            }
+        }
         interpret(status.as_u16(), &body)
     }
 
@@ -157,15 +205,24 @@ impl Handler for HttpHandler {
             self.http.clone(),
             self.base.clone(),
             self.last_ping.clone(),
+            self.away.clone(),
         ));
         Ok(())
     }
 
+    fn capacity(&self) -> Option<usize> {
+        // Away: no job until `/ping` answers again. Otherwise the worker's concurrency.
+        self.away.lock().expect("away lock").map(|_| 0)
+    }
+
     fn health(&self) -> Result<(), String> {
-        // A server busy with jobs may well be too busy to answer pings: only an idle one that
-        // stopped answering is unhealthy.
-        if !self.running.lock().expect("running lock").is_empty() {
-            return Ok(());
+        if let Some(since) = *self.away.lock().expect("away lock") {
+            if since.elapsed() > UNRESPONSIVE_AFTER {
+                return Err(format!(
+                    "the model server has been away for {} s (GET /ping does not answer)",
+                    since.elapsed().as_secs()
+                ));
+            }
         }
         match *self.last_ping.lock().expect("ping lock") {
             Some(t) if t.elapsed() > UNRESPONSIVE_AFTER => Err(format!(
@@ -218,26 +275,79 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn keep_pinging(http: reqwest::Client, base: String, last: Arc<Mutex<Option<Instant>>>) {
-    let mut failing = false;
+async fn keep_pinging(
+    http: reqwest::Client,
+    base: String,
+    last: Arc<Mutex<Option<Instant>>>,
+    away: Arc<Mutex<Option<Instant>>>,
+) {
+    let mut next = Instant::now() + PING_EVERY;
     loop {
-        tokio::time::sleep(PING_EVERY).await;
+        // While the server is away, look every second, so that jobs resume soon after it is back.
+        while Instant::now() < next {
+            if away.lock().expect("away lock").is_some() {
+                break;
+            }
+            tokio::time::sleep(PING_AWAY_EVERY.min(next - Instant::now())).await;
+        }
         match HttpHandler::ping(&http, &base).await {
             Ok(()) => {
                 *last.lock().expect("ping lock") = Some(Instant::now());
-                if failing {
-                    info!("the model server answers GET /ping again");
+                if let Some(since) = away.lock().expect("away lock").take() {
+                    info!(away = ?since.elapsed(), "the model server answers GET /ping again; taking jobs");
                 }
-                failing = false;
             }
             Err(e) => {
-                if !failing {
-                    warn!(error = %e, "the model server did not answer GET /ping");
+                let mut away = away.lock().expect("away lock");
+                if away.is_none() {
+                    warn!(error = %e, "the model server did not answer GET /ping; taking no jobs until it does");
+                    *away = Some(Instant::now());
                 }
-                failing = true;
             }
         }
+        let away_now = away.lock().expect("away lock").is_some();
+        next = Instant::now()
+            + if away_now {
+                PING_AWAY_EVERY
+            } else {
+                PING_EVERY
+            };
     }
+}
+
+/// Whether a failed request means the server is not there: the connection was refused, or
+/// closed or reset before any answer. A time-out is not (the server may be busy). Pure.
+fn not_there(e: &reqwest::Error) -> bool {
+    if e.is_timeout() {
+        return false;
+    }
+    if e.is_connect() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | NotConnected
+                    | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Listens on a loopback port for `POST /progress/{job id}` with `{"fraction"?, "message"?}`.

@@ -29,6 +29,11 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 const STDERR_LINE_BYTES: usize = 16 * 1024;
 /// How many earlier job ids a process's late answers are recognised by.
 const RECENT_IDS: usize = 16;
+/// Crashes on this many different jobs in a row, with no job answered between, mean the program
+/// is broken rather than one input: the handler takes no more jobs (but one to try again after a
+/// pause) and reports unhealthy, so that ECS replaces the task instead of the program burning
+/// the attempts of every job it is given.
+pub const CRASH_TRIP: usize = 3;
 
 /// The user's program as a [`Handler`]. Its input and output are JSON, passed through as they are.
 pub struct ProcessHandler {
@@ -43,6 +48,62 @@ struct Shared {
     queue: tokio::sync::Mutex<mpsc::Receiver<Request>>,
     states: watch::Sender<Vec<SlotState>>,
     started: std::sync::Once,
+    crashes: Mutex<Crashes>,
+}
+
+/// The processes' crashes while running jobs since a job was last answered.
+#[derive(Debug, Default)]
+pub struct Crashes {
+    /// The different jobs they crashed on, in order.
+    jobs: Vec<String>,
+    last: Option<(std::time::Instant, String)>,
+}
+
+impl Crashes {
+    /// A process ended while running `job`.
+    pub fn crashed(&mut self, job: &str, why: String, at: std::time::Instant) {
+        if !self.jobs.iter().any(|j| j == job) {
+            self.jobs.push(job.to_owned());
+        }
+        self.last = Some((at, why));
+    }
+
+    /// A process answered a job: the program works.
+    pub fn answered(&mut self) {
+        self.jobs.clear();
+        self.last = None;
+    }
+
+    /// Whether crashes on different jobs in a row have stopped the handler taking jobs.
+    pub fn tripped(&self) -> bool {
+        self.jobs.len() >= CRASH_TRIP
+    }
+
+    /// How many jobs the handler may hold now, given this record: none for a pause after each
+    /// crash once tripped (1 s doubling to 30 s, as restarts do), then one to try again. Pure.
+    pub fn capacity(&self, up: usize, now: std::time::Instant) -> usize {
+        match &self.last {
+            Some((at, _)) if self.tripped() => {
+                let streak = u32::try_from(self.jobs.len() - CRASH_TRIP + 1).unwrap_or(u32::MAX);
+                if now.saturating_duration_since(*at) < restart_pause(streak) {
+                    0
+                } else {
+                    up.min(1)
+                }
+            }
+            _ => up,
+        }
+    }
+
+    /// What the health check says while tripped.
+    pub fn problem(&self) -> Option<String> {
+        let (_, why) = self.last.as_ref().filter(|_| self.tripped())?;
+        Some(format!(
+            "the handler process crashed on {} different jobs in a row (the last: {why}); \
+             taking no jobs until one is answered",
+            self.jobs.len()
+        ))
+    }
 }
 
 /// A slot's process, for readiness and health.
@@ -91,6 +152,7 @@ impl ProcessHandler {
                 queue: tokio::sync::Mutex::new(queue),
                 states: watch::Sender::new(vec![down; slots]),
                 started: std::sync::Once::new(),
+                crashes: Mutex::default(),
             }),
         }
     }
@@ -133,13 +195,15 @@ impl Handler for ProcessHandler {
             picked: Some(picked),
             reply,
         };
-        let gone = || JobError::retryable("the worker's handler processes are gone");
+        // A job no process took never ran: it goes back to the queue without spending an
+        // attempt.
+        let gone = || JobError::unavailable("the worker's handler processes are gone");
         self.shared.jobs.send(request).await.map_err(|_| gone())?;
         match tokio::time::timeout(self.shared.startup, was_picked).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(gone()),
             Err(_) => {
-                return Err(JobError::retryable(format!(
+                return Err(JobError::unavailable(format!(
                     "no handler process was ready to take the job within {} s",
                     self.shared.startup.as_secs()
                 )))
@@ -212,19 +276,23 @@ impl Handler for ProcessHandler {
         }
     }
 
-    fn free(&self) -> Option<usize> {
-        let ready = self
+    fn capacity(&self) -> Option<usize> {
+        // Processes up: running a job, or ready for one.
+        let up = self
             .shared
             .states
             .borrow()
             .iter()
-            .filter(|s| **s == SlotState::Ready)
+            .filter(|s| !matches!(s, SlotState::Down { .. }))
             .count();
-        let waiting = self.shared.jobs.max_capacity() - self.shared.jobs.capacity();
-        Some(ready.saturating_sub(waiting))
+        let crashes = self.shared.crashes.lock().expect("crashes lock");
+        Some(crashes.capacity(up, std::time::Instant::now()))
     }
 
     fn health(&self) -> Result<(), String> {
+        if let Some(problem) = self.shared.crashes.lock().expect("crashes lock").problem() {
+            return Err(problem);
+        }
         let now = self.shared.states.borrow();
         for (slot, state) in now.iter().enumerate() {
             if let SlotState::Down { since, problem, .. } = state {
@@ -276,10 +344,15 @@ async fn supervise(shared: Arc<Shared>, slot: usize) {
                     (problem, false)
                 }
                 Ok(()) => {
-                    failures = 0;
                     info!(slot, pid = child.pid, "handler process ready");
                     shared.states.send_modify(|s| s[slot] = SlotState::Ready);
-                    (child.serve(&shared, slot).await, false)
+                    let (why, answered) = child.serve(&shared, slot).await;
+                    // Only a process that answered a job resets the pause: one that dies on
+                    // every job it takes restarts ever more slowly, however fast it loads.
+                    if answered {
+                        failures = 0;
+                    }
+                    (why, false)
                 }
             },
         };
@@ -314,9 +387,19 @@ struct Child {
     recent: VecDeque<String>,
 }
 
+/// Why a process must be replaced after a job.
+enum Gone {
+    /// It died or broke the protocol while running the job: counted towards [`CRASH_TRIP`].
+    Crashed(String),
+    /// It was killed (the job's time limit, an ignored cancel) or never took the job.
+    Stopped(String),
+}
+
 /// How a job on a process ended.
 enum Ended {
     Answer(Result<Box<RawValue>, JobError>),
+    /// The process was gone before it read the job; the reason.
+    NotTaken(String),
     /// The process exited or closed its output; the reason.
     Gone(String),
     /// The process must be killed; the reason.
@@ -386,13 +469,14 @@ impl Child {
         }
     }
 
-    /// Runs jobs until the process must be replaced; returns why.
-    async fn serve(mut self, shared: &Shared, slot: usize) -> String {
+    /// Runs jobs until the process must be replaced; returns why, and whether it answered a job.
+    async fn serve(mut self, shared: &Shared, slot: usize) -> (String, bool) {
+        let mut answered = false;
         loop {
             let mut request = tokio::select! {
                 r = async { shared.queue.lock().await.recv().await } => match r {
                     Some(r) => r,
-                    None => return "the worker is stopping".into(),
+                    None => return ("the worker is stopping".into(), answered),
                 },
                 line = self.stdout.next() => match line {
                     Ok(Line::Text(text)) => {
@@ -403,7 +487,7 @@ impl Child {
                         warn!(slot = self.slot, bytes, "the handler process wrote an overlong line between jobs; ignored");
                         continue;
                     }
-                    Ok(Line::Eof) | Err(_) => return format!("it {}", self.exit().await),
+                    Ok(Line::Eof) | Err(_) => return (format!("it {}", self.exit().await), answered),
                 },
             };
             if request.reply.is_closed() {
@@ -414,15 +498,28 @@ impl Child {
                 let _ = picked.send(());
             }
             shared.states.send_modify(|s| s[slot] = SlotState::Busy);
-            if let Err(why) = self.run(request).await {
-                return why;
+            let id = request.id.clone();
+            match self.run(request).await {
+                Ok(()) => {
+                    answered = true;
+                    shared.crashes.lock().expect("crashes lock").answered();
+                }
+                Err(Gone::Crashed(why)) => {
+                    shared.crashes.lock().expect("crashes lock").crashed(
+                        &id,
+                        why.clone(),
+                        std::time::Instant::now(),
+                    );
+                    return (why, answered);
+                }
+                Err(Gone::Stopped(why)) => return (why, answered),
             }
             shared.states.send_modify(|s| s[slot] = SlotState::Ready);
         }
     }
 
-    /// Runs one job; an error means the process is gone or was killed.
-    async fn run(&mut self, req: Request) -> Result<(), String> {
+    /// Runs one job; an error means the process is gone or was killed, and why.
+    async fn run(&mut self, req: Request) -> Result<(), Gone> {
         *self.current.lock().expect("current job lock") = Some(req.id.clone());
         if self.recent.len() == RECENT_IDS {
             self.recent.pop_front();
@@ -431,17 +528,23 @@ impl Child {
         let deadline = Instant::from_std(req.ctx.deadline());
         let ended = match tokio::time::timeout_at(deadline, self.send(&req.line)).await {
             Err(_) => Ended::Kill("it did not read the job within the job's time limit".into()),
-            Ok(Err(_)) => Ended::Gone(format!("{} before it took the job", self.exit().await)),
+            Ok(Err(_)) => Ended::NotTaken(format!("{} before it took the job", self.exit().await)),
             Ok(Ok(())) => self.answer(&req, deadline).await,
         };
         *self.current.lock().expect("current job lock") = None;
         let (reply, result) = match ended {
             Ended::Answer(r) => (r, Ok(())),
+            Ended::NotTaken(why) => (
+                Err(JobError::unavailable(format!(
+                    "the handler process {why}; it is started again"
+                ))),
+                Err(Gone::Stopped(format!("it {why}"))),
+            ),
             Ended::Gone(why) => (
                 Err(JobError::retryable(format!(
                     "the handler process {why} while running the job; it is started again"
                 ))),
-                Err(format!("it {why}")),
+                Err(Gone::Crashed(format!("it {why}"))),
             ),
             Ended::Kill(why) => {
                 self.kill().await;
@@ -449,14 +552,14 @@ impl Child {
                     Err(JobError::retryable(format!(
                         "the handler process was killed: {why}"
                     ))),
-                    Err(format!("it was killed: {why}")),
+                    Err(Gone::Stopped(format!("it was killed: {why}"))),
                 )
             }
             Ended::Garbled(e) => {
                 // It may still be running the job, or be out of step: start afresh.
                 self.kill().await;
                 let why = format!("it was stopped after it broke the protocol ({})", e.message);
-                (Err(e), Err(why))
+                (Err(e), Err(Gone::Crashed(why)))
             }
         };
         let _ = req.reply.send(reply);
@@ -472,7 +575,10 @@ impl Child {
                 line = self.stdout.next() => match line {
                     Ok(Line::Text(text)) => match parse(&text) {
                         Ok(Message::Ready) => {}
-                        Ok(Message::Progress { id, fraction, message }) if id == req.id => {
+                        Ok(Message::Progress { id, fraction, message, ignored }) if id == req.id => {
+                            if let Some(what) = ignored {
+                                warn!(slot = self.slot, job_id = id, "a progress line with fields of the wrong type; those fields are ignored: {what}");
+                            }
                             req.ctx.progress(fraction, message.as_deref());
                         }
                         Ok(Message::Result { id, result }) if id == req.id => return Ended::Answer(Ok(result)),
@@ -582,6 +688,9 @@ enum Message {
         id: String,
         fraction: Option<f64>,
         message: Option<String>,
+        /// What was wrong with the line's fields, which are then ignored: a mistyped field of a
+        /// cosmetic report never costs a process (a model that takes minutes to load).
+        ignored: Option<String>,
     },
     Result {
         id: String,
@@ -633,9 +742,9 @@ fn parse(line: &[u8]) -> Result<Message, String> {
     #[derive(Deserialize)]
     struct ProgressLine {
         #[serde(default)]
-        fraction: Option<f64>,
+        fraction: serde_json::Value,
         #[serde(default)]
-        message: Option<String>,
+        message: serde_json::Value,
     }
     let text = std::str::from_utf8(line).map_err(|_| "a line that is not UTF-8".to_owned())?;
     let head: Head = serde_json::from_str(text).map_err(|e| {
@@ -674,10 +783,29 @@ fn parse(line: &[u8]) -> Result<Message, String> {
         }
         "progress" => {
             let p: ProgressLine = serde_json::from_str(text).map_err(bad)?;
+            let mut ignored = Vec::new();
+            let fraction = match p.fraction {
+                serde_json::Value::Null => None,
+                serde_json::Value::Number(n) => n.as_f64(),
+                other => {
+                    ignored.push(format!("\"fraction\" is {other}, not a number from 0 to 1"));
+                    None
+                }
+            };
+            let message = match p.message {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(m) => Some(m),
+                other => {
+                    ignored.push(format!("\"message\" is {other}, not a string"));
+                    None
+                }
+            };
             Ok(Message::Progress {
                 id: id()?,
-                fraction: p.fraction,
-                message: p.message,
+                fraction,
+                message,
+                ignored: (!ignored.is_empty())
+                    .then(|| format!("{}: {}", ignored.join("; "), preview(line))),
             })
         }
         "" => Err(format!("a line without a \"type\": {}", preview(line))),
@@ -749,8 +877,40 @@ mod tests {
         ));
         assert!(matches!(
             ok(r#"{"type":"progress","id":"j1","fraction":0.5}"#),
-            Message::Progress { fraction: Some(f), message: None, .. } if f == 0.5
+            Message::Progress { fraction: Some(f), message: None, ignored: None, .. } if f == 0.5
         ));
+        // A mistyped field of a progress report is ignored, with a word for the log; the rest
+        // of the report stands and the process stays.
+        match ok(r#"{"type":"progress","id":"j1","fraction":"half","message":"resizing"}"#) {
+            Message::Progress {
+                fraction: None,
+                message: Some(m),
+                ignored: Some(why),
+                ..
+            } => {
+                assert_eq!(m, "resizing");
+                assert!(
+                    why.contains(r#""fraction" is "half", not a number"#),
+                    "{why}"
+                );
+            }
+            m => panic!("{m:?}"),
+        }
+        match ok(r#"{"type":"progress","id":"j1","fraction":0.25,"message":{"step":3}}"#) {
+            Message::Progress {
+                fraction: Some(f),
+                message: None,
+                ignored: Some(why),
+                ..
+            } => {
+                assert_eq!(f, 0.25);
+                assert!(
+                    why.contains(r#""message" is {"step":3}, not a string"#),
+                    "{why}"
+                );
+            }
+            m => panic!("{m:?}"),
+        }
         let long = format!("{{\"type\":\"{}\"}}", "x".repeat(300));
         let cases: &[(&[u8], &str)] = &[
             (
@@ -782,6 +942,42 @@ mod tests {
             let e = parse(line).unwrap_err();
             assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
         }
+    }
+
+    #[test]
+    fn crashes_on_different_jobs_in_a_row_stop_the_handler_taking_jobs() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut c = Crashes::default();
+        assert_eq!((c.capacity(4, t0), c.problem()), (4, None));
+        // The same job crashing again is one job (a poison input, not a broken program).
+        for _ in 0..5 {
+            c.crashed("a", "it exited (signal 11)".into(), at(0));
+        }
+        assert!(!c.tripped());
+        assert_eq!(c.capacity(4, at(0)), 4);
+        c.crashed("b", "it exited (signal 11)".into(), at(1));
+        assert_eq!(c.capacity(4, at(1)), 4);
+        c.crashed("c", "it exited (signal 9)".into(), at(2));
+        assert!(c.tripped());
+        let problem = c.problem().unwrap();
+        assert!(
+            problem
+                .contains("crashed on 3 different jobs in a row (the last: it exited (signal 9))"),
+            "{problem}"
+        );
+        // No job for a pause after the crash, then one to try again, never more.
+        let cases = [(2, 4, 0), (2, 0, 0), (3, 4, 1), (10, 4, 1), (10, 0, 0)];
+        for (now, up, want) in cases {
+            assert_eq!(c.capacity(up, at(now)), want, "at {now} s with {up} up");
+        }
+        // Each further crash lengthens the pause: 2 s after the fourth job.
+        c.crashed("d", "it exited (signal 9)".into(), at(20));
+        assert_eq!(c.capacity(4, at(21)), 0);
+        assert_eq!(c.capacity(4, at(22)), 1);
+        // One answered job and the program is trusted again.
+        c.answered();
+        assert_eq!((c.capacity(4, at(22)), c.problem()), (4, None));
     }
 
     #[test]

@@ -281,7 +281,11 @@ impl<H: Handler> Worker<H> {
                 () = until_aged(&mut age) => continue,
             };
             let mut free = 1 + slots.available_permits();
-            if let Some(room) = self.handler.free() {
+            if let Some(capacity) = self.handler.capacity() {
+                // Every job held counts, those still being claimed included: they will each want
+                // a place on the handler within milliseconds.
+                let held = *busy.borrow();
+                let room = capacity.saturating_sub(held);
                 if room == 0 {
                     // The handler has no room now (its processes are starting or restarting):
                     // take nothing from the queue, look again shortly.
@@ -472,6 +476,20 @@ impl<H: Handler> Worker<H> {
                 info!(?ran, "job finished");
                 metrics::job_finished(cfg, outcome, ran, &job);
                 self.finish(msg, &job, end, outcome).await;
+            }
+            Stop::Returned(Err(e))
+                if e.kind == ErrorKind::Unavailable && job::release_is_free(&job) =>
+            {
+                // The job never ran: the handler's machinery was away. It goes back to the queue
+                // without spending an attempt, and comes back once the handler can take it.
+                let delay = cfg.backoff.delay(job.releases + 1, jitter(id, job.attempt));
+                warn!(error = %e, ?delay, "the handler could not take the job; it goes back to the queue without spending an attempt");
+                match self.store.requeue(id, job.attempt, None).await {
+                    Ok(_) => self.later(msg, delay).await,
+                    Err(err) => {
+                        warn!(error = %DisplayErrorContext(&err), "could not release the job; its lease will expire")
+                    }
+                }
             }
             Stop::Returned(Err(e)) => {
                 let jitter = jitter(id, job.attempt);

@@ -261,6 +261,66 @@ async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
     worker.stop().await;
 }
 
+/// A claim that DynamoDB applied but whose answer was lost is met by the SDK's own retry, which
+/// finds the job running: the worker recognises its own claim and runs the job at once, on its
+/// first attempt, instead of waiting out a lease and counting an attempt that never ran (a
+/// one-attempt job would end FAILED without running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_was_lost_is_recognised_as_our_own() {
+    let s = Stack::new("own_claim").await;
+    let injected = faults::Faults::default();
+    // Only the claim sets started_at.
+    injected.fail(
+        "UpdateItem",
+        Some("started_at"),
+        faults::Fault::AppliedThen500,
+        1,
+    );
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.aws)
+            .interceptor(injected.clone())
+            .build(),
+    );
+    let store = JobStore::new(ddb, &s.res.table_name);
+    let id = JobId::generate();
+    let job = JobRecord::queued(id.clone(), Owner::new("o"), Millis::now(), None, 1, 2);
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let input = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+    s.queue
+        .send(Envelope::new(id.clone(), &input).encode().unwrap())
+        .await
+        .unwrap();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = runs.clone();
+    let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
+        }
+    });
+    let worker = InProcess::start(handler, config_for(&s), store, s.queue.clone());
+    let job = s
+        .until(&id, Duration::from_secs(30), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    worker.stop().await;
+    assert_eq!(
+        injected.injected().values().sum::<u64>(),
+        1,
+        "the claim's answer was lost once: {:?}",
+        injected.injected()
+    );
+    assert_eq!(
+        (job.status, job.attempt, job.error.as_deref()),
+        (Status::Succeeded, 1, None),
+        "{job:?}"
+    );
+    assert_eq!(job.result.as_deref(), Some(r#"{"attempt":1}"#));
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// An error too large for the record (the item limit is 400 KB) is cut with a marker, and the
 /// job fails with it instead of running again until its worker is "lost".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
