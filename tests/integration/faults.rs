@@ -28,6 +28,8 @@ pub enum Fault {
     Delayed(std::time::Duration),
     /// The connection is accepted and never answered: the call waits until the SDK's time-outs.
     Hangs,
+    /// The service gets the request at once and applies it; its answer comes this late.
+    AnswerDelayed(std::time::Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ impl Faults {
             Fault::AppliedThen500 => "applied, then 500",
             Fault::Delayed(_) => "delayed",
             Fault::Hangs => "hangs",
+            Fault::AnswerDelayed(_) => "answer delayed",
         };
         *self
             .injected
@@ -130,6 +133,11 @@ impl Intercept for Faults {
             Some(Fault::Hangs) => {
                 let target = authority(context.request().uri())?;
                 let proxy = delay_proxy(target, None)?;
+                context.request_mut().set_uri(format!("http://{proxy}/"))?;
+            }
+            Some(Fault::AnswerDelayed(by)) => {
+                let target = authority(context.request().uri())?;
+                let proxy = answer_delay_proxy(target, by)?;
                 context.request_mut().set_uri(format!("http://{proxy}/"))?;
             }
             None => {}
@@ -193,6 +201,39 @@ fn delay_proxy(
         });
         let (mut s_read, mut c_write) = (server, client);
         let _ = std::io::copy(&mut s_read, &mut c_write);
+        let _ = c_write.shutdown(std::net::Shutdown::Write);
+    });
+    Ok(addr)
+}
+
+/// A one-connection loopback proxy to `target` that forwards the request at once and its answer
+/// `delay` late.
+fn answer_delay_proxy(
+    target: String,
+    delay: std::time::Duration,
+) -> Result<std::net::SocketAddr, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(server) = std::net::TcpStream::connect(&target) else {
+            return;
+        };
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c_read, &mut s_write);
+            let _ = s_write.shutdown(std::net::Shutdown::Write);
+        });
+        // The first bytes of the answer are held back `delay`, then everything flows.
+        let (mut s_read, mut c_write) = (server, client);
+        let mut first = [0u8; 1];
+        if matches!(std::io::Read::read(&mut s_read, &mut first), Ok(1)) {
+            std::thread::sleep(delay);
+            let _ = std::io::Write::write_all(&mut c_write, &first);
+            let _ = std::io::copy(&mut s_read, &mut c_write);
+        }
         let _ = c_write.shutdown(std::net::Shutdown::Write);
     });
     Ok(addr)

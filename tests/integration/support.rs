@@ -235,6 +235,12 @@ impl Stack {
 
     /// Starts a `sluice-worker` process with short settings; `extra` overrides them.
     pub fn worker(&self, id: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+        self.worker_under(id, extra, &[])
+    }
+
+    /// [`Stack::worker`], started by the program `parent` (with its arguments), which is then
+    /// given the worker's path as its last argument: a stand-in for what runs the worker.
+    pub fn worker_under(&self, id: &str, extra: &[(&str, &str)], parent: &[&str]) -> WorkerProcess {
         let bin = target_dir().join("sluice-worker");
         assert!(
             bin.exists(),
@@ -245,7 +251,14 @@ impl Stack {
             .join("integration-logs")
             .join(format!("{}-{id}.log", self.name));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(bin);
+        let mut cmd = match parent {
+            [] => Command::new(bin),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
         cmd.env("AWS_ENDPOINT_URL", &emulator().endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")

@@ -51,12 +51,15 @@ impl WorkerConfig {
         let visibility_timeout = seconds_or(src, env::VISIBILITY_TIMEOUT_SECONDS, 60, 1..=43_200)?;
         let default_beat = (lease.min(visibility_timeout).as_secs() / 3).max(1);
         let heartbeat = seconds_or(src, env::HEARTBEAT_SECONDS, default_beat, 1..=43_200)?;
-        if heartbeat >= lease || heartbeat >= visibility_timeout {
+        // Each beat's calls are cut at the next beat, so a beat whose call is lost or slow still
+        // leaves one more before the lease or the message's visibility runs out.
+        if heartbeat * 2 > lease || heartbeat * 2 > visibility_timeout {
             return Err(ConfigError::Invalid {
                 name: env::HEARTBEAT_SECONDS,
                 value: heartbeat.as_secs().to_string(),
                 reason: format!(
-                    "the heartbeat must be shorter than the lease ({} s) and the visibility timeout ({} s)",
+                    "the heartbeat must be at most half the lease ({} s) and the visibility timeout ({} s), \
+                     so that a beat that fails leaves another before either runs out",
                     lease.as_secs(),
                     visibility_timeout.as_secs()
                 ),
@@ -292,7 +295,23 @@ mod tests {
                     ("SLUICE_LEASE_SECONDS", "3"),
                     ("SLUICE_HEARTBEAT_SECONDS", "3"),
                 ]),
-                "SLUICE_HEARTBEAT_SECONDS=\"3\" is not valid: the heartbeat must be shorter",
+                "SLUICE_HEARTBEAT_SECONDS=\"3\" is not valid: the heartbeat must be at most half the lease (3 s)",
+            ),
+            (
+                with(&[
+                    ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "60"),
+                    ("SLUICE_LEASE_SECONDS", "60"),
+                    ("SLUICE_HEARTBEAT_SECONDS", "59"),
+                ]),
+                "SLUICE_HEARTBEAT_SECONDS=\"59\" is not valid: the heartbeat must be at most half",
+            ),
+            (
+                with(&[
+                    ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "30"),
+                    ("SLUICE_LEASE_SECONDS", "90"),
+                    ("SLUICE_HEARTBEAT_SECONDS", "20"),
+                ]),
+                "SLUICE_HEARTBEAT_SECONDS=\"20\" is not valid: the heartbeat must be at most half the lease (90 s) and the visibility timeout (30 s)",
             ),
             (
                 with(&[("SLUICE_RECEIVE_WAIT_SECONDS", "21")]),

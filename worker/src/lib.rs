@@ -27,6 +27,7 @@ mod lines;
 pub mod metrics;
 mod process;
 pub mod protection;
+pub mod reaper;
 mod runtime;
 
 pub use config::{parse_command, Mode, WorkerConfig};

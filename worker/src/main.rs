@@ -33,6 +33,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Orphans of the handler's programs come to the worker, which waits for them: no zombie
+    // piles up, with an init in the container or without one.
+    tokio::spawn(sluice_worker::reaper::run(
+        std::time::Duration::from_millis(500),
+    ));
     let result = match config.mode.clone() {
         Mode::Demo => run(handler_fn(demo::demo), config, shutdown_signal()).await,
         Mode::Process { command } => {

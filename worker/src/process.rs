@@ -424,6 +424,7 @@ impl Child {
             .kill_on_drop(true)
             .spawn()?;
         let pid = process.id().unwrap_or(0);
+        crate::reaper::manage(pid);
         let current = Arc::new(Mutex::new(None));
         let stderr = process.stderr.take().expect("stderr is piped");
         tokio::spawn(forward_stderr(stderr, slot, pid, current.clone()));
@@ -677,6 +678,7 @@ impl Drop for Child {
     fn drop(&mut self) {
         // The worker is stopping (or the slot's task was dropped): take the whole group along.
         self.kill_group();
+        crate::reaper::release(self.pid);
     }
 }
 

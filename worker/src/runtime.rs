@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::aws::DisplayErrorContext;
-use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout};
+use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout, Progress};
 use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
@@ -107,6 +107,10 @@ const EARLY_CLAIM_RETRIES: [Duration; 3] = [
     Duration::from_millis(80),
     Duration::from_millis(300),
 ];
+
+/// How long a job released at the drain deadline waits for its run to stop (a child's cancel
+/// grace and kill fit) before it is handed back.
+const RELEASE_WAIT: Duration = Duration::from_secs(8);
 
 /// Tries after the first to write an attempt's end (about half a minute at most in all).
 const RECORD_TRIES: usize = 8;
@@ -216,6 +220,20 @@ enum Stop {
     Released,
 }
 
+/// How one heartbeat went.
+enum Beat {
+    /// The lease was renewed; the record says whether the caller asked to cancel, and the
+    /// progress report stored with it, if any.
+    Renewed {
+        cancel_requested: bool,
+        saved: Option<Progress>,
+    },
+    /// Another attempt owns the job now.
+    Lost,
+    /// The calls failed or took too long; the next beat tries again.
+    Failed,
+}
+
 /// Completes when the worker's age is reached; never without one.
 async fn until_aged(age: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     match age {
@@ -298,9 +316,27 @@ impl<H: Handler> Worker<H> {
                 free = free.min(room);
             }
             self.vitals.phase(Phase::Receiving);
+            let receive = self
+                .queue
+                .receive(free.min(10) as i32, self.config.receive_wait);
+            tokio::pin!(receive);
             let received = tokio::select! {
-                r = self.queue.receive(free.min(10) as i32, self.config.receive_wait) => r,
-                () = &mut shutdown => break,
+                r = &mut receive => r,
+                () = &mut shutdown => {
+                    // The receive may already have taken messages: let it end (a long poll
+                    // answers within its wait) and hand them back at once, not after their
+                    // visibility timeout.
+                    let bound = self.config.receive_wait + Duration::from_secs(10);
+                    if let Ok(Ok(taken)) = tokio::time::timeout(bound, receive).await {
+                        for msg in &taken {
+                            self.hide(msg, Duration::ZERO).await;
+                        }
+                        if !taken.is_empty() {
+                            info!(count = taken.len(), "stopping: handed back the messages the last receive took");
+                        }
+                    }
+                    break;
+                }
             };
             let messages = match received {
                 Ok(m) => {
@@ -371,7 +407,7 @@ impl<H: Handler> Worker<H> {
                 "drain deadline reached; releasing unfinished jobs"
             );
             release.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), jobs.wait()).await;
+            let _ = tokio::time::timeout(RELEASE_WAIT + Duration::from_secs(4), jobs.wait()).await;
         }
     }
 
@@ -530,17 +566,57 @@ impl<H: Handler> Worker<H> {
             Stop::LostLease => {
                 warn!("another attempt took the job over; this attempt's outcome is discarded");
             }
-            Stop::Released => match self.store.requeue(id, job.attempt, None).await {
-                Ok(_) => {
-                    info!("job released to the queue");
-                    self.later(msg, Duration::ZERO).await;
+            Stop::Released => {
+                // Released only once its run has stopped: a job handed back while its handler
+                // still runs (a blocking call, a child in its cancel grace) could start
+                // elsewhere beside it. One that does not stop keeps the job until its lease
+                // lapses, after this worker is gone.
+                if !self
+                    .stopped_within(msg, &job, &handler_alive, RELEASE_WAIT)
+                    .await
+                {
+                    warn!(wait = ?RELEASE_WAIT, "the stopped handler still runs; the job is not released and its lease will lapse");
+                } else {
+                    match self.store.requeue(id, job.attempt, None).await {
+                        Ok(_) => {
+                            info!("job released to the queue");
+                            self.later(msg, Duration::ZERO).await;
+                        }
+                        Err(e) => {
+                            warn!(error = %DisplayErrorContext(&e), "could not release the job; its lease will expire")
+                        }
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %DisplayErrorContext(&e), "could not release the job; its lease will expire")
-                }
-            },
+            }
         }
         self.linger(handler_alive).await;
+    }
+
+    /// Whether the handler let go of its context (its run stopped) within `wait`. The job stays
+    /// this attempt's meanwhile: its lease and its message's visibility are renewed.
+    async fn stopped_within(
+        &self,
+        msg: &Received,
+        job: &JobRecord,
+        alive: &std::sync::Weak<()>,
+        wait: Duration,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        let mut next_beat = tokio::time::Instant::now() + self.config.heartbeat;
+        while alive.strong_count() > 0 {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return false;
+            }
+            if now >= next_beat {
+                if let Beat::Lost = self.heartbeat(msg, job, None).await {
+                    return false;
+                }
+                next_beat = tokio::time::Instant::now() + self.config.heartbeat;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Keeps the job's slot until the handler has let go of its context: a stopped handler that
@@ -599,6 +675,11 @@ impl<H: Handler> Worker<H> {
         tokio::pin!(time_up);
         let mut beat =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The beat in flight. It runs beside the attempt, never in its way: the time limit, a
+        // cancel and the handler's answer are seen while a slow call is pending, and each beat's
+        // calls are cut at the next beat (the config keeps two beats within the lease).
+        let mut beating: Option<Pin<Box<dyn Future<Output = Beat> + Send + '_>>> = None;
         let mut joined = task;
         let stop = loop {
             tokio::select! {
@@ -626,26 +707,26 @@ impl<H: Handler> Worker<H> {
                     Err(_) => Err(JobError::retryable("the handler's task was stopped")),
                 }),
                 () = release.cancelled() => break Stop::Released,
-                _ = beat.tick() => {
-                    vitals.beat();
-                    let report = progress.unsaved();
-                    let (lease, visibility) = tokio::join!(
-                        self.store.heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease, report.as_ref()),
-                        self.queue.change_visibility(&msg.receipt, cfg.visibility_timeout),
-                    );
-                    if let Err(e) = visibility {
-                        warn!(error = %DisplayErrorContext(&e), "could not extend the message's visibility");
-                    }
-                    match lease {
-                        Ok(now) if now.cancel_requested => break Stop::Cancelled,
-                        Ok(_) => {
-                            if let Some(p) = report {
+                done = async { beating.as_mut().expect("polled only while a beat runs").await }, if beating.is_some() => {
+                    beating = None;
+                    match done {
+                        Beat::Renewed { cancel_requested: true, .. } => break Stop::Cancelled,
+                        Beat::Renewed { saved, .. } => {
+                            if let Some(p) = saved {
                                 progress.saved(p);
                             }
                         }
-                        Err(StoreError::Conflict { .. }) => break Stop::LostLease,
-                        Err(e) => warn!(error = %DisplayErrorContext(&e), "could not extend the job's lease"),
+                        Beat::Lost => break Stop::LostLease,
+                        Beat::Failed => {}
                     }
+                }
+                _ = beat.tick() => {
+                    vitals.beat();
+                    if beating.is_some() {
+                        warn!(limit = ?cfg.heartbeat, "the last heartbeat's calls did not finish within a beat; starting another");
+                    }
+                    let report = progress.unsaved();
+                    beating = Some(Box::pin(self.heartbeat(msg, job, report)));
                 }
             }
         };
@@ -655,6 +736,54 @@ impl<H: Handler> Worker<H> {
             cancel.cancel();
         }
         (stop, handler_alive)
+    }
+
+    /// One heartbeat: the job's lease (with the latest progress report) and the message's
+    /// visibility renewed together, each call cut at one heartbeat.
+    async fn heartbeat(&self, msg: &Received, job: &JobRecord, report: Option<Progress>) -> Beat {
+        let cfg = &self.config;
+        let bound = cfg.heartbeat;
+        let (lease, visibility) = tokio::join!(
+            tokio::time::timeout(
+                bound,
+                self.store.heartbeat(
+                    &job.id,
+                    job.attempt,
+                    Millis::now(),
+                    cfg.lease,
+                    report.as_ref()
+                )
+            ),
+            tokio::time::timeout(
+                bound,
+                self.queue
+                    .change_visibility(&msg.receipt, cfg.visibility_timeout)
+            ),
+        );
+        match visibility {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %DisplayErrorContext(&e), "could not extend the message's visibility")
+            }
+            Err(_) => {
+                warn!(limit = ?bound, "extending the message's visibility took longer than a heartbeat; given up for this beat")
+            }
+        }
+        match lease {
+            Ok(Ok(now)) => Beat::Renewed {
+                cancel_requested: now.cancel_requested,
+                saved: report,
+            },
+            Ok(Err(StoreError::Conflict { .. })) => Beat::Lost,
+            Ok(Err(e)) => {
+                warn!(error = %DisplayErrorContext(&e), "could not extend the job's lease");
+                Beat::Failed
+            }
+            Err(_) => {
+                warn!(limit = ?bound, "extending the job's lease took longer than a heartbeat; given up for this beat");
+                Beat::Failed
+            }
+        }
     }
 
     /// Writes the attempt's end, again and again while the table fails (throttling, an outage,

@@ -321,6 +321,190 @@ async fn a_claim_whose_answer_was_lost_is_recognised_as_our_own() {
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A heartbeat call that hangs (a stalled connection: the SDK would wait up to 90 s) never holds
+/// up the attempt: the time limit still stops the job at 2 s, and the next beats go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_heartbeat_call_never_delays_the_time_limit() {
+    let s = Stack::new("hung_beat").await;
+    let injected = faults::Faults::default();
+    // The heartbeat's visibility renewals (to the configured 3 s) hang.
+    injected.fail(
+        "ChangeMessageVisibility",
+        Some("\"VisibilityTimeout\":3"),
+        faults::Fault::Hangs,
+        2,
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&s.aws)
+            .interceptor(injected.clone())
+            .build(),
+    );
+    let queue = JobQueue::new(sqs, &s.res.queue_url);
+    let handler = handler_fn(|_: serde_json::Value, _: JobContext| async {
+        std::future::pending::<()>().await;
+        Ok::<_, JobError>(json!(null))
+    });
+    let body = json!({"input": {}, "timeout_seconds": 2, "max_attempts": 1});
+    let id = s.submit_job(support::ALICE, body).await;
+    let worker = InProcess::start(handler, config_for(&s), s.store.clone(), queue);
+    let job = s
+        .until(
+            &id,
+            Duration::from_secs(15),
+            "the job ends at its limit",
+            |j| j.status.is_terminal(),
+        )
+        .await;
+    worker.stop().await;
+    assert!(
+        injected.injected().values().sum::<u64>() >= 1,
+        "a heartbeat call hung: {:?}",
+        injected.injected()
+    );
+    assert_eq!(
+        (job.status, job.error.as_deref()),
+        (
+            Status::Failed,
+            Some("the job ran past its time limit of 2 s and was stopped")
+        ),
+        "{job:?}"
+    );
+}
+
+/// Settings for an in-process worker on `s`, with `extra` over the short test timings.
+fn config_with(s: &Stack, extra: &[(&str, &str)]) -> WorkerConfig {
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
+        ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
+        ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
+        ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "3"),
+        ("SLUICE_LEASE_SECONDS", "3"),
+        ("SLUICE_HEARTBEAT_SECONDS", "1"),
+    ];
+    vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    vars.extend_from_slice(extra);
+    WorkerConfig::from_source(&vars[..]).unwrap()
+}
+
+/// A job released at the drain deadline goes back to the queue only once its run has stopped:
+/// a blocking handler that does not look at its cancel runs on, and a second worker must not
+/// start the job beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_released_at_the_drain_deadline_never_runs_beside_its_first_run() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let s = Stack::new("drain_overlap").await;
+    type Runs = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
+    let runs: Runs = Arc::default();
+    let handler = |runs: Runs| {
+        sluice_worker::blocking_fn(move |_: serde_json::Value, ctx: JobContext| {
+            let start = Instant::now();
+            // Three seconds of work that never looks at the cancel.
+            std::thread::sleep(Duration::from_secs(3));
+            runs.lock()
+                .unwrap()
+                .push((ctx.worker_id.clone(), start, Instant::now()));
+            Ok::<_, JobError>(json!({"worker": ctx.worker_id}))
+        })
+    };
+    let id = s.submit(support::ALICE, json!({})).await;
+    let first = InProcess::start(
+        handler(runs.clone()),
+        config_with(
+            &s,
+            &[("SLUICE_WORKER_ID", "first"), ("SLUICE_DRAIN_SECONDS", "1")],
+        ),
+        s.store.clone(),
+        s.queue.clone(),
+    );
+    s.until(&id, Duration::from_secs(20), "the job starts", |j| {
+        j.status == Status::Running
+    })
+    .await;
+    let second = InProcess::start(
+        handler(runs.clone()),
+        config_with(&s, &[("SLUICE_WORKER_ID", "second")]),
+        s.store.clone(),
+        s.queue.clone(),
+    );
+    // SIGTERM for the first: its drain deadline passes a second later, mid-run.
+    let stopping = tokio::spawn(first.stop());
+    let job = s
+        .until(&id, Duration::from_secs(30), "the job ends", |j| {
+            j.status.is_terminal()
+        })
+        .await;
+    stopping.await.unwrap();
+    second.stop().await;
+    assert_eq!(job.status, Status::Succeeded, "{job:?}");
+    let runs = runs.lock().unwrap().clone();
+    for (i, (w1, s1, e1)) in runs.iter().enumerate() {
+        for (w2, s2, e2) in &runs[i + 1..] {
+            assert!(
+                e1 <= s2 || e2 <= s1,
+                "runs on {w1} and {w2} overlapped: {runs:?}"
+            );
+        }
+    }
+}
+
+/// A SIGTERM while a receive is under way does not lose what it took: the messages go back to
+/// the queue at once instead of staying hidden for their visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_receive_hands_back_what_it_took() {
+    let s = Stack::new("stop_receiving").await;
+    let injected = faults::Faults::default();
+    // The receive takes the message at once; its answer arrives two seconds later.
+    injected.fail(
+        "ReceiveMessage",
+        None,
+        faults::Fault::AnswerDelayed(Duration::from_secs(2)),
+        1,
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&s.aws)
+            .interceptor(injected.clone())
+            .build(),
+    );
+    let queue = JobQueue::new(sqs, &s.res.queue_url);
+    let id = s.submit(support::ALICE, json!({})).await;
+    let handler =
+        handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(1)) });
+    let worker = InProcess::start(
+        handler,
+        config_with(
+            &s,
+            &[
+                ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "120"),
+                ("SLUICE_LEASE_SECONDS", "60"),
+            ],
+        ),
+        s.store.clone(),
+        queue,
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    worker.stop().await;
+    assert_eq!(injected.injected().values().sum::<u64>(), 1);
+    let visible = aws_sdk_sqs::Client::new(&s.aws)
+        .get_queue_attributes()
+        .queue_url(&s.res.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .cloned();
+    assert_eq!(
+        visible.as_deref(),
+        Some("1"),
+        "the message is back in the queue, visible"
+    );
+    let job = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.status, Status::Queued, "{job:?}");
+}
+
 /// An error too large for the record (the item limit is 400 KB) is cut with a marker, and the
 /// job fails with it instead of running again until its worker is "lost".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
