@@ -28,13 +28,16 @@ pub enum Finding {
     /// The job has not ended and runs nowhere: it is ended `FAILED` (reconcile) or sent back to
     /// the jobs queue (redrive).
     Stranded(JobRecord),
+    /// The job's record exists but cannot be read (edited by hand, written by another version):
+    /// no worker can run it, and it needs a person. The reason.
+    Unreadable(JobId, String),
 }
 
 impl Finding {
     /// The job the message is about, when it is a job's.
     pub fn job_id(&self) -> Option<&JobId> {
         match self {
-            Finding::NoRecord(id) => Some(id),
+            Finding::NoRecord(id) | Finding::Unreadable(id, _) => Some(id),
             Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(&j.id),
             Finding::Undecodable(_) => None,
         }
@@ -48,6 +51,7 @@ impl Finding {
             Finding::Ended(_) => "ended",
             Finding::Running(_) => "running",
             Finding::Stranded(_) => "stranded",
+            Finding::Unreadable(..) => "unreadable_record",
         }
     }
 
@@ -74,6 +78,9 @@ impl Finding {
             Finding::Stranded(job) => format!(
                 "job {} is {} but runs nowhere; it will be ended FAILED, or `sluice dlq redrive {}` runs it",
                 job.id, job.status, job.id
+            ),
+            Finding::Unreadable(id, why) => format!(
+                "job {id}'s record cannot be read ({why}); no worker can run it: mend or remove the record, then `sluice dlq redrive {id}`"
             ),
         }
     }
@@ -133,7 +140,13 @@ const PASS_TIME: Duration = Duration::from_secs(20);
 impl DeadLetters {
     async fn finding(&self, msg: &Received) -> Result<Finding, StoreError> {
         let record = match Envelope::decode(&msg.body) {
-            Ok(e) => self.store.get(&e.job_id).await?,
+            Ok(e) => match self.store.get(&e.job_id).await {
+                Ok(r) => r,
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    return Ok(Finding::Unreadable(e.job_id, reason))
+                }
+                Err(e) => return Err(e),
+            },
             Err(_) => None,
         };
         Ok(judge(&msg.body, record, Millis::now()))
@@ -276,7 +289,8 @@ impl DeadLetters {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Finding::Running(_) => Redriven::Left,
+            // A person mends the record first; until then the message stays.
+            Finding::Running(_) | Finding::Unreadable(..) => Redriven::Left,
             _ if drop_dead => Redriven::Dropped,
             _ => Redriven::Left,
         };

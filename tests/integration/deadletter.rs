@@ -177,3 +177,73 @@ async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
         .iter()
         .any(|(_, f)| matches!(f, Finding::Undecodable(_))));
 }
+
+/// A job whose record cannot be read (edited by hand) cannot run anywhere: its message's
+/// deliveries run out and it reaches the dead-letter queue, instead of being sent again, fresh,
+/// forever; there `sluice dlq` says what is wrong and leaves it for a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_record_cannot_be_read_reaches_the_dlq_and_is_explained() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = Stack::new("dlq_unreadable").await;
+    let id = JobId::generate();
+    let job = JobRecord::queued(
+        id.clone(),
+        Owner::new(format!("iam:{ALICE}")),
+        Millis::now(),
+        None,
+        3,
+        2,
+    );
+    s.store.create(&job, s.retention, None).await.unwrap();
+    // Someone edits the record by hand.
+    aws_sdk_dynamodb::Client::new(&s.aws)
+        .update_item()
+        .table_name(&s.res.table_name)
+        .key("id", AttributeValue::S(id.to_string()))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":s", AttributeValue::S("PAUSED".into()))
+        .send()
+        .await
+        .unwrap();
+    let input = RawValue::from_string("{}".into()).unwrap();
+    s.queue
+        .send(Envelope::new(id.clone(), &input).encode().unwrap())
+        .await
+        .unwrap();
+    let _w = s.worker("w1", &[]);
+    let start = std::time::Instant::now();
+    while s.queue_depth(&s.res.dlq_url).await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the message never reached the dead-letter queue"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        s.queue_depth(&s.res.queue_url).await,
+        0,
+        "nothing loops in the jobs queue"
+    );
+    let listed = dlq_cli(&s, &["list"]).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["finding"], "unreadable_record", "{listed:?}");
+    let why = listed[0]["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "job {id}'s record cannot be read (unknown job status"
+        )) && why.contains("mend or remove the record"),
+        "{listed:?}"
+    );
+    // The reconciler leaves it, and says so without failing.
+    let dl = DeadLetters {
+        dlq: s.dlq.clone(),
+        store: s.store.clone(),
+        retention: s.retention,
+    };
+    let seen = dl.reconcile().await.unwrap();
+    assert!(
+        matches!(&seen[..], [(_, Finding::Unreadable(j, _))] if *j == id),
+        "{seen:?}"
+    );
+}

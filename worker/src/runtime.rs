@@ -457,6 +457,16 @@ impl<H: Handler> Worker<H> {
                 self.refused(msg, id, decision).await;
                 return;
             }
+            Err(StoreError::Corrupt { reason, .. }) => {
+                // No worker can run a job whose record it cannot read: its deliveries run out
+                // and the message reaches the dead-letter queue, where `sluice dlq` says why.
+                let pause = cfg
+                    .backoff
+                    .delay(msg.receive_count, jitter(id, msg.receive_count));
+                tracing::error!(%reason, receive_count = msg.receive_count, ?pause, "the job's record cannot be read; leaving its message for the dead-letter queue");
+                self.hide(msg, pause).await;
+                return;
+            }
             Err(e) => {
                 // Throttling or an outage: not the job's fault. Look again after a pause that
                 // grows with the deliveries, which spend none of the job's.
