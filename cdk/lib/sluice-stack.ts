@@ -3,6 +3,7 @@ import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-l
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { CpuArchitecture } from './capacity';
 import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
 import { JobApi, JwtAuthorization } from './constructs/job-api';
@@ -158,6 +159,14 @@ export interface SluiceStackProps extends StackProps {
    * @default - Fargate (ARM64), no GPU
    */
   readonly gpu?: GpuWorkers;
+  /**
+   * The worker tasks' CPU architecture, and the platform images are built for. ECS runs Fargate
+   * Spot tasks on X86_64 only and the GPU instances are x86_64: ARM64 with `spot` or `gpu` fails
+   * synth with the rule.
+   *
+   * @default - 'arm64' (Graviton) on Fargate; 'x86_64' with `spot` or `gpu`
+   */
+  readonly cpuArchitecture?: CpuArchitecture;
   /**
    * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
    * retried, with `"on_timeout": "retry"`).
@@ -329,6 +338,7 @@ export class SluiceStack extends Stack {
       drainTimeout: props.drainTimeout,
       spot: props.spot,
       spotStrategy: props.spotStrategy,
+      cpuArchitecture: props.cpuArchitecture,
       gpu:
         props.gpu === undefined
           ? undefined

@@ -11,7 +11,8 @@ import { workerEnv } from '../env';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
 import { wholeSeconds } from '../validate';
-import { GPU_IMAGE_PLATFORM, IMAGE_PLATFORM, WorkerImage, defaultWorkerImage } from '../worker-image';
+import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
+import { WorkerImage, defaultWorkerImage } from '../worker-image';
 import { GpuAmi, GpuCapacity } from './gpu-capacity';
 
 /** The worker binary's path in the image (`worker/Dockerfile`). */
@@ -267,6 +268,13 @@ export interface WorkersProps {
    */
   readonly gpu?: GpuWorkers;
   /**
+   * The tasks' CPU architecture; images built here are built for it. Fargate Spot runs X86_64
+   * tasks only and GPU instances are x86_64, so ARM64 with either is refused.
+   *
+   * @default - 'arm64' on Fargate; 'x86_64' with `spot` or `gpu`
+   */
+  readonly cpuArchitecture?: CpuArchitecture;
+  /**
    * Mount an EFS file system read-only for model files.
    *
    * @default - no file system
@@ -334,6 +342,8 @@ export class Workers extends Construct {
   public readonly modelServerContainer?: ecs.ContainerDefinition;
   /** The handler as validated, with its defaults. */
   public readonly handler: ResolvedHandler;
+  /** Launch type, architecture, image platform and network mode of the tasks. */
+  public readonly capacity: Capacity;
   public readonly securityGroup: ec2.SecurityGroup;
   public readonly logGroup: logs.LogGroup;
 
@@ -386,10 +396,14 @@ export class Workers extends Construct {
       throw new Error('image must be a WorkerImage (WorkerImage.fromDirectory, fromUri or fromContainerImage)');
     }
     const assignPublicIp = props.assignPublicIp ?? false;
-    // GPU instances: tasks in awsvpc mode get no public IP, so in public subnets (no NAT gateway)
-    // they use the instance's network through the Docker bridge instead.
-    const networkMode =
-      gpu === undefined ? ecs.NetworkMode.AWS_VPC : assignPublicIp ? ecs.NetworkMode.BRIDGE : ecs.NetworkMode.AWS_VPC;
+    // Every combination ECS refuses fails here, with its rule (lib/capacity.ts).
+    this.capacity = resolveCapacity({
+      gpu: gpu !== undefined,
+      spot: props.spot === true,
+      architecture: props.cpuArchitecture,
+      publicSubnets: assignPublicIp,
+    });
+    const networkMode = this.capacity.networkMode === 'bridge' ? ecs.NetworkMode.BRIDGE : ecs.NetworkMode.AWS_VPC;
     const bridge = networkMode === ecs.NetworkMode.BRIDGE;
     const handler = resolveHandler(props.handler ?? { mode: 'demo' }, bridge ? MODEL_SERVER_ALIAS : '127.0.0.1');
     this.handler = handler;
@@ -450,12 +464,12 @@ export class Workers extends Construct {
             cpu,
             memoryLimitMiB,
             runtimePlatform: {
-              cpuArchitecture: ecs.CpuArchitecture.ARM64,
+              cpuArchitecture: this.capacity.cpuArchitecture,
               operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
             },
           })
         : new ecs.Ec2TaskDefinition(this, 'TaskDefinition', { networkMode });
-    const platform = gpu === undefined ? IMAGE_PLATFORM : GPU_IMAGE_PLATFORM;
+    const platform = this.capacity.platform;
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
