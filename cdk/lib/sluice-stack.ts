@@ -168,6 +168,16 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly cpuArchitecture?: CpuArchitecture;
   /**
+   * Concurrency reserved for the backlog Lambda, so that a flood of long-polling status calls
+   * cannot throttle the scaling loop (BACKLOG_RESERVED_CONCURRENCY, 2, fits it). Lambda refuses a
+   * reservation that leaves fewer than 100 of the account's concurrency unreserved, and a new
+   * account's quota may be 10: ask for it once the quota allows (`make preflight` checks).
+   *
+   * @default - none: a throttled run waits in Lambda's queue for at most a minute, the submit
+   * function's nudge still starts the first task, and the loop's Throttles alarm reports it
+   */
+  readonly backlogReservedConcurrency?: number;
+  /**
    * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
    * retried, with `"on_timeout": "retry"`).
    *
@@ -306,6 +316,14 @@ export class SluiceStack extends Stack {
       );
     }
 
+    const reserved = props.backlogReservedConcurrency;
+    if (reserved !== undefined && (!Number.isInteger(reserved) || reserved < 1 || reserved > 10)) {
+      throw new Error(
+        `backlogReservedConcurrency must be a whole number from 1 to 10 (2 fits one run and the next one's overlap), ` +
+          `got ${reserved}; 0 would throttle every run of the scaling loop: leave it unset for no reservation`,
+      );
+    }
+
     const network = this.network(props.existingVpc, logRetention, logRemovalPolicy);
     this.vpc = network.vpc;
 
@@ -386,6 +404,7 @@ export class SluiceStack extends Stack {
       minTasks: props.minTasks,
       maxTasks: props.maxTasks,
       nudgers: [this.jobApi.submitFunction],
+      reservedConcurrency: reserved,
       logRetention,
     });
 
