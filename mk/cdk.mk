@@ -7,7 +7,8 @@
 #   make bootstrap             cdk bootstrap of the account and region of your credentials (once)
 #   make synth | deploy        the real thing (deploy builds the worker image: needs Docker) and
 #                              writes the stack outputs to cdk/outputs.json
-#   make smoke                 one job through the deployed API (scripts/smoke.sh)
+#   make smoke                 one job through the deployed API (scripts/smoke.sh), with the stack's
+#                              SmokeInput output as its input unless SLUICE_SMOKE_INPUT is given
 #   make destroy               delete the stack (the table and payload bucket are retained)
 #   make docker-context-check  prove the build contexts of worker/Dockerfile and the examples'
 #                              Dockerfiles are complete, without Docker
@@ -67,9 +68,14 @@ deploy: cdk-deps lambdas
 	$(CDK) deploy --outputs-file $(CDK_OUTPUTS) $(CDK_ARGS)
 
 # After a deploy: one job through the deployed API, timed from submit to result (scripts/smoke.sh
-# lists its settings: SLUICE_SMOKE_INPUT, SLUICE_SMOKE_TIMEOUT, SLUICE_URL, ...).
-smoke:
+# lists its settings: SLUICE_SMOKE_INPUT, SLUICE_SMOKE_TIMEOUT, SLUICE_URL, ...). The input is the
+# stack's SmokeInput output (one the deployed handler accepts) unless SLUICE_SMOKE_INPUT is given.
+SMOKE_INPUT_OF_STACK := cd $(CDK_DIR) && node --import tsx scripts/smoke-input.ts $(CDK_OUTPUTS)
+smoke: cdk-deps
+	[ -n "$${SLUICE_SMOKE_INPUT:-}" ] || ( $(SMOKE_INPUT_OF_STACK) >/dev/null )
 	cargo build --release --bin sluice
+	if [ -z "$${SLUICE_SMOKE_INPUT:-}" ]; then input="$$($(SMOKE_INPUT_OF_STACK))" || exit 2; \
+	  if [ -n "$$input" ]; then export SLUICE_SMOKE_INPUT="$$input"; fi; fi; \
 	scripts/smoke.sh
 
 # Synthesis needs Lambda assets even to delete; stubs do, the template is not deployed.

@@ -1,5 +1,7 @@
 import * as path from 'node:path';
-import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as fs from 'node:fs';
+import { CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
@@ -277,6 +279,31 @@ export interface SluiceStackProps extends StackProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * A job input the deployed handler accepts, published as the `SmokeInput` output for
+   * `make smoke`.
+   *
+   * @default - `{"text": "hello sluice"}` for the demo handler; the `smoke-input.json` beside the
+   * image's Dockerfile (each example has one); else none, and `make smoke` asks for one
+   */
+  readonly smokeInput?: unknown;
+}
+
+/** The file beside a Dockerfile that holds a job input its handler accepts. */
+export const SMOKE_INPUT_FILE = 'smoke-input.json';
+
+/** The smoke input that follows the handler and image, when one is known. */
+function defaultSmokeInput(image: WorkerImage | undefined, handler: WorkerHandler | undefined): unknown {
+  if (handler === undefined || handler.mode === 'demo') return { text: 'hello sluice' };
+  const src = image?.source;
+  if (src?.kind !== 'directory') return undefined;
+  const file = path.join(path.dirname(path.resolve(src.buildContext, src.file)), SMOKE_INPUT_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file} must hold a json job input: ${(e as Error).message}`);
+  }
 }
 
 /** sluice: the jobs API, queue and table, the Fargate workers and their backlog scaling. */
@@ -421,6 +448,18 @@ export class SluiceStack extends Stack {
       alarmEmail: props.alarmEmail,
     });
 
+    // A function without a log group of the stack (the default security group's custom resource
+    // provider, CDK's) would log to one Lambda makes, which outlives the stack: give it one.
+    for (const c of this.node.findAll()) {
+      if (!(c instanceof CfnResource) || c.cfnResourceType !== 'AWS::Lambda::Function') continue;
+      if (c instanceof lambda.CfnFunction && c.loggingConfig !== undefined) continue;
+      const group = new logs.LogGroup(c.node.scope as Construct, `${c.node.id}LogGroup`, {
+        retention: logRetention,
+        removalPolicy: logRemovalPolicy,
+      });
+      c.addPropertyOverride('LoggingConfig.LogGroup', group.logGroupName);
+    }
+
     // Every log group of the stack, those of the constructs' own functions included, goes with it
     // or stays, as one setting says.
     for (const c of this.node.findAll()) {
@@ -445,6 +484,13 @@ export class SluiceStack extends Stack {
     new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
     new CfnOutput(this, 'PayloadBucketName', { value: this.jobQueue.payloadBucket.bucketName });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
+    const smokeInput = props.smokeInput ?? defaultSmokeInput(props.workerImage, props.workerHandler);
+    if (smokeInput !== undefined) {
+      new CfnOutput(this, 'SmokeInput', {
+        value: JSON.stringify(smokeInput),
+        description: 'A job input the deployed handler accepts, submitted by make smoke',
+      });
+    }
   }
 
   private importSecurityGroup(id: string, securityGroupId: string): ec2.ISecurityGroup {

@@ -12,7 +12,8 @@ import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../
 import { acknowledge, nagRef } from '../nag';
 import { wholeSeconds } from '../validate';
 import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
-import { WorkerImage, defaultWorkerImage } from '../worker-image';
+import { REPO_ROOT } from '../policy';
+import { DEFAULT_WORKER_DOCKERFILE, WorkerImage, defaultWorkerImage } from '../worker-image';
 import { GpuAmi, GpuCapacity } from './gpu-capacity';
 
 /** The worker binary's path in the image (`worker/Dockerfile`). */
@@ -322,6 +323,41 @@ export function validateFargateSize(cpu: number, memoryMiB: number): void {
   }
 }
 
+/** Whether the image is the default one, `worker/Dockerfile`: sluice-worker alone, no shell. */
+function isDefaultImage(image: WorkerImage | undefined): boolean {
+  if (image === undefined) return true;
+  const src = image.source;
+  return (
+    src.kind === 'directory' &&
+    path.resolve(src.buildContext, src.file) === path.resolve(REPO_ROOT, DEFAULT_WORKER_DOCKERFILE)
+  );
+}
+
+/**
+ * Refuses a handler whose program the image cannot hold: the default image has sluice-worker and
+ * nothing else (no shell, no Python), so a process-mode command, or an http-mode server on its
+ * own loopback, would never start and the tasks would be replaced forever.
+ */
+function refuseHandlerWithoutProgram(image: WorkerImage | undefined, handler: WorkerHandler | undefined): void {
+  if (handler === undefined || !isDefaultImage(image)) return;
+  if (handler.mode === 'process') {
+    throw new Error(
+      'process mode runs a program of yours, and the default worker image (worker/Dockerfile) holds only ' +
+        'sluice-worker (no shell, no python): give an image that holds the program, e.g. ' +
+        '-c workerImageDirectory=examples/sentiment (WorkerImage.fromDirectory), or use handlerMode=demo',
+    );
+  }
+  if (handler.mode === 'http' && handler.modelServer === undefined) {
+    const host = handler.modelUrl === undefined ? '127.0.0.1' : new URL(handler.modelUrl).hostname;
+    if (host === '127.0.0.1' || host === 'localhost' || host === '[::1]') {
+      throw new Error(
+        'http mode on the default worker image needs a modelServer or a modelUrl of a server elsewhere: ' +
+          `nothing in the image listens on ${host} (add -c modelServerImageUri=... or -c modelUrl=http://<host>:<port>)`,
+      );
+    }
+  }
+}
+
 /**
  * The ECS cluster and the service running `sluice-worker` (on Fargate, or on GPU instances),
  * scaled from zero by others.
@@ -395,6 +431,7 @@ export class Workers extends Construct {
     if (props.image !== undefined && !(props.image instanceof WorkerImage)) {
       throw new Error('image must be a WorkerImage (WorkerImage.fromDirectory, fromUri or fromContainerImage)');
     }
+    refuseHandlerWithoutProgram(props.image, props.handler);
     const assignPublicIp = props.assignPublicIp ?? false;
     // Every combination ECS refuses fails here, with its rule (lib/capacity.ts).
     this.capacity = resolveCapacity({
