@@ -124,3 +124,21 @@ test('make smoke takes the deployed stack\'s smoke input, and says how to give o
   assert.match(none.stderr, /^smoke: stack Own publishes no SmokeInput/);
   assert.equal(run(path.join(dir, 'missing.json')).stdout, '', 'no outputs file: smoke.sh keeps its default');
 });
+
+test('every container of the task runs under an init process, on fargate and on gpu instances', () => {
+  const server = { image: WorkerImage.fromUri('ghcr.io/example/model-server:1') };
+  for (const props of [
+    {},
+    { spot: true },
+    { workerHandler: { mode: 'http' as const, modelServer: server } },
+    { gpu: { instanceTypes: [new ec2.InstanceType('g5.xlarge')] }, workerHandler: { mode: 'http' as const, modelServer: server } },
+  ]) {
+    const { t } = template(props);
+    const defs = Object.values(t.findResources('AWS::ECS::TaskDefinition'));
+    assert.equal(defs.length, 1);
+    for (const c of defs[0].Properties.ContainerDefinitions) {
+      // The init reaps what a handler's process group leaves behind and forwards SIGTERM.
+      assert.equal(c.LinuxParameters?.InitProcessEnabled, true, `${c.Name} in ${JSON.stringify(Object.keys(props))}`);
+    }
+  }
+});

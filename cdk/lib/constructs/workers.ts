@@ -531,9 +531,14 @@ export class Workers extends Construct {
         maxBufferSize: Size.mebibytes(25),
       });
 
+    // An init process (ECS's, docker-init) as PID 1 of each container: it forwards SIGTERM to the
+    // worker or server and reaps whatever a handler's process group leaves behind.
+    const withInit = (id: string) => new ecs.LinuxParameters(this, id, { initProcessEnabled: true });
+
     this.container = this.taskDefinition.addContainer('Worker', {
       image: (props.image ?? defaultWorkerImage()).bind(this, 'WorkerImage', platform),
       essential: true,
+      linuxParameters: withInit('WorkerLinuxParameters'),
       ...reservation(!computesInServer),
       environment: workerEnv({
         tableName: props.table.tableName,
@@ -572,6 +577,7 @@ export class Workers extends Construct {
       this.modelServerContainer = this.taskDefinition.addContainer('ModelServer', {
         image: server.image.bind(this, 'ModelServerImage', platform),
         essential: true,
+        linuxParameters: withInit('ModelServerLinuxParameters'),
         ...reservation(true),
         command: server.command,
         environment: server.environment,
