@@ -180,6 +180,14 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly backlogReservedConcurrency?: number;
   /**
+   * Every deploy that changes the workers' task definition runs at least one task of it, which
+   * must turn healthy before the deploy completes, even with the service parked at zero (the
+   * deployment circuit breaker rolls a broken image back); the idle rule parks it again after.
+   *
+   * @default true on Fargate; false with `gpu` (each deploy would start a GPU instance)
+   */
+  readonly deployProvesImage?: boolean;
+  /**
    * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
    * retried, with `"on_timeout": "retry"`).
    *
@@ -384,6 +392,7 @@ export class SluiceStack extends Stack {
       spot: props.spot,
       spotStrategy: props.spotStrategy,
       cpuArchitecture: props.cpuArchitecture,
+      deployProvesImage: props.deployProvesImage,
       gpu:
         props.gpu === undefined
           ? undefined

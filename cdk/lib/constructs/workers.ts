@@ -12,6 +12,7 @@ import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../
 import { acknowledge, nagRef } from '../nag';
 import { wholeSeconds } from '../validate';
 import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
+import { desiredCount } from '../deploy-helper';
 import { REPO_ROOT } from '../policy';
 import { DEFAULT_WORKER_DOCKERFILE, WorkerImage, defaultWorkerImage } from '../worker-image';
 import { GpuAmi, GpuCapacity } from './gpu-capacity';
@@ -275,6 +276,14 @@ export interface WorkersProps {
    * @default - 'arm64' on Fargate; 'x86_64' with `spot` or `gpu`
    */
   readonly cpuArchitecture?: CpuArchitecture;
+  /**
+   * Every deploy that changes the task definition runs at least one task of it, which must turn
+   * healthy before the deploy completes (the circuit breaker rolls back one that does not), even
+   * when the service is parked at zero; the idle rule parks it again afterwards.
+   *
+   * @default true on Fargate; false with `gpu` (a deploy would start a GPU instance)
+   */
+  readonly deployProvesImage?: boolean;
   /**
    * Mount an EFS file system read-only for model files.
    *
@@ -615,8 +624,19 @@ export class Workers extends Construct {
     // Shared by both kinds of service. No desiredCount: CloudFormation then leaves the running
     // count to the scaling policies on every update (a template value would reset it on each
     // deploy). New tasks start before old ones stop, so a deploy never drops capacity under load.
+    // ECS creates a service without a DesiredCount at one task, and CloudFormation resets a
+    // template value on updates: the count comes from the service itself at deploy time (zero at
+    // creation on GPU instances, whose first task would wait on an instance launch).
+    const provesImage = props.deployProvesImage ?? gpu === undefined;
+    const desired = desiredCount(this, 'DesiredCount', {
+      cluster: this.cluster,
+      taskDefinition: this.taskDefinition,
+      initial: gpu === undefined ? 1 : 0,
+      floor: provesImage ? 1 : 0,
+    });
     const common = {
       cluster: this.cluster,
+      desiredCount: desired,
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { enable: true, rollback: true },
@@ -660,6 +680,8 @@ export class Workers extends Construct {
         ...(bridge ? {} : { vpcSubnets, securityGroups: [this.securityGroup] }),
       });
       this.service = service;
+      // Destroy: the service goes first, then each group's drain, then the group.
+      for (const drain of this.gpuCapacity.drains) service.node.addDependency(drain);
     }
     // A service that names capacity providers fails to create before they are the cluster's: the
     // cluster's subtree holds the association (made at synth), so depend on all of it.
