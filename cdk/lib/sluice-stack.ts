@@ -455,6 +455,7 @@ export class SluiceStack extends Stack {
         backlog: this.scaling.function,
       },
       alarmEmail: props.alarmEmail,
+      workerService: this.workers.service,
     });
 
     // A function without a log group of the stack (the default security group's custom resource

@@ -66,3 +66,29 @@ test('destroy: each gpu group is drained (protection off, zero instances) after 
     }
   }
 });
+
+test('the operator hears of tasks that fail to start, stop right after starting, and of failed deployments', () => {
+  const { stack, t } = template();
+  const topic = { Ref: logicalId(stack.observability.topic) };
+  const rules = Object.values(t.findResources('AWS::Events::Rule')).filter((r: any) => r.Properties.EventPattern?.source?.[0] === 'aws.ecs');
+  assert.equal(rules.length, 2);
+  const byType = (type: string) => rules.find((r: any) => r.Properties.EventPattern['detail-type'].includes(type)) as any;
+  const service = byType('ECS Service Action');
+  assert.deepEqual(service.Properties.EventPattern['detail-type'], ['ECS Service Action', 'ECS Deployment State Change']);
+  assert.deepEqual(service.Properties.EventPattern.resources, [{ Ref: logicalId(stack.workers.service) }]);
+  assert.deepEqual(service.Properties.EventPattern.detail.eventName.sort(), [
+    'SERVICE_DEPLOYMENT_FAILED',
+    'SERVICE_TASK_CONFIGURATION_FAILURE',
+    'SERVICE_TASK_PLACEMENT_FAILURE',
+    'SERVICE_TASK_START_IMPAIRED',
+  ]);
+  const task = byType('ECS Task State Change');
+  assert.deepEqual(task.Properties.EventPattern.detail.lastStatus, ['STOPPED']);
+  assert.deepEqual(task.Properties.EventPattern.detail.stopCode.sort(), ['EssentialContainerExited', 'TaskFailedToStart']);
+  assert.deepEqual(task.Properties.EventPattern.detail.clusterArn, [{ 'Fn::GetAtt': [logicalId(stack.workers.cluster), 'Arn'] }]);
+  for (const r of rules) assert.deepEqual((r as any).Properties.Targets.map((x: any) => x.Arn), [topic]);
+  // EventBridge may encrypt with the topic's key.
+  const [key] = Object.values(t.findResources('AWS::KMS::Key'));
+  const statements = (key as any).Properties.KeyPolicy.Statement;
+  assert.ok(statements.some((s: any) => s.Principal?.Service === 'events.amazonaws.com' && s.Action.includes('kms:GenerateDataKey*')));
+});
