@@ -5,8 +5,12 @@
 #                              the GPU option), cfn-lint, hadolint
 #   make lambdas               cargo lambda build (arm64) of submit, status and backlog
 #   make bootstrap             cdk bootstrap of the account and region of your credentials (once)
-#   make synth | deploy        the real thing (deploy builds the worker image: needs Docker) and
-#                              writes the stack outputs to cdk/outputs.json
+#   make preflight             what a deploy with CDK_ARGS needs from this machine and the account
+#                              (credentials, region, bootstrap, Docker, service-linked roles, which it
+#                              creates, Lambda concurrency, Fargate or GPU quotas); exits 1 on a blocker
+#   make synth | deploy        the real thing (deploy runs the preflight first, then builds the
+#                              lambdas and the worker image) and writes the stack outputs to
+#                              cdk/outputs.json
 #   make smoke                 one job through the deployed API (scripts/smoke.sh), with the stack's
 #                              SmokeInput output as its input unless SLUICE_SMOKE_INPUT is given
 #   make destroy               delete the stack (the table and payload bucket are retained)
@@ -29,7 +33,7 @@ CFN_LINT_VERSION := 1.58.0
 HADOLINT_VERSION := 2.15.1
 CARGO_LAMBDA_VERSION := 1.9.2
 
-.PHONY: cdk-deps cdk-test lambdas bootstrap synth deploy smoke destroy docker-context-check
+.PHONY: cdk-deps cdk-test lambdas bootstrap preflight synth deploy smoke destroy docker-context-check
 
 cdk-deps: $(CDK_DIR)/node_modules/.package-lock.json
 
@@ -64,7 +68,15 @@ bootstrap: cdk-deps
 synth: cdk-deps lambdas
 	$(CDK) synth --quiet $(CDK_ARGS)
 
-deploy: cdk-deps lambdas
+# Stops before anything is built or deployed when the machine or the account lacks what the deploy
+# needs, with the fix (cdk/scripts/preflight.ts; PREFLIGHT_ARGS=--check-only creates nothing).
+PREFLIGHT_ARGS ?=
+preflight: cdk-deps
+	cd $(CDK_DIR) && node --import tsx scripts/preflight.ts $(CDK_ARGS) $(PREFLIGHT_ARGS)
+
+deploy: cdk-deps
+	$(MAKE) --no-print-directory preflight
+	$(MAKE) --no-print-directory lambdas
 	$(CDK) deploy --outputs-file $(CDK_OUTPUTS) $(CDK_ARGS)
 
 # After a deploy: one job through the deployed API, timed from submit to result (scripts/smoke.sh
