@@ -184,6 +184,20 @@ export function checkDocker(plan: Plan, exec: Run = run): Finding[] {
   return findings;
 }
 
+/** The tools `make deploy` runs after the preflight: rustup builds the Lambdas. */
+export function checkTools(exec: Run = run): Finding[] {
+  const rustup = exec('rustup', ['--version']);
+  if (rustup.error !== undefined || rustup.status !== 0) {
+    return [{
+      check: 'rust',
+      level: 'blocker',
+      message: 'rustup is not installed: make lambdas builds the functions with the Rust release it pins',
+      fix: 'install rustup (https://rustup.rs), then make deploy again: it installs that release and the aarch64 target',
+    }];
+  }
+  return [{ check: 'rust', level: 'ok', message: rustup.stdout.trim().split('\n')[0] }];
+}
+
 /** Whether an SDK error is the named one. */
 const isError = (e: unknown, name: string): boolean => (e as { name?: string })?.name === name;
 
@@ -334,7 +348,7 @@ export function report(findings: Finding[]): string {
 
 async function main(argv: string[]): Promise<number> {
   const plan = planFromContext({ ...contextArgs(argv) });
-  const findings = [...checkDocker(plan), ...(await checkAccount(plan, !argv.includes('--check-only')))];
+  const findings = [...checkTools(), ...checkDocker(plan), ...(await checkAccount(plan, !argv.includes('--check-only')))];
   console.log(report(findings));
   return findings.some((f) => f.level === 'blocker') ? 1 : 0;
 }

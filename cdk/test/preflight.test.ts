@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
 import { IAMClient, ListRolesCommand } from '@aws-sdk/client-iam';
-import { Finding, Plan, builderPlatforms, checkAccount, checkDocker, contextArgs, planFromContext, report } from '../scripts/preflight';
+import { Finding, Plan, builderPlatforms, checkAccount, checkDocker, checkTools, contextArgs, planFromContext, report } from '../scripts/preflight';
 import { Emulator, startEmulator } from './emulator';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'aws');
@@ -80,12 +80,15 @@ test('the plan is read from the stack the same context makes', () => {
   assert.throws(() => contextArgs(['-c', 'spot']), /context must be key=value/);
 });
 
-test('a machine without docker stops the deploy before cloudformation, with the fix', () => {
+test('a machine without rust or docker stops the deploy before cloudformation, with the fix', () => {
   const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'no-docker-'));
   const withPath = (PATH: string) => (cmd: string, args: string[]) => {
     const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, PATH, DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
     return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
   };
+  const [rust] = checkTools(withPath(empty));
+  assert.equal(rust.level, 'blocker');
+  assert.match(rust.fix!, /rustup\.rs/);
   const [missing] = checkDocker(FARGATE, withPath(empty));
   assert.equal(missing.level, 'blocker');
   assert.match(missing.message, /docker is not installed/);
