@@ -269,11 +269,26 @@ export async function checkAccount(plan: Plan, createRoles: boolean): Promise<Fi
     }
   }
 
-  const limit = (await new LambdaClient({}).send(new GetAccountSettingsCommand({}))).AccountLimit;
+  // A check the identity may not read (Service Quotas and Lambda's account settings need their own
+  // read permissions) is reported, not fatal: the deploy itself does not need them.
+  const unreadable = (check: string, e: unknown): Finding => ({
+    check,
+    level: 'warn',
+    message: `could not be read: ${(e as Error).message}`,
+    fix: 'read it in the Service Quotas console, or grant servicequotas:GetServiceQuota, servicequotas:GetAWSDefaultServiceQuota and lambda:GetAccountSettings',
+  });
+  let limit;
+  try {
+    limit = (await new LambdaClient({}).send(new GetAccountSettingsCommand({}))).AccountLimit;
+  } catch (e) {
+    findings.push(unreadable('lambda concurrency', e));
+  }
   const total = limit?.ConcurrentExecutions ?? 0;
   const unreserved = limit?.UnreservedConcurrentExecutions ?? 0;
   const r = plan.reservedConcurrency;
-  if (r !== undefined) {
+  if (limit === undefined) {
+    // reported above
+  } else if (r !== undefined) {
     findings.push(
       unreserved - r >= MIN_UNRESERVED_CONCURRENCY
         ? { check: 'lambda concurrency', level: 'ok', message: `reserving ${r} for the backlog function leaves ${unreserved - r} unreserved` }
@@ -306,7 +321,13 @@ export async function checkAccount(plan: Plan, createRoles: boolean): Promise<Fi
     level: Level,
     what: string,
   ) => {
-    const value = (await quotaValue(quotas, q)) ?? 0;
+    let value: number;
+    try {
+      value = (await quotaValue(quotas, q)) ?? 0;
+    } catch (e) {
+      findings.push(unreadable(check, e));
+      return;
+    }
     if (value >= need) {
       findings.push({ check, level: 'ok', message: `${q.name}: ${value}, ${what} need ${need}` });
     } else {

@@ -233,3 +233,16 @@ test('no credentials or no region stop the preflight at once, with the fix', asy
     Object.assign(process.env, saved);
   }
 });
+
+test('a quota the identity may not read is a warning with the permissions, not a failure', async () => {
+  scenario = {
+    [LAMBDA]: { file: 'lambda-account-settings-default.json' },
+    'GetServiceQuota fargate/L-3032A538': { status: 400, file: 'quota-access-denied.json' },
+  };
+  const findings = await checkAccount(FARGATE, true);
+  const quota = findings.find((f) => f.check === 'fargate vcpus')!;
+  assert.equal(quota.level, 'warn');
+  assert.match(quota.message, /could not be read: User: .* is not authorized to perform: servicequotas:GetServiceQuota/);
+  assert.match(quota.fix!, /servicequotas:GetServiceQuota/);
+  assert.equal(findings.some((f) => f.level === 'blocker'), false);
+});

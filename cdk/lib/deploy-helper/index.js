@@ -36,14 +36,13 @@ async function desiredCount(event, ecs) {
   if (event.RequestType === 'Delete') return { PhysicalResourceId: event.PhysicalResourceId };
   const initial = whole(p, 'Initial');
   const floor = whole(p, 'Floor');
-  const arns = (await ecs.send(new ListServicesCommand({ cluster: p.Cluster }))).serviceArns ?? [];
-  if (arns.length > 1) throw new Error(`cluster ${p.Cluster} holds ${arns.length} services; the stack's cluster holds one`);
-  let count = initial;
-  if (arns.length === 1) {
-    const { services } = await ecs.send(new DescribeServicesCommand({ cluster: p.Cluster, services: arns }));
-    const service = (services ?? []).find((s) => s.status === 'ACTIVE');
-    if (service !== undefined) count = Math.max(service.desiredCount ?? 0, floor);
-  }
+  // The stack's cluster holds its one service (and, for a while after a replacement, the old one
+  // draining): the count of the active ones.
+  const arns = (await ecs.send(new ListServicesCommand({ cluster: p.Cluster, maxResults: 10 }))).serviceArns ?? [];
+  const { services } =
+    arns.length === 0 ? { services: [] } : await ecs.send(new DescribeServicesCommand({ cluster: p.Cluster, services: arns }));
+  const active = (services ?? []).filter((s) => s.status === 'ACTIVE');
+  const count = active.length === 0 ? initial : Math.max(floor, ...active.map((s) => s.desiredCount ?? 0));
   return { PhysicalResourceId: physical, Data: { DesiredCount: count } };
 }
 
