@@ -92,3 +92,21 @@ test('the operator hears of tasks that fail to start, stop right after starting,
   const statements = (key as any).Properties.KeyPolicy.Statement;
   assert.ok(statements.some((s: any) => s.Principal?.Service === 'events.amazonaws.com' && s.Action.includes('kms:GenerateDataKey*')));
 });
+
+test('tasks and instances in public subnets come after the internet route and go before it', () => {
+  for (const props of [{}, GPU, { ...GPU, spot: true }]) {
+    const { stack, t } = template(props);
+    const resources = t.toJSON().Resources;
+    const routes = Object.entries(resources)
+      .filter(([, r]: [string, any]) => r.Type === 'AWS::EC2::Route' && r.Properties.GatewayId !== undefined)
+      .map(([id]) => id);
+    assert.equal(routes.length, 2, 'a default route per public subnet');
+    // Created after the routes (a first task pulls its image over them); deleted before them, so
+    // the internet gateway is never detached while a task or an instance holds a public address.
+    const dependents = [stack.workers.service, ...(stack.workers.gpuCapacity?.autoScalingGroups ?? [])];
+    for (const d of dependents) {
+      const dependsOn: string[] = resources[logicalId(d)].DependsOn ?? [];
+      for (const route of routes) assert.ok(dependsOn.includes(route), `${logicalId(d)} depends on ${route}`);
+    }
+  }
+});

@@ -167,6 +167,10 @@ export class GpuCapacity extends Construct {
         // Spot: launch a replacement when an instance is at risk of interruption.
         capacityRebalance: spot ? true : undefined,
       });
+      // Instances with public IPs: after the default routes at creation, before them at deletion.
+      if (props.associatePublicIp === true) {
+        asg.node.addDependency(props.vpc.selectSubnets(props.vpcSubnets).internetConnectivityEstablished);
+      }
       this.autoScalingGroups.push(asg);
       this.drains.push(groupDrain(this, `${name}Drain`, asg));
       const provider = new ecs.AsgCapacityProvider(this, `${name}Provider`, {

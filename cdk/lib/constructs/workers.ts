@@ -683,6 +683,12 @@ export class Workers extends Construct {
       // Destroy: the service goes first, then each group's drain, then the group.
       for (const drain of this.gpuCapacity.drains) service.node.addDependency(drain);
     }
+    // Tasks with public IPs reach the internet through the subnets' default routes: create the
+    // service after them (its first task pulls the image) and delete it before them (the gateway
+    // cannot be detached while a task holds a public address).
+    if (assignPublicIp) {
+      this.service.node.addDependency(props.vpc.selectSubnets(vpcSubnets).internetConnectivityEstablished);
+    }
     // A service that names capacity providers fails to create before they are the cluster's: the
     // cluster's subtree holds the association (made at synth), so depend on all of it.
     if (this.capacityProviderStrategies.length > 0) this.service.node.addDependency(this.cluster);
