@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -245,4 +245,32 @@ test('a quota the identity may not read is a warning with the permissions, not a
   assert.match(quota.message, /could not be read: User: .* is not authorized to perform: servicequotas:GetServiceQuota/);
   assert.match(quota.fix!, /servicequotas:GetServiceQuota/);
   assert.equal(findings.some((f) => f.level === 'blocker'), false);
+});
+
+test('make preflight: the command prints each finding with its fix and exits 1 on a blocker', async () => {
+  scenario = {
+    [LAMBDA]: { file: 'lambda-account-settings-new-account.json' },
+    'GetServiceQuota fargate/L-3032A538': NOT_APPLIED,
+    'GetAWSDefaultServiceQuota fargate/L-3032A538': { file: 'quota-fargate-on-demand-default.json' },
+    'GetServiceQuota fargate/L-36FBB829': { file: 'quota-fargate-spot-applied.json' },
+  };
+  // A machine without rustup or docker (PATH holds node alone), against the emulator and the
+  // recordings; the replay server answers while the command runs, so it is not waited on synchronously.
+  const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'node-only-'));
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/preflight.ts', '-c', 'spot=true', '--check-only'], {
+    cwd: path.join(__dirname, '..'),
+    env: { ...process.env, PATH: bin, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 1, out);
+  assert.match(out, /^BLOCKER rust: rustup is not installed/m);
+  assert.match(out, /^BLOCKER docker: docker is not installed/m);
+  assert.match(out, /^ok {6}credentials: account 123456789012/m);
+  assert.match(out, /^WARN {4}lambda concurrency: the account runs at most 10 Lambda functions at once/m);
+  assert.match(out, /^ok {6}fargate spot vcpus: Fargate Spot vCPU resource count: 60/m);
+  assert.match(out, /^preflight: \d+ blocker\(s\): fix them before make deploy$/m);
 });
