@@ -23,6 +23,7 @@ import { GetAccountSettingsCommand, LambdaClient } from '@aws-sdk/client-lambda'
 import { GetAWSDefaultServiceQuotaCommand, GetServiceQuotaCommand, ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { App } from 'aws-cdk-lib';
+import { CfnTaskDefinition } from 'aws-cdk-lib/aws-ecs';
 import { stackConfigFromContext } from '../lib/config';
 import { SluiceStack } from '../lib/sluice-stack';
 
@@ -46,7 +47,14 @@ export interface Plan {
   readonly maxTasks: number;
   /** vCPUs of one Fargate task. */
   readonly taskVcpus: number;
-  readonly gpu?: { readonly instanceTypes: string[]; readonly maxInstances: number };
+  readonly gpu?: {
+    readonly instanceTypes: string[];
+    readonly maxInstances: number;
+    readonly gpusPerTask: number;
+    /** CPU units and MiB the task's containers reserve together. */
+    readonly taskCpuUnits: number;
+    readonly taskMemoryMiB: number;
+  };
   readonly reservedConcurrency?: number;
   /** An image is built by `cdk deploy` (not taken from a registry). */
   readonly buildsImage: boolean;
@@ -103,11 +111,22 @@ export function planFromContext(context: Record<string, string>): Plan {
         : {
             instanceTypes: props.gpu.instanceTypes.map((t) => t.toString()),
             maxInstances: props.gpu.maxInstances ?? stack.scaling.maxTasks,
+            gpusPerTask: props.gpu.gpusPerTask ?? 1,
+            // What the task definition's containers reserve (the worker's 256 beside a model server).
+            taskCpuUnits: reserved(stack, 'Cpu'),
+            taskMemoryMiB: reserved(stack, 'MemoryReservation'),
           },
     reservedConcurrency: props.backlogReservedConcurrency,
     buildsImage: source === undefined || source.kind === 'directory',
     buildRunsOnTarget: dockerfile !== undefined && dockerfile !== defaultDockerfile,
   };
+}
+
+/** The sum of a reservation over the worker task's containers, as synthesized. */
+function reserved(stack: SluiceStack, field: 'Cpu' | 'MemoryReservation'): number {
+  const def = stack.workers.taskDefinition.node.defaultChild as CfnTaskDefinition;
+  const containers = stack.resolve(def.containerDefinitions) as Record<string, unknown>[];
+  return containers.reduce((sum, c) => sum + Number(c[field.charAt(0).toLowerCase() + field.slice(1)] ?? 0), 0);
 }
 
 /** `-c key=value` / `--context key=value` pairs of a CDK command line; other words are ignored. */
@@ -347,6 +366,7 @@ export async function checkAccount(plan: Plan, createRoles: boolean): Promise<Fi
     }
   } else {
     const { InstanceTypes } = await new EC2Client({}).send(new DescribeInstanceTypesCommand({ InstanceTypes: plan.gpu.instanceTypes as never[] }));
+    findings.push(...instanceFit(plan.gpu, InstanceTypes ?? []));
     const vcpus = (InstanceTypes ?? []).map((t) => t.VCpuInfo?.DefaultVCpus ?? 0);
     if (vcpus.length === 0) throw new Error(`no instance type of ${plan.gpu.instanceTypes.join(', ')} is offered in ${region}`);
     const need = plan.gpu.maxInstances * Math.max(...vcpus);
@@ -356,6 +376,36 @@ export async function checkAccount(plan: Plan, createRoles: boolean): Promise<Fi
     if (plan.spot) await capacityCheck(QUOTAS.gpuSpot, 'gpu spot vcpus', need, least, 'warn', what);
   }
   return findings;
+}
+
+/** ECS registers less memory than an instance's nominal size (what the OS and agent keep). */
+export const REGISTERED_MEMORY_SHARE = 0.9;
+
+/**
+ * Whether a task (its GPUs, CPU units and memory) fits each instance type, as EC2 describes it:
+ * a type it does not fit never takes a task (a warning), and none fitting is a blocker.
+ */
+export function instanceFit(
+  gpu: NonNullable<Plan['gpu']>,
+  types: { InstanceType?: string; VCpuInfo?: { DefaultVCpus?: number }; MemoryInfo?: { SizeInMiB?: number }; GpuInfo?: { Gpus?: { Count?: number }[] } }[],
+): Finding[] {
+  const misfits = types.flatMap((t) => {
+    const gpus = (t.GpuInfo?.Gpus ?? []).reduce((n, g) => n + (g.Count ?? 0), 0);
+    const cpu = (t.VCpuInfo?.DefaultVCpus ?? 0) * 1024;
+    const memory = Math.floor((t.MemoryInfo?.SizeInMiB ?? 0) * REGISTERED_MEMORY_SHARE);
+    const why = [
+      gpus < gpu.gpusPerTask ? `${gpus} GPU(s) for gpusPerTask ${gpu.gpusPerTask}` : undefined,
+      cpu < gpu.taskCpuUnits ? `${cpu} CPU units for the task's ${gpu.taskCpuUnits}` : undefined,
+      memory < gpu.taskMemoryMiB ? `about ${memory} MiB for tasks, for the task's ${gpu.taskMemoryMiB}` : undefined,
+    ].filter((w) => w !== undefined);
+    return why.length === 0 ? [] : [`${t.InstanceType} has ${why.join(', ')}`];
+  });
+  const fix = 'list instance types with enough GPUs, CPU and memory for one task, or lower gpusPerTask, taskCpu or taskMemory';
+  if (misfits.length === 0) return [{ check: 'gpu instance types', level: 'ok', message: `a task fits each of ${types.map((t) => t.InstanceType).join(', ')}` }];
+  if (misfits.length === types.length) {
+    return [{ check: 'gpu instance types', level: 'blocker', message: `no listed type can take a task: ${misfits.join('; ')}`, fix }];
+  }
+  return [{ check: 'gpu instance types', level: 'warn', message: `these types never take a task: ${misfits.join('; ')}`, fix }];
 }
 
 /** The report as printed: one line per finding, its fix under it. */

@@ -6,8 +6,9 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CloudFormationClient, CreateStackCommand } from '@aws-sdk/client-cloudformation';
+import { DescribeInstanceTypesCommand, EC2Client } from '@aws-sdk/client-ec2';
 import { IAMClient, ListRolesCommand } from '@aws-sdk/client-iam';
-import { Finding, Plan, builderPlatforms, checkAccount, checkDocker, checkTools, contextArgs, planFromContext, report } from '../scripts/preflight';
+import { Finding, Plan, builderPlatforms, checkAccount, checkDocker, checkTools, contextArgs, instanceFit, planFromContext, report } from '../scripts/preflight';
 import { Emulator, startEmulator } from './emulator';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'aws');
@@ -63,6 +64,7 @@ const NOT_APPLIED = { status: 400, file: 'quota-no-such-resource.json' };
 const levelOf = (findings: Finding[], check: string) => findings.filter((f) => f.check === check).map((f) => f.level);
 
 const FARGATE: Plan = planFromContext({});
+const GPU_TASK = { gpusPerTask: 1, taskCpuUnits: 2048, taskMemoryMiB: 8192 };
 
 test('the plan is read from the stack the same context makes', () => {
   assert.equal(FARGATE.launchType, 'FARGATE');
@@ -74,7 +76,7 @@ test('the plan is read from the stack the same context makes', () => {
   const spot = planFromContext(contextArgs(['-c', 'spot=true', '--context', 'maxTasks=4', '-c', 'taskCpu=2048', '-c', 'taskMemory=4096', '--require-approval', 'never']));
   assert.deepEqual([spot.platform, spot.spot, spot.onDemandBase, spot.maxTasks, spot.taskVcpus], ['linux/amd64', true, 1, 4, 2]);
   const gpu = planFromContext(contextArgs(['-c', 'gpuInstanceTypes=g5.xlarge,g5.2xlarge', '-c', 'gpuMaxInstances=3', '-c', 'workerImageDirectory=examples/gpu-onnx', '-c', 'handlerMode=process', '-c', 'handlerCommand=python3 /app/handler.py']));
-  assert.deepEqual(gpu.gpu, { instanceTypes: ['g5.xlarge', 'g5.2xlarge'], maxInstances: 3 });
+  assert.deepEqual(gpu.gpu, { instanceTypes: ['g5.xlarge', 'g5.2xlarge'], maxInstances: 3, gpusPerTask: 1, taskCpuUnits: 2048, taskMemoryMiB: 8192 });
   assert.equal(gpu.buildRunsOnTarget, true);
   assert.equal(planFromContext({ workerImageUri: '123456789012.dkr.ecr.us-east-1.amazonaws.com/w:1', handlerMode: 'demo' }).buildsImage, false);
   assert.throws(() => contextArgs(['-c', 'spot']), /context must be key=value/);
@@ -196,7 +198,8 @@ test('spot checks the fargate spot quota too; gpu workers check the g and vt quo
   assert.equal(spot.find((f) => f.check === 'fargate spot vcpus')!.level, 'ok');
 
   // A G quota of 0: no instance can start, so no job would ever run. Instance sizes from EC2.
-  const gpu = await checkAccount({ ...FARGATE, launchType: 'EC2', platform: 'linux/amd64', spot: true, gpu: { instanceTypes: ['g5.xlarge', 'g5.2xlarge'], maxInstances: 3 } }, true);
+  const gpu = await checkAccount({ ...FARGATE, launchType: 'EC2', platform: 'linux/amd64', spot: true, gpu: { ...GPU_TASK, instanceTypes: ['g5.xlarge', 'g5.2xlarge'], maxInstances: 3 } }, true);
+  assert.deepEqual(levelOf(gpu, 'gpu instance types'), ['ok']);
   const g = gpu.find((f) => f.check === 'gpu vcpus')!;
   assert.equal(g.level, 'blocker');
   assert.match(g.message, /Running On-Demand G and VT instances is 0: gpuMaxInstances \(3\) instances of up to 8 vCPUs need 24, and one needs 4/);
@@ -273,4 +276,19 @@ test('make preflight: the command prints each finding with its fix and exits 1 o
   assert.match(out, /^WARN {4}lambda concurrency: the account runs at most 10 Lambda functions at once/m);
   assert.match(out, /^ok {6}fargate spot vcpus: Fargate Spot vCPU resource count: 60/m);
   assert.match(out, /^preflight: \d+ blocker\(s\): fix them before make deploy$/m);
+});
+
+test('gpu instance types that cannot take a task are found from ec2\'s description of them', async () => {
+  const { InstanceTypes } = await new EC2Client({}).send(new DescribeInstanceTypesCommand({ InstanceTypes: ['g5.xlarge', 'g5.12xlarge'] }));
+  const fit = (task: Partial<typeof GPU_TASK>, types = InstanceTypes!) =>
+    instanceFit({ ...GPU_TASK, ...task, instanceTypes: [], maxInstances: 1 }, types);
+  assert.equal(fit({})[0].level, 'ok');
+  // Two GPUs per task: a g5.xlarge (one A10G) never takes one, a g5.12xlarge (four) does.
+  const two = fit({ gpusPerTask: 2 })[0];
+  assert.equal(two.level, 'warn');
+  assert.match(two.message, /g5\.xlarge has 1 GPU\(s\) for gpusPerTask 2/);
+  const g5 = InstanceTypes!.filter((t) => t.InstanceType === 'g5.xlarge');
+  const none = fit({ gpusPerTask: 2, taskMemoryMiB: 16384, taskCpuUnits: 8192 }, g5)[0];
+  assert.equal(none.level, 'blocker');
+  assert.match(none.message, /no listed type can take a task: g5\.xlarge has 1 GPU\(s\) for gpusPerTask 2, 4096 CPU units for the task's 8192, about 14745 MiB for tasks, for the task's 16384/);
 });
