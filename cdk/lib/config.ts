@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import { CpuArchitecture } from './capacity';
 import { GpuAmi } from './constructs/gpu-capacity';
 import { GpuWorkers, SpotStrategy } from './constructs/workers';
 import { Node } from 'constructs';
@@ -52,6 +53,10 @@ export const CONTEXT_KEYS = [
   'gpuMaxInstances',
   'gpuRootVolumeGiB',
   'gpuAmi',
+  'cpuArchitecture',
+  'backlogReservedConcurrency',
+  'smokeInput',
+  'deployProvesImage',
   'jobTimeoutSeconds',
   'maxJobTimeoutSeconds',
   'leaseSeconds',
@@ -421,6 +426,10 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     spot: bool(get, 'spot'),
     spotStrategy: spotStrategy(get, bool(get, 'spot')),
     gpu: gpuWorkers(get),
+    cpuArchitecture: str(get, 'cpuArchitecture') as CpuArchitecture | undefined,
+    backlogReservedConcurrency: num(get, 'backlogReservedConcurrency'),
+    deployProvesImage: bool(get, 'deployProvesImage'),
+    smokeInput: given(get, 'smokeInput') ? jsonish(get, 'smokeInput', () => true) : undefined,
     jobTimeout: seconds('jobTimeoutSeconds'),
     maxJobTimeout: seconds('maxJobTimeoutSeconds'),
     leaseDuration: seconds('leaseSeconds'),

@@ -1,8 +1,11 @@
 import * as path from 'node:path';
-import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as fs from 'node:fs';
+import { CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { CpuArchitecture } from './capacity';
 import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
 import { JobApi, JwtAuthorization } from './constructs/job-api';
@@ -159,6 +162,32 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly gpu?: GpuWorkers;
   /**
+   * The worker tasks' CPU architecture, and the platform images are built for. ECS runs Fargate
+   * Spot tasks on X86_64 only and the GPU instances are x86_64: ARM64 with `spot` or `gpu` fails
+   * synth with the rule.
+   *
+   * @default - 'arm64' (Graviton) on Fargate; 'x86_64' with `spot` or `gpu`
+   */
+  readonly cpuArchitecture?: CpuArchitecture;
+  /**
+   * Concurrency reserved for the backlog Lambda, so that a flood of long-polling status calls
+   * cannot throttle the scaling loop (BACKLOG_RESERVED_CONCURRENCY, 2, fits it). Lambda refuses a
+   * reservation that leaves fewer than 100 of the account's concurrency unreserved, and a new
+   * account's quota may be 10: ask for it once the quota allows (`make preflight` checks).
+   *
+   * @default - none: a throttled run waits in Lambda's queue for at most a minute, the submit
+   * function's nudge still starts the first task, and the loop's Throttles alarm reports it
+   */
+  readonly backlogReservedConcurrency?: number;
+  /**
+   * Every deploy that changes the workers' task definition runs at least one task of it, which
+   * must turn healthy before the deploy completes, even with the service parked at zero (the
+   * deployment circuit breaker rolls a broken image back); the idle rule parks it again after.
+   *
+   * @default true on Fargate; false with `gpu` (each deploy would start a GPU instance)
+   */
+  readonly deployProvesImage?: boolean;
+  /**
    * Time limit of a job that sets no `timeout_seconds`; at the limit the attempt fails (or is
    * retried, with `"on_timeout": "retry"`).
    *
@@ -258,6 +287,31 @@ export interface SluiceStackProps extends StackProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * A job input the deployed handler accepts, published as the `SmokeInput` output for
+   * `make smoke`.
+   *
+   * @default - `{"text": "hello sluice"}` for the demo handler; the `smoke-input.json` beside the
+   * image's Dockerfile (each example has one); else none, and `make smoke` asks for one
+   */
+  readonly smokeInput?: unknown;
+}
+
+/** The file beside a Dockerfile that holds a job input its handler accepts. */
+export const SMOKE_INPUT_FILE = 'smoke-input.json';
+
+/** The smoke input that follows the handler and image, when one is known. */
+function defaultSmokeInput(image: WorkerImage | undefined, handler: WorkerHandler | undefined): unknown {
+  if (handler === undefined || handler.mode === 'demo') return { text: 'hello sluice' };
+  const src = image?.source;
+  if (src?.kind !== 'directory') return undefined;
+  const file = path.join(path.dirname(path.resolve(src.buildContext, src.file)), SMOKE_INPUT_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file} must hold a json job input: ${(e as Error).message}`);
+  }
 }
 
 /** sluice: the jobs API, queue and table, the Fargate workers and their backlog scaling. */
@@ -297,6 +351,14 @@ export class SluiceStack extends Stack {
       );
     }
 
+    const reserved = props.backlogReservedConcurrency;
+    if (reserved !== undefined && (!Number.isInteger(reserved) || reserved < 1 || reserved > 10)) {
+      throw new Error(
+        `backlogReservedConcurrency must be a whole number from 1 to 10 (2 fits one run and the next one's overlap), ` +
+          `got ${reserved}; 0 would throttle every run of the scaling loop: leave it unset for no reservation`,
+      );
+    }
+
     const network = this.network(props.existingVpc, logRetention, logRemovalPolicy);
     this.vpc = network.vpc;
 
@@ -329,6 +391,8 @@ export class SluiceStack extends Stack {
       drainTimeout: props.drainTimeout,
       spot: props.spot,
       spotStrategy: props.spotStrategy,
+      cpuArchitecture: props.cpuArchitecture,
+      deployProvesImage: props.deployProvesImage,
       gpu:
         props.gpu === undefined
           ? undefined
@@ -376,6 +440,7 @@ export class SluiceStack extends Stack {
       minTasks: props.minTasks,
       maxTasks: props.maxTasks,
       nudgers: [this.jobApi.submitFunction],
+      reservedConcurrency: reserved,
       logRetention,
     });
 
@@ -390,7 +455,20 @@ export class SluiceStack extends Stack {
         backlog: this.scaling.function,
       },
       alarmEmail: props.alarmEmail,
+      workerService: this.workers.service,
     });
+
+    // A function without a log group of the stack (the default security group's custom resource
+    // provider, CDK's) would log to one Lambda makes, which outlives the stack: give it one.
+    for (const c of this.node.findAll()) {
+      if (!(c instanceof CfnResource) || c.cfnResourceType !== 'AWS::Lambda::Function') continue;
+      if (c instanceof lambda.CfnFunction && c.loggingConfig !== undefined) continue;
+      const group = new logs.LogGroup(c.node.scope as Construct, `${c.node.id}LogGroup`, {
+        retention: logRetention,
+        removalPolicy: logRemovalPolicy,
+      });
+      c.addPropertyOverride('LoggingConfig.LogGroup', group.logGroupName);
+    }
 
     // Every log group of the stack, those of the constructs' own functions included, goes with it
     // or stays, as one setting says.
@@ -416,6 +494,13 @@ export class SluiceStack extends Stack {
     new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
     new CfnOutput(this, 'PayloadBucketName', { value: this.jobQueue.payloadBucket.bucketName });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
+    const smokeInput = props.smokeInput ?? defaultSmokeInput(props.workerImage, props.workerHandler);
+    if (smokeInput !== undefined) {
+      new CfnOutput(this, 'SmokeInput', {
+        value: JSON.stringify(smokeInput),
+        description: 'A job input the deployed handler accepts, submitted by make smoke',
+      });
+    }
   }
 
   private importSecurityGroup(id: string, securityGroupId: string): ec2.ISecurityGroup {

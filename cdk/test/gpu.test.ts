@@ -78,7 +78,8 @@ test('the gpu instances come from zero through an asg capacity provider with man
   assert.equal(service.Type, 'AWS::ECS::Service');
   assert.deepEqual(service.Properties.CapacityProviderStrategy, [{ CapacityProvider: { Ref: providerId }, Weight: 1 }]);
   assert.equal(service.Properties.LaunchType, undefined);
-  assert.equal(service.Properties.DesiredCount, undefined);
+  // Created with no task, then its own count (test/deploy-safety.test.ts).
+  assert.equal(service.Properties.DesiredCount['Fn::GetAtt'][1], 'DesiredCount');
   assert.ok(service.DependsOn.includes(Object.keys(t.findResources('AWS::ECS::ClusterCapacityProviderAssociations'))[0]));
   t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', {
     ScalableDimension: 'ecs:service:DesiredCount',

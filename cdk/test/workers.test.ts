@@ -42,13 +42,14 @@ test('the task runs on linux/arm64 with the configured size', () => {
   });
 });
 
-test('the service starts at zero and leaves the desired count to scaling', () => {
+test('the service leaves the desired count to scaling', () => {
   const { t } = template();
   const services = Object.values(t.findResources('AWS::ECS::Service'));
   assert.equal(services.length, 1);
   const props = services[0].Properties;
-  // No DesiredCount in the template: ECS keeps the scaled count across deploys.
-  assert.equal(props.DesiredCount, undefined);
+  // DesiredCount is the service's own at deploy time (test/deploy-safety.test.ts): ECS keeps
+  // the scaled count across deploys.
+  assert.equal(props.DesiredCount['Fn::GetAtt'][1], 'DesiredCount');
   assert.deepEqual(props.DeploymentConfiguration, {
     DeploymentCircuitBreaker: { Enable: true, Rollback: true },
     MaximumPercent: 200,

@@ -26,7 +26,10 @@ import { RustFunction } from './rust-function';
  */
 export const SCALING_ALARM_PERIOD = Duration.minutes(1);
 
-/** Concurrency reserved for the backlog Lambda: one scheduled run and the next one's overlap. */
+/**
+ * The reservation that fits the backlog Lambda (one scheduled run and the next one's overlap),
+ * when the account can grant one (`reservedConcurrency`).
+ */
 export const BACKLOG_RESERVED_CONCURRENCY = 2;
 
 /** Properties of {@link BacklogScaling}. */
@@ -64,6 +67,15 @@ export interface BacklogScalingProps {
    * @default - none
    */
   readonly nudgers?: iam.IGrantable[];
+  /**
+   * Concurrency reserved for the backlog Lambda, so long-polling status calls cannot starve the
+   * loop. Lambda refuses a reservation that leaves fewer than 100 of the account's concurrency
+   * unreserved (a new account's quota may be 10), so none is made unless asked for.
+   *
+   * @default - none: the account's unreserved pool; a throttled run waits in Lambda's queue for
+   * at most a minute, and the Throttles alarm reports it
+   */
+  readonly reservedConcurrency?: number;
   /**
    * Retention of the backlog Lambda's logs.
    *
@@ -129,9 +141,11 @@ export class BacklogScaling extends Construct {
       timeout: Duration.seconds(90),
       // The next scheduled run is the retry.
       retryAttempts: 0,
-      // Its own pool: long-polling status calls cannot starve the loop, and at most a run and
-      // its successor's overlap run at once.
-      reservedConcurrentExecutions: BACKLOG_RESERVED_CONCURRENCY,
+      // Its own pool when the account can grant one (see reservedConcurrency).
+      reservedConcurrentExecutions: props.reservedConcurrency,
+      // A run throttled by the schedule's asynchronous invocation is retried by Lambda while it is
+      // under a minute old, then dropped: the next scheduled run takes over, none arrives late.
+      maxEventAge: Duration.seconds(60),
       logRetention: props.logRetention,
       environment: backlogEnv({
         queueUrl: props.queue.queueUrl,

@@ -3,6 +3,8 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
+import { CustomResource } from 'aws-cdk-lib';
+import { groupDrain } from '../deploy-helper';
 import { acknowledge, nagRef } from '../nag';
 
 /** The ECS GPU-optimised AMI generation, resolved through its public SSM parameter at deploy time. */
@@ -67,6 +69,12 @@ export class GpuCapacity extends Construct {
   /** The instances' role (the ECS agent's permissions). */
   public readonly instanceRole: iam.Role;
   public readonly launchTemplates: ec2.LaunchTemplate[];
+  /**
+   * One per group: on delete, lifts its instances' scale-in protection and empties it, so the
+   * group's deletion completes (a protected instance would hold it for ever). The service must
+   * depend on them.
+   */
+  public readonly drains: CustomResource[];
 
   constructor(scope: Construct, id: string, props: GpuCapacityProps) {
     super(scope, id);
@@ -159,7 +167,12 @@ export class GpuCapacity extends Construct {
         // Spot: launch a replacement when an instance is at risk of interruption.
         capacityRebalance: spot ? true : undefined,
       });
+      // Instances with public IPs: after the default routes at creation, before them at deletion.
+      if (props.associatePublicIp === true) {
+        asg.node.addDependency(props.vpc.selectSubnets(props.vpcSubnets).internetConnectivityEstablished);
+      }
       this.autoScalingGroups.push(asg);
+      this.drains.push(groupDrain(this, `${name}Drain`, asg));
       const provider = new ecs.AsgCapacityProvider(this, `${name}Provider`, {
         autoScalingGroup: asg,
         enableManagedScaling: true,
@@ -188,6 +201,7 @@ export class GpuCapacity extends Construct {
 
     this.autoScalingGroups = [];
     this.launchTemplates = [];
+    this.drains = [];
     this.onDemand = group('OnDemand');
     if (props.spot === true) this.spot = group('Spot');
 

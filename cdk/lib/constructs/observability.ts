@@ -7,6 +7,9 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as events_ from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import { Construct } from 'constructs';
 import { wholeSeconds } from '../validate';
 import { BacklogMetricName, MetricSource, WorkerMetricName, backlogMetric, workerMetric } from '../metrics';
@@ -37,6 +40,13 @@ export interface ObservabilityProps {
    * @default - no subscription
    */
   readonly alarmEmail?: string;
+  /**
+   * The worker service: its tasks that fail to start or stop soon after starting, its placement
+   * failures and its failed deployments are sent to the topic (ECS events through EventBridge).
+   *
+   * @default - none
+   */
+  readonly workerService?: ecs.IBaseService;
   /**
    * Alarm when the oldest queued message is older than this.
    *
@@ -126,6 +136,8 @@ export class Observability extends Construct {
       this.topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
     }
     const notify = new cwactions.SnsAction(this.topic);
+
+    if (props.workerService !== undefined) this.notifyWorkerFailures(props.workerService);
 
     const minute = Duration.minutes(1);
     const dlqDepth = props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
@@ -310,6 +322,55 @@ export class Observability extends Construct {
           }),
         ],
       ],
+    });
+  }
+
+  /**
+   * ECS's own events about the worker service, to the topic: a task that fails to start, or whose
+   * essential container exits (a crash soon after starting, a broken image), ECS's report that
+   * the service cannot start tasks consistently, placement and configuration failures, and a
+   * deployment that failed (and was rolled back).
+   */
+  private notifyWorkerFailures(service: ecs.IBaseService): void {
+    const events = new iam.ServicePrincipal('events.amazonaws.com');
+    this.topicKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'EventBridgeEncrypt',
+        principals: [events],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
+    const target = new targets.SnsTopic(this.topic);
+    new events_.Rule(this, 'WorkerServiceEvents', {
+      description: 'sluice: the worker service cannot start tasks, or a deployment failed',
+      eventPattern: {
+        source: ['aws.ecs'],
+        detailType: ['ECS Service Action', 'ECS Deployment State Change'],
+        resources: [service.serviceArn],
+        detail: {
+          eventName: [
+            'SERVICE_TASK_START_IMPAIRED',
+            'SERVICE_TASK_PLACEMENT_FAILURE',
+            'SERVICE_TASK_CONFIGURATION_FAILURE',
+            'SERVICE_DEPLOYMENT_FAILED',
+          ],
+        },
+      },
+      targets: [target],
+    });
+    new events_.Rule(this, 'WorkerTaskFailures', {
+      description: 'sluice: a worker task failed to start or its essential container exited',
+      eventPattern: {
+        source: ['aws.ecs'],
+        detailType: ['ECS Task State Change'],
+        detail: {
+          clusterArn: [service.cluster.clusterArn],
+          lastStatus: ['STOPPED'],
+          stopCode: ['TaskFailedToStart', 'EssentialContainerExited'],
+        },
+      },
+      targets: [target],
     });
   }
 }

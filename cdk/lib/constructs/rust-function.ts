@@ -34,6 +34,13 @@ export interface RustFunctionProps {
    */
   readonly retryAttempts?: number;
   /**
+   * How long an asynchronous invocation may wait in Lambda's queue (throttled, or between
+   * retries) before it is dropped (60 s to 6 hours).
+   *
+   * @default - Lambda's, 6 hours
+   */
+  readonly maxEventAge?: Duration;
+  /**
    * Concurrency kept for this function alone (it can neither be starved by others nor exceed it).
    *
    * @default - none: the account's unreserved pool
@@ -81,6 +88,7 @@ export class RustFunction extends Construct {
       logGroup: this.logGroup,
       description: props.description,
       retryAttempts: props.retryAttempts,
+      maxEventAge: props.maxEventAge,
       reservedConcurrentExecutions: props.reservedConcurrentExecutions,
     });
   }

@@ -11,7 +11,10 @@ import { workerEnv } from '../env';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
 import { wholeSeconds } from '../validate';
-import { GPU_IMAGE_PLATFORM, IMAGE_PLATFORM, WorkerImage, defaultWorkerImage } from '../worker-image';
+import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
+import { desiredCount } from '../deploy-helper';
+import { REPO_ROOT } from '../policy';
+import { DEFAULT_WORKER_DOCKERFILE, WorkerImage, defaultWorkerImage } from '../worker-image';
 import { GpuAmi, GpuCapacity } from './gpu-capacity';
 
 /** The worker binary's path in the image (`worker/Dockerfile`). */
@@ -267,6 +270,21 @@ export interface WorkersProps {
    */
   readonly gpu?: GpuWorkers;
   /**
+   * The tasks' CPU architecture; images built here are built for it. Fargate Spot runs X86_64
+   * tasks only and GPU instances are x86_64, so ARM64 with either is refused.
+   *
+   * @default - 'arm64' on Fargate; 'x86_64' with `spot` or `gpu`
+   */
+  readonly cpuArchitecture?: CpuArchitecture;
+  /**
+   * Every deploy that changes the task definition runs at least one task of it, which must turn
+   * healthy before the deploy completes (the circuit breaker rolls back one that does not), even
+   * when the service is parked at zero; the idle rule parks it again afterwards.
+   *
+   * @default true on Fargate; false with `gpu` (a deploy would start a GPU instance)
+   */
+  readonly deployProvesImage?: boolean;
+  /**
    * Mount an EFS file system read-only for model files.
    *
    * @default - no file system
@@ -314,6 +332,41 @@ export function validateFargateSize(cpu: number, memoryMiB: number): void {
   }
 }
 
+/** Whether the image is the default one, `worker/Dockerfile`: sluice-worker alone, no shell. */
+function isDefaultImage(image: WorkerImage | undefined): boolean {
+  if (image === undefined) return true;
+  const src = image.source;
+  return (
+    src.kind === 'directory' &&
+    path.resolve(src.buildContext, src.file) === path.resolve(REPO_ROOT, DEFAULT_WORKER_DOCKERFILE)
+  );
+}
+
+/**
+ * Refuses a handler whose program the image cannot hold: the default image has sluice-worker and
+ * nothing else (no shell, no Python), so a process-mode command, or an http-mode server on its
+ * own loopback, would never start and the tasks would be replaced forever.
+ */
+function refuseHandlerWithoutProgram(image: WorkerImage | undefined, handler: WorkerHandler | undefined): void {
+  if (handler === undefined || !isDefaultImage(image)) return;
+  if (handler.mode === 'process') {
+    throw new Error(
+      'process mode runs a program of yours, and the default worker image (worker/Dockerfile) holds only ' +
+        'sluice-worker (no shell, no python): give an image that holds the program, e.g. ' +
+        '-c workerImageDirectory=examples/sentiment (WorkerImage.fromDirectory), or use handlerMode=demo',
+    );
+  }
+  if (handler.mode === 'http' && handler.modelServer === undefined) {
+    const host = handler.modelUrl === undefined ? '127.0.0.1' : new URL(handler.modelUrl).hostname;
+    if (host === '127.0.0.1' || host === 'localhost' || host === '[::1]') {
+      throw new Error(
+        'http mode on the default worker image needs a modelServer or a modelUrl of a server elsewhere: ' +
+          `nothing in the image listens on ${host} (add -c modelServerImageUri=... or -c modelUrl=http://<host>:<port>)`,
+      );
+    }
+  }
+}
+
 /**
  * The ECS cluster and the service running `sluice-worker` (on Fargate, or on GPU instances),
  * scaled from zero by others.
@@ -334,6 +387,8 @@ export class Workers extends Construct {
   public readonly modelServerContainer?: ecs.ContainerDefinition;
   /** The handler as validated, with its defaults. */
   public readonly handler: ResolvedHandler;
+  /** Launch type, architecture, image platform and network mode of the tasks. */
+  public readonly capacity: Capacity;
   public readonly securityGroup: ec2.SecurityGroup;
   public readonly logGroup: logs.LogGroup;
 
@@ -385,11 +440,16 @@ export class Workers extends Construct {
     if (props.image !== undefined && !(props.image instanceof WorkerImage)) {
       throw new Error('image must be a WorkerImage (WorkerImage.fromDirectory, fromUri or fromContainerImage)');
     }
+    refuseHandlerWithoutProgram(props.image, props.handler);
     const assignPublicIp = props.assignPublicIp ?? false;
-    // GPU instances: tasks in awsvpc mode get no public IP, so in public subnets (no NAT gateway)
-    // they use the instance's network through the Docker bridge instead.
-    const networkMode =
-      gpu === undefined ? ecs.NetworkMode.AWS_VPC : assignPublicIp ? ecs.NetworkMode.BRIDGE : ecs.NetworkMode.AWS_VPC;
+    // Every combination ECS refuses fails here, with its rule (lib/capacity.ts).
+    this.capacity = resolveCapacity({
+      gpu: gpu !== undefined,
+      spot: props.spot === true,
+      architecture: props.cpuArchitecture,
+      publicSubnets: assignPublicIp,
+    });
+    const networkMode = this.capacity.networkMode === 'bridge' ? ecs.NetworkMode.BRIDGE : ecs.NetworkMode.AWS_VPC;
     const bridge = networkMode === ecs.NetworkMode.BRIDGE;
     const handler = resolveHandler(props.handler ?? { mode: 'demo' }, bridge ? MODEL_SERVER_ALIAS : '127.0.0.1');
     this.handler = handler;
@@ -450,12 +510,12 @@ export class Workers extends Construct {
             cpu,
             memoryLimitMiB,
             runtimePlatform: {
-              cpuArchitecture: ecs.CpuArchitecture.ARM64,
+              cpuArchitecture: this.capacity.cpuArchitecture,
               operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
             },
           })
         : new ecs.Ec2TaskDefinition(this, 'TaskDefinition', { networkMode });
-    const platform = gpu === undefined ? IMAGE_PLATFORM : GPU_IMAGE_PLATFORM;
+    const platform = this.capacity.platform;
 
     this.logGroup = new logs.LogGroup(this, 'LogGroup', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
@@ -480,9 +540,14 @@ export class Workers extends Construct {
         maxBufferSize: Size.mebibytes(25),
       });
 
+    // An init process (ECS's, docker-init) as PID 1 of each container: it forwards SIGTERM to the
+    // worker or server and reaps whatever a handler's process group leaves behind.
+    const withInit = (id: string) => new ecs.LinuxParameters(this, id, { initProcessEnabled: true });
+
     this.container = this.taskDefinition.addContainer('Worker', {
       image: (props.image ?? defaultWorkerImage()).bind(this, 'WorkerImage', platform),
       essential: true,
+      linuxParameters: withInit('WorkerLinuxParameters'),
       ...reservation(!computesInServer),
       environment: workerEnv({
         tableName: props.table.tableName,
@@ -521,6 +586,7 @@ export class Workers extends Construct {
       this.modelServerContainer = this.taskDefinition.addContainer('ModelServer', {
         image: server.image.bind(this, 'ModelServerImage', platform),
         essential: true,
+        linuxParameters: withInit('ModelServerLinuxParameters'),
         ...reservation(true),
         command: server.command,
         environment: server.environment,
@@ -558,8 +624,19 @@ export class Workers extends Construct {
     // Shared by both kinds of service. No desiredCount: CloudFormation then leaves the running
     // count to the scaling policies on every update (a template value would reset it on each
     // deploy). New tasks start before old ones stop, so a deploy never drops capacity under load.
+    // ECS creates a service without a DesiredCount at one task, and CloudFormation resets a
+    // template value on updates: the count comes from the service itself at deploy time (zero at
+    // creation on GPU instances, whose first task would wait on an instance launch).
+    const provesImage = props.deployProvesImage ?? gpu === undefined;
+    const desired = desiredCount(this, 'DesiredCount', {
+      cluster: this.cluster,
+      taskDefinition: this.taskDefinition,
+      initial: gpu === undefined ? 1 : 0,
+      floor: provesImage ? 1 : 0,
+    });
     const common = {
       cluster: this.cluster,
+      desiredCount: desired,
       minHealthyPercent: 100,
       maxHealthyPercent: 200,
       circuitBreaker: { enable: true, rollback: true },
@@ -603,6 +680,14 @@ export class Workers extends Construct {
         ...(bridge ? {} : { vpcSubnets, securityGroups: [this.securityGroup] }),
       });
       this.service = service;
+      // Destroy: the service goes first, then each group's drain, then the group.
+      for (const drain of this.gpuCapacity.drains) service.node.addDependency(drain);
+    }
+    // Tasks with public IPs reach the internet through the subnets' default routes: create the
+    // service after them (its first task pulls the image) and delete it before them (the gateway
+    // cannot be detached while a task holds a public address).
+    if (assignPublicIp) {
+      this.service.node.addDependency(props.vpc.selectSubnets(vpcSubnets).internetConnectivityEstablished);
     }
     // A service that names capacity providers fails to create before they are the cluster's: the
     // cluster's subtree holds the association (made at synth), so depend on all of it.
