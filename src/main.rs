@@ -649,7 +649,7 @@ mod report {
     use sluice::backlog::sample_of;
     use sluice::ecs::{Service, TaskCounts};
     use sluice::queue::{Depth, JobQueue};
-    use sluice::scaling::{needed_tasks, scale_out_to, tasks_for_backlog, Policy};
+    use sluice::scaling::{decide, tasks_for_backlog, Memory, Policy};
 
     pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
         match path {
@@ -674,9 +674,13 @@ mod report {
         pub tasks_for_backlog: u32,
         /// The capacity the backlog function computes for this sample.
         pub needed_tasks: u32,
-        /// What the backlog function does on this sample: `scale-out` or `none` (scale-in
-        /// and the return to min_tasks are the alarms', over whole minutes).
+        /// The fewest tasks the controller may leave now.
+        pub floor_tasks: u32,
+        /// What the controller does on this sample, seen afresh: `scale-out`, `scale-in` or
+        /// `none` (spare tasks are kept `keep_idle_startups` start-ups from the first sample that sees
+        /// them, so a fresh look never lowers unless `keep_idle_startups` is 0).
         pub policy_action: String,
+        pub policy_reason: String,
         pub policy_desired_tasks: u32,
     }
 
@@ -701,7 +705,7 @@ mod report {
         pub fn of(depth: Depth, tasks: TaskCounts, policy: &Policy) -> Report {
             let sample = sample_of(depth, tasks);
             let metrics = sample.metrics(policy);
-            let raise = scale_out_to(policy, &sample);
+            let d = decide(policy, &sample, &Memory::default(), 0.0);
             Report {
                 queue: depth,
                 service: tasks,
@@ -711,9 +715,11 @@ mod report {
                     depth.visible,
                     policy.target_backlog_per_task(),
                 ),
-                needed_tasks: needed_tasks(policy, &sample),
-                policy_action: if raise.is_some() { "scale-out" } else { "none" }.into(),
-                policy_desired_tasks: raise.unwrap_or(tasks.desired),
+                needed_tasks: d.needed_tasks,
+                floor_tasks: d.floor_tasks,
+                policy_action: d.action.name().into(),
+                policy_reason: d.reason.describe().into(),
+                policy_desired_tasks: d.desired_tasks,
             }
         }
     }
@@ -735,6 +741,11 @@ mod report {
                 "backlog   {:.2} per task (target {:.2}); the work needs {} task(s) now",
                 self.backlog_per_task, self.target_backlog_per_task, self.needed_tasks
             )?;
+            writeln!(
+                f,
+                "floor     {} task(s): the need, the tasks that may hold jobs, min_tasks",
+                self.floor_tasks
+            )?;
             let verdict = if self.policy_action == "none" {
                 format!("no change: stays at {} desired", self.policy_desired_tasks)
             } else {
@@ -743,7 +754,7 @@ mod report {
                     self.policy_action, self.service.desired, self.policy_desired_tasks
                 )
             };
-            writeln!(f, "policy    {verdict}")
+            writeln!(f, "policy    {verdict} ({})", self.policy_reason)
         }
     }
 }

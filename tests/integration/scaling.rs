@@ -14,7 +14,7 @@ use sluice::cloudwatch::{Dimensions, Publisher};
 use sluice::ecs::Service;
 use sluice::job::Status;
 use sluice::nudge::{lease_key, ScaleFromZero, LEASE_TTL, SETTLE};
-use sluice::scaling::Policy;
+use sluice::scaling::{Action, Memory, Policy};
 use sluice::time::Millis;
 
 use crate::support::*;
@@ -76,6 +76,7 @@ async fn the_backlog_metrics_can_be_read_back() {
         },
         policy: Policy::builtin().unwrap(),
         lease: Some(s.store.clone()),
+        memory: Default::default(),
     };
     let start = Millis::now();
     let m = sampler.sample().await.unwrap();
@@ -210,6 +211,7 @@ fn sampler_for(s: &Stack, service: &Service, policy: Policy, lease: bool) -> Sam
         },
         policy,
         lease: lease.then(|| s.store.clone()),
+        memory: Default::default(),
     }
 }
 
@@ -283,7 +285,9 @@ async fn the_nudge_and_the_raise_never_write_under_each_others_lease() {
         visible: 2,
         ..Default::default()
     };
-    assert_eq!(sampler.raise(&seen).await.unwrap(), None);
+    let fresh = Memory::default();
+    let raise = |now| sampler.apply(&seen, &fresh, now);
+    assert_eq!(raise(0.0).await.unwrap(), None);
     assert_eq!(service.counts().await.unwrap().desired, 0);
     s.store
         .release_turn(&key, held_at.plus(LEASE_TTL))
@@ -291,7 +295,7 @@ async fn the_nudge_and_the_raise_never_write_under_each_others_lease() {
         .unwrap();
 
     // Free again: the raise writes, and a nudge that reads the raised count leaves it.
-    assert_eq!(sampler.raise(&seen).await.unwrap(), Some(2));
+    assert_eq!(raise(1.0).await.unwrap().map(|d| d.desired_tasks), Some(2));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let body = json!({ "input": { "n": 3 } }).to_string();
     assert_eq!(
@@ -390,6 +394,7 @@ async fn a_sample_that_fails_publishes_nothing() {
             queue_name: s.queue.name().to_owned(),
             service_name: "missing-service".into(),
         },
+        memory: Default::default(),
     };
     let err = sampler.sample().await.unwrap_err();
     assert!(
@@ -439,6 +444,13 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
         "backlog with no task must scale: {r}"
     );
     assert!(r["policy_desired_tasks"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["policy_reason"]
+            .as_str()
+            .unwrap()
+            .contains("need more tasks"),
+        "{r}"
+    );
 
     let text = sluice_cli(&[&["report"][..], &args[..]].concat());
     let text = String::from_utf8_lossy(&text.stdout);
@@ -527,11 +539,45 @@ async fn simulate_grid_prints_cases_and_a_summary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("burst 3000 × 10 min, cap 100"), "{text}");
+    assert!(text.contains("heavy-tailed burst 600"), "{text}");
+    assert!(
+        text.contains("5 bursts 40 × 10 s every 5 min, cap 20"),
+        "{text}"
+    );
+    assert!(text.contains("4 slots"), "{text}");
+    assert!(
+        text.contains("task-seconds ≤ 1.3× the oracle's on every case: 13 of 13"),
+        "{text}"
+    );
     assert!(text.contains("every target met: yes"), "{text}");
 
     let json = sluice_cli(&["--json", "simulate", "--grid", "short"]);
     let r: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(r["rows"].as_array().unwrap().len(), 10);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 13);
+    assert!(rows
+        .iter()
+        .all(|row| row["cost_ratio"].as_f64().unwrap() <= 1.3));
+
+    // The cost target fails a policy that keeps its spare tasks ten start-ups.
+    let dir = std::env::temp_dir().join(format!("sluice-grid-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lavish: serde_json::Value =
+        serde_json::from_str(sluice::scaling::BUILTIN_POLICY_JSON).unwrap();
+    lavish["keep_idle_startups"] = json!(10);
+    let lavish_file = dir.join("lavish.json");
+    std::fs::write(&lavish_file, lavish.to_string()).unwrap();
+    let out = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--policy",
+        lavish_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("| cost "), "{text}");
+    assert!(text.contains("every target met: no"), "{text}");
 
     let dir = std::env::temp_dir().join(format!("sluice-traces-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -612,8 +658,69 @@ async fn a_raise_that_fails_is_reported_by_the_run() {
         summary
             .last_raise_error
             .as_deref()
-            .is_some_and(|e| e.contains("could not raise the service")),
+            .is_some_and(|e| e.contains("could not set the service's desired count")),
         "{summary:?}"
     );
     assert_eq!(service.counts().await.unwrap().desired, 0);
+}
+
+/// The one controller lowers the count too: spare tasks go once unused for the keep-idle time,
+/// with one UpdateService, never below the tasks that hold jobs, and under the same lease as
+/// the raise and the nudge, so a nudge that holds it keeps the count.
+#[tokio::test]
+async fn spare_tasks_are_released_by_the_same_controller_under_the_lease() {
+    let s = Stack::new("scale_in").await;
+    let counter = RequestCounter::default();
+    let service = worker_service(&s, Some(&counter)).await;
+    // The emulator runs what ECS is asked for at once: 6 running, no job anywhere.
+    service.set_desired(6).await.unwrap();
+    let policy = Policy {
+        keep_idle_startups: 0.0,
+        ..Policy::builtin().unwrap().with_bounds(0, 20).unwrap()
+    };
+    let sampler = sampler_for(&s, &service, policy, true);
+
+    // A nudge holds the lease: the controller writes nothing.
+    let key = lease_key(&service);
+    let held_at = Millis::now();
+    assert!(s.store.take_turn(&key, held_at, LEASE_TTL).await.unwrap());
+    let seen = sampler.read().await.unwrap();
+    assert_eq!(
+        (seen.running_tasks, seen.desired_tasks, seen.visible),
+        (6, 6, 0)
+    );
+    let now = Millis::now().0 as f64 / 1000.0;
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        sampler.apply(&seen, &Memory::default(), now).await.unwrap(),
+        None
+    );
+    assert!(start.elapsed() >= SETTLE, "it waited for the lease once");
+    assert_eq!(service.counts().await.unwrap().desired, 6);
+    s.store
+        .release_turn(&key, held_at.plus(LEASE_TTL))
+        .await
+        .unwrap();
+
+    // Free: one sample parks the idle fleet at min_tasks with one write.
+    let before = counter.count("UpdateService");
+    let m = sampler.sample().await.unwrap();
+    assert_eq!(m.desired_tasks, 6, "the published sample is what was read");
+    assert_eq!(service.counts().await.unwrap().desired, 0);
+    assert_eq!(counter.count("UpdateService"), before + 1);
+
+    // With a job in flight on one of three tasks, one stays.
+    tokio::time::sleep(SETTLE).await;
+    service.set_desired(3).await.unwrap();
+    let busy = sluice::scaling::Sample {
+        in_flight: 1,
+        ..sampler.read().await.unwrap()
+    };
+    let d = sampler
+        .apply(&busy, &Memory::default(), Millis::now().0 as f64 / 1000.0)
+        .await
+        .unwrap()
+        .expect("lowered");
+    assert_eq!((d.action, d.desired_tasks), (Action::ScaleIn, 1));
+    assert_eq!(service.counts().await.unwrap().desired, 1);
 }

@@ -174,6 +174,13 @@ impl Report {
         Some(sluice.p95_wait_seconds / oracle.p95_wait_seconds.max(f64::MIN_POSITIVE))
     }
 
+    /// sluice's task-seconds over the oracle's, when both ran.
+    pub fn cost_ratio_to_oracle(&self) -> Option<f64> {
+        let sluice = self.scaler(ScalerKind::Sluice)?;
+        let oracle = self.scaler(ScalerKind::Oracle)?;
+        Some(sluice.task_seconds / oracle.task_seconds.max(f64::MIN_POSITIVE))
+    }
+
     /// Anchors with both a lower p95 wait and fewer task-seconds than sluice.
     pub fn anchors_dominating_sluice(&self) -> Vec<ScalerKind> {
         let Some(sluice) = self.scaler(ScalerKind::Sluice) else {

@@ -6,10 +6,8 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::super::decide::{
-    evaluate_alarms, scale_out_to, should_nudge_from_zero, AlarmState, Minute, MissingData, Sample,
-    ScalingState, ALARM_PERIOD_SECONDS,
-};
+use super::super::alarm::{AlarmState, MissingData};
+use super::super::decide::{decide, should_nudge_from_zero, Memory, Sample};
 use super::super::policy::Policy;
 use super::engine::{Command, Scaler, View};
 use super::workload::Rng;
@@ -72,28 +70,24 @@ pub mod keda {
     pub const SCALE_UP_PODS: u32 = 4;
 }
 
-/// sluice: the backlog Lambda samples every `metric_period_seconds` and
-/// raises the service to the needed capacity ([`scale_out_to`]); the
-/// scale-in and idle alarms evaluate one-minute datapoints
-/// ([`evaluate_alarms`]); submit nudges the service from 0. A fraction of
-/// the samples can be dropped (a late or failed run publishes nothing and
-/// raises nothing).
+/// sluice: the backlog Lambda samples every `metric_period_seconds` and sets
+/// the desired count with [`decide`], the one controller of the count in both
+/// directions; submit nudges the service from 0. A fraction of the samples
+/// can be dropped (a late or failed run publishes nothing and decides
+/// nothing).
 #[derive(Debug, Clone)]
 pub struct SluiceScaler {
     policy: Policy,
     period: f64,
     next_sample: f64,
-    next_minute: f64,
-    minute: Minute,
-    state: ScalingState,
+    memory: Memory,
     last_nudge: Option<f64>,
     missed_fraction: f64,
     rng: Rng,
 }
 
 impl SluiceScaler {
-    /// Samples at `phase × period + k × period`; the alarms evaluate at every
-    /// whole minute on the samples published in it.
+    /// Samples at `phase × period + k × period`.
     pub fn new(policy: &Policy, phase: f64) -> SluiceScaler {
         SluiceScaler::with_missed_samples(policy, phase, 0.0, 1)
     }
@@ -111,9 +105,7 @@ impl SluiceScaler {
             policy: policy.clone(),
             period,
             next_sample: phase * period,
-            next_minute: ALARM_PERIOD_SECONDS,
-            minute: Minute::default(),
-            state: ScalingState::default(),
+            memory: Memory::default(),
             last_nudge: None,
             missed_fraction: missed_fraction.clamp(0.0, 1.0),
             rng: Rng::new(seed),
@@ -133,42 +125,21 @@ fn sample_of(view: &View) -> Sample {
 
 impl Scaler for SluiceScaler {
     fn next_wakeup(&self) -> Option<f64> {
-        Some(self.next_sample.min(self.next_minute))
+        Some(self.next_sample)
     }
 
     fn wake(&mut self, view: &View) -> Vec<Command> {
-        let mut desired = view.desired_tasks;
-        let mut commands = Vec::new();
-        if view.now + EPSILON >= self.next_minute {
-            let minute = std::mem::take(&mut self.minute);
-            let decision = evaluate_alarms(
-                &self.policy,
-                view.now,
-                desired,
-                (minute.samples > 0).then_some(&minute),
-                &self.state,
-            );
-            self.state = decision.state;
-            if decision.desired_tasks != desired {
-                desired = decision.desired_tasks;
-                commands.push(Command::SetDesired(desired));
-            }
-            self.next_minute += ALARM_PERIOD_SECONDS;
+        self.next_sample += self.period;
+        if self.rng.unit() < self.missed_fraction {
+            return Vec::new();
         }
-        if view.now + EPSILON >= self.next_sample {
-            self.next_sample += self.period;
-            if self.rng.unit() >= self.missed_fraction {
-                let sample = Sample {
-                    desired_tasks: desired,
-                    ..sample_of(view)
-                };
-                self.minute.add(&sample.metrics(&self.policy));
-                if let Some(n) = scale_out_to(&self.policy, &sample) {
-                    commands.push(Command::SetDesired(n));
-                }
-            }
+        let decision = decide(&self.policy, &sample_of(view), &self.memory, view.now);
+        self.memory = decision.memory;
+        if decision.desired_tasks == view.desired_tasks {
+            Vec::new()
+        } else {
+            vec![Command::SetDesired(decision.desired_tasks)]
         }
-        commands
     }
 
     fn on_arrival(&mut self, view: &View) -> Vec<Command> {
