@@ -48,6 +48,8 @@ pub struct Metrics {
     pub in_flight: u32,
     /// Tasks running.
     pub running_tasks: u32,
+    /// Tasks requested and still starting.
+    pub pending_tasks: u32,
     /// The service's desired count.
     pub desired_tasks: u32,
     /// `backlog / max(running_tasks + pending_tasks, 1)`: see [`backlog_per_task`].
@@ -58,6 +60,19 @@ pub struct Metrics {
     pub needed_tasks: u32,
 }
 
+impl Metrics {
+    /// The sample these metrics were published from (what `sluice report` reads back).
+    pub fn sample(&self) -> Sample {
+        Sample {
+            visible: self.backlog,
+            in_flight: self.in_flight,
+            running_tasks: self.running_tasks,
+            pending_tasks: self.pending_tasks,
+            desired_tasks: self.desired_tasks,
+        }
+    }
+}
+
 impl Sample {
     /// The metrics the backlog Lambda publishes for this sample.
     pub fn metrics(&self, policy: &Policy) -> Metrics {
@@ -65,6 +80,7 @@ impl Sample {
             backlog: self.visible,
             in_flight: self.in_flight,
             running_tasks: self.running_tasks,
+            pending_tasks: self.pending_tasks,
             desired_tasks: self.desired_tasks,
             backlog_per_task: backlog_per_task(
                 self.visible,
@@ -174,6 +190,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason's name, as in its JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reason::WorkNeedsMore => "work-needs-more",
+            Reason::JobsWaiting => "jobs-waiting",
+            Reason::TasksStarting => "tasks-starting",
+            Reason::KeepingSpare => "keeping-spare",
+            Reason::SpareReleased => "spare-released",
+            Reason::Matched => "matched",
+        }
+    }
+
     /// One line for `sluice report` and the function's logs.
     pub fn describe(&self) -> &'static str {
         match self {
@@ -334,6 +362,23 @@ pub fn decide(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> De
         );
     }
     decision(target, Action::ScaleIn, Reason::SpareReleased, None, memory)
+}
+
+/// The controller's decisions over a run of samples, oldest first, from an
+/// empty memory: what `sluice report` shows for the samples the backlog
+/// function published. The first samples of a replay keep spare tasks as a
+/// fresh execution environment would, so a replay lowers no sooner than the
+/// function did.
+pub fn replay(policy: &Policy, samples: &[(f64, Sample)]) -> Vec<Decision> {
+    let mut memory = Memory::default();
+    samples
+        .iter()
+        .map(|(t, s)| {
+            let d = decide(policy, s, &memory, *t);
+            memory = d.memory.clone();
+            d
+        })
+        .collect()
 }
 
 /// Whether submit should raise the service from 0 now.
@@ -529,6 +574,7 @@ mod tests {
             "Backlog",
             "InFlight",
             "RunningTasks",
+            "PendingTasks",
             "DesiredTasks",
             "BacklogPerTask",
             "BacklogWithoutCapacity",
@@ -754,13 +800,51 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_explains_each_published_sample() {
+        let p = policy();
+        let at = |t: f64, in_flight: u32, desired: u32| {
+            let m = sample(0, in_flight, desired, 0, desired).metrics(&p);
+            assert_eq!(m.sample(), sample(0, in_flight, desired, 0, desired));
+            (t, m.sample())
+        };
+        // Published samples: the count the function set shows on the next one.
+        let samples = [
+            at(0.0, 4, 4),
+            at(10.0, 1, 4),
+            at(20.0, 1, 4),
+            at(30.0, 1, 4),
+            at(40.0, 1, 1),
+        ];
+        let reasons: Vec<(Reason, u32)> = replay(&p, &samples)
+            .iter()
+            .map(|d| (d.reason, d.desired_tasks))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (Reason::Matched, 4),
+                (Reason::KeepingSpare, 4),
+                (Reason::KeepingSpare, 4),
+                (Reason::SpareReleased, 1),
+                (Reason::Matched, 1),
+            ]
+        );
+    }
+
+    #[test]
     fn names_match_their_json_tags() {
         for a in [Action::None, Action::ScaleOut, Action::ScaleIn] {
             assert_eq!(serde_json::to_value(a).unwrap(), a.name());
         }
-        assert_eq!(
-            serde_json::to_value(Reason::SpareReleased).unwrap(),
-            "spare-released"
-        );
+        for r in [
+            Reason::WorkNeedsMore,
+            Reason::JobsWaiting,
+            Reason::TasksStarting,
+            Reason::KeepingSpare,
+            Reason::SpareReleased,
+            Reason::Matched,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
     }
 }

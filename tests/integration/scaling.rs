@@ -156,6 +156,7 @@ async fn the_backlog_metrics_can_be_read_back() {
             "DesiredTasks",
             "InFlight",
             "NeededTasks",
+            "PendingTasks",
             "RunningTasks"
         ]
     );
@@ -452,6 +453,8 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
         "{r}"
     );
 
+    assert_eq!(r["recent"], json!([]), "nothing published yet: {r}");
+
     let text = sluice_cli(&[&["report"][..], &args[..]].concat());
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("queue     7 visible, 0 in flight"), "{text}");
@@ -459,6 +462,36 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
         text.contains("tasks     0 running, 0 pending, 0 desired"),
         "{text}"
     );
+
+    // The backlog function samples (and raises); the report explains those samples.
+    let service = Service::from_sdk(&s.aws, &s.name, "workers");
+    let mut policy = Policy::builtin().unwrap();
+    policy.namespace = format!("Sluice-{}", s.name);
+    let sampler = sampler_for(&s, &service, policy.clone(), false);
+    sampler.sample().await.unwrap();
+    // Samples a second apart, as the metrics' 1 s resolution tells them apart.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sampler.sample().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join("policy.json");
+    std::fs::write(&policy_file, serde_json::to_string(&policy).unwrap()).unwrap();
+    let with_policy = [&args[..], &["--policy", policy_file.to_str().unwrap()][..]].concat();
+    let out = sluice_cli(&[&["--json", "report"][..], &with_policy[..]].concat());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recent = r["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 2, "{r}");
+    assert_eq!(
+        (recent[0]["desired"].as_u64(), recent[0]["action"].as_str()),
+        (Some(0), Some("scale-out")),
+        "{r}"
+    );
+    assert_eq!(recent[0]["reason"], "work-needs-more", "{r}");
+    assert_eq!(recent[1]["reason"], "jobs-waiting", "{r}");
+    let text = sluice_cli(&[&["report"][..], &with_policy[..]].concat());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("recent samples"), "{text}");
+    assert!(text.contains("scale-out to "), "{text}");
 
     let bad = sluice_cli(&[
         "report",
@@ -558,6 +591,16 @@ async fn simulate_grid_prints_cases_and_a_summary() {
     assert!(rows
         .iter()
         .all(|row| row["cost_ratio"].as_f64().unwrap() <= 1.3));
+
+    // The frontier: the grid at each keep-idle time, one line each.
+    let out = sluice_cli(&["simulate", "--grid", "short", "--phases", "1", "--frontier"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("frontier over keep_idle_startups"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2 + 7, "{text}");
 
     // The cost target fails a policy that keeps its spare tasks ten start-ups.
     let dir = std::env::temp_dir().join(format!("sluice-grid-policy-{}", std::process::id()));

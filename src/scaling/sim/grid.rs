@@ -488,6 +488,144 @@ impl GridReport {
     }
 }
 
+/// The keep-idle times the frontier tries, in start-ups.
+pub const FRONTIER_KEEP_IDLE_STARTUPS: [f64; 7] = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 4.0];
+
+/// The grid at one keep-idle time: how far from the oracle it gets at worst.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontierPoint {
+    /// The policy's `keep_idle_startups` for this point.
+    pub keep_idle_startups: f64,
+    /// The largest p95 ratio where the p95 target applies, and its case.
+    pub worst_p95_ratio: f64,
+    pub worst_p95_case: String,
+    /// The largest cost ratio, and its case.
+    pub worst_cost_ratio: f64,
+    pub worst_cost_case: String,
+    /// sluice's task-seconds over the oracle's, summed over every case.
+    pub total_cost_ratio: f64,
+    /// Cases within each target, of how many.
+    pub p95_met: usize,
+    pub p95_cases: usize,
+    pub cost_met: usize,
+    pub cases: usize,
+    /// Cases where a tuned anchor is both faster and cheaper.
+    pub dominated: usize,
+    /// Whether every target of every case is met.
+    pub all_met: bool,
+}
+
+/// The trade-off between wait and cost as the keep-idle time moves: the
+/// grid once per value, every other field of each case's policy unchanged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Frontier {
+    /// Seconds from a task's request until it takes jobs.
+    pub startup_delay_seconds: f64,
+    /// One per keep-idle time tried.
+    pub points: Vec<FrontierPoint>,
+}
+
+/// Runs the grid at each of `keep_idle_startups`.
+pub fn frontier(
+    cases: &[Case],
+    startup_delay_seconds: f64,
+    phases: u32,
+    keep_idle_startups: &[f64],
+) -> Frontier {
+    let points = keep_idle_startups
+        .iter()
+        .map(|&keep| {
+            let at: Vec<Case> = cases
+                .iter()
+                .map(|c| Case {
+                    policy: Policy {
+                        keep_idle_startups: keep,
+                        ..c.policy.clone()
+                    },
+                    ..c.clone()
+                })
+                .collect();
+            let report = run(&at, startup_delay_seconds, phases);
+            let total = |k: ScalerKind| {
+                report
+                    .rows
+                    .iter()
+                    .filter_map(|r| r.get(k).map(|f| f.task_seconds))
+                    .sum::<f64>()
+            };
+            let (p95, cost) = (report.worst_ratio(), report.worst_cost_ratio());
+            FrontierPoint {
+                keep_idle_startups: keep,
+                worst_p95_ratio: p95.map_or(f64::NAN, |r| r.p95_ratio),
+                worst_p95_case: p95.map_or_else(String::new, |r| r.case.clone()),
+                worst_cost_ratio: cost.map_or(f64::NAN, |r| r.cost_ratio),
+                worst_cost_case: cost.map_or_else(String::new, |r| r.case.clone()),
+                total_cost_ratio: total(ScalerKind::Sluice)
+                    / total(ScalerKind::Oracle).max(f64::MIN_POSITIVE),
+                p95_met: report.targeted().filter(|r| r.meets_p95_target()).count(),
+                p95_cases: report.targeted().count(),
+                cost_met: report.rows.iter().filter(|r| r.meets_cost_target()).count(),
+                cases: report.rows.len(),
+                dominated: report.dominated_by_tuned().len(),
+                all_met: report.all_targets_met(),
+            }
+        })
+        .collect();
+    Frontier {
+        startup_delay_seconds,
+        points,
+    }
+}
+
+impl Frontier {
+    /// Whether some keep-idle time meets every target.
+    pub fn any_meets_all(&self) -> bool {
+        self.points.iter().any(|p| p.all_met)
+    }
+
+    /// As pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+impl fmt::Display for Frontier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "frontier over keep_idle_startups, start-up delay {:.0} s (worst ratios to the oracle; \
+             targets p95 ≤ {P95_TARGET_RATIO}×, task-seconds ≤ {COST_TARGET_RATIO}×)",
+            self.startup_delay_seconds
+        )?;
+        writeln!(
+            f,
+            "{:>6} {:>9} {:>11} {:>10} {:>11} {:>9} {:>10}  worst p95 case / worst cost case",
+            "keep", "p95 ×", "p95 met", "cost ×", "cost met", "total ×", "dominated"
+        )?;
+        for p in &self.points {
+            writeln!(
+                f,
+                "{:>6} {:>9.2} {:>11} {:>10.2} {:>11} {:>9.2} {:>10}  {} / {}{}",
+                p.keep_idle_startups,
+                p.worst_p95_ratio,
+                format!("{}/{}", p.p95_met, p.p95_cases),
+                p.worst_cost_ratio,
+                format!("{}/{}", p.cost_met, p.cases),
+                p.total_cost_ratio,
+                p.dominated,
+                p.worst_p95_case,
+                p.worst_cost_case,
+                if p.all_met {
+                    "  (every target met)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
 fn pair(f: Option<&Figures>) -> String {
     f.map_or_else(
         || "-".into(),
@@ -649,6 +787,23 @@ mod tests {
         traces.sort_by(|a, b| a.name.cmp(&b.name));
         assert!(!traces.is_empty());
         traces
+    }
+
+    /// Keeping spare tasks longer costs more and never waits longer on the
+    /// short grid: the frontier moves the way the trade-off says.
+    #[test]
+    fn the_frontier_trades_cost_for_wait() {
+        let base = Policy::builtin().unwrap();
+        let cases = cases(GridSize::Short, &base, &shipped_traces(), 1).unwrap();
+        let f = frontier(&cases, base.task_startup_seconds, 1, &[0.0, 1.0, 4.0]);
+        let [none, one, four] = &f.points[..] else {
+            panic!("three points")
+        };
+        assert!(none.total_cost_ratio < four.total_cost_ratio, "{f}");
+        assert!(one.total_cost_ratio < four.total_cost_ratio, "{f}");
+        assert!(four.worst_cost_ratio > COST_TARGET_RATIO, "{f}");
+        assert!(one.all_met, "{f}");
+        assert!(f.to_string().contains("every target met"));
     }
 
     #[test]
