@@ -188,6 +188,11 @@ enum Command {
         /// target.
         #[arg(long, requires = "grid")]
         frontier: bool,
+        /// With --grid: seconds a capacity provider keeps an instance after its last task stops
+        /// (GPU tasks, one an instance; ECS managed scaling waits about 900): also report
+        /// instance-seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0, requires = "grid")]
+        instance_linger: f64,
     },
     /// Serve the API locally (the local stack): creates the table and queues if missing and
     /// runs a worker beside it.
@@ -241,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         traces,
         phases,
         frontier,
+        instance_linger,
     } = &cli.command
     {
         if let Some(size) = grid {
@@ -253,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     seed: *seed,
                     phases: *phases,
                     frontier: *frontier,
+                    instance_linger: *instance_linger,
                 },
                 cli.json,
             );
@@ -456,6 +463,7 @@ struct GridArgs<'a> {
     seed: u64,
     phases: Option<u32>,
     frontier: bool,
+    instance_linger: f64,
 }
 
 fn simulate_grid(args: GridArgs<'_>, json: bool) -> anyhow::Result<ExitCode> {
@@ -468,7 +476,11 @@ fn simulate_grid(args: GridArgs<'_>, json: bool) -> anyhow::Result<ExitCode> {
         seed,
         phases,
         frontier,
+        instance_linger,
     } = args;
+    if !(0.0..=86_400.0).contains(&instance_linger) {
+        bail!("--instance-linger must be between 0 and 86400 seconds, got {instance_linger}");
+    }
     check_startup(startup_delay)?;
     let policy = report::load_policy(policy)?;
     let traces = match traces {
@@ -521,7 +533,7 @@ fn simulate_grid(args: GridArgs<'_>, json: bool) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    let report = grid::run(&cases, startup, phases.max(1));
+    let report = grid::run(&cases, startup, phases.max(1), instance_linger);
     if json {
         println!("{}", report.to_json());
     } else {

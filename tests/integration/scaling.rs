@@ -602,6 +602,22 @@ async fn simulate_grid_prints_cases_and_a_summary() {
     );
     assert_eq!(text.lines().count(), 2 + 7, "{text}");
 
+    // GPU instances kept after their last task: instance-seconds beside the task-seconds.
+    let out = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--phases",
+        "1",
+        "--instance-linger",
+        "900",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("instances kept 900 s after their last task"),
+        "{text}"
+    );
+
     // The cost target fails a policy that keeps its spare tasks ten start-ups.
     let dir = std::env::temp_dir().join(format!("sluice-grid-policy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

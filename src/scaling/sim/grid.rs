@@ -312,6 +312,9 @@ pub struct Figures {
     pub p95_wait_seconds: f64,
     /// Task-seconds billed (mean over phases).
     pub task_seconds: f64,
+    /// Instance-seconds (mean over phases; the task-seconds without an
+    /// instance linger).
+    pub instance_seconds: f64,
 }
 
 /// One line of the grid.
@@ -347,6 +350,7 @@ impl Row {
                 scaler: k,
                 p95_wait_seconds: s.p95_wait_seconds,
                 task_seconds: s.task_seconds,
+                instance_seconds: s.instance_seconds,
             })
         };
         let sluice = report.scaler(ScalerKind::Sluice);
@@ -411,6 +415,8 @@ pub struct GridReport {
     pub startup_delay_seconds: f64,
     /// Phases averaged per clocked scaler.
     pub phases: u32,
+    /// Seconds instances outlive their last task (0: task-seconds only).
+    pub instance_linger_seconds: f64,
     /// One per case.
     pub rows: Vec<Row>,
 }
@@ -419,7 +425,12 @@ pub struct GridReport {
 ///
 /// The start-up delay is the model's and, as a user deploying for it would
 /// set it, the policy's `task_startup_seconds`.
-pub fn run(cases: &[Case], startup_delay_seconds: f64, phases: u32) -> GridReport {
+pub fn run(
+    cases: &[Case],
+    startup_delay_seconds: f64,
+    phases: u32,
+    instance_linger_seconds: f64,
+) -> GridReport {
     let rows = cases
         .iter()
         .map(|case| {
@@ -431,6 +442,7 @@ pub fn run(cases: &[Case], startup_delay_seconds: f64, phases: u32) -> GridRepor
                 startup_delay_seconds,
                 phases,
                 record_series: false,
+                instance_linger_seconds,
                 ..SimOptions::new(policy)
             };
             Row::of(case, &simulate(&case.workload, &ScalerKind::ALL, &opts))
@@ -439,6 +451,7 @@ pub fn run(cases: &[Case], startup_delay_seconds: f64, phases: u32) -> GridRepor
     GridReport {
         startup_delay_seconds,
         phases,
+        instance_linger_seconds,
         rows,
     }
 }
@@ -545,7 +558,7 @@ pub fn frontier(
                     ..c.clone()
                 })
                 .collect();
-            let report = run(&at, startup_delay_seconds, phases);
+            let report = run(&at, startup_delay_seconds, phases, 0.0);
             let total = |k: ScalerKind| {
                 report
                     .rows
@@ -725,6 +738,39 @@ impl fmt::Display for GridReport {
                 w.cost_ratio,
                 w.case
             )?;
+        }
+        if self.instance_linger_seconds > 0.0 {
+            let ratio = |r: &Row, k: ScalerKind| {
+                r.get(k).map_or(f64::NAN, |f| f.instance_seconds)
+                    / r.get(ScalerKind::Oracle)
+                        .map_or(f64::NAN, |f| f.instance_seconds.max(f64::MIN_POSITIVE))
+            };
+            let total = |field: fn(&Figures) -> f64, k: ScalerKind| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(k).map(field))
+                    .sum::<f64>()
+            };
+            let worst = self.rows.iter().max_by(|a, b| {
+                ratio(a, ScalerKind::Sluice).total_cmp(&ratio(b, ScalerKind::Sluice))
+            });
+            if let Some(w) = worst {
+                writeln!(
+                    f,
+                    "  instances kept {:.0} s after their last task: sluice's instance-seconds {:.2}× its task-seconds \
+                     (the oracle's {:.2}×); ≤ {COST_TARGET_RATIO}× the oracle's on {} of {} (worst {:.2}×, {})",
+                    self.instance_linger_seconds,
+                    total(|f| f.instance_seconds, ScalerKind::Sluice) / total(|f| f.task_seconds, ScalerKind::Sluice),
+                    total(|f| f.instance_seconds, ScalerKind::Oracle) / total(|f| f.task_seconds, ScalerKind::Oracle),
+                    self.rows
+                        .iter()
+                        .filter(|r| ratio(r, ScalerKind::Sluice) <= COST_TARGET_RATIO)
+                        .count(),
+                    self.rows.len(),
+                    ratio(w, ScalerKind::Sluice),
+                    w.case
+                )?;
+            }
         }
         if let Some(s) = self.slowest_first_request() {
             writeln!(

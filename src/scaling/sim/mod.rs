@@ -183,6 +183,10 @@ pub struct SimOptions {
     pub missed_sample_fraction: f64,
     /// Seed of the dropped samples.
     pub seed: u64,
+    /// Seconds a capacity provider keeps an instance after its last task
+    /// stops (one task an instance, as with GPUs): what instance-seconds
+    /// count beyond task-seconds. 0: task-seconds only.
+    pub instance_linger_seconds: f64,
 }
 
 impl SimOptions {
@@ -199,6 +203,7 @@ impl SimOptions {
             record_series: true,
             missed_sample_fraction: 0.0,
             seed: DEFAULT_SEED,
+            instance_linger_seconds: 0.0,
         }
     }
 }
@@ -239,7 +244,11 @@ pub fn simulate(workload: &Workload, scalers: &[ScalerKind], opts: &SimOptions) 
                     if i == 0 {
                         series = outcome.series.clone();
                     }
-                    RunSummary::from_outcome(phase * period.unwrap_or(0.0), &outcome)
+                    RunSummary::from_outcome(
+                        phase * period.unwrap_or(0.0),
+                        &outcome,
+                        opts.instance_linger_seconds,
+                    )
                 })
                 .collect();
             ScalerReport::from_runs(kind, runs, series)
