@@ -10,6 +10,23 @@ pub const ALARM_ACTION_REPEAT_SECONDS: f64 = 60.0;
 
 const EPSILON: f64 = 1e-9;
 
+/// Minutes the backstop alarm waits: no sample from the backlog function and an empty queue for
+/// this many minutes in a row park the service at `min_tasks` (the CDK app's
+/// `BACKSTOP_MINUTES`).
+pub const BACKSTOP_MINUTES: u32 = 15;
+
+/// The backstop alarm's datapoint for one minute:
+/// `IF(FILL(samples, 0) == 0 AND FILL(visible, 0) + FILL(inflight, 0) == 0, 0, 1)`, breaching at
+/// 0 or below. `samples` is how many samples the backlog function published in the minute;
+/// `visible` and `in_flight` SQS's own Maximum of the minute.
+pub fn backstop_datapoint(samples: u32, visible: u32, in_flight: u32) -> f64 {
+    if samples == 0 && u64::from(visible) + u64::from(in_flight) == 0 {
+        0.0
+    } else {
+        1.0
+    }
+}
+
 /// How an alarm treats a period without a datapoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +114,25 @@ impl AlarmState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backstop_breaches_only_without_samples_and_work() {
+        // (samples, visible, in flight, breaching)
+        let cases = [
+            (0, 0, 0, true),
+            (1, 0, 0, false),
+            (0, 1, 0, false),
+            (0, 0, 1, false),
+            (6, 3, 2, false),
+        ];
+        for (samples, visible, in_flight, want) in cases {
+            assert_eq!(
+                backstop_datapoint(samples, visible, in_flight) <= 0.0,
+                want,
+                "{samples} {visible} {in_flight}"
+            );
+        }
+    }
 
     #[test]
     fn an_alarm_acts_on_entering_alarm_then_once_a_minute() {

@@ -492,6 +492,80 @@ mod tests {
         }
     }
 
+    fn run_dying(workload: &Workload, dies_at: f64) -> (RunOutcome, u32) {
+        let opts = options();
+        let cfg = EngineConfig {
+            startup_delay_seconds: opts.startup_delay_seconds,
+            jobs_per_task: opts.policy.jobs_per_task,
+            record_every_seconds: Some(10.0),
+            drain_limit_seconds: DRAIN_LIMIT_SECONDS,
+            give_up_after_seconds: GIVE_UP_AFTER_SECONDS,
+        };
+        let mut scaler = scalers::SluiceScaler::new(&opts.policy, 0.0).dying_at(dies_at);
+        let out = engine::run(workload, &mut scaler, &cfg);
+        (out, scaler.backstop_actions())
+    }
+
+    /// What bounds a dead backlog function: the submit nudge lifts a parked service to a task,
+    /// so work is never stranded, and the backstop parks an idle fleet 15 minutes after the
+    /// queue emptied, so it never runs at its peak for ever.
+    #[test]
+    fn a_dead_controller_neither_strands_work_nor_keeps_the_fleet_up() {
+        let workload = Workload::builtin("burst", 3).unwrap();
+        let bound = f64::from(crate::scaling::alarm::BACKSTOP_MINUTES) * 60.0 + 120.0;
+        // Dies after raising the fleet for the burst, and from the start.
+        for dies_at in [90.0, 0.0] {
+            let (out, actions) = run_dying(&workload, dies_at);
+            assert_eq!(out.unfinished, 0, "died at {dies_at}");
+            let last_done = out
+                .series
+                .iter()
+                .rev()
+                .find(|p| p.backlog > 0)
+                .map_or(0.0, |p| p.t);
+            let parked = out
+                .series
+                .iter()
+                .find(|p| p.t > last_done && p.tasks == 0)
+                .map(|p| p.t)
+                .expect("the backstop parks the fleet");
+            assert!(actions >= 1, "died at {dies_at}");
+            assert!(
+                parked - last_done <= bound,
+                "died at {dies_at}: parked {:.0} s after the queue emptied",
+                parked - last_done
+            );
+            assert!(out.peak_tasks >= 1);
+        }
+        // From the start, only the nudge ever raised it: one task did all the work.
+        let (out, _) = run_dying(&workload, 0.0);
+        assert_eq!(out.peak_tasks, 1);
+    }
+
+    /// While the backlog function publishes, even with a third of its samples lost, the
+    /// backstop never acts: it cannot fight the controller.
+    #[test]
+    fn the_backstop_never_acts_while_the_controller_runs() {
+        let opts = SimOptions {
+            missed_sample_fraction: 0.33,
+            ..options()
+        };
+        for name in ["spike", "burst"] {
+            let workload = Workload::builtin(name, 2).unwrap();
+            let cfg = EngineConfig {
+                startup_delay_seconds: opts.startup_delay_seconds,
+                jobs_per_task: opts.policy.jobs_per_task,
+                record_every_seconds: None,
+                drain_limit_seconds: DRAIN_LIMIT_SECONDS,
+                give_up_after_seconds: GIVE_UP_AFTER_SECONDS,
+            };
+            let mut scaler = scalers::SluiceScaler::with_missed_samples(&opts.policy, 0.5, 0.33, 9);
+            let out = engine::run(&workload, &mut scaler, &cfg);
+            assert_eq!(out.unfinished, 0);
+            assert_eq!(scaler.backstop_actions(), 0, "{name}");
+        }
+    }
+
     #[test]
     fn scaler_names_round_trip() {
         for kind in ScalerKind::ALL {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::super::alarm::{AlarmState, MissingData};
+use super::super::alarm::{backstop_datapoint, AlarmState, MissingData, BACKSTOP_MINUTES};
 use super::super::decide::{decide, should_nudge_from_zero, Memory, Sample};
 use super::super::policy::Policy;
 use super::engine::{Command, Scaler, View};
@@ -72,9 +72,10 @@ pub mod keda {
 
 /// sluice: the backlog Lambda samples every `metric_period_seconds` and sets
 /// the desired count with [`decide`], the one controller of the count in both
-/// directions; submit nudges the service from 0. A fraction of the samples
-/// can be dropped (a late or failed run publishes nothing and decides
-/// nothing).
+/// directions; submit nudges the service from 0; the backstop alarm parks an
+/// idle fleet whose controller published nothing for [`BACKSTOP_MINUTES`].
+/// A fraction of the samples can be dropped (a late or failed run publishes
+/// nothing and decides nothing), and the controller can die for good.
 #[derive(Debug, Clone)]
 pub struct SluiceScaler {
     policy: Policy,
@@ -84,6 +85,13 @@ pub struct SluiceScaler {
     last_nudge: Option<f64>,
     missed_fraction: f64,
     rng: Rng,
+    dies_at: Option<f64>,
+    next_minute: f64,
+    /// Samples published, and whether the queue held any job, in the current minute.
+    minute_samples: u32,
+    minute_busy: bool,
+    backstop: AlarmState,
+    backstop_actions: u32,
 }
 
 impl SluiceScaler {
@@ -109,7 +117,29 @@ impl SluiceScaler {
             last_nudge: None,
             missed_fraction: missed_fraction.clamp(0.0, 1.0),
             rng: Rng::new(seed),
+            dies_at: None,
+            next_minute: 60.0,
+            minute_samples: 0,
+            minute_busy: false,
+            backstop: AlarmState::default(),
+            backstop_actions: 0,
         }
+    }
+
+    /// The same scaler whose backlog function stops for good at `at` (the submit nudge and the
+    /// backstop alarm go on).
+    pub fn dying_at(mut self, at: f64) -> SluiceScaler {
+        self.dies_at = Some(at);
+        self
+    }
+
+    /// How often the backstop alarm set the count.
+    pub fn backstop_actions(&self) -> u32 {
+        self.backstop_actions
+    }
+
+    fn alive(&self, now: f64) -> bool {
+        self.dies_at.is_none_or(|t| now < t)
     }
 }
 
@@ -125,24 +155,51 @@ fn sample_of(view: &View) -> Sample {
 
 impl Scaler for SluiceScaler {
     fn next_wakeup(&self) -> Option<f64> {
-        Some(self.next_sample)
+        Some(self.next_sample.min(self.next_minute))
     }
 
     fn wake(&mut self, view: &View) -> Vec<Command> {
-        self.next_sample += self.period;
-        if self.rng.unit() < self.missed_fraction {
-            return Vec::new();
+        self.minute_busy |= view.visible + view.in_flight > 0;
+        let mut commands = Vec::new();
+        let mut desired = view.desired_tasks;
+        if view.now + EPSILON >= self.next_minute {
+            // The backstop, on the minute that just ended.
+            let point = backstop_datapoint(self.minute_samples, u32::from(self.minute_busy), 0);
+            let acts = self.backstop.evaluate(
+                Some(point <= 0.0),
+                BACKSTOP_MINUTES,
+                MissingData::Missing,
+                view.now,
+            );
+            if acts && desired != self.policy.min_tasks {
+                desired = self.policy.min_tasks;
+                self.backstop_actions += 1;
+                commands.push(Command::SetDesired(desired));
+            }
+            self.next_minute += 60.0;
+            self.minute_samples = 0;
+            self.minute_busy = view.visible + view.in_flight > 0;
         }
-        let decision = decide(&self.policy, &sample_of(view), &self.memory, view.now);
-        self.memory = decision.memory;
-        if decision.desired_tasks == view.desired_tasks {
-            Vec::new()
-        } else {
-            vec![Command::SetDesired(decision.desired_tasks)]
+        if view.now + EPSILON >= self.next_sample {
+            self.next_sample += self.period;
+            if self.alive(view.now) && self.rng.unit() >= self.missed_fraction {
+                let sample = Sample {
+                    desired_tasks: desired,
+                    ..sample_of(view)
+                };
+                let decision = decide(&self.policy, &sample, &self.memory, view.now);
+                self.memory = decision.memory;
+                self.minute_samples += 1;
+                if decision.desired_tasks != desired {
+                    commands.push(Command::SetDesired(decision.desired_tasks));
+                }
+            }
         }
+        commands
     }
 
     fn on_arrival(&mut self, view: &View) -> Vec<Command> {
+        self.minute_busy = true;
         let interval = self.policy.nudge_interval_seconds();
         if should_nudge_from_zero(view.desired_tasks, self.last_nudge, view.now, interval) {
             self.last_nudge = Some(view.now);
