@@ -223,14 +223,25 @@ pub struct Memory {
     pub since: Option<f64>,
     /// The last sample's time.
     pub last_at: Option<f64>,
-    /// `(time, count kept)` of the samples within `keep_idle_startups` start-ups, oldest first.
+    /// `(time, count kept)` of the samples within the keep-idle time that a
+    /// newer sample does not outweigh (a newer one keeping as many or more):
+    /// oldest first, counts falling, so the first is the most any kept and
+    /// the memory holds at most one entry per count.
     pub recent: Vec<(f64, u32)>,
 }
 
 impl Memory {
+    /// Remembers the count a sample at `now` kept.
+    fn remember(&mut self, now: f64, kept: u32) {
+        while self.recent.last().is_some_and(|&(_, k)| k <= kept) {
+            self.recent.pop();
+        }
+        self.recent.push((now, kept));
+    }
+
     /// The memory as the sample at `now` finds it: forgotten after a gap (or
     /// a clock that went backwards), else without the samples older than
-    /// `keep_idle_startups` start-ups.
+    /// the keep-idle time.
     fn at(&self, policy: &Policy, now: f64) -> Memory {
         let gap = MAX_SAMPLE_GAP_PERIODS * f64::from(policy.metric_period_seconds);
         match (self.since, self.last_at) {
@@ -289,10 +300,11 @@ pub struct Decision {
 ///   protection is not relied on), never below the need or `min_tasks`, so
 ///   the service parks at `min_tasks` only when nothing waits or runs.
 /// - **When**: each sample remembers the count it would keep; the count goes
-///   down to the most any sample of the last `keep_idle_startups` start-ups kept, once
-///   the controller's memory spans that long. Spare capacity thus goes after
-///   `keep_idle_startups` start-ups unused (plus at most one sample), and a task started
-///   just before the queue drained gets `keep_idle_startups` start-ups to be of use.
+///   down to the most any sample of the last keep-idle time
+///   ([`Policy::keep_idle_seconds`]) kept, once the controller's memory spans
+///   that long. Spare capacity thus goes one keep-idle time after the last
+///   sample that needed it (plus at most one sample), and a task started just
+///   before the queue drained is kept one keep-idle time to be of use.
 ///
 /// A lowering is never undone by the next sample of the same work: the count
 /// it leaves is at least the need and holds every in-flight job, so the need
@@ -313,7 +325,7 @@ pub fn decide(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> De
         memory,
     };
     if needed > desired {
-        memory.recent.push((now, needed));
+        memory.remember(now, needed);
         return decision(
             needed,
             Action::ScaleOut,
@@ -336,14 +348,14 @@ pub fn decide(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> De
     } else {
         floor.min(desired)
     };
-    memory.recent.push((now, kept));
+    memory.remember(now, kept);
     if kept >= desired {
         let reason = blocked.unwrap_or(Reason::Matched);
         return decision(desired, Action::None, reason, None, memory);
     }
     let keep = policy.keep_idle_seconds();
     let since = memory.since.unwrap_or(now);
-    let target = memory.recent.iter().map(|&(_, k)| k).max().unwrap_or(kept);
+    let target = memory.recent.first().map_or(kept, |&(_, k)| k);
     if since + keep > now + EPSILON || target >= desired {
         // The newest sample that kept the whole count, or the memory's start.
         let last_full = memory
@@ -674,6 +686,24 @@ mod tests {
         // 3 spare from 10 s (last needed at 0 s) go at 30 s; the next (last needed at 20 s) at
         // 50 s; the last (last needed at 50 s) at 80 s.
         assert_eq!(log, vec![(30.0, 2), (50.0, 1), (80.0, 0)]);
+    }
+
+    /// The memory keeps only what can still be the most kept: one entry per
+    /// count, counts falling, however many samples the keep-idle time holds.
+    #[test]
+    fn the_memory_keeps_what_can_still_be_the_most() {
+        let p = policy();
+        let mut memory = Memory::default();
+        let mut last = None;
+        for (t, in_flight) in [(0.0, 5), (10.0, 3), (20.0, 4), (30.0, 2)] {
+            let d = decide(&p, &sample(0, in_flight, 6, 0, 6), &memory, t);
+            memory = d.memory.clone();
+            last = Some(d);
+        }
+        // At 30 s the 0 s sample is out of the window: the most kept since is 4 (at 20 s).
+        let d = last.unwrap();
+        assert_eq!((d.action, d.desired_tasks), (Action::ScaleIn, 4));
+        assert_eq!(memory.recent, vec![(20.0, 4), (30.0, 2)]);
     }
 
     #[test]
