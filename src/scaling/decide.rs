@@ -15,11 +15,14 @@ use super::policy::Policy;
 
 const EPSILON: f64 = 1e-9;
 
-/// The controller forgets what it remembered after this many sample periods
-/// without a sample (a fresh Lambda environment, a run that failed): it
-/// cannot know what happened in between, so it keeps spare capacity
-/// `keep_idle_startups` start-ups longer rather than less.
-pub const MAX_SAMPLE_GAP_PERIODS: f64 = 3.0;
+/// The controller forgets what it remembered after this long without a
+/// sample (a fresh Lambda environment holding another's old memory, runs
+/// that failed): it cannot know what happened in between, so it keeps spare
+/// capacity one keep-idle time longer rather than less. Longer than the pause
+/// between two runs of the backlog function (it samples 55 s of each minute,
+/// and EventBridge may start a run some seconds late), which must not wipe
+/// it; and at least three sample periods.
+pub const MAX_SAMPLE_GAP_SECONDS: f64 = 90.0;
 
 /// What the backlog Lambda reads in one sample: SQS `GetQueueAttributes` and
 /// ECS `DescribeServices`.
@@ -243,7 +246,7 @@ impl Memory {
     /// a clock that went backwards), else without the samples older than
     /// the keep-idle time.
     fn at(&self, policy: &Policy, now: f64) -> Memory {
-        let gap = MAX_SAMPLE_GAP_PERIODS * f64::from(policy.metric_period_seconds);
+        let gap = MAX_SAMPLE_GAP_SECONDS.max(3.0 * f64::from(policy.metric_period_seconds));
         match (self.since, self.last_at) {
             (Some(since), Some(last)) if now + EPSILON >= last && now - last <= gap + EPSILON => {
                 // Only the samples of the keep-idle time (the one that old excluded).
@@ -731,19 +734,51 @@ mod tests {
         assert_eq!((d.desired_tasks, d.action), (1, Action::ScaleIn));
     }
 
+    /// The backlog function samples for 55 s of each minute, and EventBridge may start the next
+    /// run some seconds late: the pause between two runs must not wipe the memory, or a
+    /// keep-idle time longer than a run would never end.
+    #[test]
+    fn the_memory_outlives_the_pause_between_two_runs() {
+        let p = Policy {
+            metric_period_seconds: 5,
+            keep_idle_startups: 1.0,
+            ..policy()
+        };
+        let spare = sample(0, 0, 4, 0, 4);
+        let mut memory = Memory::default();
+        let mut released = None;
+        // Runs start 20 s late, every minute: samples at 0..=50, then 80..=130, then 140..
+        'runs: for start in [0.0, 80.0, 140.0] {
+            for i in 0..=10 {
+                let t = start + f64::from(i) * 5.0;
+                let d = decide(&p, &spare, &memory, t);
+                memory = d.memory;
+                if d.action == Action::ScaleIn {
+                    released = Some(t);
+                    break 'runs;
+                }
+            }
+        }
+        assert_eq!(released, Some(80.0));
+    }
+
     #[test]
     fn a_gap_in_the_samples_keeps_spare_tasks_longer_never_shorter() {
         let p = policy();
         let spare = sample(0, 0, 4, 0, 4);
         let d = held(&p, &spare, 20.0);
         assert_eq!(d.reason, Reason::KeepingSpare);
-        // The next sample comes 40 s later (more than 3 periods): the memory starts again.
-        let d = decide(&p, &spare, &d.memory, 60.0);
-        assert_eq!((d.reason, d.release_at), (Reason::KeepingSpare, Some(90.0)));
-        let d = decide(&p, &spare, &d.memory, 70.0);
-        let d = decide(&p, &spare, &d.memory, 80.0);
+        // The next sample comes 100 s later (more than MAX_SAMPLE_GAP_SECONDS): the memory
+        // starts again.
+        let d = decide(&p, &spare, &d.memory, 120.0);
+        assert_eq!(
+            (d.reason, d.release_at),
+            (Reason::KeepingSpare, Some(150.0))
+        );
+        let d = decide(&p, &spare, &d.memory, 130.0);
+        let d = decide(&p, &spare, &d.memory, 140.0);
         assert_eq!(d.desired_tasks, 4);
-        let d = decide(&p, &spare, &d.memory, 90.0);
+        let d = decide(&p, &spare, &d.memory, 150.0);
         assert_eq!(d.desired_tasks, 0);
         // A clock that went backwards forgets too.
         let d = decide(&p, &spare, &d.memory, 5.0);
