@@ -783,3 +783,35 @@ async fn spare_tasks_are_released_by_the_same_controller_under_the_lease() {
     assert_eq!((d.action, d.desired_tasks), (Action::ScaleIn, 1));
     assert_eq!(service.counts().await.unwrap().desired, 1);
 }
+
+/// What the controller remembers lives with the sampler, across runs of the backlog function:
+/// spare tasks kept longer than one run lasts are still released, by the run after.
+#[tokio::test]
+async fn the_controller_remembers_across_runs_of_the_function() {
+    let s = Stack::new("memory_across_runs").await;
+    let service = worker_service(&s, None).await;
+    service.set_desired(3).await.unwrap();
+    // Spare tasks kept 2 s; each run samples every second for 1.5 s.
+    let policy = Policy {
+        task_startup_seconds: 2.0,
+        keep_idle_startups: 1.0,
+        metric_period_seconds: 1,
+        ..Policy::builtin().unwrap()
+    };
+    let sampler = sampler_for(&s, &service, policy, false);
+    let run = || sampler.run(Duration::from_secs(1), Duration::from_millis(1500));
+    let first = run().await;
+    assert_eq!(first.published, 2, "{first:?}");
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        3,
+        "kept within the first run"
+    );
+    let second = run().await;
+    assert_eq!(second.published, 2, "{second:?}");
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        0,
+        "released by the second run, 2 s after the first sample saw them spare"
+    );
+}
