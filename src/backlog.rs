@@ -1,8 +1,10 @@
 //! The backlog sampler behind the `backlog` function: every `metric_period_seconds` it reads the
-//! queue and the worker service, raises the service to the capacity the work needs when its
-//! desired count is lower ([`crate::scaling::scale_out_to`]), and publishes the metrics the
-//! scale-in and idle alarms act on.
+//! queue and the worker service, sets the desired count with the one controller
+//! ([`crate::scaling::decide`]: up to the capacity the work needs, down once spare tasks stayed
+//! unused for `keep_idle_startups` start-ups), and publishes the metrics the dashboard and the loop's
+//! health alarms read.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -14,7 +16,7 @@ use crate::ecs::{Service, TaskCounts};
 use crate::env;
 use crate::nudge::{with_lease, SETTLE};
 use crate::queue::{Depth, JobQueue};
-use crate::scaling::{scale_out_to, Metrics, Policy, Sample};
+use crate::scaling::{decide, Action, Decision, Memory, Metrics, Policy, Sample};
 use crate::store::JobStore;
 use crate::time::Millis;
 
@@ -108,7 +110,7 @@ pub enum SampleError {
     Service(#[source] crate::ecs::EcsError),
     #[error("could not publish the metrics")]
     Publish(#[source] crate::cloudwatch::PublishError),
-    #[error("could not raise the service")]
+    #[error("could not set the service's desired count")]
     Raise(#[source] crate::ecs::EcsError),
     #[error("could not take the scaling lease")]
     Lease(#[source] crate::store::StoreError),
@@ -121,10 +123,14 @@ pub struct Sampler {
     pub service: Service,
     pub publisher: Publisher,
     pub dims: Dimensions,
-    /// The policy the raise follows.
+    /// The policy the controller follows.
     pub policy: Policy,
-    /// Where the raise takes its lease; without one (local runs) it raises unguarded.
+    /// Where a change of the count takes its lease; without one (local runs) it writes unguarded.
     pub lease: Option<JobStore>,
+    /// What the controller remembers between samples. It lives as long as the function's
+    /// execution environment, across runs; a fresh one starts empty and keeps spare tasks
+    /// `keep_idle_startups` start-ups longer, never less ([`Memory`]).
+    pub memory: Arc<Mutex<Memory>>,
 }
 
 impl Sampler {
@@ -144,6 +150,7 @@ impl Sampler {
                 .table_name
                 .as_ref()
                 .map(|t| JobStore::from_sdk(aws, t)),
+            memory: Arc::default(),
         }
     }
 
@@ -156,54 +163,85 @@ impl Sampler {
         ))
     }
 
-    /// One sample: raised to the needed capacity if the desired count is lower, and published.
-    /// A sample that cannot be read publishes nothing. A raise that fails still publishes the
-    /// sample, then returns the raise's error ([`SampleError::is_raise`]): the run reports it,
-    /// so a scaling loop that cannot scale out fails its invocations and the errors alarm fires.
+    /// One sample: the controller decides, the count is set if it changes, and the sample is
+    /// published. A sample that cannot be read publishes nothing. A write that fails still
+    /// publishes the sample, then returns the write's error ([`SampleError::is_raise`]): the
+    /// run reports it, so a scaling loop that cannot set the count fails its invocations and
+    /// the errors alarm fires.
     pub async fn sample(&self) -> Result<Metrics, SampleError> {
         let sample = self.read().await?;
-        let mut raise_error = None;
-        if scale_out_to(&self.policy, &sample).is_some() {
-            match self.raise(&sample).await {
-                Ok(Some(to)) => info!(
-                    from = sample.desired_tasks,
-                    to,
-                    backlog = sample.visible,
-                    in_flight = sample.in_flight,
-                    "raised the service to the capacity the work needs"
-                ),
-                Ok(None) => {}
-                Err(e) => raise_error = Some(e),
+        let now = seconds(Millis::now());
+        let memory = self.memory().clone();
+        let decision = decide(&self.policy, &sample, &memory, now);
+        let mut write_error = None;
+        if decision.desired_tasks != sample.desired_tasks {
+            match self.apply(&sample, &memory, now).await {
+                Ok(Some(applied)) => {
+                    info!(
+                        from = sample.desired_tasks,
+                        to = applied.desired_tasks,
+                        action = applied.action.name(),
+                        reason = applied.reason.describe(),
+                        backlog = sample.visible,
+                        in_flight = sample.in_flight,
+                        running = sample.running_tasks,
+                        pending = sample.pending_tasks,
+                        needed = applied.needed_tasks,
+                        floor = applied.floor_tasks,
+                        "set the desired count"
+                    );
+                    *self.memory() = applied.memory;
+                }
+                // Not written: the next sample decides again from what it remembers now.
+                Ok(None) => *self.memory() = decision.memory.clone(),
+                Err(e) => write_error = Some(e),
             }
+        } else {
+            *self.memory() = decision.memory.clone();
         }
         let metrics = sample.metrics(&self.policy);
         self.publisher
             .publish(&metrics, &self.dims, Millis::now())
             .await
             .map_err(SampleError::Publish)?;
-        match raise_error {
+        match write_error {
             Some(e) => Err(e),
             None => Ok(metrics),
         }
     }
 
-    /// Reads the service again and raises it if the work still needs more than its desired
-    /// count; under the scaling lease, so a nudge cannot write in between. `Ok(None)`: no
-    /// raise (no longer needed, or the nudge holds the lease: then it tries once more when the
-    /// lease may have settled).
-    pub async fn raise(&self, seen: &Sample) -> Result<Option<u32>, SampleError> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding it leaves a memory as good as any: take it.
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the service again and sets the count the controller decides on the fresh counts
+    /// (the queue as `seen`, from `memory`), if it differs; under the scaling lease, so the
+    /// submit nudge cannot write in between. `Ok(None)`: nothing written (no longer needed, or
+    /// the nudge holds the lease: then it tries once more when the lease may have settled).
+    pub async fn apply(
+        &self,
+        seen: &Sample,
+        memory: &Memory,
+        now: f64,
+    ) -> Result<Option<Decision>, SampleError> {
         for tries_left in [1, 0] {
-            match self.raise_once(seen).await? {
-                Raise::Wrote(to) => return Ok(Some(to)),
-                Raise::NotNeeded => return Ok(None),
-                Raise::LeaseHeld if tries_left > 0 => tokio::time::sleep(SETTLE).await,
-                Raise::LeaseHeld => {}
+            match self.apply_once(seen, memory, now).await? {
+                Apply::Wrote(d) => return Ok(Some(d)),
+                Apply::NotNeeded => return Ok(None),
+                Apply::LeaseHeld if tries_left > 0 => tokio::time::sleep(SETTLE).await,
+                Apply::LeaseHeld => {}
             }
         }
         Ok(None)
     }
 
-    async fn raise_once(&self, seen: &Sample) -> Result<Raise, SampleError> {
+    async fn apply_once(
+        &self,
+        seen: &Sample,
+        memory: &Memory,
+        now: f64,
+    ) -> Result<Apply, SampleError> {
         let write = async {
             let tasks = self.service.counts().await.map_err(SampleError::Raise)?;
             let fresh = Sample {
@@ -212,23 +250,22 @@ impl Sampler {
                 desired_tasks: tasks.desired,
                 ..*seen
             };
-            match scale_out_to(&self.policy, &fresh) {
-                None => Ok(Raise::NotNeeded),
-                Some(to) => {
-                    self.service
-                        .set_desired(to)
-                        .await
-                        .map_err(SampleError::Raise)?;
-                    Ok(Raise::Wrote(to))
-                }
+            let d = decide(&self.policy, &fresh, memory, now);
+            if d.action == Action::None || d.desired_tasks == tasks.desired {
+                return Ok(Apply::NotNeeded);
             }
+            self.service
+                .set_desired(d.desired_tasks)
+                .await
+                .map_err(SampleError::Raise)?;
+            Ok(Apply::Wrote(d))
         };
-        let wrote = |r: &Result<Raise, SampleError>| matches!(r, Ok(Raise::Wrote(_)));
+        let wrote = |r: &Result<Apply, SampleError>| matches!(r, Ok(Apply::Wrote(_)));
         match &self.lease {
             None => write.await,
             Some(store) => match with_lease(store, &self.service, write, wrote).await {
                 Ok(Some(outcome)) => outcome,
-                Ok(None) => Ok(Raise::LeaseHeld),
+                Ok(None) => Ok(Apply::LeaseHeld),
                 Err(e) => Err(SampleError::Lease(e)),
             },
         }
@@ -263,7 +300,7 @@ impl Sampler {
                     summary.published += 1;
                     summary.raise_failures += 1;
                     let message = DisplayErrorContext(&e).to_string();
-                    warn!(error = %message, "sample published, but the service could not be raised");
+                    warn!(error = %message, "sample published, but the desired count could not be set");
                     summary.last_raise_error = Some(message);
                 }
                 Err(e) => {
@@ -280,20 +317,25 @@ impl Sampler {
 pub struct SamplerRun {
     /// Samples published.
     pub published: u32,
-    /// Samples whose raise of the service failed.
+    /// Samples whose write of the desired count failed.
     pub raise_failures: u32,
     /// The last such failure, for the invocation's error.
     pub last_raise_error: Option<String>,
 }
 
-enum Raise {
-    Wrote(u32),
+enum Apply {
+    Wrote(Decision),
     NotNeeded,
     LeaseHeld,
 }
 
+/// Seconds since the epoch, the controller's clock.
+fn seconds(at: Millis) -> f64 {
+    at.0 as f64 / 1000.0
+}
+
 impl SampleError {
-    /// Whether the sample was published and only the raise of the service failed.
+    /// Whether the sample was published and only the write of the desired count failed.
     pub fn is_raise(&self) -> bool {
         matches!(self, SampleError::Raise(_) | SampleError::Lease(_))
     }
@@ -311,8 +353,12 @@ mod tests {
             ("SLUICE_SERVICE", "s"),
         ];
         let c = BacklogConfig::from_source(&base[..]).unwrap();
-        assert_eq!(c.sample_interval, Duration::from_secs(10));
-        assert_eq!(c.policy, Policy::builtin().unwrap());
+        let builtin = Policy::builtin().unwrap();
+        assert_eq!(
+            c.sample_interval,
+            Duration::from_secs(u64::from(builtin.metric_period_seconds))
+        );
+        assert_eq!(c.policy, builtin);
 
         let bad: Vec<_> = base
             .iter()

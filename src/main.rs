@@ -113,7 +113,8 @@ enum Command {
     },
     /// Cancel a job: at once when queued, at the worker's next heartbeat when running.
     Cancel { id: String },
-    /// Show the queue, the worker service, and what the scaling policy would do now.
+    /// Show the queue, the worker service, what the scaling controller would do now, and what
+    /// it decided on the samples of the last minutes, and why.
     Report {
         /// The jobs queue's URL.
         #[arg(long, env = "SLUICE_QUEUE_URL")]
@@ -127,6 +128,10 @@ enum Command {
         /// The scaling policy (default: the one built in, scaling/policy.json).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Explain the samples the backlog function published in the last this many minutes
+        /// (0: none).
+        #[arg(long, value_name = "MINUTES", default_value_t = 5)]
+        minutes: u32,
     },
     /// What sits in the dead-letter queue, and why; redrive it; end stranded jobs.
     Dlq {
@@ -179,6 +184,16 @@ enum Command {
         /// Phases of each clocked scaler averaged (default 8; the short grid 2).
         #[arg(long)]
         phases: Option<u32>,
+        /// With --grid: run it once per keep_idle_startups of 0 to 4 and print the trade-off
+        /// between wait and cost instead of the cases. Exits 1 when no value meets every
+        /// target.
+        #[arg(long, requires = "grid")]
+        frontier: bool,
+        /// With --grid: seconds a capacity provider keeps an instance after its last task stops
+        /// (GPU tasks, one an instance; ECS managed scaling waits about 900): also report
+        /// instance-seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.0, requires = "grid")]
+        instance_linger: f64,
     },
     /// Serve the API locally (the local stack): creates the table and queues if missing and
     /// runs a worker beside it.
@@ -231,16 +246,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         grid,
         traces,
         phases,
+        frontier,
+        instance_linger,
     } = &cli.command
     {
         if let Some(size) = grid {
             return simulate_grid(
-                *size,
-                policy.as_deref(),
-                traces.as_deref(),
-                *startup_delay,
-                *seed,
-                *phases,
+                GridArgs {
+                    size: *size,
+                    policy: policy.as_deref(),
+                    traces: traces.as_deref(),
+                    startup_delay: *startup_delay,
+                    seed: *seed,
+                    phases: *phases,
+                    frontier: *frontier,
+                    instance_linger: *instance_linger,
+                },
                 cli.json,
             );
         }
@@ -276,11 +297,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cluster,
         service,
         policy,
+        minutes,
     } = &cli.command
     {
         let policy = report::load_policy(policy.as_deref())?;
         let aws = sluice::aws::load().await;
-        let r = report::Report::read(&aws, queue_url, cluster, service, &policy).await?;
+        let mut r = report::Report::read(&aws, queue_url, cluster, service, &policy).await?;
+        if *minutes > 0 {
+            r.explain_recent(&aws, queue_url, service, &policy, *minutes)
+                .await?;
+        }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
@@ -429,16 +455,33 @@ async fn dlq(
     Ok(ExitCode::SUCCESS)
 }
 
-fn simulate_grid(
+/// What `sluice simulate --grid` was asked for.
+struct GridArgs<'a> {
     size: sluice::scaling::sim::grid::GridSize,
-    policy: Option<&std::path::Path>,
-    traces: Option<&std::path::Path>,
+    policy: Option<&'a std::path::Path>,
+    traces: Option<&'a std::path::Path>,
     startup_delay: Option<f64>,
     seed: u64,
     phases: Option<u32>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+    frontier: bool,
+    instance_linger: f64,
+}
+
+fn simulate_grid(args: GridArgs<'_>, json: bool) -> anyhow::Result<ExitCode> {
     use sluice::scaling::sim::grid::{self, GridSize, Trace};
+    let GridArgs {
+        size,
+        policy,
+        traces,
+        startup_delay,
+        seed,
+        phases,
+        frontier,
+        instance_linger,
+    } = args;
+    if !(0.0..=86_400.0).contains(&instance_linger) {
+        bail!("--instance-linger must be between 0 and 86400 seconds, got {instance_linger}");
+    }
     check_startup(startup_delay)?;
     let policy = report::load_policy(policy)?;
     let traces = match traces {
@@ -473,7 +516,25 @@ fn simulate_grid(
         GridSize::Full => sluice::scaling::SimOptions::DEFAULT_PHASES,
     });
     let startup = startup_delay.unwrap_or(policy.task_startup_seconds);
-    let report = grid::run(&cases, startup, phases.max(1));
+    if frontier {
+        let f = grid::frontier(
+            &cases,
+            startup,
+            phases.max(1),
+            &grid::FRONTIER_KEEP_IDLE_STARTUPS,
+        );
+        if json {
+            println!("{}", f.to_json());
+        } else {
+            print!("{f}");
+        }
+        return Ok(if f.any_meets_all() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let report = grid::run(&cases, startup, phases.max(1), instance_linger);
     if json {
         println!("{}", report.to_json());
     } else {
@@ -648,9 +709,11 @@ mod report {
     use anyhow::Context;
     use serde::Serialize;
     use sluice::backlog::sample_of;
+    use sluice::cloudwatch::{Dimensions, Publisher};
     use sluice::ecs::{Service, TaskCounts};
     use sluice::queue::{Depth, JobQueue};
-    use sluice::scaling::{needed_tasks, scale_out_to, tasks_for_backlog, Policy};
+    use sluice::scaling::{decide, replay, tasks_for_backlog, Memory, Policy};
+    use sluice::time::Millis;
 
     pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
         match path {
@@ -675,10 +738,33 @@ mod report {
         pub tasks_for_backlog: u32,
         /// The capacity the backlog function computes for this sample.
         pub needed_tasks: u32,
-        /// What the backlog function does on this sample: `scale-out` or `none` (scale-in
-        /// and the return to min_tasks are the alarms', over whole minutes).
+        /// The fewest tasks the controller may leave now.
+        pub floor_tasks: u32,
+        /// What the controller does on this sample, seen afresh: `scale-out`, `scale-in` or
+        /// `none` (spare tasks are kept `keep_idle_startups` start-ups from the first sample that sees
+        /// them, so a fresh look never lowers unless `keep_idle_startups` is 0).
         pub policy_action: String,
+        pub policy_reason: String,
         pub policy_desired_tasks: u32,
+        /// The samples the backlog function published lately, and the controller's decision on
+        /// each, replayed with the same function.
+        pub recent: Vec<Explained>,
+    }
+
+    /// One published sample and what the controller decided on it.
+    #[derive(Debug, Serialize)]
+    pub struct Explained {
+        pub at: String,
+        pub visible: u32,
+        pub in_flight: u32,
+        pub running: u32,
+        pub pending: u32,
+        pub desired: u32,
+        pub needed: u32,
+        pub floor: u32,
+        pub action: String,
+        pub desired_after: u32,
+        pub reason: String,
     }
 
     impl Report {
@@ -702,7 +788,7 @@ mod report {
         pub fn of(depth: Depth, tasks: TaskCounts, policy: &Policy) -> Report {
             let sample = sample_of(depth, tasks);
             let metrics = sample.metrics(policy);
-            let raise = scale_out_to(policy, &sample);
+            let d = decide(policy, &sample, &Memory::default(), 0.0);
             Report {
                 queue: depth,
                 service: tasks,
@@ -712,10 +798,59 @@ mod report {
                     depth.visible,
                     policy.target_backlog_per_task(),
                 ),
-                needed_tasks: needed_tasks(policy, &sample),
-                policy_action: if raise.is_some() { "scale-out" } else { "none" }.into(),
-                policy_desired_tasks: raise.unwrap_or(tasks.desired),
+                needed_tasks: d.needed_tasks,
+                floor_tasks: d.floor_tasks,
+                policy_action: d.action.name().into(),
+                policy_reason: d.reason.describe().into(),
+                policy_desired_tasks: d.desired_tasks,
+                recent: Vec::new(),
             }
+        }
+
+        /// Reads back the samples of the last `minutes` and replays the controller on them.
+        pub async fn explain_recent(
+            &mut self,
+            aws: &aws_config::SdkConfig,
+            queue_url: &str,
+            service: &str,
+            policy: &Policy,
+            minutes: u32,
+        ) -> anyhow::Result<()> {
+            let dims = Dimensions {
+                queue_name: JobQueue::from_sdk(aws, queue_url).name().to_owned(),
+                service_name: service.to_owned(),
+            };
+            let now = Millis::now();
+            let from = Millis(now.0 - i64::from(minutes) * 60_000);
+            // The end is exclusive and whole seconds: a minute ahead holds the latest sample.
+            let samples = Publisher::from_sdk(aws, &policy.namespace)
+                .samples(&dims, from, Millis(now.0 + 60_000))
+                .await
+                .with_context(|| {
+                    format!("cannot read the scaling samples in {}", policy.namespace)
+                })?;
+            let timed: Vec<(f64, sluice::scaling::Sample)> = samples
+                .iter()
+                .map(|(t, s)| (t.0 as f64 / 1000.0, *s))
+                .collect();
+            self.recent = samples
+                .iter()
+                .zip(replay(policy, &timed))
+                .map(|((t, s), d)| Explained {
+                    at: t.to_rfc3339(),
+                    visible: s.visible,
+                    in_flight: s.in_flight,
+                    running: s.running_tasks,
+                    pending: s.pending_tasks,
+                    desired: s.desired_tasks,
+                    needed: d.needed_tasks,
+                    floor: d.floor_tasks,
+                    action: d.action.name().into(),
+                    desired_after: d.desired_tasks,
+                    reason: d.reason.name().into(),
+                })
+                .collect();
+            Ok(())
         }
     }
 
@@ -736,6 +871,11 @@ mod report {
                 "backlog   {:.2} per task (target {:.2}); the work needs {} task(s) now",
                 self.backlog_per_task, self.target_backlog_per_task, self.needed_tasks
             )?;
+            writeln!(
+                f,
+                "floor     {} task(s): the need, the tasks that may hold jobs, min_tasks",
+                self.floor_tasks
+            )?;
             let verdict = if self.policy_action == "none" {
                 format!("no change: stays at {} desired", self.policy_desired_tasks)
             } else {
@@ -744,7 +884,39 @@ mod report {
                     self.policy_action, self.service.desired, self.policy_desired_tasks
                 )
             };
-            writeln!(f, "policy    {verdict}")
+            writeln!(f, "policy    {verdict} ({})", self.policy_reason)?;
+            if self.recent.is_empty() {
+                return Ok(());
+            }
+            writeln!(
+                f,
+                "recent samples, and what the controller decided (replayed from an empty memory):"
+            )?;
+            writeln!(
+                f,
+                "  {:<24} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5}  decision",
+                "at", "waiting", "running", "tasks", "pending", "desired", "needed", "floor"
+            )?;
+            for e in &self.recent {
+                let decision = if e.action == "none" {
+                    format!("keep {} ({})", e.desired, e.reason)
+                } else {
+                    format!("{} to {} ({})", e.action, e.desired_after, e.reason)
+                };
+                writeln!(
+                    f,
+                    "  {:<24} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5}  {decision}",
+                    e.at,
+                    e.visible,
+                    e.in_flight,
+                    e.running,
+                    e.pending,
+                    e.desired,
+                    e.needed,
+                    e.floor
+                )?;
+            }
+            Ok(())
         }
     }
 }

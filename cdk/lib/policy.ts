@@ -20,13 +20,11 @@ export const POLICY_FIELDS = [
   'min_tasks',
   'max_tasks',
   'metric_period_seconds',
-  'scale_in',
-  'scale_to_zero_after_idle_seconds',
-  'cooldown_seconds',
+  'keep_idle_startups',
 ] as const;
 
-/** The fields of `scale_in`, in declaration order. */
-export const SCALE_IN_FIELDS = ['below_ratio', 'change_percent', 'evaluation_minutes'] as const;
+/** The most start-ups a spare task may be kept. */
+export const MAX_KEEP_IDLE_STARTUPS = 10;
 
 /** The largest service ECS allows (tasks per service), the bound of `min_tasks` and `max_tasks`. */
 export const MAX_TASKS_LIMIT = 5000;
@@ -34,17 +32,7 @@ export const MAX_TASKS_LIMIT = 5000;
 /** The sampling periods that divide the minute, the allowed `metric_period_seconds`. */
 export const METRIC_PERIODS = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60] as const;
 
-/** The scale-in rule. */
-export interface ScaleIn {
-  /** NeededTasks / DesiredTasks at or below which the fleet shrinks (0 < r < 1). */
-  readonly belowRatio: number;
-  /** Negative percent of the desired count. */
-  readonly changePercent: number;
-  /** Consecutive one-minute datapoints at or below the ratio before it acts. */
-  readonly evaluationMinutes: number;
-}
-
-/** `scaling/policy.json` (format v2), validated and typed. */
+/** `scaling/policy.json` (format v3: one controller), validated and typed. */
 export interface ScalingPolicy {
   readonly namespace: string;
   readonly acceptableLatencySeconds: number;
@@ -56,9 +44,11 @@ export interface ScalingPolicy {
   readonly maxTasks: number;
   /** Seconds between two samples of the backlog Lambda. */
   readonly metricPeriodSeconds: number;
-  readonly scaleIn: ScaleIn;
-  readonly scaleToZeroAfterIdleSeconds: number;
-  readonly cooldownSeconds: number;
+  /**
+   * How long the backlog Lambda keeps a spare task (no job waits for it, it holds none), in
+   * start-ups: 1 is the break-even, 0 releases it on the next sample.
+   */
+  readonly keepIdleStartups: number;
 }
 
 type Json = Record<string, unknown>;
@@ -137,14 +127,6 @@ class Reader {
       rule,
     );
   }
-
-  object(key: string): Json {
-    const v = this.present(key);
-    if (!isObject(v)) {
-      fail(`${this.prefix}${key} must be an object, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  }
 }
 
 /**
@@ -202,34 +184,14 @@ export function parseScalingPolicy(text: string): ScalingPolicy {
     'must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)',
   );
 
-  const siRaw = r.object('scale_in');
-  rejectUnknown(siRaw, SCALE_IN_FIELDS, 'scale_in.');
-  const si = new Reader(siRaw, 'scale_in.');
-  const scaleIn: ScaleIn = {
-    belowRatio: si.number('below_ratio', (v) => v > 0 && v < 1, 'must be greater than 0 and less than 1'),
-    changePercent: si.whole('change_percent', between(-99, -1), 'must be between -99 and -1'),
-    evaluationMinutes: si.whole('evaluation_minutes', between(1, 1440), 'must be between 1 and 1440'),
-  };
-
-  const scaleToZeroAfterIdleSeconds = r.whole(
-    'scale_to_zero_after_idle_seconds',
-    (v) => v % 60 === 0 && v >= 60 && v <= 86_400,
-    'must be a whole number of minutes (a multiple of 60) from 60 to 86400',
+  const keepIdleStartups = r.number(
+    'keep_idle_startups',
+    between(0, MAX_KEEP_IDLE_STARTUPS),
+    `must be between 0 and ${MAX_KEEP_IDLE_STARTUPS}`,
   );
-  const cooldownSeconds = r.whole('cooldown_seconds', between(0, 86_400), 'must be between 0 and 86400');
 
   if (minTasks > maxTasks) {
     fail(`min_tasks (${minTasks}) must not exceed max_tasks (${maxTasks})`);
-  }
-  // A scale-in to desired × (100 + cp) / 100 must leave NeededTasks / DesiredTasks above the
-  // ratio, or the next scale-out sample raises the count straight back. Computed as the Rust side
-  // does, from whole percents, so -7 allows exactly 0.93.
-  const kept = (100 + scaleIn.changePercent) / 100;
-  if (scaleIn.belowRatio > kept) {
-    fail(
-      `scale_in.below_ratio (${String(scaleIn.belowRatio)}) must be at most 1 + scale_in.change_percent / 100 ` +
-        `(${String(kept)}), or the next sample undoes each scale-in`,
-    );
   }
 
   return {
@@ -241,9 +203,7 @@ export function parseScalingPolicy(text: string): ScalingPolicy {
     minTasks,
     maxTasks,
     metricPeriodSeconds,
-    scaleIn,
-    scaleToZeroAfterIdleSeconds,
-    cooldownSeconds,
+    keepIdleStartups,
   };
 }
 
@@ -256,6 +216,11 @@ export function loadScalingPolicy(file: string = DEFAULT_POLICY_FILE): ScalingPo
     throw new Error(`scaling policy: cannot read ${file} (${(e as Error).message})`);
   }
   return parseScalingPolicy(text);
+}
+
+/** Seconds a spare task is kept: `keep_idle_startups × task_startup_seconds`. */
+export function keepIdleSeconds(p: ScalingPolicy): number {
+  return p.keepIdleStartups * p.taskStartupSeconds;
 }
 
 /** Target backlog per task = acceptable latency / average job duration × jobs per task. */
@@ -274,13 +239,7 @@ export function policyJson(p: ScalingPolicy): string {
     min_tasks: p.minTasks,
     max_tasks: p.maxTasks,
     metric_period_seconds: p.metricPeriodSeconds,
-    scale_in: {
-      below_ratio: p.scaleIn.belowRatio,
-      change_percent: p.scaleIn.changePercent,
-      evaluation_minutes: p.scaleIn.evaluationMinutes,
-    },
-    scale_to_zero_after_idle_seconds: p.scaleToZeroAfterIdleSeconds,
-    cooldown_seconds: p.cooldownSeconds,
+    keep_idle_startups: p.keepIdleStartups,
   });
 }
 

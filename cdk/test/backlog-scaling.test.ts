@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { BacklogScaling } from '../lib/constructs/backlog-scaling';
+import { BACKSTOP_MINUTES, BacklogScaling } from '../lib/constructs/backlog-scaling';
 import { parseScalingPolicy } from '../lib/policy';
 import { SluiceStack } from '../lib/sluice-stack';
 import { STUB_LAMBDAS, actionsOf, grantsOf, j, logicalId, policyFile, sluiceStack, template } from './helpers';
@@ -76,119 +76,78 @@ function backlogFn(stack: SluiceStack, t: Template): any {
   return t.toJSON().Resources[logicalId(stack.scaling.function)].Properties;
 }
 
-test('scale-out is the lambda\'s: no scale-out or from-zero alarm or step policy remains', () => {
+test('the lambda is the one controller: the only alarm that acts on the service is the dead-controller backstop', () => {
   const { t } = template();
-  // Two step policies only: scale-in and idle.
   const policies = Object.values(t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy')).map(
     (p) => p.Properties.StepScalingPolicyConfiguration,
   );
-  assert.deepEqual(policies.map((p) => p.AdjustmentType).sort(), ['ExactCapacity', 'PercentChangeInCapacity']);
-  for (const p of policies) {
-    for (const step of p.StepAdjustments) {
-      // Nothing adds capacity: the percent step is negative, the exact one goes to min tasks.
-      if (p.AdjustmentType === 'PercentChangeInCapacity') assert.ok(step.ScalingAdjustment < 0);
-      else assert.equal(step.ScalingAdjustment, file.min_tasks);
-      assert.equal(step.MetricIntervalLowerBound, undefined);
-      assert.equal(step.MetricIntervalUpperBound, 0);
-    }
-  }
+  assert.equal(policies.length, 1);
+  assert.equal(policies[0].AdjustmentType, 'ExactCapacity');
+  assert.deepEqual(policies[0].StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: file.min_tasks }]);
+  // No alarm on the controller's own decisions: none on the need, the backlog per task or the
+  // lack of capacity, so no alarm repeats an action against a count the lambda set.
+  assert.deepEqual(alarmsOn(t, 'NeededTasks'), []);
   assert.deepEqual(alarmsOn(t, 'BacklogWithoutCapacity'), [], 'no from-zero alarm');
   assert.deepEqual(alarmsOn(t, 'BacklogPerTask').filter((a) => a.Properties.ComparisonOperator.startsWith('Greater')), []);
-  // Every alarm that acts on the service is one of the two.
   const policyIds = Object.keys(t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy'));
   const scaling = Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter((a) =>
     (a.Properties.AlarmActions ?? []).some((action: any) => policyIds.includes(action.Ref)),
   );
-  assert.equal(scaling.length, 2);
+  assert.equal(scaling.length, 1);
+  assert.equal(scaling[0], mathAlarm(t, 'samples'));
 });
 
-test('the scale-in alarm compares the minute\'s most needed tasks with its fewest desired, robust to missed samples', () => {
+test('the backstop parks the fleet only after 15 minutes with no sample from the lambda and an empty queue', () => {
   const { stack, t } = template();
-  const alarm = mathAlarm(t, 'needed');
+  const alarm = mathAlarm(t, 'samples');
   const { expression, metrics } = mathOf(alarm);
-  assert.equal(expression, 'IF(desired > 1, needed / desired, 1)');
+  assert.equal(expression, 'IF(FILL(samples, 0) == 0 AND FILL(visible, 0) + FILL(inflight, 0) == 0, 0, 1)');
   assert.deepEqual(metrics, {
-    needed: ['NeededTasks', 'Maximum', 60, file.namespace],
-    desired: ['DesiredTasks', 'Minimum', 60, file.namespace],
+    samples: ['DesiredTasks', 'SampleCount', 60, file.namespace],
+    visible: ['ApproximateNumberOfMessagesVisible', 'Maximum', 60, 'AWS/SQS'],
+    inflight: ['ApproximateNumberOfMessagesNotVisible', 'Maximum', 60, 'AWS/SQS'],
   });
+  const queueName = { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'QueueName'] };
   for (const m of alarm.Properties.Metrics.filter((m: any) => m.MetricStat)) {
-    assert.deepEqual(m.MetricStat.Metric.Dimensions, [
-      { Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'QueueName'] } },
-      { Name: 'ServiceName', Value: { 'Fn::GetAtt': [logicalId(stack.workers.service), 'Name'] } },
-    ]);
+    const dims = m.MetricStat.Metric.Dimensions;
+    assert.deepEqual(dims[0], { Name: 'QueueName', Value: queueName }, m.Id);
   }
-  const a = alarm.Properties;
-  assert.equal(a.Threshold, file.scale_in.below_ratio);
-  assert.equal(a.ComparisonOperator, 'LessThanOrEqualToThreshold');
-  assert.equal(a.EvaluationPeriods, file.scale_in.evaluation_minutes);
-  assert.equal(a.DatapointsToAlarm, file.scale_in.evaluation_minutes);
-  assert.equal(a.TreatMissingData, 'missing');
-  const cfg = policyOf(t, alarm).StepScalingPolicyConfiguration;
-  assert.equal(cfg.AdjustmentType, 'PercentChangeInCapacity');
-  assert.equal(cfg.MinAdjustmentMagnitude, 1);
-  assert.equal(cfg.Cooldown, file.cooldown_seconds);
-  assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: file.scale_in.change_percent }]);
-});
-
-test('the service goes to min tasks after the idle minutes with nothing queued or in flight', () => {
-  const { t } = template();
-  const alarm = mathAlarm(t, 'inflight');
-  const { expression, metrics } = mathOf(alarm);
-  // Above min tasks only, so a parked service's alarm returns to OK and cannot undo a raise.
-  assert.equal(expression, `IF(desired > ${file.min_tasks}, backlog + inflight, 1)`);
-  assert.deepEqual(metrics, {
-    backlog: ['Backlog', 'Maximum', 60, file.namespace],
-    inflight: ['InFlight', 'Maximum', 60, file.namespace],
-    desired: ['DesiredTasks', 'Minimum', 60, file.namespace],
-  });
   const a = alarm.Properties;
   assert.equal(a.Threshold, 0);
   assert.equal(a.ComparisonOperator, 'LessThanOrEqualToThreshold');
-  assert.equal(a.EvaluationPeriods, file.scale_to_zero_after_idle_seconds / 60);
-  assert.equal(a.DatapointsToAlarm, file.scale_to_zero_after_idle_seconds / 60);
-  assert.equal(a.TreatMissingData, 'missing');
+  assert.equal(a.EvaluationPeriods, BACKSTOP_MINUTES);
+  assert.equal(a.DatapointsToAlarm, BACKSTOP_MINUTES);
+  assert.equal(BACKSTOP_MINUTES, 15);
+  // No data at all (no samples, SQS quiet for hours) is a dead controller too.
+  assert.equal(a.TreatMissingData, 'breaching');
   const cfg = policyOf(t, alarm).StepScalingPolicyConfiguration;
   assert.equal(cfg.AdjustmentType, 'ExactCapacity');
-  assert.equal(cfg.Cooldown, file.cooldown_seconds);
   assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: file.min_tasks }]);
+  // Its action is the service's, not a page: the missing-samples alarm tells people.
+  assert.ok(!j(a.AlarmActions).includes(logicalId(stack.observability.topic)));
 });
 
-test('another policy changes thresholds, minutes, steps and cooldown, never the one-minute period', () => {
+test('another policy reaches the lambda whole and moves the backstop\'s target, never the one-minute period', () => {
   const policyPath = customPolicyFile({
     namespace: 'SluiceTest',
-    metric_period_seconds: 5,
+    metric_period_seconds: 10,
     min_tasks: 1,
     max_tasks: 8,
-    scale_in: { below_ratio: 0.3, change_percent: -50, evaluation_minutes: 7 },
-    scale_to_zero_after_idle_seconds: 900,
-    cooldown_seconds: 120,
+    task_startup_seconds: 300,
+    keep_idle_startups: 0.5,
   });
   const { stack, t } = template({ scalingPolicyFile: policyPath });
-  const scaleIn = mathAlarm(t, 'needed');
-  assert.equal(scaleIn.Properties.Threshold, 0.3);
-  assert.equal(scaleIn.Properties.EvaluationPeriods, 7);
-  assert.equal(scaleIn.Properties.DatapointsToAlarm, 7);
-  assert.deepEqual(mathOf(scaleIn).metrics, {
-    needed: ['NeededTasks', 'Maximum', 60, 'SluiceTest'],
-    desired: ['DesiredTasks', 'Minimum', 60, 'SluiceTest'],
-  });
-  const inCfg = policyOf(t, scaleIn).StepScalingPolicyConfiguration;
-  assert.deepEqual(inCfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: -50 }]);
-  assert.equal(inCfg.Cooldown, 120);
-
-  const idle = mathAlarm(t, 'inflight');
-  assert.equal(mathOf(idle).expression, 'IF(desired > 1, backlog + inflight, 1)');
-  assert.equal(idle.Properties.EvaluationPeriods, 15);
-  assert.equal(idle.Properties.DatapointsToAlarm, 15);
-  const idleCfg = policyOf(t, idle).StepScalingPolicyConfiguration;
-  assert.deepEqual(idleCfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 1 }]);
-  assert.equal(idleCfg.Cooldown, 120);
+  const backstop = mathAlarm(t, 'samples');
+  assert.deepEqual(mathOf(backstop).metrics.samples, ['DesiredTasks', 'SampleCount', 60, 'SluiceTest']);
+  const cfg = policyOf(t, backstop).StepScalingPolicyConfiguration;
+  assert.deepEqual(cfg.StepAdjustments, [{ MetricIntervalUpperBound: 0, ScalingAdjustment: 1 }]);
+  assert.equal(stack.scaling.keepIdleSeconds, 150);
 
   t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 1, MaxCapacity: 8 });
   const env = backlogFn(stack, t).Environment.Variables;
   assert.deepEqual(JSON.parse(env.SLUICE_SCALING_POLICY), JSON.parse(fs.readFileSync(policyPath, 'utf8')));
   // The sampling interval has one source, the policy's metric_period_seconds.
-  assert.ok(env.SLUICE_SAMPLE_INTERVAL_SECONDS === undefined || env.SLUICE_SAMPLE_INTERVAL_SECONDS === '5');
+  assert.ok(env.SLUICE_SAMPLE_INTERVAL_SECONDS === undefined || env.SLUICE_SAMPLE_INTERVAL_SECONDS === '10');
   const put = grantsOf(t, stack.scaling.function.role!, 'cloudwatch:PutMetricData');
   assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': 'SluiceTest' } });
 });
@@ -204,7 +163,7 @@ test('the scalable target takes min and max tasks from the policy file', () => {
   });
   const resourceId = j(Object.values(t.findResources('AWS::ApplicationAutoScaling::ScalableTarget'))[0].Properties.ResourceId);
   assert.ok(resourceId.includes(logicalId(stack.workers.cluster)) && resourceId.includes(logicalId(stack.workers.service)));
-  t.resourceCountIs('AWS::ApplicationAutoScaling::ScalingPolicy', 2);
+  t.resourceCountIs('AWS::ApplicationAutoScaling::ScalingPolicy', 1);
 });
 
 test('the backlog lambda runs every minute with the policy, and only its permissions', () => {
@@ -270,7 +229,7 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
   );
 });
 
-test('overridden min and max tasks reach the scalable target, the idle rule and the lambda\'s effective policy', () => {
+test('overridden min and max tasks reach the scalable target, the backstop and the lambda\'s effective policy', () => {
   const { stack, t } = template({ minTasks: 3, maxTasks: 9 });
   t.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 3, MaxCapacity: 9 });
   const env = backlogFn(stack, t).Environment.Variables;
@@ -280,9 +239,8 @@ test('overridden min and max tasks reach the scalable target, the idle rule and 
   assert.deepEqual(Object.keys(effective), Object.keys(file));
   assert.doesNotThrow(() => parseScalingPolicy(env.SLUICE_SCALING_POLICY));
   assert.equal(stack.scaling.effectivePolicy.maxTasks, 9);
-  const idle = mathAlarm(t, 'inflight');
-  assert.equal(mathOf(idle).expression, 'IF(desired > 3, backlog + inflight, 1)');
-  assert.deepEqual(policyOf(t, idle).StepScalingPolicyConfiguration.StepAdjustments, [
+  const backstop = mathAlarm(t, 'samples');
+  assert.deepEqual(policyOf(t, backstop).StepScalingPolicyConfiguration.StepAdjustments, [
     { MetricIntervalUpperBound: 0, ScalingAdjustment: 3 },
   ]);
 });

@@ -65,7 +65,7 @@ test('alarms cover the dead-letter queue, old messages and failed jobs, and noti
   assert.equal(failed.stat.Metric?.MetricName ?? failed.MetricName, 'JobsFailed');
   assert.ok(j(failed).includes(`"${file.namespace}"`));
   // Scaling alarms act on the service, not on people.
-  for (const a of [stack.scaling.scaleInAlarm, stack.scaling.idleAlarm]) {
+  for (const a of [stack.scaling.backstopAlarm]) {
     assert.ok(!j(t.toJSON().Resources[logicalId(a)].Properties.AlarmActions).includes(logicalId(stack.observability.topic)));
   }
 });

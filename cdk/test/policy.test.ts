@@ -6,6 +6,7 @@ import {
   POLICY_FIELDS,
   effectivePolicy,
   effectivePolicyJson,
+  keepIdleSeconds,
   loadScalingPolicy,
   parseScalingPolicy,
   policyJson,
@@ -91,14 +92,9 @@ test('the shipped file parses into the typed policy', () => {
     minTasks: file.min_tasks,
     maxTasks: file.max_tasks,
     metricPeriodSeconds: file.metric_period_seconds,
-    scaleIn: {
-      belowRatio: file.scale_in.below_ratio,
-      changePercent: file.scale_in.change_percent,
-      evaluationMinutes: file.scale_in.evaluation_minutes,
-    },
-    scaleToZeroAfterIdleSeconds: file.scale_to_zero_after_idle_seconds,
-    cooldownSeconds: file.cooldown_seconds,
+    keepIdleStartups: file.keep_idle_startups,
   });
+  assert.equal(keepIdleSeconds(p), file.keep_idle_startups * file.task_startup_seconds);
   assert.equal(targetBacklogPerTask(p), (file.acceptable_latency_seconds / file.average_job_seconds) * file.jobs_per_task);
 });
 
@@ -106,7 +102,6 @@ test('the rendered policy keeps the declaration order and parses back to itself'
   const p = loadScalingPolicy(POLICY_FILE);
   const text = policyJson(p);
   assert.deepEqual(Object.keys(JSON.parse(text)), [...POLICY_FIELDS]);
-  assert.deepEqual(Object.keys(JSON.parse(text).scale_in), ['below_ratio', 'change_percent', 'evaluation_minutes']);
   assert.deepEqual(parseScalingPolicy(text), p);
 });
 
@@ -124,7 +119,7 @@ test('edge cases beyond the fixtures', () => {
   const patched = (patch: Record<string, unknown>) => JSON.stringify({ ...file, ...patch });
   // Null is present with the wrong type, not absent.
   assert.equal(errorOf(patched({ max_tasks: null })), 'scaling policy: max_tasks must be a number, got null');
-  assert.equal(errorOf(patched({ scale_in: null })), 'scaling policy: scale_in must be an object, got null');
+  assert.equal(errorOf(patched({ keep_idle_startups: null })), 'scaling policy: keep_idle_startups must be a number, got null');
   // Every non-object top level.
   for (const text of ['null', '7', '"policy"', 'true']) {
     assert.equal(errorOf(text), 'scaling policy must be a JSON object', text);
@@ -151,6 +146,7 @@ test('edge cases beyond the fixtures', () => {
   }
   // Numbers beyond f64 are invalid json (serde_json rejects them; JSON.parse would give Infinity).
   assert.match(errorOf(patched({}).replace('"max_tasks":20', '"max_tasks":1e400'))!, /^scaling policy is not valid json/);
-  // The ratio rule at its bound is allowed.
-  assert.equal(errorOf(patched({ scale_in: { below_ratio: 0.75, change_percent: -25, evaluation_minutes: 1 } })), undefined);
+  // The keep-idle range includes both its bounds.
+  assert.equal(errorOf(patched({ keep_idle_startups: 0 })), undefined);
+  assert.equal(errorOf(patched({ keep_idle_startups: 10 })), undefined);
 });

@@ -1,12 +1,11 @@
-//! Scaling decisions as pure functions.
+//! Scaling decisions as pure functions: one controller of the desired count.
 //!
-//! Every `metric_period_seconds` the backlog Lambda reads a [`Sample`],
-//! raises the service to [`needed_tasks`] when the desired count is lower
-//! ([`scale_out_to`]), and publishes the sample's [`Metrics`]. Scale-in and
-//! the return to `min_tasks` stay with CloudWatch alarms and Application Auto
-//! Scaling step policies on one-minute datapoints; [`evaluate_alarms`] models
-//! them, one minute at a time, so the same code explains a deployed service
-//! and drives `sluice simulate` (see `scaling/README.md`).
+//! Every `metric_period_seconds` the backlog Lambda reads a [`Sample`] and
+//! calls [`decide`], which sets the service's desired count in both
+//! directions: up to [`needed_tasks`] at once when the work needs more, down
+//! to what the work holds once the spare capacity has stayed unused for
+//! `keep_idle_startups` start-ups. The same function drives `sluice simulate` and
+//! explains a deployed service in `sluice report` (see `scaling/README.md`).
 //!
 //! Times are seconds since any fixed epoch, as `f64`.
 
@@ -14,14 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
 
-/// CloudWatch keeps invoking an Auto Scaling action once a minute while its
-/// alarm stays in ALARM.
-pub const ALARM_ACTION_REPEAT_SECONDS: f64 = 60.0;
-
-/// Period of the scale-in and idle alarms.
-pub const ALARM_PERIOD_SECONDS: f64 = 60.0;
-
 const EPSILON: f64 = 1e-9;
+
+/// The controller forgets what it remembered after this long without a
+/// sample (a fresh Lambda environment holding another's old memory, runs
+/// that failed): it cannot know what happened in between, so it keeps spare
+/// capacity one keep-idle time longer rather than less. Longer than the pause
+/// between two runs of the backlog function (it samples 55 s of each minute,
+/// and EventBridge may start a run some seconds late), which must not wipe
+/// it; and at least three sample periods.
+pub const MAX_SAMPLE_GAP_SECONDS: f64 = 90.0;
 
 /// What the backlog Lambda reads in one sample: SQS `GetQueueAttributes` and
 /// ECS `DescribeServices`.
@@ -39,7 +40,8 @@ pub struct Sample {
     pub desired_tasks: u32,
 }
 
-/// The metrics published per sample, named as in CloudWatch.
+/// The metrics published per sample, named as in CloudWatch (the dashboard and the
+/// loop's health alarms read them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Metrics {
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub in_flight: u32,
     /// Tasks running.
     pub running_tasks: u32,
+    /// Tasks requested and still starting.
+    pub pending_tasks: u32,
     /// The service's desired count.
     pub desired_tasks: u32,
     /// `backlog / max(running_tasks + pending_tasks, 1)`: see [`backlog_per_task`].
@@ -59,6 +63,19 @@ pub struct Metrics {
     pub needed_tasks: u32,
 }
 
+impl Metrics {
+    /// The sample these metrics were published from (what `sluice report` reads back).
+    pub fn sample(&self) -> Sample {
+        Sample {
+            visible: self.backlog,
+            in_flight: self.in_flight,
+            running_tasks: self.running_tasks,
+            pending_tasks: self.pending_tasks,
+            desired_tasks: self.desired_tasks,
+        }
+    }
+}
+
 impl Sample {
     /// The metrics the backlog Lambda publishes for this sample.
     pub fn metrics(&self, policy: &Policy) -> Metrics {
@@ -66,6 +83,7 @@ impl Sample {
             backlog: self.visible,
             in_flight: self.in_flight,
             running_tasks: self.running_tasks,
+            pending_tasks: self.pending_tasks,
             desired_tasks: self.desired_tasks,
             backlog_per_task: backlog_per_task(
                 self.visible,
@@ -133,45 +151,249 @@ pub fn needed_tasks(policy: &Policy, sample: &Sample) -> u32 {
     needed.clamp(policy.min_tasks, policy.max_tasks)
 }
 
-/// What the backlog Lambda sets the desired count to after this sample: the
-/// needed capacity when it is above the desired count, else nothing (it
-/// never lowers).
-pub fn scale_out_to(policy: &Policy, sample: &Sample) -> Option<u32> {
+/// Which way the controller moved the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing changed.
+    None,
+    /// Raised to the capacity the work needs.
+    ScaleOut,
+    /// Lowered to what the work has held for `keep_idle_startups` start-ups.
+    ScaleIn,
+}
+
+impl Action {
+    /// The action's name, as in its JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::ScaleOut => "scale-out",
+            Action::ScaleIn => "scale-in",
+        }
+    }
+}
+
+/// Why the controller did what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The work needs more tasks than the desired count: raised.
+    WorkNeedsMore,
+    /// Jobs wait: no task is spare.
+    JobsWaiting,
+    /// Tasks are still starting: a raise is never undone within its start-up.
+    TasksStarting,
+    /// Spare capacity, kept until it has been unused for `keep_idle_startups` start-ups.
+    KeepingSpare,
+    /// Spare capacity unused for `keep_idle_startups` start-ups: released.
+    SpareReleased,
+    /// The desired count is what the work holds.
+    Matched,
+}
+
+impl Reason {
+    /// The reason's name, as in its JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reason::WorkNeedsMore => "work-needs-more",
+            Reason::JobsWaiting => "jobs-waiting",
+            Reason::TasksStarting => "tasks-starting",
+            Reason::KeepingSpare => "keeping-spare",
+            Reason::SpareReleased => "spare-released",
+            Reason::Matched => "matched",
+        }
+    }
+
+    /// One line for `sluice report` and the function's logs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Reason::WorkNeedsMore => "the jobs waiting and running need more tasks: raised to the need at once",
+            Reason::JobsWaiting => "jobs are waiting, so no task is spare",
+            Reason::TasksStarting => "tasks are still starting: a raise is never undone within its start-up",
+            Reason::KeepingSpare => "spare tasks are kept until they have been unused for keep_idle_startups start-ups",
+            Reason::SpareReleased => "tasks unused for keep_idle_startups start-ups released, never below the tasks that hold jobs",
+            Reason::Matched => "the desired count is what the work holds",
+        }
+    }
+}
+
+/// What the controller remembers between samples: the count each recent
+/// sample would have kept, over one unbroken run of samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// When the unbroken run of samples began.
+    pub since: Option<f64>,
+    /// The last sample's time.
+    pub last_at: Option<f64>,
+    /// `(time, count kept)` of the samples within the keep-idle time that a
+    /// newer sample does not outweigh (a newer one keeping as many or more):
+    /// oldest first, counts falling, so the first is the most any kept and
+    /// the memory holds at most one entry per count.
+    pub recent: Vec<(f64, u32)>,
+}
+
+impl Memory {
+    /// Remembers the count a sample at `now` kept.
+    fn remember(&mut self, now: f64, kept: u32) {
+        while self.recent.last().is_some_and(|&(_, k)| k <= kept) {
+            self.recent.pop();
+        }
+        self.recent.push((now, kept));
+    }
+
+    /// The memory as the sample at `now` finds it: forgotten after a gap (or
+    /// a clock that went backwards), else without the samples older than
+    /// the keep-idle time.
+    fn at(&self, policy: &Policy, now: f64) -> Memory {
+        let gap = MAX_SAMPLE_GAP_SECONDS.max(3.0 * f64::from(policy.metric_period_seconds));
+        match (self.since, self.last_at) {
+            (Some(since), Some(last)) if now + EPSILON >= last && now - last <= gap + EPSILON => {
+                // Only the samples of the keep-idle time (the one that old excluded).
+                let oldest = now - policy.keep_idle_seconds() + EPSILON;
+                Memory {
+                    since: Some(since),
+                    last_at: Some(now),
+                    recent: self
+                        .recent
+                        .iter()
+                        .copied()
+                        .filter(|&(t, _)| t > oldest)
+                        .collect(),
+                }
+            }
+            _ => Memory {
+                since: Some(now),
+                last_at: Some(now),
+                recent: Vec::new(),
+            },
+        }
+    }
+}
+
+/// What the controller decided on one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The service's desired count after the sample.
+    pub desired_tasks: u32,
+    /// Which way it moved.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// The capacity the work needs now ([`needed_tasks`]).
+    pub needed_tasks: u32,
+    /// The fewest tasks the controller may leave now: the need, the tasks
+    /// that may hold jobs (`min(running, in_flight)`) and `min_tasks`.
+    pub floor_tasks: u32,
+    /// With spare capacity kept: the earliest time it may be released.
+    pub release_at: Option<f64>,
+    /// For the next sample.
+    pub memory: Memory,
+}
+
+/// The one controller of the desired count, on one sample at `now`.
+///
+/// - **Up**: when [`needed_tasks`] is above the desired count, the count goes
+///   to it at once.
+/// - **Down**, only when nothing forbids it. Never while jobs wait (no task is
+///   spare), never while tasks start (ECS stops starting tasks first, so any
+///   lowering would undo a raise less than a start-up old, the submit nudge's
+///   included), never below the tasks that may hold jobs (`min(running,
+///   in_flight)`: every in-flight job on a task of its own, so scale-in
+///   protection is not relied on), never below the need or `min_tasks`, so
+///   the service parks at `min_tasks` only when nothing waits or runs.
+/// - **When**: each sample remembers the count it would keep; the count goes
+///   down to the most any sample of the last keep-idle time
+///   ([`Policy::keep_idle_seconds`]) kept, once the controller's memory spans
+///   that long. Spare capacity thus goes one keep-idle time after the last
+///   sample that needed it (plus at most one sample), and a task started just
+///   before the queue drained is kept one keep-idle time to be of use.
+///
+/// A lowering is never undone by the next sample of the same work: the count
+/// it leaves is at least the need and holds every in-flight job, so the need
+/// computed on it is no higher.
+pub fn decide(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> Decision {
+    let mut memory = memory.at(policy, now);
     let needed = needed_tasks(policy, sample);
-    (needed > sample.desired_tasks).then_some(needed)
-}
-
-/// The change a `PercentChangeInCapacity` step makes, rounded the way
-/// Application Auto Scaling rounds (values above 1 down, between 0 and 1 to 1,
-/// between -1 and 0 to -1, below -1 up) and with `MinAdjustmentMagnitude` 1.
-pub fn percent_adjustment(capacity: u32, change_percent: i32) -> i64 {
-    if change_percent == 0 {
-        return 0;
-    }
-    let raw = f64::from(capacity) * f64::from(change_percent) / 100.0;
-    let rounded = if raw > 1.0 {
-        raw.floor()
-    } else if raw > 0.0 {
-        1.0
-    } else if raw < -1.0 {
-        raw.ceil()
-    } else if raw < 0.0 {
-        -1.0
-    } else {
-        0.0
+    let desired = sample.desired_tasks;
+    let holders = sample.running_tasks.min(sample.in_flight);
+    let floor = needed.max(holders).max(policy.min_tasks);
+    let decision = |desired_tasks, action, reason, release_at, memory| Decision {
+        desired_tasks,
+        action,
+        reason,
+        needed_tasks: needed,
+        floor_tasks: floor,
+        release_at,
+        memory,
     };
-    let adjustment = rounded as i64;
-    if adjustment == 0 {
-        i64::from(change_percent.signum())
-    } else {
-        adjustment
+    if needed > desired {
+        memory.remember(now, needed);
+        return decision(
+            needed,
+            Action::ScaleOut,
+            Reason::WorkNeedsMore,
+            None,
+            memory,
+        );
     }
+    let starting = sample.pending_tasks > 0
+        || desired > sample.running_tasks.saturating_add(sample.pending_tasks);
+    let blocked = if sample.visible > 0 {
+        Some(Reason::JobsWaiting)
+    } else if starting {
+        Some(Reason::TasksStarting)
+    } else {
+        None
+    };
+    let kept = if blocked.is_some() {
+        desired
+    } else {
+        floor.min(desired)
+    };
+    memory.remember(now, kept);
+    if kept >= desired {
+        let reason = blocked.unwrap_or(Reason::Matched);
+        return decision(desired, Action::None, reason, None, memory);
+    }
+    let keep = policy.keep_idle_seconds();
+    let since = memory.since.unwrap_or(now);
+    let target = memory.recent.first().map_or(kept, |&(_, k)| k);
+    if since + keep > now + EPSILON || target >= desired {
+        // The newest sample that kept the whole count, or the memory's start.
+        let last_full = memory
+            .recent
+            .iter()
+            .rev()
+            .find(|&&(_, k)| k >= desired)
+            .map_or(since, |&(t, _)| t.max(since));
+        let release_at = Some((last_full + keep).max(since + keep));
+        return decision(
+            desired,
+            Action::None,
+            Reason::KeepingSpare,
+            release_at,
+            memory,
+        );
+    }
+    decision(target, Action::ScaleIn, Reason::SpareReleased, None, memory)
 }
 
-/// Capacity after an adjustment, kept within the policy's bounds.
-pub fn bounded(policy: &Policy, capacity: u32, adjustment: i64) -> u32 {
-    let wanted = i64::from(capacity) + adjustment;
-    wanted.clamp(i64::from(policy.min_tasks), i64::from(policy.max_tasks)) as u32
+/// The controller's decisions over a run of samples, oldest first, from an
+/// empty memory: what `sluice report` shows for the samples the backlog
+/// function published. The first samples of a replay keep spare tasks as a
+/// fresh execution environment would, so a replay lowers no sooner than the
+/// function did.
+pub fn replay(policy: &Policy, samples: &[(f64, Sample)]) -> Vec<Decision> {
+    let mut memory = Memory::default();
+    samples
+        .iter()
+        .map(|(t, s)| {
+            let d = decide(policy, s, &memory, *t);
+            memory = d.memory.clone();
+            d
+        })
+        .collect()
 }
 
 /// Whether submit should raise the service from 0 now.
@@ -197,290 +419,8 @@ pub fn should_nudge_from_zero(
     }
 }
 
-/// The one-minute statistics of the samples published in one alarm period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Minute {
-    /// Samples in the minute.
-    pub samples: u32,
-    /// `Maximum` of `NeededTasks`.
-    pub max_needed: u32,
-    /// `Minimum` of `DesiredTasks`.
-    pub min_desired: u32,
-    /// `Maximum` of `Backlog`.
-    pub max_backlog: u32,
-    /// `Maximum` of `InFlight`.
-    pub max_in_flight: u32,
-}
-
-impl Minute {
-    /// Adds one sample's metrics.
-    pub fn add(&mut self, m: &Metrics) {
-        if self.samples == 0 {
-            self.min_desired = m.desired_tasks;
-        }
-        self.samples += 1;
-        self.max_needed = self.max_needed.max(m.needed_tasks);
-        self.min_desired = self.min_desired.min(m.desired_tasks);
-        self.max_backlog = self.max_backlog.max(m.backlog);
-        self.max_in_flight = self.max_in_flight.max(m.in_flight);
-    }
-
-    /// The scale-in alarm's datapoint:
-    /// `IF(desired > 1, needed / desired, 1)` with `needed` the minute's
-    /// Maximum of `NeededTasks` and `desired` its Minimum of `DesiredTasks`:
-    /// a minute breaches only if every sample needed less, and the last task
-    /// is left to the idle rule.
-    pub fn scale_in_ratio(&self) -> f64 {
-        if self.min_desired > 1 {
-            f64::from(self.max_needed) / f64::from(self.min_desired)
-        } else {
-            1.0
-        }
-    }
-
-    /// The idle alarm's datapoint:
-    /// `IF(desired > min_tasks, backlog + in_flight, 1)` (Maximum, Maximum,
-    /// Minimum): the guard returns the alarm to OK once parked, so it cannot
-    /// repeat its action against a nudge.
-    pub fn idle_metric(&self, min_tasks: u32) -> u64 {
-        if self.min_desired > min_tasks {
-            u64::from(self.max_backlog) + u64::from(self.max_in_flight)
-        } else {
-            1
-        }
-    }
-}
-
-/// How an alarm treats a period without a datapoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum MissingData {
-    /// `missing`, what sluice deploys: CloudWatch evaluates the most recent
-    /// real datapoints, so a gap changes nothing; once the whole evaluation
-    /// range is empty the alarm goes to INSUFFICIENT_DATA and stops acting.
-    Missing,
-    /// `notBreaching`: a gap counts as a good datapoint and ends any streak.
-    NotBreaching,
-}
-
-/// One CloudWatch alarm whose action is an Application Auto Scaling policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlarmState {
-    /// Whether the alarm is in ALARM.
-    pub in_alarm: bool,
-    /// Consecutive breaching datapoints up to the last evaluation.
-    pub breaching_streak: u32,
-    /// Consecutive periods without a datapoint.
-    pub missing_streak: u32,
-    /// When the alarm last invoked its action.
-    pub last_action_at: Option<f64>,
-}
-
-impl AlarmState {
-    /// Evaluates the alarm on its newest datapoint (`None`: the period had
-    /// none) with "N out of N" datapoints to alarm, and says whether it
-    /// invokes its action now: on entering ALARM, then once a minute while it
-    /// stays.
-    pub fn evaluate(
-        &mut self,
-        breaching: Option<bool>,
-        datapoints: u32,
-        missing: MissingData,
-        now: f64,
-    ) -> bool {
-        let n = datapoints.max(1);
-        let breaching = match (breaching, missing) {
-            (Some(b), _) => {
-                self.missing_streak = 0;
-                b
-            }
-            (None, MissingData::NotBreaching) => {
-                self.missing_streak = 0;
-                false
-            }
-            (None, MissingData::Missing) => {
-                self.missing_streak = self.missing_streak.saturating_add(1);
-                if self.missing_streak >= n {
-                    // INSUFFICIENT_DATA: no action, and a fresh start.
-                    self.in_alarm = false;
-                    self.breaching_streak = 0;
-                    return false;
-                }
-                // The most recent real datapoints decide: nothing changes.
-                return self.repeat_due(now, true);
-            }
-        };
-        self.breaching_streak = if breaching {
-            self.breaching_streak.saturating_add(1)
-        } else {
-            0
-        };
-        let was_in_alarm = self.in_alarm;
-        self.in_alarm = self.breaching_streak >= n;
-        self.repeat_due(now, was_in_alarm)
-    }
-
-    fn repeat_due(&mut self, now: f64, was_in_alarm: bool) -> bool {
-        if !self.in_alarm {
-            return false;
-        }
-        let due = match self.last_action_at {
-            None => true,
-            Some(t) => !was_in_alarm || now - t + EPSILON >= ALARM_ACTION_REPEAT_SECONDS,
-        };
-        if due {
-            self.last_action_at = Some(now);
-        }
-        due
-    }
-}
-
-/// Everything the alarms and policies remember between evaluations.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ScalingState {
-    /// `IF(desired > 1, needed / desired, 1) <= below_ratio`, N of N minutes.
-    pub scale_in: AlarmState,
-    /// `IF(desired > min_tasks, backlog + in_flight, 1) <= 0`, N of N minutes.
-    pub idle: AlarmState,
-    /// End of the scale-in policy's cooldown.
-    pub scale_in_cooldown_until: Option<f64>,
-    /// End of the idle (back to `min_tasks`) policy's cooldown.
-    pub idle_cooldown_until: Option<f64>,
-}
-
-/// Which rule changed the desired count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Nothing changed.
-    None,
-    /// The backlog Lambda raised the service to the needed capacity.
-    ScaleOut,
-    /// The scale-in step policy.
-    ScaleIn,
-    /// The idle policy: back to `min_tasks`.
-    ScaleToIdle,
-}
-
-impl Action {
-    /// The rule's name, as in its JSON form.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::None => "none",
-            Action::ScaleOut => "scale-out",
-            Action::ScaleIn => "scale-in",
-            Action::ScaleToIdle => "scale-to-idle",
-        }
-    }
-}
-
-/// The outcome of one alarm evaluation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// The service's desired count after the evaluation.
-    pub desired_tasks: u32,
-    /// The policy that set it, if any.
-    pub action: Action,
-    /// State for the next evaluation.
-    pub state: ScalingState,
-}
-
-fn cooling(until: Option<f64>, now: f64) -> bool {
-    until.is_some_and(|u| now + EPSILON < u)
-}
-
-/// What the two alarms and their step policies do at the end of a one-minute
-/// period, given that minute's statistics (`None`: no sample was published)
-/// and the desired count at that moment (Application Auto Scaling's current
-/// capacity).
-///
-/// - scale-in: [`Minute::scale_in_ratio`] `<= below_ratio` for
-///   `evaluation_minutes` of as many minutes → `PercentChangeInCapacity`
-///   `change_percent`, blocked during its own cooldown;
-/// - idle: [`Minute::idle_metric`] `<= 0` for `scale_to_zero_after_idle_seconds
-///   / 60` of as many minutes → `ExactCapacity min_tasks`.
-///
-/// Both treat missing data as `missing` ([`MissingData::Missing`]). When both
-/// act in the same minute the model keeps the larger capacity: two step
-/// policies invoked at once leave the count of whichever runs last, which the
-/// model cannot know, and the larger is the cautious reading.
-pub fn evaluate_alarms(
-    policy: &Policy,
-    now: f64,
-    capacity: u32,
-    minute: Option<&Minute>,
-    state: &ScalingState,
-) -> Decision {
-    evaluate_alarms_with(policy, now, capacity, minute, state, MissingData::Missing)
-}
-
-/// [`evaluate_alarms`] with another treatment of missing data (to show what
-/// `notBreaching` would do).
-pub fn evaluate_alarms_with(
-    policy: &Policy,
-    now: f64,
-    capacity: u32,
-    minute: Option<&Minute>,
-    state: &ScalingState,
-    missing: MissingData,
-) -> Decision {
-    let mut next = state.clone();
-    let mut proposals: Vec<(Action, u32)> = Vec::new();
-
-    let scale_in_fires = next.scale_in.evaluate(
-        minute.map(|m| m.scale_in_ratio() <= policy.scale_in.below_ratio + EPSILON),
-        policy.scale_in.evaluation_minutes,
-        missing,
-        now,
-    );
-    if scale_in_fires && !cooling(next.scale_in_cooldown_until, now) {
-        let proposed = bounded(
-            policy,
-            capacity,
-            percent_adjustment(capacity, policy.scale_in.change_percent),
-        );
-        if proposed < capacity {
-            proposals.push((Action::ScaleIn, proposed));
-        }
-    }
-
-    let idle_fires = next.idle.evaluate(
-        minute.map(|m| m.idle_metric(policy.min_tasks) == 0),
-        policy.idle_minutes(),
-        missing,
-        now,
-    );
-    if idle_fires && !cooling(next.idle_cooldown_until, now) && capacity > policy.min_tasks {
-        proposals.push((Action::ScaleToIdle, policy.min_tasks));
-    }
-
-    let chosen = proposals
-        .iter()
-        .copied()
-        .reduce(|best, p| if p.1 > best.1 { p } else { best });
-    let Some((action, desired)) = chosen else {
-        return Decision {
-            desired_tasks: capacity,
-            action: Action::None,
-            state: next,
-        };
-    };
-    let cooldown = f64::from(policy.cooldown_seconds);
-    match action {
-        Action::ScaleIn => next.scale_in_cooldown_until = Some(now + cooldown),
-        Action::ScaleToIdle => next.idle_cooldown_until = Some(now + cooldown),
-        Action::ScaleOut | Action::None => {}
-    }
-    Decision {
-        desired_tasks: desired,
-        action,
-        state: next,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::policy::ScaleIn;
     use super::*;
 
     /// A policy with the shape of the shipped file but fixed values, so the
@@ -495,13 +435,8 @@ mod tests {
             min_tasks: 0,
             max_tasks: 20,
             metric_period_seconds: 10,
-            scale_in: ScaleIn {
-                below_ratio: 0.5,
-                change_percent: -25,
-                evaluation_minutes: 2,
-            },
-            scale_to_zero_after_idle_seconds: 300,
-            cooldown_seconds: 60,
+            // 30 s: half the start-up.
+            keep_idle_startups: 0.5,
         }
     }
 
@@ -512,6 +447,20 @@ mod tests {
             running_tasks: running,
             pending_tasks: pending,
             desired_tasks: desired,
+        }
+    }
+
+    /// The same sample every period from 0 to `until`; the last decision.
+    fn held(p: &Policy, s: &Sample, until: f64) -> Decision {
+        let mut memory = Memory::default();
+        let mut t = 0.0;
+        loop {
+            let d = decide(p, s, &memory, t);
+            if t + EPSILON >= until {
+                return d;
+            }
+            memory = d.memory;
+            t += f64::from(p.metric_period_seconds);
         }
     }
 
@@ -604,243 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn scale_out_only_ever_raises() {
-        let p = policy();
-        assert_eq!(scale_out_to(&p, &sample(12, 0, 0, 1, 1)), Some(12));
-        assert_eq!(scale_out_to(&p, &sample(12, 0, 0, 12, 12)), None);
-        // Tasks crash-looping (none running) with the service scaled out: nothing lowers it.
-        assert_eq!(scale_out_to(&p, &sample(3, 0, 0, 0, 15)), None);
-        assert_eq!(scale_out_to(&p, &sample(0, 0, 0, 0, 0)), None);
-    }
-
-    /// For every sample, the raise is never below the desired count, and the
-    /// capacity scale-in leaves (at its threshold) is never raised again by
-    /// the next sample of the same work.
-    #[test]
-    fn scale_out_and_scale_in_never_fight() {
-        let mut rng = crate::scaling::sim::Rng::new(11);
-        for _ in 0..20_000 {
-            let p = Policy {
-                acceptable_latency_seconds: 1.0 + (rng.unit() * 600.0).floor(),
-                average_job_seconds: 1.0 + (rng.unit() * 600.0).floor(),
-                task_startup_seconds: 1.0 + (rng.unit() * 600.0).floor(),
-                scale_in: {
-                    let change_percent = -1 - (rng.unit() * 99.0) as i32;
-                    let most = f64::from(100 + change_percent) / 100.0;
-                    ScaleIn {
-                        below_ratio: (most * (0.01 + 0.99 * rng.unit())).max(1e-3),
-                        change_percent,
-                        evaluation_minutes: 1,
-                    }
-                },
-                jobs_per_task: 1 + (rng.unit() * 8.0) as u32,
-                max_tasks: 1 + (rng.unit() * 300.0) as u32,
-                ..policy()
-            };
-            let desired = (rng.unit() * f64::from(p.max_tasks + 1)) as u32;
-            let running = (rng.unit() * f64::from(desired + 1)) as u32;
-            let s = sample(
-                (rng.unit() * 2000.0) as u32,
-                (rng.unit() * f64::from(running * p.jobs_per_task + 1)) as u32,
-                running,
-                desired - running,
-                desired,
-            );
-            if let Some(n) = scale_out_to(&p, &s) {
-                assert!(n > desired && n <= p.max_tasks, "{s:?} → {n}");
-            }
-            let mut minute = Minute::default();
-            minute.add(&s.metrics(&p));
-            if desired > 1 && minute.scale_in_ratio() <= p.scale_in.below_ratio {
-                let after = bounded(
-                    &p,
-                    desired,
-                    percent_adjustment(desired, p.scale_in.change_percent),
-                );
-                // ECS stops idle and starting tasks first.
-                let s2 = Sample {
-                    desired_tasks: after,
-                    running_tasks: running.min(after),
-                    pending_tasks: after.saturating_sub(running.min(after)),
-                    ..s
-                };
-                assert_eq!(scale_out_to(&p, &s2), None, "{s:?} scaled in to {after}");
-            }
-        }
-    }
-
-    #[test]
-    fn percent_adjustment_rounds_like_application_auto_scaling() {
-        let cases = [
-            (10, 50, 5),
-            (3, 50, 1),
-            (1, 10, 1),
-            (10, -25, -2),
-            (3, -25, -1),
-            (1, -25, -1),
-            (0, 100, 1),
-            (7, 0, 0),
-        ];
-        for (cap, pct, want) in cases {
-            assert_eq!(percent_adjustment(cap, pct), want, "{cap} {pct}%");
-        }
-    }
-
-    fn metrics(needed: u32, desired: u32, backlog: u32, in_flight: u32) -> Metrics {
-        Metrics {
-            backlog,
-            in_flight,
-            running_tasks: desired,
-            desired_tasks: desired,
-            backlog_per_task: 0.0,
-            backlog_without_capacity: 0,
-            needed_tasks: needed,
-        }
-    }
-
-    fn minute(samples: &[Metrics]) -> Minute {
-        let mut m = Minute::default();
-        for s in samples {
-            m.add(s);
-        }
-        m
-    }
-
-    #[test]
-    fn a_minute_breaches_only_if_every_sample_does() {
-        let p = policy();
-        let quiet = metrics(2, 10, 0, 2);
-        let busy = metrics(9, 10, 5, 9);
-        assert!(minute(&[quiet; 6]).scale_in_ratio() <= p.scale_in.below_ratio);
-        let mixed = minute(&[quiet, quiet, busy, quiet, quiet, quiet]);
-        assert!(mixed.scale_in_ratio() > p.scale_in.below_ratio);
-        // The last task is left to the idle rule.
-        assert_eq!(minute(&[metrics(0, 1, 0, 0)]).scale_in_ratio(), 1.0);
-        // Idle: nothing waiting nor running in any sample, while above min_tasks.
-        assert_eq!(minute(&[metrics(0, 3, 0, 0); 6]).idle_metric(0), 0);
-        assert_eq!(
-            minute(&[metrics(0, 3, 0, 0), metrics(1, 3, 0, 1)]).idle_metric(0),
-            1
-        );
-        assert_eq!(minute(&[metrics(0, 0, 0, 0)]).idle_metric(0), 1, "parked");
-    }
-
-    #[test]
-    fn scale_in_needs_its_minutes_and_respects_cooldown() {
-        let p = policy();
-        let quiet = minute(&[metrics(2, 10, 0, 2); 6]);
-        let mut state = ScalingState::default();
-        let mut desired = 10;
-        let mut log = Vec::new();
-        for i in 1..=6 {
-            let t = f64::from(i) * 60.0;
-            let d = evaluate_alarms(&p, t, desired, Some(&quiet), &state);
-            state = d.state;
-            desired = d.desired_tasks;
-            log.push((i, desired));
-        }
-        // 2 of 2 minutes: acts at minute 2 (10 → 8), again at minute 3 once the
-        // 60 s cooldown ends (8 → 6), and so on while the alarm stays in ALARM.
-        assert_eq!(log, vec![(1, 10), (2, 8), (3, 6), (4, 5), (5, 4), (6, 3)]);
-    }
-
-    #[test]
-    fn idle_service_goes_to_min_tasks_after_the_idle_time_only() {
-        let p = policy();
-        // One task left (scale-in leaves the last one to this rule).
-        let idle = minute(&[metrics(0, 1, 0, 0); 6]);
-        let mut state = ScalingState::default();
-        for i in 1..=4 {
-            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, Some(&idle), &state);
-            assert_eq!(d.desired_tasks, 1, "minute {i}");
-            state = d.state;
-        }
-        let d = evaluate_alarms(&p, 300.0, 1, Some(&idle), &state);
-        assert_eq!((d.desired_tasks, d.action), (0, Action::ScaleToIdle));
-        // Parked: the guard turns the datapoint good, the alarm returns to OK.
-        let parked = minute(&[metrics(0, 0, 0, 0)]);
-        let d = evaluate_alarms(&p, 360.0, 0, Some(&parked), &d.state);
-        assert!(!d.state.idle.in_alarm);
-    }
-
-    /// The fault the one-minute alarms fix: at 10 s periods with 30 of 30
-    /// datapoints and missing data "not breaching", one missed sample in ten
-    /// resets the idle alarm forever. With one-minute Maximum/Minimum
-    /// datapoints and "missing", the same gaps change nothing, and even whole
-    /// minutes without a sample only delay parking.
-    #[test]
-    fn missed_samples_do_not_keep_the_fleet_from_parking() {
-        let p = policy();
-        // Old design: every tenth 10 s datapoint missing.
-        let mut old = AlarmState::default();
-        let fired_old = (1..=600).any(|i| {
-            let point = (i % 10 != 0).then_some(true);
-            old.evaluate(point, 30, MissingData::NotBreaching, f64::from(i) * 10.0)
-        });
-        assert!(!fired_old, "the old idle alarm never fires");
-
-        // New design: the same gaps inside minutes, plus every third minute empty.
-        let mut rng = crate::scaling::sim::Rng::new(3);
-        let mut state = ScalingState::default();
-        let mut parked_at = None;
-        for i in 1..=30u32 {
-            let mut m = Minute::default();
-            for _ in 0..6 {
-                if rng.unit() > 0.3 {
-                    m.add(&metrics(0, 1, 0, 0));
-                }
-            }
-            let point = (i % 3 != 0 && m.samples > 0).then_some(&m);
-            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, point, &state);
-            state = d.state;
-            if d.action == Action::ScaleToIdle {
-                parked_at = Some(i);
-                break;
-            }
-        }
-        let at = parked_at.expect("the fleet parks");
-        assert!(at <= 8, "parked at minute {at}");
-        // And with "not breaching", the empty minutes would have reset it.
-        let mut state = ScalingState::default();
-        let parked_old = (1..=30u32).any(|i| {
-            let m = minute(&[metrics(0, 1, 0, 0); 6]);
-            let point = (i % 3 != 0).then_some(&m);
-            let d = evaluate_alarms_with(
-                &p,
-                f64::from(i) * 60.0,
-                1,
-                point,
-                &state,
-                MissingData::NotBreaching,
-            );
-            state = d.state;
-            d.action == Action::ScaleToIdle
-        });
-        assert!(!parked_old);
-    }
-
-    #[test]
-    fn an_alarm_without_any_data_stops_acting() {
-        let p = policy();
-        let idle = minute(&[metrics(0, 1, 0, 0); 6]);
-        let mut state = ScalingState::default();
-        for i in 1..=5 {
-            state = evaluate_alarms(&p, f64::from(i) * 60.0, 1, Some(&idle), &state).state;
-        }
-        assert!(state.idle.in_alarm);
-        // The sampler dies: for 4 minutes the most recent real datapoints keep
-        // it in ALARM (acting once a minute), then INSUFFICIENT_DATA.
-        let mut acted = 0;
-        for i in 6..=20 {
-            let d = evaluate_alarms(&p, f64::from(i) * 60.0, 1, None, &state);
-            state = d.state;
-            acted += u32::from(d.action == Action::ScaleToIdle);
-        }
-        assert!(!state.idle.in_alarm);
-        assert!(acted <= 4, "{acted}");
-    }
-
-    #[test]
     fn nudge_table() {
         // (desired, last nudge, now, want)
         let cases = [
@@ -870,18 +582,6 @@ mod tests {
     }
 
     #[test]
-    fn action_names_match_their_json_tag() {
-        for a in [
-            Action::None,
-            Action::ScaleOut,
-            Action::ScaleIn,
-            Action::ScaleToIdle,
-        ] {
-            assert_eq!(serde_json::to_value(a).unwrap(), a.name());
-        }
-    }
-
-    #[test]
     fn metrics_serialize_with_cloudwatch_names() {
         let m = sample(3, 1, 1, 0, 1).metrics(&policy());
         let v = serde_json::to_value(m).unwrap();
@@ -889,6 +589,7 @@ mod tests {
             "Backlog",
             "InFlight",
             "RunningTasks",
+            "PendingTasks",
             "DesiredTasks",
             "BacklogPerTask",
             "BacklogWithoutCapacity",
@@ -897,5 +598,318 @@ mod tests {
             assert!(v.get(name).is_some(), "{name}");
         }
         assert_eq!(v["NeededTasks"], 2);
+    }
+
+    #[test]
+    fn raises_to_the_need_at_once() {
+        let p = policy();
+        let d = decide(&p, &sample(12, 0, 0, 1, 1), &Memory::default(), 0.0);
+        assert_eq!(
+            (d.desired_tasks, d.action, d.reason),
+            (12, Action::ScaleOut, Reason::WorkNeedsMore)
+        );
+        let d = decide(&p, &sample(12, 0, 0, 12, 12), &Memory::default(), 0.0);
+        assert_eq!((d.desired_tasks, d.action), (12, Action::None));
+        // Tasks crash-looping (none running) with jobs waiting: nothing lowers the count.
+        let d = held(&p, &sample(3, 0, 0, 0, 15), 600.0);
+        assert_eq!((d.desired_tasks, d.reason), (15, Reason::JobsWaiting));
+    }
+
+    /// The rules that make scale-in safe: each sample held for twice
+    /// `keep_idle_startups` start-ups, so only the rules stop a lowering.
+    #[test]
+    fn scale_in_rules() {
+        let p = policy();
+        let multi = Policy {
+            jobs_per_task: 4,
+            ..policy()
+        };
+        let floor = Policy {
+            min_tasks: 2,
+            ..policy()
+        };
+        // (policy, sample, desired after, reason)
+        let cases = [
+            // Jobs wait: no task is spare.
+            (&p, sample(1, 4, 5, 0, 8), 8, Reason::JobsWaiting),
+            // Tasks still starting (the submit nudge's 0 → 1 included): a raise is never undone.
+            (&p, sample(0, 0, 0, 1, 1), 1, Reason::TasksStarting),
+            (&p, sample(0, 2, 4, 2, 6), 6, Reason::TasksStarting),
+            // ECS has not started every task the count asks for.
+            (&p, sample(0, 0, 3, 0, 5), 5, Reason::TasksStarting),
+            // Never below the tasks that may hold jobs: 4 in flight, perhaps on 4 tasks.
+            (&p, sample(0, 4, 6, 0, 6), 4, Reason::SpareReleased),
+            // ... whatever the slots per task (4 jobs may sit on 4 tasks of 4 slots).
+            (&multi, sample(0, 4, 6, 0, 6), 4, Reason::SpareReleased),
+            (&multi, sample(0, 9, 6, 0, 6), 6, Reason::Matched),
+            // Parked at min_tasks only when nothing waits or runs.
+            (&p, sample(0, 1, 6, 0, 6), 1, Reason::SpareReleased),
+            (&p, sample(0, 0, 6, 0, 6), 0, Reason::SpareReleased),
+            (&floor, sample(0, 0, 6, 0, 6), 2, Reason::SpareReleased),
+            (&floor, sample(0, 0, 2, 0, 2), 2, Reason::Matched),
+            // Busy tasks above a lowered count (scale-in protection): nothing to do.
+            (&p, sample(0, 3, 5, 0, 2), 2, Reason::Matched),
+            (&p, sample(0, 3, 3, 0, 3), 3, Reason::Matched),
+        ];
+        for (policy, s, want, reason) in cases {
+            let d = held(policy, &s, 2.0 * policy.keep_idle_seconds());
+            assert_eq!((d.desired_tasks, d.reason), (want, reason), "{s:?}");
+            assert!(d.desired_tasks >= d.floor_tasks.min(s.desired_tasks));
+        }
+    }
+
+    #[test]
+    fn spare_tasks_go_the_keep_idle_time_after_the_last_sample_that_needed_them() {
+        let p = policy();
+        // A fleet of 5 drains: 5 busy at 0 s, 2 from 10 s, 1 from 30 s, none from 60 s.
+        let work = [
+            (0.0, 5),
+            (10.0, 2),
+            (20.0, 2),
+            (30.0, 1),
+            (40.0, 1),
+            (50.0, 1),
+        ];
+        let mut desired = 5;
+        let mut memory = Memory::default();
+        let mut log = Vec::new();
+        for t in (0..=12).map(|i| f64::from(i) * 10.0) {
+            let in_flight = work.iter().rev().find(|w| w.0 <= t).map_or(0, |w| w.1);
+            let in_flight = if t >= 60.0 { 0 } else { in_flight };
+            let d = decide(&p, &sample(0, in_flight, desired, 0, desired), &memory, t);
+            memory = d.memory.clone();
+            if d.desired_tasks != desired {
+                log.push((t, d.desired_tasks));
+                desired = d.desired_tasks;
+            }
+            if d.reason == Reason::KeepingSpare {
+                assert!(d.release_at.unwrap() > t, "{t}: {d:?}");
+            }
+        }
+        // 3 spare from 10 s (last needed at 0 s) go at 30 s; the next (last needed at 20 s) at
+        // 50 s; the last (last needed at 50 s) at 80 s.
+        assert_eq!(log, vec![(30.0, 2), (50.0, 1), (80.0, 0)]);
+    }
+
+    /// The memory keeps only what can still be the most kept: one entry per
+    /// count, counts falling, however many samples the keep-idle time holds.
+    #[test]
+    fn the_memory_keeps_what_can_still_be_the_most() {
+        let p = policy();
+        let mut memory = Memory::default();
+        let mut last = None;
+        for (t, in_flight) in [(0.0, 5), (10.0, 3), (20.0, 4), (30.0, 2)] {
+            let d = decide(&p, &sample(0, in_flight, 6, 0, 6), &memory, t);
+            memory = d.memory.clone();
+            last = Some(d);
+        }
+        // At 30 s the 0 s sample is out of the window: the most kept since is 4 (at 20 s).
+        let d = last.unwrap();
+        assert_eq!((d.action, d.desired_tasks), (Action::ScaleIn, 4));
+        assert_eq!(memory.recent, vec![(20.0, 4), (30.0, 2)]);
+    }
+
+    #[test]
+    fn a_task_started_just_before_the_queue_drained_gets_its_chance() {
+        let p = policy();
+        // Raised to 3 at 0 s; the queue drains while they start (ready at 60 s).
+        let mut memory = Memory::default();
+        for t in [10.0, 20.0, 30.0, 40.0, 50.0] {
+            let d = decide(&p, &sample(0, 1, 1, 2, 3), &memory, t);
+            assert_eq!((d.desired_tasks, d.reason), (3, Reason::TasksStarting));
+            memory = d.memory;
+        }
+        // Ready and idle: kept until the keep-idle time after the last sample that saw them
+        // starting, then released.
+        for t in [60.0, 70.0] {
+            let d = decide(&p, &sample(0, 1, 3, 0, 3), &memory, t);
+            assert_eq!(
+                (d.desired_tasks, d.reason),
+                (3, Reason::KeepingSpare),
+                "{t}"
+            );
+            memory = d.memory;
+        }
+        let d = decide(&p, &sample(0, 1, 3, 0, 3), &memory, 80.0);
+        assert_eq!((d.desired_tasks, d.action), (1, Action::ScaleIn));
+    }
+
+    /// The backlog function samples for 55 s of each minute, and EventBridge may start the next
+    /// run some seconds late: the pause between two runs must not wipe the memory, or a
+    /// keep-idle time longer than a run would never end.
+    #[test]
+    fn the_memory_outlives_the_pause_between_two_runs() {
+        let p = Policy {
+            metric_period_seconds: 5,
+            keep_idle_startups: 1.0,
+            ..policy()
+        };
+        let spare = sample(0, 0, 4, 0, 4);
+        let mut memory = Memory::default();
+        let mut released = None;
+        // Runs start 20 s late, every minute: samples at 0..=50, then 80..=130, then 140..
+        'runs: for start in [0.0, 80.0, 140.0] {
+            for i in 0..=10 {
+                let t = start + f64::from(i) * 5.0;
+                let d = decide(&p, &spare, &memory, t);
+                memory = d.memory;
+                if d.action == Action::ScaleIn {
+                    released = Some(t);
+                    break 'runs;
+                }
+            }
+        }
+        assert_eq!(released, Some(80.0));
+    }
+
+    #[test]
+    fn a_gap_in_the_samples_keeps_spare_tasks_longer_never_shorter() {
+        let p = policy();
+        let spare = sample(0, 0, 4, 0, 4);
+        let d = held(&p, &spare, 20.0);
+        assert_eq!(d.reason, Reason::KeepingSpare);
+        // The next sample comes 100 s later (more than MAX_SAMPLE_GAP_SECONDS): the memory
+        // starts again.
+        let d = decide(&p, &spare, &d.memory, 120.0);
+        assert_eq!(
+            (d.reason, d.release_at),
+            (Reason::KeepingSpare, Some(150.0))
+        );
+        let d = decide(&p, &spare, &d.memory, 130.0);
+        let d = decide(&p, &spare, &d.memory, 140.0);
+        assert_eq!(d.desired_tasks, 4);
+        let d = decide(&p, &spare, &d.memory, 150.0);
+        assert_eq!(d.desired_tasks, 0);
+        // A clock that went backwards forgets too.
+        let d = decide(&p, &spare, &d.memory, 5.0);
+        assert_eq!(d.memory.since, Some(5.0));
+        // keep_idle_startups 0: spare tasks go on the sample that sees them.
+        let now = Policy {
+            keep_idle_startups: 0.0,
+            ..policy()
+        };
+        let d = decide(&now, &spare, &Memory::default(), 0.0);
+        assert_eq!((d.desired_tasks, d.action), (0, Action::ScaleIn));
+    }
+
+    /// For random policies, samples and memories: a raise stays within the
+    /// cap; a lowering happens only with nothing waiting or starting, never
+    /// goes below the tasks that may hold jobs, the need or `min_tasks`, and
+    /// the next sample of the same work never raises it again.
+    #[test]
+    fn scale_out_and_scale_in_never_fight() {
+        let mut rng = crate::scaling::sim::Rng::new(11);
+        let mut lowered = 0;
+        for _ in 0..20_000 {
+            let min_tasks = (rng.unit() * 3.0) as u32;
+            let p = Policy {
+                acceptable_latency_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                average_job_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                task_startup_seconds: 1.0 + (rng.unit() * 600.0).floor(),
+                jobs_per_task: 1 + (rng.unit() * 8.0) as u32,
+                min_tasks,
+                max_tasks: min_tasks + 1 + (rng.unit() * 300.0) as u32,
+                keep_idle_startups: (rng.unit() * 4.0).floor() / 2.0,
+                ..policy()
+            };
+            let desired = (rng.unit() * f64::from(p.max_tasks + 1)) as u32;
+            let running = if rng.unit() < 0.5 {
+                desired
+            } else {
+                (rng.unit() * f64::from(desired + 3)) as u32
+            };
+            let pending = if rng.unit() < 0.7 {
+                0
+            } else {
+                desired.saturating_sub(running)
+            };
+            let visible = if rng.unit() < 0.5 {
+                0
+            } else {
+                (rng.unit() * 2000.0) as u32
+            };
+            let s = sample(
+                visible,
+                (rng.unit() * f64::from(running * p.jobs_per_task + 1)) as u32,
+                running,
+                pending,
+                desired,
+            );
+            let d = held(&p, &s, p.keep_idle_seconds() + 10.0);
+            match d.action {
+                Action::ScaleOut => {
+                    assert!(d.desired_tasks > desired && d.desired_tasks <= p.max_tasks)
+                }
+                Action::None => assert_eq!(d.desired_tasks, desired),
+                Action::ScaleIn => {
+                    lowered += 1;
+                    let n = d.desired_tasks;
+                    assert!(
+                        n < desired && s.visible == 0 && s.pending_tasks == 0,
+                        "{s:?} → {n}"
+                    );
+                    assert!(n >= s.running_tasks.min(s.in_flight) && n >= p.min_tasks);
+                    assert!(n >= needed_tasks(&p, &s), "{s:?} → {n}");
+                    // ECS stops idle tasks first; those holding jobs are protected.
+                    let after = Sample {
+                        desired_tasks: n,
+                        running_tasks: s.running_tasks.min(n),
+                        ..s
+                    };
+                    let next = decide(&p, &after, &d.memory, 1e6);
+                    assert_ne!(next.action, Action::ScaleOut, "{s:?} scaled in to {n}");
+                }
+            }
+        }
+        assert!(lowered > 1000, "{lowered}");
+    }
+
+    #[test]
+    fn a_replay_explains_each_published_sample() {
+        let p = policy();
+        let at = |t: f64, in_flight: u32, desired: u32| {
+            let m = sample(0, in_flight, desired, 0, desired).metrics(&p);
+            assert_eq!(m.sample(), sample(0, in_flight, desired, 0, desired));
+            (t, m.sample())
+        };
+        // Published samples: the count the function set shows on the next one.
+        let samples = [
+            at(0.0, 4, 4),
+            at(10.0, 1, 4),
+            at(20.0, 1, 4),
+            at(30.0, 1, 4),
+            at(40.0, 1, 1),
+        ];
+        let reasons: Vec<(Reason, u32)> = replay(&p, &samples)
+            .iter()
+            .map(|d| (d.reason, d.desired_tasks))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (Reason::Matched, 4),
+                (Reason::KeepingSpare, 4),
+                (Reason::KeepingSpare, 4),
+                (Reason::SpareReleased, 1),
+                (Reason::Matched, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_match_their_json_tags() {
+        for a in [Action::None, Action::ScaleOut, Action::ScaleIn] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.name());
+        }
+        for r in [
+            Reason::WorkNeedsMore,
+            Reason::JobsWaiting,
+            Reason::TasksStarting,
+            Reason::KeepingSpare,
+            Reason::SpareReleased,
+            Reason::Matched,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! The scaling policy as data: `scaling/policy.json`, shared with the CDK app.
 //!
-//! The backlog Lambda raises the service's desired count from it (see
-//! [`super::decide::needed_tasks`]); the CDK app turns the same file into the
-//! scale-in and idle alarms; `sluice simulate` replays workloads through the
-//! model of both. The CDK app validates the file with the same rules and the
-//! same messages: `scaling/fixtures/policies.json` holds the cases both sides
-//! are tested on.
+//! The backlog Lambda sets the service's desired count from it (see
+//! [`super::decide::decide`]); the CDK app hands the same file to the
+//! function and builds its alarms from it; `sluice simulate` replays
+//! workloads through the same controller. The CDK app validates the file with
+//! the same rules and the same messages: `scaling/fixtures/policies.json`
+//! holds the cases both sides are tested on.
 
 use std::error::Error;
 use std::fmt;
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub const BUILTIN_POLICY_JSON: &str = include_str!("../../scaling/policy.json");
 
 /// The top-level fields, in the order they are checked and listed.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 9] = [
     "namespace",
     "acceptable_latency_seconds",
     "average_job_seconds",
@@ -26,13 +26,11 @@ pub const FIELDS: [&str; 11] = [
     "min_tasks",
     "max_tasks",
     "metric_period_seconds",
-    "scale_in",
-    "scale_to_zero_after_idle_seconds",
-    "cooldown_seconds",
+    "keep_idle_startups",
 ];
 
-/// The fields of `scale_in`.
-pub const SCALE_IN_FIELDS: [&str; 3] = ["below_ratio", "change_percent", "evaluation_minutes"];
+/// The most start-ups a spare task may be kept.
+pub const MAX_KEEP_IDLE_STARTUPS: f64 = 10.0;
 
 /// Most tasks one ECS service may run.
 pub const MAX_SERVICE_TASKS: u32 = 5000;
@@ -40,8 +38,9 @@ pub const MAX_SERVICE_TASKS: u32 = 5000;
 /// One day, the longest time any field may name.
 const DAY_SECONDS: u32 = 86_400;
 
-/// Sample periods that divide the minute, so every one-minute alarm period
-/// holds the same number of samples.
+/// Sample periods that divide the minute, so every one-minute run of the
+/// backlog function and every one-minute metric period holds the same number
+/// of samples.
 const SAMPLE_PERIODS: [u32; 12] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60];
 
 /// How sluice's fleet follows its queue. Field names are the contract with the
@@ -63,27 +62,14 @@ pub struct Policy {
     pub min_tasks: u32,
     /// The service never has more tasks than this.
     pub max_tasks: u32,
-    /// How often the backlog Lambda samples, raises the service if it must,
-    /// and publishes.
+    /// How often the backlog Lambda samples, sets the desired count and
+    /// publishes.
     pub metric_period_seconds: u32,
-    /// The scale-in alarm and step policy.
-    pub scale_in: ScaleIn,
-    /// Backlog + in-flight must be 0 this long before the service goes to `min_tasks`.
-    pub scale_to_zero_after_idle_seconds: u32,
-    /// Cooldown of the scale-in and idle policies.
-    pub cooldown_seconds: u32,
-}
-
-/// The scale-in rule: for `evaluation_minutes` minutes in a row, every sample
-/// needed at most `below_ratio` of the desired count → `change_percent`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ScaleIn {
-    /// Threshold on `NeededTasks / DesiredTasks`, in (0, 1).
-    pub below_ratio: f64,
-    /// `PercentChangeInCapacity` adjustment (negative).
-    pub change_percent: i32,
-    /// One-minute periods that must all breach.
-    pub evaluation_minutes: u32,
+    /// How long a spare task (no job waits for it, it holds none) is kept
+    /// before the controller lets it go, in start-ups (`task_startup_seconds`):
+    /// 1 is the break-even, a task kept idle that long costs what starting it
+    /// again costs; 0 releases it on the next sample.
+    pub keep_idle_startups: f64,
 }
 
 /// Why a policy could not be read.
@@ -306,71 +292,20 @@ impl Policy {
             }
             Err(e) => return Err(e),
         };
-        let scale_in = match r.get("scale_in")? {
-            Value::Object(si) => {
-                if let Some(key) = unknown_key(si, &SCALE_IN_FIELDS) {
-                    return Err(PolicyError::Invalid(format!(
-                        "scaling policy: unknown field scale_in.{key} (the fields are {})",
-                        fields_list(&SCALE_IN_FIELDS)
-                    )));
-                }
-                let s = Reader {
-                    obj: si,
-                    prefix: "scale_in.",
-                };
-                let below_ratio = s.number("below_ratio")?;
-                if !(below_ratio > 0.0 && below_ratio < 1.0) {
-                    return Err(invalid(
-                        "scale_in.below_ratio",
-                        format!(
-                            "must be greater than 0 and less than 1, got {}",
-                            show(below_ratio)
-                        ),
-                    ));
-                }
-                ScaleIn {
-                    below_ratio,
-                    change_percent: s.between("change_percent", -99, -1)? as i32,
-                    evaluation_minutes: s.between("evaluation_minutes", 1, 1440)? as u32,
-                }
-            }
-            other => {
-                return Err(invalid(
-                    "scale_in",
-                    format!("must be an object, got {}", json(other)),
-                ))
-            }
-        };
-        let scale_to_zero_after_idle_seconds = r.whole(
-            "scale_to_zero_after_idle_seconds",
-            60,
-            i64::from(DAY_SECONDS),
-            "must be a whole number of minutes (a multiple of 60) from 60 to 86400",
-        );
-        let scale_to_zero_after_idle_seconds = match scale_to_zero_after_idle_seconds {
-            Ok(v) if v % 60 == 0 => v as u32,
-            Ok(v) => {
-                return Err(invalid(
-                    "scale_to_zero_after_idle_seconds",
-                    format!(
-                        "must be a whole number of minutes (a multiple of 60) from 60 to 86400, got {v}"
-                    ),
-                ))
-            }
-            Err(e) => return Err(e),
-        };
-        let cooldown_seconds = r.between("cooldown_seconds", 0, i64::from(DAY_SECONDS))? as u32;
+        let keep_idle_startups = r.number("keep_idle_startups")?;
+        if !(0.0..=MAX_KEEP_IDLE_STARTUPS).contains(&keep_idle_startups) {
+            return Err(invalid(
+                "keep_idle_startups",
+                format!(
+                    "must be between 0 and {}, got {}",
+                    show(MAX_KEEP_IDLE_STARTUPS),
+                    show(keep_idle_startups)
+                ),
+            ));
+        }
         if min_tasks > max_tasks {
             return Err(PolicyError::Invalid(format!(
                 "scaling policy: min_tasks ({min_tasks}) must not exceed max_tasks ({max_tasks})"
-            )));
-        }
-        let most = f64::from(100 + scale_in.change_percent) / 100.0;
-        if scale_in.below_ratio > most {
-            return Err(PolicyError::Invalid(format!(
-                "scaling policy: scale_in.below_ratio ({}) must be at most 1 + scale_in.change_percent / 100 ({}), or the next sample undoes each scale-in",
-                show(scale_in.below_ratio),
-                show(most)
             )));
         }
         Ok(Policy {
@@ -382,9 +317,7 @@ impl Policy {
             min_tasks,
             max_tasks,
             metric_period_seconds,
-            scale_in,
-            scale_to_zero_after_idle_seconds,
-            cooldown_seconds,
+            keep_idle_startups,
         })
     }
 
@@ -445,9 +378,9 @@ impl Policy {
         self.jobs_per_task.saturating_mul(1 + waiting)
     }
 
-    /// One-minute periods of idleness before the service goes to `min_tasks`.
-    pub fn idle_minutes(&self) -> u32 {
-        self.scale_to_zero_after_idle_seconds / 60
+    /// Seconds a spare task is kept: `keep_idle_startups × task_startup_seconds`.
+    pub fn keep_idle_seconds(&self) -> f64 {
+        self.keep_idle_startups * self.task_startup_seconds
     }
 
     /// Capacity the submit-time nudge sets when the service wants no task.

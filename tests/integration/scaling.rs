@@ -14,7 +14,7 @@ use sluice::cloudwatch::{Dimensions, Publisher};
 use sluice::ecs::Service;
 use sluice::job::Status;
 use sluice::nudge::{lease_key, ScaleFromZero, LEASE_TTL, SETTLE};
-use sluice::scaling::Policy;
+use sluice::scaling::{Action, Memory, Policy};
 use sluice::time::Millis;
 
 use crate::support::*;
@@ -76,6 +76,7 @@ async fn the_backlog_metrics_can_be_read_back() {
         },
         policy: Policy::builtin().unwrap(),
         lease: Some(s.store.clone()),
+        memory: Default::default(),
     };
     let start = Millis::now();
     let m = sampler.sample().await.unwrap();
@@ -155,6 +156,7 @@ async fn the_backlog_metrics_can_be_read_back() {
             "DesiredTasks",
             "InFlight",
             "NeededTasks",
+            "PendingTasks",
             "RunningTasks"
         ]
     );
@@ -210,6 +212,7 @@ fn sampler_for(s: &Stack, service: &Service, policy: Policy, lease: bool) -> Sam
         },
         policy,
         lease: lease.then(|| s.store.clone()),
+        memory: Default::default(),
     }
 }
 
@@ -283,7 +286,9 @@ async fn the_nudge_and_the_raise_never_write_under_each_others_lease() {
         visible: 2,
         ..Default::default()
     };
-    assert_eq!(sampler.raise(&seen).await.unwrap(), None);
+    let fresh = Memory::default();
+    let raise = |now| sampler.apply(&seen, &fresh, now);
+    assert_eq!(raise(0.0).await.unwrap(), None);
     assert_eq!(service.counts().await.unwrap().desired, 0);
     s.store
         .release_turn(&key, held_at.plus(LEASE_TTL))
@@ -291,7 +296,7 @@ async fn the_nudge_and_the_raise_never_write_under_each_others_lease() {
         .unwrap();
 
     // Free again: the raise writes, and a nudge that reads the raised count leaves it.
-    assert_eq!(sampler.raise(&seen).await.unwrap(), Some(2));
+    assert_eq!(raise(1.0).await.unwrap().map(|d| d.desired_tasks), Some(2));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let body = json!({ "input": { "n": 3 } }).to_string();
     assert_eq!(
@@ -390,6 +395,7 @@ async fn a_sample_that_fails_publishes_nothing() {
             queue_name: s.queue.name().to_owned(),
             service_name: "missing-service".into(),
         },
+        memory: Default::default(),
     };
     let err = sampler.sample().await.unwrap_err();
     assert!(
@@ -439,6 +445,15 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
         "backlog with no task must scale: {r}"
     );
     assert!(r["policy_desired_tasks"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["policy_reason"]
+            .as_str()
+            .unwrap()
+            .contains("need more tasks"),
+        "{r}"
+    );
+
+    assert_eq!(r["recent"], json!([]), "nothing published yet: {r}");
 
     let text = sluice_cli(&[&["report"][..], &args[..]].concat());
     let text = String::from_utf8_lossy(&text.stdout);
@@ -447,6 +462,36 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
         text.contains("tasks     0 running, 0 pending, 0 desired"),
         "{text}"
     );
+
+    // The backlog function samples (and raises); the report explains those samples.
+    let service = Service::from_sdk(&s.aws, &s.name, "workers");
+    let mut policy = Policy::builtin().unwrap();
+    policy.namespace = format!("Sluice-{}", s.name);
+    let sampler = sampler_for(&s, &service, policy.clone(), false);
+    sampler.sample().await.unwrap();
+    // Samples a second apart, as the metrics' 1 s resolution tells them apart.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sampler.sample().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join("policy.json");
+    std::fs::write(&policy_file, serde_json::to_string(&policy).unwrap()).unwrap();
+    let with_policy = [&args[..], &["--policy", policy_file.to_str().unwrap()][..]].concat();
+    let out = sluice_cli(&[&["--json", "report"][..], &with_policy[..]].concat());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recent = r["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 2, "{r}");
+    assert_eq!(
+        (recent[0]["desired"].as_u64(), recent[0]["action"].as_str()),
+        (Some(0), Some("scale-out")),
+        "{r}"
+    );
+    assert_eq!(recent[0]["reason"], "work-needs-more", "{r}");
+    assert_eq!(recent[1]["reason"], "jobs-waiting", "{r}");
+    let text = sluice_cli(&[&["report"][..], &with_policy[..]].concat());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("recent samples"), "{text}");
+    assert!(text.contains("scale-out to "), "{text}");
 
     let bad = sluice_cli(&[
         "report",
@@ -527,11 +572,71 @@ async fn simulate_grid_prints_cases_and_a_summary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("burst 3000 × 10 min, cap 100"), "{text}");
+    assert!(text.contains("heavy-tailed burst 600"), "{text}");
+    assert!(
+        text.contains("5 bursts 40 × 10 s every 5 min, cap 20"),
+        "{text}"
+    );
+    assert!(text.contains("4 slots"), "{text}");
+    assert!(
+        text.contains("task-seconds ≤ 1.3× the oracle's on every case: 13 of 13"),
+        "{text}"
+    );
     assert!(text.contains("every target met: yes"), "{text}");
 
     let json = sluice_cli(&["--json", "simulate", "--grid", "short"]);
     let r: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(r["rows"].as_array().unwrap().len(), 10);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 13);
+    assert!(rows
+        .iter()
+        .all(|row| row["cost_ratio"].as_f64().unwrap() <= 1.3));
+
+    // The frontier: the grid at each keep-idle time, one line each.
+    let out = sluice_cli(&["simulate", "--grid", "short", "--phases", "1", "--frontier"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("frontier over keep_idle_startups"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2 + 7, "{text}");
+
+    // GPU instances kept after their last task: instance-seconds beside the task-seconds.
+    let out = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--phases",
+        "1",
+        "--instance-linger",
+        "900",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("instances kept 900 s after their last task"),
+        "{text}"
+    );
+
+    // The cost target fails a policy that keeps its spare tasks ten start-ups.
+    let dir = std::env::temp_dir().join(format!("sluice-grid-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lavish: serde_json::Value =
+        serde_json::from_str(sluice::scaling::BUILTIN_POLICY_JSON).unwrap();
+    lavish["keep_idle_startups"] = json!(10);
+    let lavish_file = dir.join("lavish.json");
+    std::fs::write(&lavish_file, lavish.to_string()).unwrap();
+    let out = sluice_cli(&[
+        "simulate",
+        "--grid",
+        "short",
+        "--policy",
+        lavish_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("| cost "), "{text}");
+    assert!(text.contains("every target met: no"), "{text}");
 
     let dir = std::env::temp_dir().join(format!("sluice-traces-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -612,8 +717,101 @@ async fn a_raise_that_fails_is_reported_by_the_run() {
         summary
             .last_raise_error
             .as_deref()
-            .is_some_and(|e| e.contains("could not raise the service")),
+            .is_some_and(|e| e.contains("could not set the service's desired count")),
         "{summary:?}"
     );
     assert_eq!(service.counts().await.unwrap().desired, 0);
+}
+
+/// The one controller lowers the count too: spare tasks go once unused for the keep-idle time,
+/// with one UpdateService, never below the tasks that hold jobs, and under the same lease as
+/// the raise and the nudge, so a nudge that holds it keeps the count.
+#[tokio::test]
+async fn spare_tasks_are_released_by_the_same_controller_under_the_lease() {
+    let s = Stack::new("scale_in").await;
+    let counter = RequestCounter::default();
+    let service = worker_service(&s, Some(&counter)).await;
+    // The emulator runs what ECS is asked for at once: 6 running, no job anywhere.
+    service.set_desired(6).await.unwrap();
+    let policy = Policy {
+        keep_idle_startups: 0.0,
+        ..Policy::builtin().unwrap().with_bounds(0, 20).unwrap()
+    };
+    let sampler = sampler_for(&s, &service, policy, true);
+
+    // A nudge holds the lease: the controller writes nothing.
+    let key = lease_key(&service);
+    let held_at = Millis::now();
+    assert!(s.store.take_turn(&key, held_at, LEASE_TTL).await.unwrap());
+    let seen = sampler.read().await.unwrap();
+    assert_eq!(
+        (seen.running_tasks, seen.desired_tasks, seen.visible),
+        (6, 6, 0)
+    );
+    let now = Millis::now().0 as f64 / 1000.0;
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        sampler.apply(&seen, &Memory::default(), now).await.unwrap(),
+        None
+    );
+    assert!(start.elapsed() >= SETTLE, "it waited for the lease once");
+    assert_eq!(service.counts().await.unwrap().desired, 6);
+    s.store
+        .release_turn(&key, held_at.plus(LEASE_TTL))
+        .await
+        .unwrap();
+
+    // Free: one sample parks the idle fleet at min_tasks with one write.
+    let before = counter.count("UpdateService");
+    let m = sampler.sample().await.unwrap();
+    assert_eq!(m.desired_tasks, 6, "the published sample is what was read");
+    assert_eq!(service.counts().await.unwrap().desired, 0);
+    assert_eq!(counter.count("UpdateService"), before + 1);
+
+    // With a job in flight on one of three tasks, one stays.
+    tokio::time::sleep(SETTLE).await;
+    service.set_desired(3).await.unwrap();
+    let busy = sluice::scaling::Sample {
+        in_flight: 1,
+        ..sampler.read().await.unwrap()
+    };
+    let d = sampler
+        .apply(&busy, &Memory::default(), Millis::now().0 as f64 / 1000.0)
+        .await
+        .unwrap()
+        .expect("lowered");
+    assert_eq!((d.action, d.desired_tasks), (Action::ScaleIn, 1));
+    assert_eq!(service.counts().await.unwrap().desired, 1);
+}
+
+/// What the controller remembers lives with the sampler, across runs of the backlog function:
+/// spare tasks kept longer than one run lasts are still released, by the run after.
+#[tokio::test]
+async fn the_controller_remembers_across_runs_of_the_function() {
+    let s = Stack::new("memory_across_runs").await;
+    let service = worker_service(&s, None).await;
+    service.set_desired(3).await.unwrap();
+    // Spare tasks kept 2 s; each run samples every second for 1.5 s.
+    let policy = Policy {
+        task_startup_seconds: 2.0,
+        keep_idle_startups: 1.0,
+        metric_period_seconds: 1,
+        ..Policy::builtin().unwrap()
+    };
+    let sampler = sampler_for(&s, &service, policy, false);
+    let run = || sampler.run(Duration::from_secs(1), Duration::from_millis(1500));
+    let first = run().await;
+    assert_eq!(first.published, 2, "{first:?}");
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        3,
+        "kept within the first run"
+    );
+    let second = run().await;
+    assert_eq!(second.published, 2, "{second:?}");
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        0,
+        "released by the second run, 2 s after the first sample saw them spare"
+    );
 }

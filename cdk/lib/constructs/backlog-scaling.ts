@@ -14,17 +14,23 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { backlogEnv } from '../env';
 import { BacklogMetricName, MetricSource, backlogMetric } from '../metrics';
-import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, policyJson, targetBacklogPerTask } from '../policy';
+import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, keepIdleSeconds, policyJson, targetBacklogPerTask } from '../policy';
 import { grantScalingLease } from '../lease';
 import { acknowledge } from '../nag';
 import { RustFunction } from './rust-function';
 
 /**
- * The period of the scaling alarms. The Lambda samples every `metric_period_seconds`; the alarms
- * read one-minute aggregates of those samples (NeededTasks' maximum, DesiredTasks' minimum...), so
- * a datapoint exists as long as one sample of the minute arrived.
+ * The period of the backstop alarm and of the metrics it reads. The Lambda samples every
+ * `metric_period_seconds`; a minute holds a datapoint as long as one sample of it arrived.
  */
 export const SCALING_ALARM_PERIOD = Duration.minutes(1);
+
+/**
+ * Minutes without a single sample from the backlog Lambda, with nothing visible or in flight in
+ * the queue, before the backstop parks the service at `minTasks`: what bounds the cost of a dead
+ * controller. Long enough that a late or failed run or two never trips it.
+ */
+export const BACKSTOP_MINUTES = 15;
 
 /**
  * The reservation that fits the backlog Lambda (one scheduled run and the next one's overlap),
@@ -85,28 +91,32 @@ export interface BacklogScalingProps {
 }
 
 /**
- * The backlog Lambda on a one-minute schedule (it samples every `metric_period_seconds` for about
- * a minute, and raises the service's desired count to `NeededTasks` itself: scale-out), and the
- * alarms and step policies that shrink the service: scale-in on `NeededTasks / DesiredTasks`, to
- * `min_tasks` when idle. The loop's own health (errors, throttles, missing samples) is alarmed in
- * {@link Observability}.
+ * The backlog Lambda on a one-minute schedule: it samples every `metric_period_seconds` for about
+ * a minute and is the one controller of the service's desired count, both ways (up to
+ * `NeededTasks` at once; down once spare tasks stayed unused for `keep_idle_startups` start-ups,
+ * never below the tasks that hold jobs). No alarm or step policy changes the count while it runs:
+ * the only one left is the backstop, which parks an idle fleet whose controller published nothing
+ * for {@link BACKSTOP_MINUTES} minutes. The loop's own health (errors, throttles, missing samples)
+ * is alarmed in {@link Observability}.
  */
 export class BacklogScaling extends Construct {
   public readonly function: lambda.IFunction;
   public readonly schedule: events.Rule;
   public readonly scalableTarget: appscaling.ScalableTarget;
-  public readonly scaleInAlarm: cloudwatch.Alarm;
-  public readonly idleAlarm: cloudwatch.Alarm;
-  public readonly scaleInAction: appscaling.StepScalingAction;
-  public readonly idleAction: appscaling.StepScalingAction;
+  /** The backstop: no sample for {@link BACKSTOP_MINUTES} minutes and an empty queue. */
+  public readonly backstopAlarm: cloudwatch.Alarm;
+  /** The backstop's action: `ExactCapacity minTasks`. */
+  public readonly backstopAction: appscaling.StepScalingAction;
   /** Where the backlog metrics are published. */
   public readonly metricSource: MetricSource;
-  /** The scaling alarms' period (one minute). */
+  /** The backstop alarm's period (one minute). */
   public readonly period: Duration;
   /** Target backlog per task. */
   public readonly target: number;
   public readonly minTasks: number;
   public readonly maxTasks: number;
+  /** Seconds the controller keeps a spare task: `keep_idle_startups × task_startup_seconds`. */
+  public readonly keepIdleSeconds: number;
   /** The policy as deployed (the backlog Lambda's `SLUICE_SCALING_POLICY`): min/max tasks are the stack's. */
   public readonly effectivePolicy: ScalingPolicy;
 
@@ -135,7 +145,7 @@ export class BacklogScaling extends Construct {
     // The sampler and scaler.
     const backlog = new RustFunction(this, 'Backlog', {
       assetDir: path.join(props.lambdaAssetDir, 'backlog'),
-      description: 'sluice backlog: samples queue and service, raises the desired count, publishes the scaling metrics',
+      description: 'sluice backlog: samples queue and service, sets the desired count both ways, publishes the scaling metrics',
       memorySize: 128,
       // One run samples for about a minute.
       timeout: Duration.seconds(90),
@@ -170,7 +180,7 @@ export class BacklogScaling extends Construct {
     // neither lowers what the other raised.
     props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     grantScalingLease(props.table, this.function, 'dynamodb:PutItem');
-    // Scale-out: read the desired count, raise it to NeededTasks.
+    // The controller: read the desired count and set it, both ways.
     iam.Grant.addToPrincipal({
       grantee: this.function,
       actions: ['ecs:DescribeServices', 'ecs:UpdateService'],
@@ -190,7 +200,7 @@ export class BacklogScaling extends Construct {
         `the policy's namespace (${policy.namespace})`,
     );
     this.schedule = new events.Rule(this, 'Schedule', {
-      description: 'sluice: sample the backlog and scale out, for a minute per run',
+      description: 'sluice: sample the backlog and set the desired count, for a minute per run',
       schedule: events.Schedule.rate(Duration.minutes(1)),
       targets: [new targets.LambdaFunction(this.function, { retryAttempts: 0, maxEventAge: Duration.minutes(1) })],
     });
@@ -231,72 +241,49 @@ export class BacklogScaling extends Construct {
     };
     const metric = (name: string, statistic: string) =>
       backlogMetric(this.metricSource, name, statistic, this.period);
-    const cooldown = Duration.seconds(policy.cooldownSeconds);
 
-    // Scale in: the most tasks needed in the minute against the fewest desired, at or below the
-    // ratio for evaluation_minutes minutes. Missing minutes are skipped (CloudWatch evaluates the
-    // latest real datapoints), so a late sample neither resets nor fakes the count, and with no
-    // data at all the alarm leaves ALARM instead of repeating its action. The guard leaves the
-    // last task to the idle rule: -25 % of one task rounds to -1 and would strand a short queue.
-    const n = policy.scaleIn.evaluationMinutes;
-    this.scaleInAction = new appscaling.StepScalingAction(this, 'ScaleIn', {
-      scalingTarget: this.scalableTarget,
-      adjustmentType: appscaling.AdjustmentType.PERCENT_CHANGE_IN_CAPACITY,
-      minAdjustmentMagnitude: 1,
-      cooldown,
-      metricAggregationType: appscaling.MetricAggregationType.AVERAGE,
-    });
-    this.scaleInAction.addAdjustment({ upperBound: 0, adjustment: policy.scaleIn.changePercent });
-    this.scaleInAlarm = new cloudwatch.Alarm(this, 'ScaleInAlarm', {
-      alarmDescription:
-        `sluice: needed tasks <= ${policy.scaleIn.belowRatio} x desired tasks for ${n} min with more than one task ` +
-        `-> ${policy.scaleIn.changePercent} %`,
-      metric: new cloudwatch.MathExpression({
-        expression: 'IF(desired > 1, needed / desired, 1)',
-        label: 'NeededTasks / DesiredTasks while DesiredTasks > 1',
-        usingMetrics: {
-          needed: metric(BacklogMetricName.NEEDED_TASKS, cloudwatch.Stats.MAXIMUM),
-          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MINIMUM),
-        },
+    // The backstop, for a dead controller only: no sample in the minute (the function failed or
+    // never ran) and nothing visible or in flight in the queue (SQS's own metrics, which need no
+    // sluice code) for BACKSTOP_MINUTES minutes → minTasks. While the controller publishes, every
+    // datapoint is 1 and the alarm stays OK, so it never changes the count the controller set.
+    // With no data at all (no samples, and SQS quiet for hours) the alarm breaches too.
+    const sqsMetric = (metricName: string) =>
+      new cloudwatch.Metric({
+        namespace: 'AWS/SQS',
+        metricName,
+        dimensionsMap: { QueueName: props.queue.queueName },
+        statistic: cloudwatch.Stats.MAXIMUM,
         period: this.period,
-      }),
-      threshold: policy.scaleIn.belowRatio,
-      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: n,
-      datapointsToAlarm: n,
-      treatMissingData: cloudwatch.TreatMissingData.MISSING,
-    });
-    this.scaleInAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.scaleInAction));
-
-    // Idle to min tasks: nothing visible and nothing in flight for the idle time. The guard
-    // returns the alarm to OK once the service is parked, so its once-a-minute repeat cannot undo
-    // a raise made between two samples.
-    const idleMinutes = policy.scaleToZeroAfterIdleSeconds / 60;
-    this.idleAction = new appscaling.StepScalingAction(this, 'ScaleToIdle', {
+      });
+    this.backstopAction = new appscaling.StepScalingAction(this, 'Backstop', {
       scalingTarget: this.scalableTarget,
       adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
-      cooldown,
+      cooldown: this.period,
       metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
     });
-    this.idleAction.addAdjustment({ upperBound: 0, adjustment: this.minTasks });
-    this.idleAlarm = new cloudwatch.Alarm(this, 'IdleAlarm', {
-      alarmDescription: `sluice: no backlog and nothing in flight for ${idleMinutes} min -> ${this.minTasks} tasks`,
+    this.backstopAction.addAdjustment({ upperBound: 0, adjustment: this.minTasks });
+    this.backstopAlarm = new cloudwatch.Alarm(this, 'BackstopAlarm', {
+      alarmDescription:
+        `sluice: no backlog sample and an empty queue for ${BACKSTOP_MINUTES} min (the controller is dead) -> ` +
+        `${this.minTasks} tasks`,
       metric: new cloudwatch.MathExpression({
-        expression: `IF(desired > ${this.minTasks}, backlog + inflight, 1)`,
-        label: 'Backlog + InFlight while above min tasks',
+        expression: 'IF(FILL(samples, 0) == 0 AND FILL(visible, 0) + FILL(inflight, 0) == 0, 0, 1)',
+        label: '0 while no sample arrives and the queue is empty',
         usingMetrics: {
-          backlog: metric(BacklogMetricName.BACKLOG, cloudwatch.Stats.MAXIMUM),
-          inflight: metric(BacklogMetricName.IN_FLIGHT, cloudwatch.Stats.MAXIMUM),
-          desired: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MINIMUM),
+          samples: metric(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.SAMPLE_COUNT),
+          visible: sqsMetric('ApproximateNumberOfMessagesVisible'),
+          inflight: sqsMetric('ApproximateNumberOfMessagesNotVisible'),
         },
         period: this.period,
       }),
       threshold: 0,
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-      evaluationPeriods: idleMinutes,
-      datapointsToAlarm: idleMinutes,
-      treatMissingData: cloudwatch.TreatMissingData.MISSING,
+      evaluationPeriods: BACKSTOP_MINUTES,
+      datapointsToAlarm: BACKSTOP_MINUTES,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
-    this.idleAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.idleAction));
+    this.backstopAlarm.addAlarmAction(new cwactions.ApplicationScalingAction(this.backstopAction));
+    // What the controller keeps a spare task for, for readers of the construct.
+    this.keepIdleSeconds = keepIdleSeconds(policy);
   }
 }

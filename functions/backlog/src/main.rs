@@ -1,12 +1,14 @@
 //! The backlog function: run every minute by EventBridge, it samples the queue and the worker
-//! service every `metric_period_seconds`, raises the service to the capacity the work needs,
-//! and publishes the high-resolution metrics the scale-in and idle alarms act on. A run in which
-//! a raise failed ends with an error, so the function's errors alarm says the loop cannot scale.
+//! service every `metric_period_seconds` and is the one controller of the service's desired
+//! count, both ways (`sluice::scaling::decide`), and publishes high-resolution metrics. The
+//! sampler, and with it what the controller remembers between samples, is built once per
+//! execution environment and lives across runs. A run in which a write of the count failed ends
+//! with an error, so the function's errors alarm says the loop cannot scale.
 //!
 //! Metrics go out with `PutMetricData` rather than as Embedded Metric Format log lines: EMF
 //! metrics reach CloudWatch only after log ingestion (seconds to a minute later), and the
-//! alarms these metrics feed are the point of this function, so the direct call is worth its
-//! price (six calls a minute).
+//! missing-samples alarm and the dead-controller backstop judge the loop by them, so the direct
+//! call is worth its price (one call a sample).
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use sluice::backlog::{BacklogConfig, Sampler, WINDOW};

@@ -117,6 +117,58 @@ pub struct RunOutcome {
     pub end: f64,
     /// Backlog and tasks over time, when recorded.
     pub series: Vec<Point>,
+    /// Each task's request and stop (or the run's end), for costs beyond the task's own.
+    pub task_intervals: Vec<(f64, f64)>,
+}
+
+/// Instance-seconds when each task runs on an instance of its own (a GPU
+/// task) and a capacity provider keeps an instance `linger_seconds` after
+/// its last task stops, giving it to the next task placed meanwhile: the
+/// instances alive at `t` are the most tasks alive at any moment of
+/// `[t − linger, t]`. To the second (a task counts in every second it
+/// touches); exactly the task-seconds when `linger_seconds` is 0.
+pub fn instance_seconds(task_intervals: &[(f64, f64)], linger_seconds: f64) -> f64 {
+    if linger_seconds <= 0.0 {
+        return task_intervals.iter().map(|(a, b)| (b - a).max(0.0)).sum();
+    }
+    let end = task_intervals.iter().map(|&(_, b)| b).fold(0.0, f64::max);
+    let seconds = end.ceil() as usize + 1;
+    // Tasks alive in each second, from +1/-1 at the seconds each starts and stops touching.
+    let mut delta = vec![0i64; seconds + 1];
+    for &(a, b) in task_intervals {
+        if b <= a {
+            continue;
+        }
+        delta[a.floor().max(0.0) as usize] += 1;
+        delta[(b.ceil() as usize).max(a.floor() as usize + 1).min(seconds)] -= 1;
+    }
+    let linger = linger_seconds.ceil() as usize;
+    let mut alive = 0i64;
+    let mut window: VecDeque<(usize, i64)> = VecDeque::new();
+    let mut total = 0i64;
+    // Past the last task, nothing is alive: the window's tail runs on zeros.
+    let steps = delta[..seconds]
+        .iter()
+        .map(|&d| Some(d))
+        .chain(std::iter::repeat_n(None, linger));
+    for (i, step) in steps.enumerate() {
+        let now = match step {
+            Some(d) => {
+                alive += d;
+                alive
+            }
+            None => 0,
+        };
+        while window.back().is_some_and(|&(_, v)| v <= now) {
+            window.pop_back();
+        }
+        window.push_back((i, now));
+        while window.front().is_some_and(|&(j, _)| j + linger < i) {
+            window.pop_front();
+        }
+        total += window.front().map_or(0, |&(_, v)| v);
+    }
+    total as f64
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -458,11 +510,17 @@ pub fn run(workload: &Workload, scaler: &mut dyn Scaler, cfg: &EngineConfig) -> 
             tasks: live as u32,
         });
     }
-    let task_seconds = sim
+    let task_intervals: Vec<(f64, f64)> = sim
         .tasks
         .iter()
-        .map(|task| task.stopped_at.unwrap_or(end).max(task.requested_at) - task.requested_at)
-        .sum();
+        .map(|task| {
+            (
+                task.requested_at,
+                task.stopped_at.unwrap_or(end).max(task.requested_at),
+            )
+        })
+        .collect();
+    let task_seconds = task_intervals.iter().map(|(a, b)| b - a).sum();
     // A job that never started waited at least until the run ended.
     let waits: Vec<f64> = sim
         .waits
@@ -480,5 +538,26 @@ pub fn run(workload: &Workload, scaler: &mut dyn Scaler, cfg: &EngineConfig) -> 
         first_running_at: sim.first_running_at,
         end,
         series,
+        task_intervals,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_linger_after_their_tasks_and_serve_the_next() {
+        // Two tasks of 100 s, one after the other 200 s apart.
+        let tasks = [(0.0, 100.0), (300.0, 400.0)];
+        assert_eq!(instance_seconds(&tasks, 0.0), 200.0);
+        // Kept 900 s: the first instance serves the second task; alive from 0 to 400 + 900.
+        assert_eq!(instance_seconds(&tasks, 900.0), 1300.0);
+        // Kept 60 s: two separate tails.
+        assert_eq!(instance_seconds(&tasks, 60.0), 320.0);
+        // Ten tasks at once for 50 s: ten instances for 50 s plus the tail.
+        let burst: Vec<(f64, f64)> = (0..10).map(|_| (10.0, 60.0)).collect();
+        assert_eq!(instance_seconds(&burst, 100.0), 10.0 * 150.0);
+        assert_eq!(instance_seconds(&[], 100.0), 0.0);
     }
 }

@@ -31,9 +31,8 @@ pub use workload::{Job, Rng, Workload, WorkloadError, BUILTIN_WORKLOADS, DEFAULT
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScalerKind {
-    /// sluice's policy file: the backlog Lambda's raise to the needed
-    /// capacity every sample, the one-minute scale-in and idle alarms, the
-    /// submit nudge.
+    /// sluice's policy file: the backlog Lambda's controller of the desired
+    /// count on every sample, both ways, and the submit nudge.
     Sluice,
     /// The AWS sample: `RunTask` every 2 minutes, at most 10 per run.
     AwsSample,
@@ -184,6 +183,10 @@ pub struct SimOptions {
     pub missed_sample_fraction: f64,
     /// Seed of the dropped samples.
     pub seed: u64,
+    /// Seconds a capacity provider keeps an instance after its last task
+    /// stops (one task an instance, as with GPUs): what instance-seconds
+    /// count beyond task-seconds. 0: task-seconds only.
+    pub instance_linger_seconds: f64,
 }
 
 impl SimOptions {
@@ -200,6 +203,7 @@ impl SimOptions {
             record_series: true,
             missed_sample_fraction: 0.0,
             seed: DEFAULT_SEED,
+            instance_linger_seconds: 0.0,
         }
     }
 }
@@ -240,7 +244,11 @@ pub fn simulate(workload: &Workload, scalers: &[ScalerKind], opts: &SimOptions) 
                     if i == 0 {
                         series = outcome.series.clone();
                     }
-                    RunSummary::from_outcome(phase * period.unwrap_or(0.0), &outcome)
+                    RunSummary::from_outcome(
+                        phase * period.unwrap_or(0.0),
+                        &outcome,
+                        opts.instance_linger_seconds,
+                    )
                 })
                 .collect();
             ScalerReport::from_runs(kind, runs, series)
@@ -450,9 +458,9 @@ mod tests {
         }
     }
 
-    /// Late or failed runs of the backlog function (a third of the samples never published)
-    /// neither strand jobs nor keep the fleet from parking: the one-minute alarms judge the
-    /// samples that arrive.
+    /// Late or failed runs of the backlog function (a third of the samples and more never
+    /// taken) neither strand jobs nor keep the fleet from parking: the controller forgets across
+    /// long gaps and keeps spare tasks longer, never forever.
     #[test]
     fn missed_samples_neither_strand_jobs_nor_keep_the_fleet_up() {
         let workload = Workload::builtin("spike", 4).unwrap();
@@ -468,14 +476,93 @@ mod tests {
                 let parked = out
                     .series
                     .iter()
-                    .find(|p| p.t > last + 60.0 && p.tasks == 0)
+                    .find(|p| p.t >= last && p.tasks == 0)
                     .map(|p| p.t - last);
-                let after = parked.expect("the fleet parks");
+                let after = parked.unwrap_or_else(|| {
+                    panic!(
+                        "missed {missed} phase {phase}: the fleet parks; tail {:?}",
+                        &out.series[out.series.len().saturating_sub(8)..]
+                    )
+                });
                 assert!(
-                    after <= f64::from(opts.policy.scale_to_zero_after_idle_seconds) + 600.0,
+                    after <= opts.policy.keep_idle_seconds() + 600.0,
                     "missed {missed}: parked {after:.0} s after the last job"
                 );
             }
+        }
+    }
+
+    fn run_dying(workload: &Workload, dies_at: f64) -> (RunOutcome, u32) {
+        let opts = options();
+        let cfg = EngineConfig {
+            startup_delay_seconds: opts.startup_delay_seconds,
+            jobs_per_task: opts.policy.jobs_per_task,
+            record_every_seconds: Some(10.0),
+            drain_limit_seconds: DRAIN_LIMIT_SECONDS,
+            give_up_after_seconds: GIVE_UP_AFTER_SECONDS,
+        };
+        let mut scaler = scalers::SluiceScaler::new(&opts.policy, 0.0).dying_at(dies_at);
+        let out = engine::run(workload, &mut scaler, &cfg);
+        (out, scaler.backstop_actions())
+    }
+
+    /// What bounds a dead backlog function: the submit nudge lifts a parked service to a task,
+    /// so work is never stranded, and the backstop parks an idle fleet 15 minutes after the
+    /// queue emptied, so it never runs at its peak for ever.
+    #[test]
+    fn a_dead_controller_neither_strands_work_nor_keeps_the_fleet_up() {
+        let workload = Workload::builtin("burst", 3).unwrap();
+        let bound = f64::from(crate::scaling::alarm::BACKSTOP_MINUTES) * 60.0 + 120.0;
+        // Dies after raising the fleet for the burst, and from the start.
+        for dies_at in [90.0, 0.0] {
+            let (out, actions) = run_dying(&workload, dies_at);
+            assert_eq!(out.unfinished, 0, "died at {dies_at}");
+            let last_done = out
+                .series
+                .iter()
+                .rev()
+                .find(|p| p.backlog > 0)
+                .map_or(0.0, |p| p.t);
+            let parked = out
+                .series
+                .iter()
+                .find(|p| p.t > last_done && p.tasks == 0)
+                .map(|p| p.t)
+                .expect("the backstop parks the fleet");
+            assert!(actions >= 1, "died at {dies_at}");
+            assert!(
+                parked - last_done <= bound,
+                "died at {dies_at}: parked {:.0} s after the queue emptied",
+                parked - last_done
+            );
+            assert!(out.peak_tasks >= 1);
+        }
+        // From the start, only the nudge ever raised it: one task did all the work.
+        let (out, _) = run_dying(&workload, 0.0);
+        assert_eq!(out.peak_tasks, 1);
+    }
+
+    /// While the backlog function publishes, even with a third of its samples lost, the
+    /// backstop never acts: it cannot fight the controller.
+    #[test]
+    fn the_backstop_never_acts_while_the_controller_runs() {
+        let opts = SimOptions {
+            missed_sample_fraction: 0.33,
+            ..options()
+        };
+        for name in ["spike", "burst"] {
+            let workload = Workload::builtin(name, 2).unwrap();
+            let cfg = EngineConfig {
+                startup_delay_seconds: opts.startup_delay_seconds,
+                jobs_per_task: opts.policy.jobs_per_task,
+                record_every_seconds: None,
+                drain_limit_seconds: DRAIN_LIMIT_SECONDS,
+                give_up_after_seconds: GIVE_UP_AFTER_SECONDS,
+            };
+            let mut scaler = scalers::SluiceScaler::with_missed_samples(&opts.policy, 0.5, 0.33, 9);
+            let out = engine::run(&workload, &mut scaler, &cfg);
+            assert_eq!(out.unfinished, 0);
+            assert_eq!(scaler.backstop_actions(), 0, "{name}");
         }
     }
 

@@ -20,6 +20,10 @@ pub struct RunSummary {
     pub max_wait_seconds: f64,
     /// Task-seconds billed (request to stop).
     pub task_seconds: f64,
+    /// Instance-seconds with one task an instance and instances kept
+    /// [`super::SimOptions::instance_linger_seconds`] after their last task
+    /// (the task-seconds when that is 0).
+    pub instance_seconds: f64,
     /// Most tasks alive at once.
     pub peak_tasks: u32,
     /// From the first job to the first task requested.
@@ -31,7 +35,11 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    pub(super) fn from_outcome(phase_offset_seconds: f64, outcome: &RunOutcome) -> RunSummary {
+    pub(super) fn from_outcome(
+        phase_offset_seconds: f64,
+        outcome: &RunOutcome,
+        instance_linger_seconds: f64,
+    ) -> RunSummary {
         let mut waits = outcome.waits.clone();
         waits.sort_by(f64::total_cmp);
         RunSummary {
@@ -40,6 +48,10 @@ impl RunSummary {
             p95_wait_seconds: percentile(&waits, 0.95),
             max_wait_seconds: waits.last().copied().unwrap_or(0.0),
             task_seconds: outcome.task_seconds,
+            instance_seconds: super::engine::instance_seconds(
+                &outcome.task_intervals,
+                instance_linger_seconds,
+            ),
             peak_tasks: outcome.peak_tasks,
             first_request_after_seconds: outcome
                 .first_request_at
@@ -72,6 +84,8 @@ pub struct ScalerReport {
     pub max_wait_seconds: f64,
     /// Mean over phases of the task-seconds billed.
     pub task_seconds: f64,
+    /// Mean over phases of the instance-seconds (see [`RunSummary::instance_seconds`]).
+    pub instance_seconds: f64,
     /// Mean over phases of the peak task count.
     pub peak_tasks: f64,
     /// Mean over phases: first job to first task requested.
@@ -117,6 +131,7 @@ impl ScalerReport {
             p95_wait_seconds: mean(runs.iter().map(|r| r.p95_wait_seconds)),
             max_wait_seconds: mean(runs.iter().map(|r| r.max_wait_seconds)),
             task_seconds: mean(runs.iter().map(|r| r.task_seconds)),
+            instance_seconds: mean(runs.iter().map(|r| r.instance_seconds)),
             peak_tasks: mean(runs.iter().map(|r| f64::from(r.peak_tasks))),
             first_request_after_seconds: mean_some(
                 runs.iter().map(|r| r.first_request_after_seconds),
@@ -172,6 +187,13 @@ impl Report {
         let sluice = self.scaler(ScalerKind::Sluice)?;
         let oracle = self.scaler(ScalerKind::Oracle)?;
         Some(sluice.p95_wait_seconds / oracle.p95_wait_seconds.max(f64::MIN_POSITIVE))
+    }
+
+    /// sluice's task-seconds over the oracle's, when both ran.
+    pub fn cost_ratio_to_oracle(&self) -> Option<f64> {
+        let sluice = self.scaler(ScalerKind::Sluice)?;
+        let oracle = self.scaler(ScalerKind::Oracle)?;
+        Some(sluice.task_seconds / oracle.task_seconds.max(f64::MIN_POSITIVE))
     }
 
     /// Anchors with both a lower p95 wait and fewer task-seconds than sluice.

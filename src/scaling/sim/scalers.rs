@@ -6,10 +6,8 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::super::decide::{
-    evaluate_alarms, scale_out_to, should_nudge_from_zero, AlarmState, Minute, MissingData, Sample,
-    ScalingState, ALARM_PERIOD_SECONDS,
-};
+use super::super::alarm::{backstop_datapoint, AlarmState, MissingData, BACKSTOP_MINUTES};
+use super::super::decide::{decide, should_nudge_from_zero, Memory, Sample};
 use super::super::policy::Policy;
 use super::engine::{Command, Scaler, View};
 use super::workload::Rng;
@@ -72,28 +70,32 @@ pub mod keda {
     pub const SCALE_UP_PODS: u32 = 4;
 }
 
-/// sluice: the backlog Lambda samples every `metric_period_seconds` and
-/// raises the service to the needed capacity ([`scale_out_to`]); the
-/// scale-in and idle alarms evaluate one-minute datapoints
-/// ([`evaluate_alarms`]); submit nudges the service from 0. A fraction of
-/// the samples can be dropped (a late or failed run publishes nothing and
-/// raises nothing).
+/// sluice: the backlog Lambda samples every `metric_period_seconds` and sets
+/// the desired count with [`decide`], the one controller of the count in both
+/// directions; submit nudges the service from 0; the backstop alarm parks an
+/// idle fleet whose controller published nothing for [`BACKSTOP_MINUTES`].
+/// A fraction of the samples can be dropped (a late or failed run publishes
+/// nothing and decides nothing), and the controller can die for good.
 #[derive(Debug, Clone)]
 pub struct SluiceScaler {
     policy: Policy,
     period: f64,
     next_sample: f64,
-    next_minute: f64,
-    minute: Minute,
-    state: ScalingState,
+    memory: Memory,
     last_nudge: Option<f64>,
     missed_fraction: f64,
     rng: Rng,
+    dies_at: Option<f64>,
+    next_minute: f64,
+    /// Samples published, and whether the queue held any job, in the current minute.
+    minute_samples: u32,
+    minute_busy: bool,
+    backstop: AlarmState,
+    backstop_actions: u32,
 }
 
 impl SluiceScaler {
-    /// Samples at `phase × period + k × period`; the alarms evaluate at every
-    /// whole minute on the samples published in it.
+    /// Samples at `phase × period + k × period`.
     pub fn new(policy: &Policy, phase: f64) -> SluiceScaler {
         SluiceScaler::with_missed_samples(policy, phase, 0.0, 1)
     }
@@ -111,13 +113,33 @@ impl SluiceScaler {
             policy: policy.clone(),
             period,
             next_sample: phase * period,
-            next_minute: ALARM_PERIOD_SECONDS,
-            minute: Minute::default(),
-            state: ScalingState::default(),
+            memory: Memory::default(),
             last_nudge: None,
             missed_fraction: missed_fraction.clamp(0.0, 1.0),
             rng: Rng::new(seed),
+            dies_at: None,
+            next_minute: 60.0,
+            minute_samples: 0,
+            minute_busy: false,
+            backstop: AlarmState::default(),
+            backstop_actions: 0,
         }
+    }
+
+    /// The same scaler whose backlog function stops for good at `at` (the submit nudge and the
+    /// backstop alarm go on).
+    pub fn dying_at(mut self, at: f64) -> SluiceScaler {
+        self.dies_at = Some(at);
+        self
+    }
+
+    /// How often the backstop alarm set the count.
+    pub fn backstop_actions(&self) -> u32 {
+        self.backstop_actions
+    }
+
+    fn alive(&self, now: f64) -> bool {
+        self.dies_at.is_none_or(|t| now < t)
     }
 }
 
@@ -137,34 +159,39 @@ impl Scaler for SluiceScaler {
     }
 
     fn wake(&mut self, view: &View) -> Vec<Command> {
-        let mut desired = view.desired_tasks;
+        self.minute_busy |= view.visible + view.in_flight > 0;
         let mut commands = Vec::new();
+        let mut desired = view.desired_tasks;
         if view.now + EPSILON >= self.next_minute {
-            let minute = std::mem::take(&mut self.minute);
-            let decision = evaluate_alarms(
-                &self.policy,
+            // The backstop, on the minute that just ended.
+            let point = backstop_datapoint(self.minute_samples, u32::from(self.minute_busy), 0);
+            let acts = self.backstop.evaluate(
+                Some(point <= 0.0),
+                BACKSTOP_MINUTES,
+                MissingData::Missing,
                 view.now,
-                desired,
-                (minute.samples > 0).then_some(&minute),
-                &self.state,
             );
-            self.state = decision.state;
-            if decision.desired_tasks != desired {
-                desired = decision.desired_tasks;
+            if acts && desired != self.policy.min_tasks {
+                desired = self.policy.min_tasks;
+                self.backstop_actions += 1;
                 commands.push(Command::SetDesired(desired));
             }
-            self.next_minute += ALARM_PERIOD_SECONDS;
+            self.next_minute += 60.0;
+            self.minute_samples = 0;
+            self.minute_busy = view.visible + view.in_flight > 0;
         }
         if view.now + EPSILON >= self.next_sample {
             self.next_sample += self.period;
-            if self.rng.unit() >= self.missed_fraction {
+            if self.alive(view.now) && self.rng.unit() >= self.missed_fraction {
                 let sample = Sample {
                     desired_tasks: desired,
                     ..sample_of(view)
                 };
-                self.minute.add(&sample.metrics(&self.policy));
-                if let Some(n) = scale_out_to(&self.policy, &sample) {
-                    commands.push(Command::SetDesired(n));
+                let decision = decide(&self.policy, &sample, &self.memory, view.now);
+                self.memory = decision.memory;
+                self.minute_samples += 1;
+                if decision.desired_tasks != desired {
+                    commands.push(Command::SetDesired(decision.desired_tasks));
                 }
             }
         }
@@ -172,6 +199,7 @@ impl Scaler for SluiceScaler {
     }
 
     fn on_arrival(&mut self, view: &View) -> Vec<Command> {
+        self.minute_busy = true;
         let interval = self.policy.nudge_interval_seconds();
         if should_nudge_from_zero(view.desired_tasks, self.last_nudge, view.now, interval) {
             self.last_nudge = Some(view.now);

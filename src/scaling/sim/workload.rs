@@ -298,6 +298,80 @@ impl Workload {
         )
     }
 
+    /// `count` jobs from idle within `width` seconds (at t = 60 s) whose
+    /// durations are heavy-tailed: log-normal with median `median_seconds`
+    /// and log-space sigma `sigma` (1.5: the mean is 3 medians, one job in a
+    /// hundred runs 30 medians).
+    pub fn heavy_tailed_burst(
+        seed: u64,
+        count: usize,
+        width: f64,
+        median_seconds: f64,
+        sigma: f64,
+    ) -> Workload {
+        let mut rng = Rng::new(seed ^ 0x7A11);
+        let jobs = (0..count)
+            .map(|_| Job {
+                arrival_seconds: 60.0 + rng.unit() * width,
+                duration_seconds: (median_seconds.ln() + sigma * rng.normal()).exp(),
+            })
+            .collect();
+        Workload::sorted(
+            "heavy-tailed burst",
+            format!(
+                "{count} jobs within {width:.0} s from idle, log-normal jobs: median {median_seconds} s, sigma {sigma}"
+            ),
+            jobs,
+        )
+    }
+
+    /// A ramp: Poisson arrivals whose rate rises linearly from 0 to
+    /// `peak_rate` over `ramp_seconds`, holds for `ramp_seconds`, and falls
+    /// back to 0 over `ramp_seconds`; durations of mean `mean_job_seconds`.
+    pub fn ramp(seed: u64, peak_rate: f64, ramp_seconds: f64, mean_job_seconds: f64) -> Workload {
+        let mut rng = Rng::new(seed ^ 0x4A3F);
+        let r = ramp_seconds.max(1.0);
+        let rate = move |t: f64| peak_rate * (t / r).min(1.0).min((3.0 * r - t) / r).max(0.0);
+        Workload::sorted(
+            "ramp",
+            format!(
+                "poisson rate 0 → {peak_rate:.3} job/s over {:.0} min, held, and back, jobs ~{mean_job_seconds} s",
+                r / 60.0
+            ),
+            poisson_of(&mut rng, 0.0, 3.0 * r, peak_rate, rate, mean_job_seconds),
+        )
+    }
+
+    /// `bursts` bursts of `count` jobs, each within 30 s, one every
+    /// `every_seconds` from t = 60 s; durations of mean `mean_job_seconds`.
+    pub fn repeated_bursts(
+        seed: u64,
+        bursts: usize,
+        count: usize,
+        every_seconds: f64,
+        mean_job_seconds: f64,
+    ) -> Workload {
+        let mut rng = Rng::new(seed ^ 0x12E9);
+        let jobs = (0..bursts)
+            .flat_map(|i| {
+                burst_with(
+                    &mut rng,
+                    count,
+                    60.0 + i as f64 * every_seconds,
+                    30.0,
+                    mean_job_seconds,
+                )
+            })
+            .collect();
+        Workload::sorted(
+            "repeated bursts",
+            format!(
+                "{bursts} bursts of {count} jobs within 30 s, one every {every_seconds:.0} s, jobs ~{mean_job_seconds} s"
+            ),
+            jobs,
+        )
+    }
+
     /// Mean job duration, seconds.
     pub fn mean_job_seconds(&self) -> f64 {
         if self.jobs.is_empty() {
