@@ -183,6 +183,9 @@ pub struct JobRecord {
     pub deadline: Option<Millis>,
     pub lease_expires_at: Option<Millis>,
     pub worker_id: Option<String>,
+    /// A token unique to the claim that started the current attempt: a claim whose write was
+    /// applied but whose answer was lost knows the record as its own by it.
+    pub claim_token: Option<String>,
     pub cancel_requested: bool,
     /// The handler's output, as JSON text.
     pub result: Option<String>,
@@ -277,6 +280,7 @@ impl JobRecord {
             deadline,
             lease_expires_at: None,
             worker_id: None,
+            claim_token: None,
             cancel_requested: false,
             result: None,
             error: None,

@@ -105,6 +105,7 @@ mod attr {
     pub const DEADLINE: &str = "deadline";
     pub const LEASE_EXPIRES_AT: &str = "lease_expires_at";
     pub const WORKER_ID: &str = "worker_id";
+    pub const CLAIM_TOKEN: &str = "claim_token";
     pub const CANCEL_REQUESTED: &str = "cancel_requested";
     pub const RESULT: &str = "result";
     pub const ERROR: &str = "error";
@@ -536,10 +537,12 @@ impl JobStore {
         now: Millis,
         lease: Duration,
     ) -> Result<JobRecord, StoreError> {
+        let token = ulid::Ulid::new().to_string();
         let update = Update::default()
             .set(attr::STATUS, s(Status::Running.as_str()))
             .set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0))
             .set(attr::WORKER_ID, s(worker))
+            .set(attr::CLAIM_TOKEN, s(token.as_str()))
             .set(
                 attr::EXPIRES_AT,
                 n(expires_at(
@@ -558,15 +561,13 @@ impl JobStore {
             .bind("now", n(now.0))
             .bind("zero", n(0))
             .bind("false", AttributeValue::Bool(false));
-        let lease_until = now.plus(lease);
         match self.update(id, update).await {
             // A try that was applied but whose answer was lost, met by the SDK's retry of the
-            // same request: the record holds this very claim (this worker, this lease to the
-            // millisecond). It is this call's own, not a rival's running attempt.
+            // same request: the record holds this very claim (its token). It is this call's
+            // own, not a rival's running attempt.
             Err(StoreError::Conflict { current: Some(cur) })
                 if cur.status == Status::Running
-                    && cur.worker_id.as_deref() == Some(worker)
-                    && cur.lease_expires_at == Some(lease_until) =>
+                    && cur.claim_token.as_deref() == Some(token.as_str()) =>
             {
                 Ok(*cur)
             }
@@ -890,6 +891,7 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::DEADLINE, job.deadline.map(|t| n(t.0))),
         (attr::LEASE_EXPIRES_AT, job.lease_expires_at.map(|t| n(t.0))),
         (attr::WORKER_ID, job.worker_id.clone().map(s)),
+        (attr::CLAIM_TOKEN, job.claim_token.clone().map(s)),
         (attr::RESULT, job.result.clone().map(s)),
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
@@ -963,6 +965,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
         deadline: num(attr::DEADLINE)?.map(Millis),
         lease_expires_at: num(attr::LEASE_EXPIRES_AT)?.map(Millis),
         worker_id: text(attr::WORKER_ID),
+        claim_token: text(attr::CLAIM_TOKEN),
         cancel_requested: item
             .get(attr::CANCEL_REQUESTED)
             .and_then(|v| v.as_bool().ok())
@@ -1019,6 +1022,7 @@ mod tests {
         job.finished_at = Some(Millis(1_700_000_002_000));
         job.lease_expires_at = Some(Millis(1_700_000_031_000));
         job.worker_id = Some("w-1".into());
+        job.claim_token = Some("01JDQ3ZV1T8Y3G7Q0M9K2D4XWE".into());
         job.cancel_requested = true;
         job.result = Some("{\"ok\":true}".into());
         job.error = Some("boom".into());

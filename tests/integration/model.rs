@@ -195,3 +195,33 @@ fn no_order_of_events_gives_two_winners_or_a_lost_job() {
         rt.block_on(check(&store, &owner, &ops, with_deadline));
     });
 }
+
+/// Cases the property once found, kept: a heartbeat and a second claim by the same worker in the
+/// same millisecond must not pass the claim for the first one's own lost answer.
+#[tokio::test]
+async fn found_cases_stay_fixed() {
+    let s = Stack::new("model_found").await;
+    let owner = Owner::new("iam:model");
+    use Op::*;
+    let cases: &[(&[Op], bool)] = &[(
+        &[
+            Claim(1),
+            Wait(4),
+            Expire,
+            CancelAbandoned,
+            Beat(2),
+            Cancel,
+            Wait(5),
+            Beat(1),
+            Beat(0),
+            Claim(1),
+            Cancel,
+            Beat(1),
+            Cancel,
+        ],
+        true,
+    )];
+    for (ops, with_deadline) in cases {
+        check(&s.store, &owner, ops, *with_deadline).await;
+    }
+}
