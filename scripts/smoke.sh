@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The smoke test of a deployment: submits one job to the API and waits for it, then reports the
 # job id, its final status, its result and the seconds from submit to result, and whether a task
-# was running when it submitted. ECS starts the service with one task (it proves the image), and
-# the idle rule parks it at zero after scale_to_zero_after_idle_seconds: from then on the seconds
-# are the cold path (the submit's nudge, a task's start: image pull, handler start-up, the job).
+# was running when it submitted. A Fargate deploy starts one task (it proves the image; GPU workers
+# start at zero), and the scaling controller parks the service at zero about one start-up later:
+# from then on the seconds are the cold path (the submit's nudge, a task's start: image pull,
+# handler start-up, the job).
 # With the stack outputs at hand the script reads the service first and says "path: cold" or
 # "path: warm".
 #
