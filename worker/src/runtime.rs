@@ -817,11 +817,21 @@ impl<H: Handler> Worker<H> {
             .build();
         loop {
             let now = Millis::now();
-            match self
-                .store
-                .finish(&job.id, job.attempt, end.clone(), now, cfg.retention)
-                .await
-            {
+            // Each try is cut at one heartbeat, so that the lease and the message's visibility
+            // are renewed in time however long the SDK's own retries take; a try cut short but
+            // applied is recognised on the next one.
+            let tried = tokio::time::timeout(
+                cfg.heartbeat,
+                self.store
+                    .finish(&job.id, job.attempt, end.clone(), now, cfg.retention),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "writing the outcome took longer than a heartbeat".into(),
+                ))
+            });
+            match tried {
                 Err(StoreError::Conflict { current: Some(cur) })
                     if cur.attempt == job.attempt && cur.status == end.status() =>
                 {
@@ -834,12 +844,9 @@ impl<H: Handler> Worker<H> {
                     warn!(error = %DisplayErrorContext(&e), ?pause, "could not record the outcome; trying again");
                     tokio::time::sleep(pause).await;
                     vitals.beat();
-                    let (_, _) = tokio::join!(
-                        self.store
-                            .heartbeat(&job.id, job.attempt, Millis::now(), cfg.lease, None),
-                        self.queue
-                            .change_visibility(&msg.receipt, cfg.visibility_timeout),
-                    );
+                    // A lost lease is judged by the next try, which also knows a write of its
+                    // own that was cut short but applied.
+                    let _ = self.heartbeat(msg, job, None).await;
                 }
                 other => return other,
             }
