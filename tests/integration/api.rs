@@ -246,14 +246,34 @@ async fn a_job_whose_deadline_passes_in_the_queue_expires() {
     assert_eq!((job.status, job.attempt), (Status::Expired, 0));
 }
 
-/// An API over clients whose requests pass through `faults`.
-fn faulty_api(s: &Stack, faults: &crate::faults::Faults) -> sluice::api::Api {
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(faults.clone())
+/// A scale-from-zero nudge whose ECS endpoint accepts connections and never answers.
+async fn nudge_to_unanswering_ecs(
+    s: &Stack,
+    store: sluice::store::JobStore,
+) -> sluice::nudge::ScaleFromZero {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::config::Builder::from(&s.aws)
+            .endpoint_url(&hole_url)
             .build(),
     );
-    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    sluice::nudge::ScaleFromZero::new(
+        sluice::ecs::Service::new(ecs, "cluster", "workers"),
+        store,
+        sluice::nudge::NUDGE_INTERVAL,
+    )
+}
+
+/// An API over clients whose requests pass through `faults`.
+fn faulty_api(s: &Stack, faults: &crate::faults::Faults) -> sluice::api::Api {
+    let store = faults.store(&s.aws, &s.res.table_name);
     let config = api_config(&s.res);
     sluice::api::Api::new(store, Some(s.queue.clone()), config)
 }
@@ -347,25 +367,7 @@ async fn an_applied_submit_is_accepted_even_when_the_table_cannot_be_read() {
 #[tokio::test]
 async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() {
     let s = Stack::new("slow_nudge").await;
-    // An ECS endpoint that accepts connections and never answers.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}", hole.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = hole.accept().await {
-            held.push(conn);
-        }
-    });
-    let ecs = aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::config::Builder::from(&s.aws)
-            .endpoint_url(&hole_url)
-            .build(),
-    );
-    let nudge = sluice::nudge::ScaleFromZero::new(
-        sluice::ecs::Service::new(ecs, "cluster", "workers"),
-        s.store.clone(),
-        sluice::nudge::NUDGE_INTERVAL,
-    );
+    let nudge = nudge_to_unanswering_ecs(&s, s.store.clone()).await;
     let api = s.api.clone().with_scale_from_zero(nudge);
     // The submit Lambda has 10 s; the answer must come well within them.
     let answered = tokio::time::timeout(
@@ -385,31 +387,9 @@ async fn a_slow_scale_from_zero_nudge_cannot_fail_or_stall_an_accepted_submit() 
 async fn a_submit_answers_within_its_functions_timeout_and_never_errs_for_a_recorded_job() {
     let s = Stack::new("submit_budget").await;
     let faults = crate::faults::Faults::default();
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(faults.clone())
-            .build(),
-    );
-    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    let store = faults.store(&s.aws, &s.res.table_name);
     // ECS accepts connections and never answers: the nudge takes all it is given.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}", hole.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = hole.accept().await {
-            held.push(conn);
-        }
-    });
-    let ecs = aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::config::Builder::from(&s.aws)
-            .endpoint_url(&hole_url)
-            .build(),
-    );
-    let nudge = sluice::nudge::ScaleFromZero::new(
-        sluice::ecs::Service::new(ecs, "cluster", "workers"),
-        store.clone(),
-        sluice::nudge::NUDGE_INTERVAL,
-    );
+    let nudge = nudge_to_unanswering_ecs(&s, store.clone()).await;
     let api = sluice::api::Api::new(store, Some(s.queue.clone()), api_config(&s.res))
         .with_scale_from_zero(nudge);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -57,6 +57,26 @@ impl Storable for Inject500 {
 }
 
 impl Faults {
+    /// A job store on `table` whose DynamoDB requests pass through these faults.
+    pub fn store(&self, aws: &aws_config::SdkConfig, table: &str) -> sluice::store::JobStore {
+        let ddb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(aws)
+                .interceptor(self.clone())
+                .build(),
+        );
+        sluice::store::JobStore::new(ddb, table)
+    }
+
+    /// The queue at `url`, its SQS requests passing through these faults.
+    pub fn queue(&self, aws: &aws_config::SdkConfig, url: &str) -> sluice::queue::JobQueue {
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(aws)
+                .interceptor(self.clone())
+                .build(),
+        );
+        sluice::queue::JobQueue::new(sqs, url)
+    }
+
     /// Fails the next `times` attempts of `operation` whose body contains `body_contains`.
     pub fn fail(&self, operation: &str, body_contains: Option<&str>, fault: Fault, times: u32) {
         self.rules.lock().unwrap().push(Rule {
@@ -125,21 +145,9 @@ impl Intercept for Faults {
             Some(Fault::AppliedThen500) => {
                 cfg.interceptor_state().store_put(Inject500);
             }
-            Some(Fault::Delayed(by)) => {
-                let target = authority(context.request().uri())?;
-                let proxy = delay_proxy(target, Some(by))?;
-                context.request_mut().set_uri(format!("http://{proxy}/"))?;
-            }
-            Some(Fault::Hangs) => {
-                let target = authority(context.request().uri())?;
-                let proxy = delay_proxy(target, None)?;
-                context.request_mut().set_uri(format!("http://{proxy}/"))?;
-            }
-            Some(Fault::AnswerDelayed(by)) => {
-                let target = authority(context.request().uri())?;
-                let proxy = answer_delay_proxy(target, by)?;
-                context.request_mut().set_uri(format!("http://{proxy}/"))?;
-            }
+            Some(Fault::Delayed(by)) => stall(context, Stall::Request(by))?,
+            Some(Fault::Hangs) => stall(context, Stall::Forever)?,
+            Some(Fault::AnswerDelayed(by)) => stall(context, Stall::Answer(by))?,
             None => {}
         }
         Ok(())
@@ -165,76 +173,77 @@ impl Intercept for Faults {
     }
 }
 
+/// Sends the request through a [`proxy`] that stalls it as told.
+fn stall(
+    context: &mut BeforeTransmitInterceptorContextMut<'_>,
+    how: Stall,
+) -> Result<(), BoxError> {
+    let target = authority(context.request().uri())?;
+    let proxy = proxy(target, how)?;
+    context.request_mut().set_uri(format!("http://{proxy}/"))?;
+    Ok(())
+}
+
 /// `host:port` of a request's URI.
 fn authority(uri: &str) -> Result<String, BoxError> {
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
     Ok(rest.split('/').next().unwrap_or_default().to_owned())
 }
 
-/// A one-connection loopback proxy to `target` that forwards after `delay`, or never (`None`).
-/// Threads of its own, so that no async runtime is blocked.
-fn delay_proxy(
-    target: String,
-    delay: Option<std::time::Duration>,
-) -> Result<std::net::SocketAddr, BoxError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let Ok((client, _)) = listener.accept() else {
-            return;
-        };
-        let Some(delay) = delay else {
-            // Held open, never answered, until the caller gives up.
-            let mut buf = [0u8; 4096];
-            let mut client = client;
-            while matches!(std::io::Read::read(&mut client, &mut buf), Ok(n) if n > 0) {}
-            return;
-        };
-        std::thread::sleep(delay);
-        let Ok(server) = std::net::TcpStream::connect(&target) else {
-            return;
-        };
-        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut c_read, &mut s_write);
-            let _ = s_write.shutdown(std::net::Shutdown::Write);
-        });
-        let (mut s_read, mut c_write) = (server, client);
-        let _ = std::io::copy(&mut s_read, &mut c_write);
-        let _ = c_write.shutdown(std::net::Shutdown::Write);
-    });
-    Ok(addr)
+/// Where a proxied connection stalls.
+#[derive(Debug, Clone, Copy)]
+enum Stall {
+    /// The request reaches the service this late.
+    Request(std::time::Duration),
+    /// The answer comes back this late.
+    Answer(std::time::Duration),
+    /// Nothing is forwarded: the connection is held open, unanswered.
+    Forever,
 }
 
-/// A one-connection loopback proxy to `target` that forwards the request at once and its answer
-/// `delay` late.
-fn answer_delay_proxy(
-    target: String,
-    delay: std::time::Duration,
-) -> Result<std::net::SocketAddr, BoxError> {
+/// A one-connection loopback proxy to `target` that stalls as told. Threads of its own, so that
+/// no async runtime is blocked.
+fn proxy(target: String, stall: Stall) -> Result<std::net::SocketAddr, BoxError> {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
         let Ok((client, _)) = listener.accept() else {
             return;
         };
-        let Ok(server) = std::net::TcpStream::connect(&target) else {
+        let answer_after = match stall {
+            Stall::Forever => {
+                let (mut client, mut buf) = (client, [0u8; 4096]);
+                while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+                return;
+            }
+            Stall::Request(by) => {
+                std::thread::sleep(by);
+                None
+            }
+            Stall::Answer(by) => Some(by),
+        };
+        let Ok(server) = TcpStream::connect(&target) else {
             return;
         };
         let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut c_read, &mut s_write);
-            let _ = s_write.shutdown(std::net::Shutdown::Write);
+            let _ = s_write.shutdown(Shutdown::Write);
         });
-        // The first bytes of the answer are held back `delay`, then everything flows.
         let (mut s_read, mut c_write) = (server, client);
-        let mut first = [0u8; 1];
-        if matches!(std::io::Read::read(&mut s_read, &mut first), Ok(1)) {
-            std::thread::sleep(delay);
-            let _ = std::io::Write::write_all(&mut c_write, &first);
-            let _ = std::io::copy(&mut s_read, &mut c_write);
+        if let Some(by) = answer_after {
+            // The first byte of the answer is held back, then everything flows.
+            let mut first = [0u8; 1];
+            if !matches!(s_read.read(&mut first), Ok(1)) {
+                return;
+            }
+            std::thread::sleep(by);
+            let _ = c_write.write_all(&first);
         }
-        let _ = c_write.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut s_read, &mut c_write);
+        let _ = c_write.shutdown(Shutdown::Write);
     });
     Ok(addr)
 }

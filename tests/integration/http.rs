@@ -277,12 +277,7 @@ async fn job_records(s: &Stack) -> usize {
 async fn the_client_retries_a_failed_submit_with_one_key_and_makes_one_job() {
     let s = Stack::new("client_retry").await;
     let faults = crate::faults::Faults::default();
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(faults.clone())
-            .build(),
-    );
-    let store = sluice::store::JobStore::new(ddb, &s.res.table_name);
+    let store = faults.store(&s.aws, &s.res.table_name);
     let api = sluice::api::Api::new(store, Some(s.queue.clone()), api_config(&s.res));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -223,12 +223,7 @@ async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
     let injected = faults::Faults::default();
     // Five attempts in a row: more than the SDK's own three.
     injected.fail("UpdateItem", Some("finished_at"), faults::Fault::Refused, 5);
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(injected.clone())
-            .build(),
-    );
-    let store = JobStore::new(ddb, &s.res.table_name);
+    let store = injected.store(&s.aws, &s.res.table_name);
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counted = runs.clone();
     let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
@@ -276,12 +271,7 @@ async fn a_claim_whose_answer_was_lost_is_recognised_as_our_own() {
         faults::Fault::AppliedThen500,
         1,
     );
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(injected.clone())
-            .build(),
-    );
-    let store = JobStore::new(ddb, &s.res.table_name);
+    let store = injected.store(&s.aws, &s.res.table_name);
     let id = JobId::generate();
     let job = JobRecord::queued(id.clone(), Owner::new("o"), Millis::now(), None, 1, 2);
     s.store.create(&job, s.retention, None).await.unwrap();
@@ -334,12 +324,7 @@ async fn a_hung_heartbeat_call_never_delays_the_time_limit() {
         faults::Fault::Hangs,
         2,
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&s.aws)
-            .interceptor(injected.clone())
-            .build(),
-    );
-    let queue = JobQueue::new(sqs, &s.res.queue_url);
+    let queue = injected.queue(&s.aws, &s.res.queue_url);
     let handler = handler_fn(|_: serde_json::Value, _: JobContext| async {
         std::future::pending::<()>().await;
         Ok::<_, JobError>(json!(null))
@@ -461,12 +446,7 @@ async fn a_stop_during_a_receive_hands_back_what_it_took() {
         faults::Fault::AnswerDelayed(Duration::from_secs(2)),
         1,
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&s.aws)
-            .interceptor(injected.clone())
-            .build(),
-    );
-    let queue = JobQueue::new(sqs, &s.res.queue_url);
+    let queue = injected.queue(&s.aws, &s.res.queue_url);
     let id = s.submit(support::ALICE, json!({})).await;
     let handler =
         handler_fn(|_: serde_json::Value, _: JobContext| async { Ok::<_, JobError>(json!(1)) });
@@ -678,12 +658,7 @@ async fn a_table_outage_during_claims_sends_no_job_to_the_dead_letter_queue() {
         faults::Fault::Refused,
         3 * (REDRIVE_AFTER + 3),
     );
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&s.aws)
-            .interceptor(injected.clone())
-            .build(),
-    );
-    let store = JobStore::new(ddb, &s.res.table_name);
+    let store = injected.store(&s.aws, &s.res.table_name);
     let id = s.submit(support::ALICE, json!({})).await;
     let max = REDRIVE_AFTER.to_string();
     let vars = [
