@@ -197,7 +197,7 @@ impl Handler for HttpHandler {
         }
         *self.last_ping.lock().expect("ping lock") = Some(Instant::now());
         info!(url = %self.base, waited = ?started.elapsed(), "the model server is ready");
-        let addr = serve_progress(self.running.clone())
+        let addr = serve_progress(self.running.clone(), reply_ip(&self.base).await)
             .await
             .map_err(|e| format!("cannot listen for progress reports on loopback: {e}"))?;
         let _ = self.progress_addr.set(addr);
@@ -350,11 +350,59 @@ fn not_there(e: &reqwest::Error) -> bool {
     false
 }
 
+/// The address the model server reaches this worker at: this end of the route to the server.
+/// Loopback for a server on loopback (the task's one network: Fargate, awsvpc); the worker
+/// container's own address on Docker's bridge when the server is another container there (the
+/// CDK app's bridge mode, where `127.0.0.1` would be the server's own loopback). Finding it sends
+/// nothing (a UDP socket's connect only picks the route); loopback when no route is found.
+async fn reply_ip(base: &str) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let Some(authority) = base
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+    else {
+        return loopback;
+    };
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let authority = if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let Ok(mut addrs) = tokio::net::lookup_host(authority).await else {
+        return loopback;
+    };
+    let Some(server) = addrs.next() else {
+        return loopback;
+    };
+    let any = if server.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    let Ok(socket) = tokio::net::UdpSocket::bind((any, 0)).await else {
+        return loopback;
+    };
+    match socket
+        .connect(server)
+        .await
+        .and_then(|()| socket.local_addr())
+    {
+        Ok(local) if !local.ip().is_unspecified() => local.ip(),
+        _ => loopback,
+    }
+}
+
 /// Listens on a loopback port for `POST /progress/{job id}` with `{"fraction"?, "message"?}`.
 async fn serve_progress(
     running: Arc<Mutex<HashMap<String, JobContext>>>,
+    ip: std::net::IpAddr,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
@@ -437,6 +485,22 @@ async fn progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn progress_reports_are_taken_where_the_model_server_reaches_the_worker() {
+        let v4 = std::net::IpAddr::from([127, 0, 0, 1]);
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://127.0.0.1",
+            "not a url",
+        ] {
+            let ip = reply_ip(base).await;
+            assert!(ip.is_loopback(), "{base}: {ip}");
+        }
+        assert_eq!(reply_ip("http://127.0.0.1:9").await, v4);
+        assert!(reply_ip("http://[::1]:8080").await.is_loopback());
+    }
 
     #[test]
     fn answers_become_results_or_errors_of_the_right_kind() {
