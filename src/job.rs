@@ -432,6 +432,13 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// How a process that keeps exiting is started again: a handler's program, or the local
+/// stack's worker. 1 s, doubling, at most 30 s (no jitter: one process, one pause).
+pub const RESTARTS: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
 impl Backoff {
     /// The delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
     /// `jitter` in `[0, 1)` spreads retries of jobs that failed together over the upper half

@@ -1032,7 +1032,7 @@ mod dev {
                 exits = 0;
             }
             exits += 1;
-            let pause = sluice_backoff(exits);
+            let pause = sluice::job::RESTARTS.delay(exits, 1.0);
             let why = status.map_or_else(|e| e.to_string(), |s| s.to_string());
             tracing::error!(%why, ?pause, "the worker exited; jobs wait in the queue until it is started again");
             loop {
@@ -1052,12 +1052,6 @@ mod dev {
                 }
             }
         }
-    }
-
-    /// 1 s, doubling, at most 30 s. Pure.
-    fn sluice_backoff(exits: u32) -> std::time::Duration {
-        std::time::Duration::from_secs(1u64 << exits.saturating_sub(1).min(5))
-            .min(std::time::Duration::from_secs(30))
     }
 
     /// A binary built beside this one.

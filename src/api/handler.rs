@@ -41,14 +41,19 @@ fn budget_of(req: &Request, deployed: Duration) -> Budget {
 /// What a long-poll keeps back from its function's time for its last look.
 const LOOK_RESERVE: Duration = Duration::from_secs(2);
 
-/// Runs `call` within what is left of `budget`; a 503 when it does not finish in time.
+/// Runs `call` within what is left of `budget` beyond `keep`; a 503 when it does not finish in
+/// time.
 async fn within<T>(
     budget: &Budget,
+    keep: Duration,
     call: impl std::future::Future<Output = T>,
 ) -> Result<T, ApiError> {
-    budget.spend(Duration::ZERO, call).await.ok_or_else(|| {
-        ApiError::Unavailable("the table did not answer within the function's time".into())
-    })
+    budget.spend(keep, call).await.ok_or_else(out_of_time)
+}
+
+/// The answer of a request that ran out of its function's time (its cause, for the log).
+fn out_of_time() -> ApiError {
+    ApiError::Unavailable("AWS did not answer within the function's time".into())
 }
 
 /// The API's handlers over one store and queue. Cheap to clone.
@@ -169,11 +174,6 @@ impl Api {
             .ok_or_else(|| ApiError::Internal("this function has no queue configured".into()))?;
         let url_of = |id: &JobId| self_url(req, id);
         let budget = budget_of(req, crate::limits::SUBMIT_FUNCTION_TIMEOUT);
-        let out_of_time = || {
-            ApiError::Unavailable(
-                "the submit ran out of its function's time before the job was recorded".into(),
-            )
-        };
 
         // The key is scoped to the caller; the request is compared by its meaning, not its bytes.
         let idempotency = key.map(|k| {
@@ -192,10 +192,12 @@ impl Api {
         });
         let mut stale: Option<JobId> = None;
         if let Some((key_hash, request_hash, key)) = &idempotency {
-            let found = budget
-                .spend(RECORD_RESERVE, self.store.find_idempotent(key_hash))
-                .await
-                .ok_or_else(out_of_time)??;
+            let found = within(
+                &budget,
+                RECORD_RESERVE,
+                self.store.find_idempotent(key_hash),
+            )
+            .await??;
             if let Some(found) = found {
                 match self
                     .replay(&found, request_hash, key, &owner, &url_of, &budget)
@@ -226,10 +228,7 @@ impl Api {
         // answers an error and leaves only a message without a record, which workers delete
         // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record
         // that no message will ever run.
-        budget
-            .spend(RECORD_RESERVE, queue.send(message))
-            .await
-            .ok_or_else(out_of_time)??;
+        within(&budget, RECORD_RESERVE, queue.send(message)).await??;
         let create = self.store.create_with_key(
             &record,
             self.config.retention,
@@ -288,12 +287,8 @@ impl Api {
         url_of: &impl Fn(&JobId) -> String,
         budget: &Budget,
     ) -> Result<(StatusCode, JobView), ApiError> {
-        let job = budget
-            .spend(Duration::ZERO, self.store.get(&found.job_id))
-            .await
-            .ok_or_else(|| {
-                ApiError::Unavailable("the submit ran out of its function's time".into())
-            })??
+        let job = within(budget, Duration::ZERO, self.store.get(&found.job_id))
+            .await??
             .filter(|j| j.owner == *owner)
             .ok_or_else(|| ApiError::NotFound(found.job_id.to_string()))?;
         if found.request_hash != request_hash {
@@ -323,7 +318,7 @@ impl Api {
         // A job often finishes within milliseconds of a submit: look again soon, then less often.
         let mut pause = Duration::from_millis(20);
         loop {
-            let job = within(&budget, self.owned(&id, &owner)).await??;
+            let job = within(&budget, Duration::ZERO, self.owned(&id, &owner)).await??;
             let job = budget
                 .spend(Duration::ZERO, self.settled(job.clone()))
                 .await
@@ -349,6 +344,7 @@ impl Api {
             let now = Millis::now();
             match within(
                 &budget,
+                Duration::ZERO,
                 self.store.cancel(&id, &owner, now, self.config.retention),
             )
             .await?
@@ -368,8 +364,12 @@ impl Api {
                     if seen == Status::Expired && job.status == Status::Queued {
                         // Record the expiry; one that lost to a claim means the job runs:
                         // look again.
-                        match within(&budget, self.store.expire(&id, now, self.config.retention))
-                            .await?
+                        match within(
+                            &budget,
+                            Duration::ZERO,
+                            self.store.expire(&id, now, self.config.retention),
+                        )
+                        .await?
                         {
                             Ok(_) => {}
                             Err(StoreError::Conflict { .. }) => continue,

@@ -460,6 +460,16 @@ async fn a_sagemaker_style_model_server_serves_jobs_once_it_answers_ping() {
         view.error.as_deref(),
         Some("the job ran past its time limit of 2 s and was stopped")
     );
+    // An answer over the result limit fails the job, read only up to the limit.
+    let huge = s
+        .submit(ALICE, json!({"status": 200, "say": "x".repeat(400_000)}))
+        .await;
+    let view = s.wait_terminal(ALICE, &huge, SOON).await;
+    assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
+    assert_eq!(
+        view.error.as_deref(),
+        Some("the model server answered with more than 350000 bytes; results up to 350000 bytes are stored")
+    );
     let busy = s.submit(ALICE, json!({"status": 503, "say": "busy"})).await;
     let view = s.wait_terminal(ALICE, &busy, Duration::from_secs(40)).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 3), "{view:?}");

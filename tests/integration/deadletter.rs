@@ -11,8 +11,8 @@ use sluice::time::Millis;
 
 use crate::support::*;
 
-/// A job as submitted, whose message then reached the dead-letter queue.
-async fn stranded(s: &Stack) -> JobId {
+/// A job's record as submitted, by Alice.
+async fn recorded(s: &Stack) -> JobId {
     let id = JobId::generate();
     let job = JobRecord::queued(
         id.clone(),
@@ -23,6 +23,12 @@ async fn stranded(s: &Stack) -> JobId {
         2,
     );
     s.store.create(&job, s.retention, None).await.unwrap();
+    id
+}
+
+/// A job as submitted, whose message then reached the dead-letter queue.
+async fn stranded(s: &Stack) -> JobId {
+    let id = recorded(s).await;
     let input = RawValue::from_string(r#"{"text": "lost"}"#.into()).unwrap();
     s.dlq
         .send(Envelope::new(id.clone(), &input).encode().unwrap())
@@ -185,16 +191,7 @@ async fn a_job_whose_message_reached_the_dlq_ends_failed_and_can_be_redriven() {
 async fn a_job_whose_record_cannot_be_read_reaches_the_dlq_and_is_explained() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let s = Stack::new("dlq_unreadable").await;
-    let id = JobId::generate();
-    let job = JobRecord::queued(
-        id.clone(),
-        Owner::new(format!("iam:{ALICE}")),
-        Millis::now(),
-        None,
-        3,
-        2,
-    );
-    s.store.create(&job, s.retention, None).await.unwrap();
+    let id = recorded(&s).await;
     // Someone edits the record by hand.
     aws_sdk_dynamodb::Client::new(&s.aws)
         .update_item()

@@ -64,15 +64,6 @@ impl HttpHandler {
         }
     }
 
-    /// Marks the server away (if it was not already), with why.
-    fn went_away(&self, why: &str) {
-        let mut away = self.away.lock().expect("away lock");
-        if away.is_none() {
-            warn!(%why, "the model server is away; taking no jobs until GET /ping answers");
-            *away = Some(Instant::now());
-        }
-    }
-
     async fn ping(http: &reqwest::Client, base: &str) -> Result<(), String> {
         let resp = http
             .get(format!("{base}/ping"))
@@ -135,7 +126,7 @@ impl Handler for HttpHandler {
             // The job never ran; it goes back to the queue without spending an attempt.
             Err(e) if not_there(&e) => {
                 let why = error_chain(&e);
-                self.went_away(&why);
+                went_away(&self.away, &why);
                 return Err(JobError::unavailable(format!(
                     "the model server could not be reached ({why}); the job goes back to the queue"
                 )));
@@ -297,13 +288,7 @@ async fn keep_pinging(
                     info!(away = ?since.elapsed(), "the model server answers GET /ping again; taking jobs");
                 }
             }
-            Err(e) => {
-                let mut away = away.lock().expect("away lock");
-                if away.is_none() {
-                    warn!(error = %e, "the model server did not answer GET /ping; taking no jobs until it does");
-                    *away = Some(Instant::now());
-                }
-            }
+            Err(e) => went_away(&away, &e),
         }
         let away_now = away.lock().expect("away lock").is_some();
         next = Instant::now()
@@ -312,6 +297,15 @@ async fn keep_pinging(
             } else {
                 PING_EVERY
             };
+    }
+}
+
+/// Marks the server away since now (if it was not already), saying why.
+fn went_away(away: &Mutex<Option<Instant>>, why: &str) {
+    let mut away = away.lock().expect("away lock");
+    if away.is_none() {
+        warn!(%why, "the model server is away; taking no jobs until GET /ping answers");
+        *away = Some(Instant::now());
     }
 }
 
@@ -487,7 +481,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn progress_reports_are_taken_where_the_model_server_reaches_the_worker() {
+    async fn progress_reports_are_taken_on_loopback_for_a_server_on_loopback() {
         let v4 = std::net::IpAddr::from([127, 0, 0, 1]);
         for base in [
             "http://127.0.0.1:8080",

@@ -323,7 +323,7 @@ fn problem_of(states: &[SlotState]) -> Option<String> {
 /// The pause before restarting a process that failed `failures` times in a row: 1 s, doubling,
 /// at most 30 s.
 pub fn restart_pause(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+    sluice::job::RESTARTS.delay(failures, 1.0)
 }
 
 /// Keeps one slot's process running.

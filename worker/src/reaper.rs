@@ -6,31 +6,25 @@
 //! processes the process handler started itself (tokio waits for those).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tracing::debug;
 
 /// The processes the worker started itself and waits for through tokio.
-static MANAGED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+static MANAGED: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(Mutex::default);
 
 /// Marks `pid` as started and waited for by the worker.
 pub fn manage(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        MANAGED
-            .lock()
-            .expect("managed lock")
-            .get_or_insert_with(HashSet::new)
-            .insert(pid);
+        MANAGED.lock().expect("managed lock").insert(pid);
     }
 }
 
 /// `pid` is no longer the worker's to wait for through tokio (waited for, or dropped).
 pub fn release(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        if let Some(set) = MANAGED.lock().expect("managed lock").as_mut() {
-            set.remove(&pid);
-        }
+        MANAGED.lock().expect("managed lock").remove(&pid);
     }
 }
 
@@ -46,12 +40,7 @@ pub async fn run(every: Duration) {
         loop {
             tokio::time::sleep(every).await;
             for pid in zombie_children() {
-                let managed = MANAGED
-                    .lock()
-                    .expect("managed lock")
-                    .as_ref()
-                    .is_some_and(|s| s.contains(&pid));
-                if managed {
+                if MANAGED.lock().expect("managed lock").contains(&pid) {
                     continue;
                 }
                 use nix::sys::wait::{waitpid, WaitPidFlag};

@@ -203,6 +203,23 @@ async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
     worker.stop().await;
 }
 
+/// A handler that answers `{"attempt": n}` and counts its runs.
+fn counting_handler() -> (
+    impl sluice_worker::Handler,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = runs.clone();
+    let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
+        }
+    });
+    (handler, runs)
+}
+
 fn config_for(s: &Stack) -> WorkerConfig {
     let vars = [
         ("SLUICE_TABLE_NAME", s.res.table_name.as_str()),
@@ -224,15 +241,7 @@ async fn a_failed_result_write_is_retried_and_the_job_runs_once() {
     // Five attempts in a row: more than the SDK's own three.
     injected.fail("UpdateItem", Some("finished_at"), faults::Fault::Refused, 5);
     let store = injected.store(&s.aws, &s.res.table_name);
-    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let counted = runs.clone();
-    let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
-        let runs = counted.clone();
-        async move {
-            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
-        }
-    });
+    let (handler, runs) = counting_handler();
     let id = s.submit(support::ALICE, json!({})).await;
     let worker = InProcess::start(handler, config_for(&s), store, s.queue.clone());
     let job = s
@@ -280,15 +289,7 @@ async fn a_claim_whose_answer_was_lost_is_recognised_as_our_own() {
         .send(Envelope::new(id.clone(), &input).encode().unwrap())
         .await
         .unwrap();
-    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let counted = runs.clone();
-    let handler = handler_fn(move |_: serde_json::Value, ctx: JobContext| {
-        let runs = counted.clone();
-        async move {
-            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok::<_, JobError>(json!({"attempt": ctx.attempt}))
-        }
-    });
+    let (handler, runs) = counting_handler();
     let worker = InProcess::start(handler, config_for(&s), store, s.queue.clone());
     let job = s
         .until(&id, Duration::from_secs(30), "the job ends", |j| {
