@@ -108,6 +108,9 @@ const EARLY_CLAIM_RETRIES: [Duration; 3] = [
     Duration::from_millis(300),
 ];
 
+/// How long a stop waits for a receive under way to answer, so as to hand back what it took.
+const RECEIVE_HANDBACK_WAIT: Duration = Duration::from_secs(3);
+
 /// How long a job released at the drain deadline waits for its run to stop (a child's cancel
 /// grace and kill fit) before it is handed back.
 const RELEASE_WAIT: Duration = Duration::from_secs(8);
@@ -323,11 +326,11 @@ impl<H: Handler> Worker<H> {
             let received = tokio::select! {
                 r = &mut receive => r,
                 () = &mut shutdown => {
-                    // The receive may already have taken messages: let it end (a long poll
-                    // answers within its wait) and hand them back at once, not after their
-                    // visibility timeout.
-                    let bound = self.config.receive_wait + Duration::from_secs(10);
-                    if let Ok(Ok(taken)) = tokio::time::timeout(bound, receive).await {
+                    // The receive may already have taken messages, its answer on the way: let
+                    // it end and hand them back at once, not after their visibility timeout. A
+                    // long poll that took nothing is not waited out (a stop would take up to
+                    // its 20 s): a receive that took messages answers at once.
+                    if let Ok(Ok(taken)) = tokio::time::timeout(RECEIVE_HANDBACK_WAIT, receive).await {
                         for msg in &taken {
                             self.hide(msg, Duration::ZERO).await;
                         }
