@@ -10,7 +10,7 @@ MOTO_VERSION := 5.2.5
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv
+.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -78,6 +78,13 @@ CHAOS_LONGEST_MS ?= 20000
 chaos: setup build
 	SLUICE_CHAOS_JOBS=$(CHAOS_JOBS) SLUICE_CHAOS_SECONDS=$(CHAOS_SECONDS) SLUICE_CHAOS_LONGEST_MS=$(CHAOS_LONGEST_MS) \
 		cargo test --test chaos
+
+# The dead-letter reconciler against thousands of messages on the emulator (`make test` runs it
+# with 400): prints each run's figures. Override the count with DEAD_LETTERS.
+DEAD_LETTERS ?= 2000
+dead-letters-at-scale: setup build
+	SLUICE_DEAD_LETTERS=$(DEAD_LETTERS) cargo test --test integration \
+		the_reconciler_settles_thousands_of_dead_letters_in_a_few_runs -- --nocapture
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES_VENV) target

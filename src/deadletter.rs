@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::job::{JobId, JobRecord, Status};
-use crate::queue::{Envelope, JobQueue, QueueError, Received};
+use crate::queue::{Envelope, JobQueue, QueueError, ReceiptHandle, Received};
 use crate::store::{JobStore, StoreError};
 use crate::time::Millis;
 
@@ -21,6 +21,9 @@ pub enum Finding {
     Undecodable(String),
     /// A job message whose record does not exist: a submit that failed after sending it.
     NoRecord(JobId),
+    /// A job message without a record yet, younger than `job::ORPHAN_GRACE`: its submit may
+    /// still be writing the record. Judged again by a later pass.
+    AwaitingRecord(JobId),
     /// The job ended; there is nothing to run.
     Ended(JobRecord),
     /// The job runs on a live lease (this message was a duplicate): left alone.
@@ -37,7 +40,9 @@ impl Finding {
     /// The job the message is about, when it is a job's.
     pub fn job_id(&self) -> Option<&JobId> {
         match self {
-            Finding::NoRecord(id) | Finding::Unreadable(id, _) => Some(id),
+            Finding::NoRecord(id) | Finding::AwaitingRecord(id) | Finding::Unreadable(id, _) => {
+                Some(id)
+            }
             Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(&j.id),
             Finding::Undecodable(_) => None,
         }
@@ -48,6 +53,7 @@ impl Finding {
         match self {
             Finding::Undecodable(_) => "undecodable",
             Finding::NoRecord(_) => "no_record",
+            Finding::AwaitingRecord(_) => "awaiting_record",
             Finding::Ended(_) => "ended",
             Finding::Running(_) => "running",
             Finding::Stranded(_) => "stranded",
@@ -63,6 +69,9 @@ impl Finding {
             }
             Finding::NoRecord(id) => format!(
                 "job {id} has no record: its submit failed after queueing it and answered an error; nothing to run"
+            ),
+            Finding::AwaitingRecord(id) => format!(
+                "job {id} has no record yet: its submit may still be writing it; looked at again later"
             ),
             Finding::Ended(job) if job.error.as_deref().is_some_and(is_dead_letter_error) => {
                 format!(
@@ -123,6 +132,8 @@ pub struct DeadLetters {
     pub dlq: JobQueue,
     pub store: JobStore,
     pub retention: Duration,
+    /// The longest one pass runs ([`DeadLetters::reconcile`], `list`, `redrive`).
+    pub pass_time: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,95 +144,273 @@ pub enum DeadLetterError {
     Store(#[from] StoreError),
 }
 
-/// The most messages one pass looks at, and the longest it takes.
-const PASS_MESSAGES: usize = 100;
-const PASS_TIME: Duration = Duration::from_secs(20);
+/// The longest a pass runs unless told otherwise: well inside the backlog function's timeout,
+/// beside its sampling.
+pub const PASS_TIME: Duration = Duration::from_secs(40);
 
-impl DeadLetters {
-    async fn finding(&self, msg: &Received) -> Result<Finding, StoreError> {
-        let record = match Envelope::decode(&msg.body) {
-            Ok(e) => match self.store.get(&e.job_id).await {
-                Ok(r) => r,
-                Err(StoreError::Corrupt { reason, .. }) => {
-                    return Ok(Finding::Unreadable(e.job_id, reason))
-                }
-                Err(e) => return Err(e),
-            },
-            Err(_) => None,
-        };
-        Ok(judge(&msg.body, record, Millis::now()))
+/// How long a pass that ran out of time keeps hidden the messages it leaves in the queue, so
+/// that the next passes reach the others first: every message is looked at within a few runs
+/// however many there are.
+pub const REST: Duration = Duration::from_secs(600);
+
+/// What one reconciling pass did.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// Every message looked at, what it is, and whether it was deleted (settled: nothing
+    /// about it needs anyone) or left for `sluice dlq`.
+    pub seen: Vec<(Received, Finding, bool)>,
+    /// Whether the pass looked at every message the queue showed. When not (it ran out of
+    /// time), what it left stays hidden for [`REST`] so that the next pass reaches the rest.
+    pub complete: bool,
+}
+
+impl Reconciled {
+    pub fn deleted(&self) -> usize {
+        self.seen.iter().filter(|(_, _, d)| *d).count()
+    }
+}
+
+/// The messages of one pass: each received once, hidden until the pass ends.
+struct Pass<'a> {
+    dead: &'a DeadLetters,
+    started: std::time::Instant,
+    seen: std::collections::HashSet<String>,
+    complete: bool,
+}
+
+impl<'a> Pass<'a> {
+    fn new(dead: &'a DeadLetters) -> Self {
+        Pass {
+            dead,
+            started: std::time::Instant::now(),
+            seen: Default::default(),
+            complete: false,
+        }
     }
 
-    /// Receives up to `max` messages, each once, and judges them. They stay hidden (so nothing
-    /// else acts on them meanwhile) until [`Self::release`] makes them visible again.
-    async fn pass(&self, max: usize) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
-        let started = std::time::Instant::now();
-        let mut seen: Vec<(Received, Finding)> = Vec::new();
-        while seen.len() < max && started.elapsed() < PASS_TIME {
-            let batch = self.dlq.receive(10, Duration::from_secs(1)).await?;
+    /// The next messages not seen in this pass, judged; `None` once the queue shows no more
+    /// (`complete`) or the pass's time is up.
+    async fn next(&mut self) -> Result<Option<Vec<(Received, Finding)>>, DeadLetterError> {
+        let dead = self.dead;
+        // Hidden past the pass's end: no message shows twice in one pass.
+        let hide = dead.pass_time + Duration::from_secs(60);
+        while self.started.elapsed() < dead.pass_time {
+            let batch = dead
+                .dlq
+                .receive_hidden(10, Duration::from_secs(1), Some(hide))
+                .await?;
             if batch.is_empty() {
-                break;
+                self.complete = true;
+                return Ok(None);
             }
-            for msg in batch {
-                if seen.len() >= max || seen.iter().any(|(m, _)| m.message_id == msg.message_id) {
-                    let _ = self
-                        .dlq
-                        .change_visibility(&msg.receipt, Duration::ZERO)
-                        .await;
-                    continue;
-                }
-                let finding = self.finding(&msg).await?;
-                seen.push((msg, finding));
+            let fresh: Vec<Received> = batch
+                .into_iter()
+                .filter(|m| self.seen.insert(m.message_id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let ids: Vec<JobId> = fresh
+                .iter()
+                .filter_map(|m| Envelope::decode(&m.body).ok().map(|e| e.job_id))
+                .collect();
+            let records = dead.store.get_many(&ids).await?;
+            let now = Millis::now();
+            let judged = fresh
+                .into_iter()
+                .map(|m| {
+                    let finding = match Envelope::decode(&m.body) {
+                        Ok(e) => match records.get(&e.job_id) {
+                            Some(Err(reason)) => Finding::Unreadable(e.job_id, reason.clone()),
+                            Some(Ok(job)) => judge(&m.body, Some(job.clone()), now),
+                            None => judge(&m.body, None, now),
+                        },
+                        Err(_) => judge(&m.body, None, now),
+                    };
+                    (m, finding)
+                })
+                .collect();
+            return Ok(Some(judged));
+        }
+        Ok(None)
+    }
+}
+
+impl DeadLetters {
+    pub fn new(dlq: JobQueue, store: JobStore, retention: Duration) -> Self {
+        DeadLetters {
+            dlq,
+            store,
+            retention,
+            pass_time: PASS_TIME,
+        }
+    }
+
+    /// Makes messages visible again (`hide` zero) or hides them for `hide`.
+    async fn show<'m>(&self, receipts: impl Iterator<Item = &'m ReceiptHandle>, hide: Duration) {
+        let receipts: Vec<ReceiptHandle> = receipts.cloned().collect();
+        for chunk in receipts.chunks(10) {
+            if let Err(e) = self.dlq.change_visibility_batch(chunk, hide).await {
+                tracing::warn!(error = %crate::aws::DisplayErrorContext(&e), "could not show dead-lettered messages again; they show when their visibility runs out");
             }
         }
+    }
+
+    async fn delete_all(&self, receipts: &[ReceiptHandle]) -> Result<(), DeadLetterError> {
+        for chunk in receipts.chunks(10) {
+            self.dlq.delete_batch(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Every message (up to `max`) with what it is; each is visible again afterwards.
+    async fn pass(&self, max: usize) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
+        let mut pass = Pass::new(self);
+        let mut seen = Vec::new();
+        let result = loop {
+            if seen.len() >= max {
+                break Ok(());
+            }
+            match pass.next().await {
+                Ok(Some(batch)) => seen.extend(batch),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = result {
+            self.show(seen.iter().map(|(m, _)| &m.receipt), Duration::ZERO)
+                .await;
+            return Err(e);
+        }
+        // What was received beyond `max` goes back at once.
+        let extra = seen.split_off(max.min(seen.len()));
+        self.show(extra.iter().map(|(m, _)| &m.receipt), Duration::ZERO)
+            .await;
         Ok(seen)
     }
 
     async fn release(&self, messages: &[(Received, Finding)]) {
-        for (msg, _) in messages {
-            let _ = self
-                .dlq
-                .change_visibility(&msg.receipt, Duration::ZERO)
-                .await;
+        self.show(messages.iter().map(|(m, _)| &m.receipt), Duration::ZERO)
+            .await;
+    }
+
+    /// One pass over the queue, within `pass_time`:
+    /// - a stranded job is ended (`CANCELLED` when its caller asked, else `FAILED` with the
+    ///   reason); its message stays for `sluice dlq redrive`, one copy per job;
+    /// - a message with nothing left to act on is deleted: its job ended otherwise, a further
+    ///   copy of a kept job's message, a message whose job was never recorded (its id is
+    ///   retired first, so no record can come after);
+    /// - what needs a person stays (a job running on a live lease, an unreadable record, a
+    ///   message that is not a job's).
+    pub async fn reconcile(&self) -> Result<Reconciled, DeadLetterError> {
+        let mut pass = Pass::new(self);
+        let mut out: Vec<(Received, Finding, bool)> = Vec::new();
+        let mut kept_jobs = std::collections::HashSet::new();
+        let failure = loop {
+            let batch = match pass.next().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            };
+            let mut settled = Vec::new();
+            let mut failure = None;
+            for (msg, finding) in batch {
+                if failure.is_some() {
+                    out.push((msg, finding, false));
+                    continue;
+                }
+                let finding = match self.settle(&msg, finding.clone()).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failure = Some(e);
+                        out.push((msg, finding, false));
+                        continue;
+                    }
+                };
+                let delete = match &finding {
+                    Finding::NoRecord(_) => true,
+                    Finding::Ended(job)
+                        if is_dead_letter_error(job.error.as_deref().unwrap_or("")) =>
+                    {
+                        !kept_jobs.insert(job.id.clone())
+                    }
+                    Finding::Ended(_) => true,
+                    _ => false,
+                };
+                if delete {
+                    settled.push(msg.receipt.clone());
+                }
+                out.push((msg, finding, delete));
+            }
+            if let Err(e) = self.delete_all(&settled).await {
+                break Some(e);
+            }
+            if failure.is_some() {
+                break failure;
+            }
+        };
+        // What stays shows again: at once after a full pass, after a rest otherwise.
+        let hide = if pass.complete { Duration::ZERO } else { REST };
+        self.show(
+            out.iter()
+                .filter(|(_, _, d)| !d)
+                .map(|(m, _, _)| &m.receipt),
+            if failure.is_some() {
+                Duration::ZERO
+            } else {
+                hide
+            },
+        )
+        .await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Reconciled {
+                seen: out,
+                complete: pass.complete,
+            }),
         }
     }
 
-    /// One pass over up to 100 messages: ends every stranded job (`CANCELLED` when its caller
-    /// asked, else `FAILED` with the reason), and leaves the messages where they are for
-    /// `sluice dlq`. Returns what it saw.
-    pub async fn reconcile(&self) -> Result<Vec<(Received, Finding)>, DeadLetterError> {
-        let mut seen = self.pass(PASS_MESSAGES).await?;
-        for (msg, finding) in &mut seen {
-            let Finding::Stranded(job) = &*finding else {
-                continue;
-            };
-            let now = Millis::now();
-            let ended = if job.cancel_requested {
-                self.store
-                    .cancel_abandoned(&job.id, now, self.retention)
-                    .await
-            } else {
-                self.store
-                    .fail_dead_lettered(&job.id, msg.receive_count, now, self.retention)
-                    .await
-            };
-            match ended {
-                Ok(ended) => {
-                    tracing::warn!(job_id = %ended.id, status = %ended.status, deliveries = msg.receive_count, "job ended: its message reached the dead-letter queue");
-                    *finding = Finding::Ended(ended);
-                }
-                // It moved meanwhile (a worker claimed it, it ended): judge it again.
-                Err(StoreError::Conflict { current }) => {
-                    *finding = judge(&msg.body, current.map(|c| *c), now);
-                }
-                Err(e) => {
-                    self.release(&seen).await;
-                    return Err(e.into());
+    /// Acts on one message's finding; returns what it is now.
+    async fn settle(&self, msg: &Received, finding: Finding) -> Result<Finding, DeadLetterError> {
+        let now = Millis::now();
+        match finding {
+            Finding::Stranded(job) => {
+                let ended = if job.cancel_requested {
+                    self.store
+                        .cancel_abandoned(&job.id, now, self.retention)
+                        .await
+                } else {
+                    self.store
+                        .fail_dead_lettered(&job.id, msg.receive_count, now, self.retention)
+                        .await
+                };
+                match ended {
+                    Ok(ended) => {
+                        tracing::warn!(job_id = %ended.id, status = %ended.status, deliveries = msg.receive_count, "job ended: its message reached the dead-letter queue");
+                        Ok(Finding::Ended(ended))
+                    }
+                    // It moved meanwhile (a worker claimed it, it ended): judge it again.
+                    Err(StoreError::Conflict { current }) => {
+                        Ok(judge(&msg.body, current.map(|c| *c), now))
+                    }
+                    Err(e) => Err(e.into()),
                 }
             }
+            // A record may yet come for a young message (its submit still running); an old
+            // one's id is retired before its message goes.
+            Finding::NoRecord(id) if now.since(msg.sent_at) < crate::job::ORPHAN_GRACE => {
+                Ok(Finding::AwaitingRecord(id))
+            }
+            Finding::NoRecord(id) => match self.store.bury(&id, now).await {
+                Ok(()) => Ok(Finding::NoRecord(id)),
+                Err(StoreError::Conflict { current }) => {
+                    Ok(judge(&msg.body, current.map(|c| *c), now))
+                }
+                Err(e) => Err(e.into()),
+            },
+            other => Ok(other),
         }
-        self.release(&seen).await;
-        Ok(seen)
     }
 
     /// Every message (up to `max`) with what it is; each is visible again afterwards.
@@ -290,7 +479,9 @@ impl DeadLetters {
                 }
             }
             // A person mends the record first; until then the message stays.
-            Finding::Running(_) | Finding::Unreadable(..) => Redriven::Left,
+            Finding::Running(_) | Finding::Unreadable(..) | Finding::AwaitingRecord(_) => {
+                Redriven::Left
+            }
             _ if drop_dead => Redriven::Dropped,
             _ => Redriven::Left,
         };

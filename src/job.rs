@@ -199,6 +199,9 @@ pub struct JobRecord {
     pub on_timeout: OnTimeout,
     /// The running job's latest progress report, stored with a heartbeat.
     pub progress: Option<Progress>,
+    /// How many times an operator sent the job back to the queue after it ended `FAILED` in
+    /// the dead-letter queue (`sluice dlq redrive`): the one way out of a terminal status.
+    pub redrives: u32,
 }
 
 pub use crate::limits::MAX_JOB_TIMEOUT;
@@ -288,6 +291,7 @@ impl JobRecord {
             timeout_seconds: None,
             on_timeout: OnTimeout::Fail,
             progress: None,
+            redrives: 0,
         }
     }
 
@@ -321,8 +325,12 @@ impl JobRecord {
 /// What a worker does after its claim on a job was refused, judged from the record as it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimRefusal {
-    /// The job is finished (or was never recorded and never will be): delete the message.
+    /// The job is finished: delete the message.
     Delete,
+    /// The job was never recorded, and its message is past [`ORPHAN_GRACE`]: take the id for
+    /// good ([`crate::store::JobStore::bury`]), so that a submit still writing its record fails
+    /// instead of leaving a job no message runs, then delete the message.
+    Bury,
     /// The queued job's deadline passed: record `EXPIRED`, then delete the message.
     Expire,
     /// The job's owner asked to cancel while it ran, and the attempt ended without honouring
@@ -347,7 +355,7 @@ pub fn on_claim_refused(
 ) -> ClaimRefusal {
     let Some(job) = record else {
         return if message_age >= ORPHAN_GRACE {
-            ClaimRefusal::Delete
+            ClaimRefusal::Bury
         } else {
             // The record may be a little behind its message: look again soon, then less and
             // less often, so that an orphan's deliveries reach the grace (and its delete) in a
@@ -597,7 +605,7 @@ mod tests {
         loop {
             deliveries += 1;
             match on_claim_refused(None, now, age) {
-                ClaimRefusal::Delete => break,
+                ClaimRefusal::Bury => break,
                 ClaimRefusal::RetryLater(hide) => {
                     assert!(hide >= Duration::from_secs(2), "{hide:?}");
                     age += hide + Duration::from_millis(100);
@@ -648,7 +656,7 @@ mod tests {
                 young,
                 ClaimRefusal::RetryLater(Duration::from_secs(2)),
             ),
-            ("no record, orphan", None, old, ClaimRefusal::Delete),
+            ("no record, orphan", None, old, ClaimRefusal::Bury),
             ("succeeded", Some(&succeeded), young, ClaimRefusal::Delete),
             ("failed", Some(&failed), young, ClaimRefusal::Delete),
             ("cancelled", Some(&cancelled), young, ClaimRefusal::Delete),

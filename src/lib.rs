@@ -21,5 +21,6 @@ pub mod nudge;
 pub mod queue;
 pub mod scaling;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod time;

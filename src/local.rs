@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use http_body_util::{BodyExt, Full, Limited};
@@ -68,6 +68,7 @@ pub async fn ensure_resources(
         .await
         .is_ok();
     if !exists {
+        let (open_shard, sent_at) = crate::store::OPEN_INDEX_KEYS;
         ddb.create_table()
             .table_name(&table_name)
             .billing_mode(BillingMode::PayPerRequest)
@@ -81,6 +82,41 @@ pub async fn ensure_resources(
                 KeySchemaElement::builder()
                     .attribute_name("id")
                     .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            // The open jobs, for the sweeper (as the CDK app's table has it).
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(open_shard)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(sent_at)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()?,
+            )
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(crate::store::OPEN_INDEX)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(open_shard)
+                            .key_type(KeyType::Hash)
+                            .build()?,
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(sent_at)
+                            .key_type(KeyType::Range)
+                            .build()?,
+                    )
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
                     .build()?,
             )
             .send()

@@ -45,8 +45,9 @@ enum DlqAction {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// End FAILED, with the reason, every job whose message sits there and that runs nowhere
-    /// (the backlog function does this every minute).
+    /// End FAILED, with the reason, every job whose message sits there and that runs nowhere,
+    /// and delete the messages with nothing left to act on (the backlog function does this
+    /// every minute).
     Reconcile,
     /// Send jobs' messages back to the jobs queue: the jobs named, or all with --all. A job the
     /// reconciler ended FAILED is queued again first.
@@ -389,11 +390,11 @@ async fn dlq(
         .context("no dead-letter queue: pass --dlq-url or set SLUICE_DLQ_URL (the stack's DeadLetterQueueUrl output)")?;
     let table = table.context("no jobs table: pass --table or set SLUICE_TABLE_NAME")?;
     let aws = sluice::aws::load().await;
-    let dead = DeadLetters {
-        dlq: sluice::queue::JobQueue::from_sdk(&aws, dlq_url),
-        store: sluice::store::JobStore::from_sdk(&aws, table).with_retention(retention),
+    let dead = DeadLetters::new(
+        sluice::queue::JobQueue::from_sdk(&aws, dlq_url),
+        sluice::store::JobStore::from_sdk(&aws, table).with_retention(retention),
         retention,
-    };
+    );
     let job_of = |f: &Finding| f.job_id().map(ToString::to_string);
     let kind = |f: &Finding| f.kind();
     let rows: Vec<serde_json::Value> = match action {
@@ -403,12 +404,16 @@ async fn dlq(
             .into_iter()
             .map(|(m, f)| serde_json::json!({"message_id": m.message_id, "deliveries": m.receive_count, "job_id": job_of(&f), "finding": kind(&f), "explanation": f.explain()}))
             .collect(),
-        DlqAction::Reconcile => dead
-            .reconcile()
-            .await?
-            .into_iter()
-            .map(|(m, f)| serde_json::json!({"message_id": m.message_id, "job_id": job_of(&f), "finding": kind(&f), "explanation": f.explain()}))
-            .collect(),
+        DlqAction::Reconcile => {
+            let done = dead.reconcile().await?;
+            if !done.complete {
+                eprintln!("the pass ran out of time before it saw every message; run it again to see the rest");
+            }
+            done.seen
+                .into_iter()
+                .map(|(m, f, deleted)| serde_json::json!({"message_id": m.message_id, "job_id": job_of(&f), "finding": kind(&f), "deleted": deleted, "explanation": f.explain()}))
+                .collect()
+        }
         DlqAction::Redrive {
             ids,
             all,

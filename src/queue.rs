@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName,
+};
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -170,6 +173,26 @@ impl JobQueue {
         })
     }
 
+    /// How long the queue keeps a message from when it was sent (`MessageRetentionPeriod`).
+    pub async fn retention(&self) -> Result<Duration, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(A::MessageRetentionPeriod)
+            .send()
+            .await
+            .map_err(classify)?;
+        let secs = out
+            .attributes
+            .unwrap_or_default()
+            .get(&A::MessageRetentionPeriod)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(4 * 86_400);
+        Ok(Duration::from_secs(secs))
+    }
+
     /// The queue's name: the last segment of its URL.
     pub fn name(&self) -> &str {
         self.url.rsplit('/').next().unwrap_or(&self.url)
@@ -186,14 +209,27 @@ impl JobQueue {
             .map_err(classify)
     }
 
-    /// Long-polls for up to `max` messages (at most 10), waiting up to `wait`.
+    /// Long-polls for up to `max` messages (at most 10), waiting up to `wait`; what it takes
+    /// stays hidden for the queue's visibility timeout.
     pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        self.receive_hidden(max, wait, None).await
+    }
+
+    /// [`JobQueue::receive`], hiding what it takes for `hide` instead of the queue's visibility
+    /// timeout when given.
+    pub async fn receive_hidden(
+        &self,
+        max: i32,
+        wait: Duration,
+        hide: Option<Duration>,
+    ) -> Result<Vec<Received>, QueueError> {
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20).min(20))
+            .set_visibility_timeout(hide.map(visibility_seconds))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names(FIRST_SENT)
@@ -303,6 +339,44 @@ impl JobQueue {
             .await
             .map_err(classify)?;
         self.delete(&msg.receipt).await
+    }
+
+    /// Hides up to 10 deliveries for `timeout` from now, in one request. Returns the receipts
+    /// SQS refused.
+    pub async fn change_visibility_batch(
+        &self,
+        receipts: &[ReceiptHandle],
+        timeout: Duration,
+    ) -> Result<Vec<ReceiptHandle>, QueueError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&r.0)
+                    .visibility_timeout(visibility_seconds(timeout))
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .failed
+            .iter()
+            .filter_map(|f| f.id.parse::<usize>().ok())
+            .filter_map(|i| receipts.get(i).cloned())
+            .collect())
     }
 
     /// Hides a delivery for `timeout` from now (0 makes it visible at once).

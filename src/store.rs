@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -116,11 +117,40 @@ mod attr {
     pub const PROGRESS_MESSAGE: &str = "progress_message";
     /// Set on a job the dead-letter reconciler ended `FAILED`, which a redrive may reopen.
     pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// How many times an operator redrove the job out of `FAILED`, and when last.
+    pub const REDRIVES: &str = "redrives";
+    pub const REDRIVEN_AT: &str = "redriven_at";
+    /// Present while the job has not ended: the shard of the open-jobs index
+    /// ([`super::OPEN_INDEX`]), which holds only the jobs that have not ended.
+    pub const OPEN: &str = "open";
+    /// When a message for the job was last sent (epoch ms): the sort key of the open-jobs
+    /// index, by which the sweeper finds jobs whose message must have left the queue.
+    pub const SENT_AT: &str = "sent_at";
+    /// Marks an id whose message was deleted before any record came: no record may take it.
+    pub const BURIED: &str = "buried";
     /// DynamoDB's TTL attribute, in epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
     pub const JOB_ID: &str = "job_id";
     pub const REQUEST_HASH: &str = "request_hash";
 }
+
+/// The sparse index over the jobs that have not ended, by shard and by when their message was
+/// last sent. A job leaves it when it ends (its `open` attribute is removed).
+pub const OPEN_INDEX: &str = "open-jobs";
+/// The index's partition key and sort key.
+pub const OPEN_INDEX_KEYS: (&str, &str) = (attr::OPEN, attr::SENT_AT);
+/// The open-jobs index spreads its writes over this many partitions.
+pub const OPEN_SHARDS: u32 = 16;
+
+/// The open-jobs index partition of a job: from the random tail of its id. Pure.
+pub fn open_shard(id: &JobId) -> String {
+    let last = id.to_string().bytes().last().unwrap_or(0);
+    (u32::from(last) % OPEN_SHARDS).to_string()
+}
+
+/// How long an id buried by [`JobStore::bury`] stays taken: far beyond the longest a submit can
+/// still be writing its record (its function's timeout).
+pub const BURIAL: Duration = Duration::from_secs(86_400);
 
 /// The key of the item that maps a caller's idempotency key to its job.
 pub fn idempotency_item_id(key_hash: &str) -> String {
@@ -268,6 +298,7 @@ impl Update {
             .set(attr::FINISHED_AT, n(now.0))
             .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
             .remove(attr::LEASE_EXPIRES_AT)
+            .remove(attr::OPEN)
     }
 }
 
@@ -318,6 +349,9 @@ impl JobStore {
         let expires = expires_at(job.submitted_at, crate::limits::while_unfinished(retention));
         let mut item = to_item(job);
         item.insert(attr::EXPIRES_AT.into(), n(expires));
+        // The submit sent its message just before: the job is open, its message as old as it.
+        item.insert(attr::OPEN.into(), s(open_shard(&job.id)));
+        item.insert(attr::SENT_AT.into(), n(job.submitted_at.0));
         let Some((key_hash, request_hash)) = idempotency else {
             return match self
                 .client
@@ -337,14 +371,14 @@ impl JobStore {
                 // applied but whose answer was lost, then retried by the SDK. The refusal
                 // carries the record, so no read (which could fail in turn) is needed to know.
                 Err(e) if is_conditional_failure(&e) => {
-                    let found = e
-                        .as_service_error()
-                        .and_then(|e| match e {
-                            PutItemError::ConditionalCheckFailedException(c) => c.item(),
-                            _ => None,
-                        })
-                        .map(from_item)
-                        .transpose()?;
+                    let found = e.as_service_error().and_then(|e| match e {
+                        PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                        _ => None,
+                    });
+                    if found.is_some_and(is_buried) {
+                        return Err(buried_error(&job.id));
+                    }
+                    let found = found.map(from_item).transpose()?;
                     match found {
                         Some(found)
                             if found.owner == job.owner
@@ -374,6 +408,7 @@ impl JobStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", attr::ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let mut idem = HashMap::new();
@@ -407,20 +442,27 @@ impl JobStore {
         match result {
             Ok(_) => Ok(Created::Created),
             Err(err) => {
-                let existing = err
+                let reasons = err
                     .as_service_error()
                     .and_then(|e| match e {
                         TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
                         _ => None,
                     })
-                    .and_then(|e| e.cancellation_reasons().get(1))
-                    .filter(|r| r.code() == Some("ConditionalCheckFailed"))
-                    .and_then(|r| r.item())
-                    .and_then(idempotency_from_item);
-                match existing {
-                    Some(found) => Ok(Created::Existing(found)),
-                    None => Err(classify(err)),
+                    .map(|c| c.cancellation_reasons())
+                    .unwrap_or_default();
+                let refused = |i: usize| {
+                    reasons
+                        .get(i)
+                        .filter(|r| r.code() == Some("ConditionalCheckFailed"))
+                        .and_then(|r| r.item())
+                };
+                if let Some(found) = refused(1).and_then(idempotency_from_item) {
+                    return Ok(Created::Existing(found));
                 }
+                if refused(0).is_some_and(is_buried) {
+                    return Err(buried_error(&job.id));
+                }
+                Err(classify(err))
             }
         }
     }
@@ -524,7 +566,183 @@ impl JobStore {
             .send()
             .await
             .map_err(classify)?;
-        out.item().map(from_item).transpose()
+        out.item().and_then(record_item).map(from_item).transpose()
+    }
+
+    /// Reads many jobs at once (strongly consistent), in requests of up to 100. A job without a
+    /// record is absent from the answer; one whose record cannot be read maps to the reason.
+    pub async fn get_many(
+        &self,
+        ids: &[JobId],
+    ) -> Result<HashMap<JobId, Result<JobRecord, String>>, StoreError> {
+        let mut found = HashMap::new();
+        let mut unique: Vec<&JobId> = ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([(attr::ID.to_owned(), s(id.to_string()))]))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?,
+            );
+            // DynamoDB may leave some keys unprocessed under load: ask again for those, with a
+            // pause that grows, as its documentation asks.
+            let mut pause = Duration::from_millis(50);
+            while let Some(req) = request.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(item) = record_item(item) else {
+                        continue;
+                    };
+                    let id = item.get(attr::ID).and_then(|v| v.as_s().ok());
+                    let Some(id) = id.and_then(|i| i.parse::<JobId>().ok()) else {
+                        continue;
+                    };
+                    let record = from_item(item).map_err(|e| match e {
+                        StoreError::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    });
+                    found.insert(id, record);
+                }
+                request = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if request.is_some() {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Takes `id` for good when its message is deleted before any record came (an orphan):
+    /// a submit still writing that record then fails, and answers its caller an error, instead
+    /// of leaving a job no message will ever run. `Conflict` carries the record that came first.
+    pub async fn bury(&self, id: &JobId, now: Millis) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::ID, s(id.to_string()))
+            .item(attr::BURIED, n(now.0))
+            .item(attr::EXPIRES_AT, n(expires_at(now, BURIAL)))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => {
+                let found = e.as_service_error().and_then(|e| match e {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                    _ => None,
+                });
+                match found {
+                    // Buried already (by another worker, or this call's own try whose answer
+                    // was lost).
+                    None => Ok(()),
+                    Some(item) if is_buried(item) => Ok(()),
+                    Some(item) => Err(StoreError::Conflict {
+                        current: Some(Box::new(from_item(item)?)),
+                    }),
+                }
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Records that a message for the job was sent again now (a worker's `send_again`, a
+    /// redrive): the sweeper counts the message's retention from here. A job that has ended is
+    /// left alone.
+    pub async fn mark_sent(&self, id: &JobId, now: Millis) -> Result<(), StoreError> {
+        let update = Update::default()
+            .set(attr::SENT_AT, n(now.0))
+            .when("attribute_exists(#open)");
+        match self.update(id, update).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the open jobs in `shard` whose message was last sent before `cutoff`, oldest
+    /// first, with where the next page starts.
+    pub async fn open_sent_before(
+        &self,
+        shard: &str,
+        cutoff: Millis,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_INDEX)
+            .key_condition_expression("#open = :shard AND #sent_at < :cutoff")
+            .expression_attribute_names("#open", attr::OPEN)
+            .expression_attribute_names("#sent_at", attr::SENT_AT)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":cutoff", n(cutoff.0))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let rows = out
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let id = item.get(attr::ID)?.as_s().ok()?.parse::<JobId>().ok()?;
+                let sent = item.get(attr::SENT_AT)?.as_n().ok()?.parse::<i64>().ok()?;
+                Some((id, Millis(sent)))
+            })
+            .collect();
+        Ok((rows, out.last_evaluated_key().cloned()))
+    }
+
+    /// Ends a job whose message must have left the queue: its last send (`sent_at`, as the
+    /// sweeper saw it) is older than the queue keeps a message, and it runs nowhere (queued, or
+    /// running on a lapsed lease). A job that moved meanwhile is left alone (`Conflict`).
+    pub async fn end_unsent(
+        &self,
+        id: &JobId,
+        end: Status,
+        error: &str,
+        sent_at: Millis,
+        now: Millis,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::ended(end, now, self.retention)
+            .set(attr::ERROR, s(error))
+            .when(
+                "#sent_at = :sent AND (#status = :queued \
+                 OR (#status = :running AND #lease_expires_at <= :now))",
+            )
+            .bind("sent", n(sent_at.0))
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("running", s(Status::Running.as_str()))
+            .bind("now", n(now.0));
+        self.update(id, update).await
     }
 
     /// Claims the job for a new attempt by `worker` until `now + lease`. Returns the record as
@@ -776,6 +994,10 @@ impl JobStore {
                     crate::limits::while_unfinished(self.retention),
                 )),
             )
+            .set(attr::OPEN, s(open_shard(id)))
+            .set(attr::SENT_AT, n(now.0))
+            .set(attr::REDRIVEN_AT, n(now.0))
+            .increment(attr::REDRIVES)
             .remove(attr::FINISHED_AT)
             .remove(attr::DEAD_LETTERED)
             .remove(attr::ERROR)
@@ -814,7 +1036,12 @@ impl JobStore {
                 if let Some(UpdateItemError::ConditionalCheckFailedException(e)) =
                     err.as_service_error()
                 {
-                    let current = e.item().map(from_item).transpose()?.map(Box::new);
+                    let current = e
+                        .item()
+                        .and_then(record_item)
+                        .map(from_item)
+                        .transpose()?
+                        .map(Box::new);
                     return Err(StoreError::Conflict { current });
                 }
                 Err(classify(err))
@@ -858,6 +1085,26 @@ fn expires_at(from: Millis, retention: Duration) -> i64 {
     from.plus(retention).as_epoch_seconds()
 }
 
+/// Whether an item is a buried id's ([`JobStore::bury`]) rather than a job's.
+fn is_buried(item: &Item) -> bool {
+    item.contains_key(attr::BURIED)
+}
+
+/// The item as a job's record: `None` for a buried id, which no job has.
+fn record_item(item: &Item) -> Option<&Item> {
+    (!is_buried(item)).then_some(item)
+}
+
+fn buried_error(id: &JobId) -> StoreError {
+    StoreError::Unavailable(
+        format!(
+            "job {id}'s message was deleted as an orphan before its record was written; \
+             nothing of it runs, and a retry makes a new job"
+        )
+        .into(),
+    )
+}
+
 fn idempotency_from_item(item: &Item) -> Option<IdempotencyRecord> {
     let job_id = item.get(attr::JOB_ID)?.as_s().ok()?.parse().ok()?;
     let request_hash = item.get(attr::REQUEST_HASH)?.as_s().ok()?.clone();
@@ -895,6 +1142,7 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::RESULT, job.result.clone().map(s)),
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
+        (attr::REDRIVES, (job.redrives > 0).then(|| n(job.redrives))),
         (
             attr::PROGRESS_FRACTION,
             job.progress
@@ -997,6 +1245,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
             let p = Progress::new(fraction, text(attr::PROGRESS_MESSAGE).as_deref());
             (!p.is_empty()).then_some(p)
         },
+        redrives: count(attr::REDRIVES)?,
     })
 }
 

@@ -185,14 +185,17 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
   const role = stack.scaling.function.role!;
   assert.deepEqual(actionsOf(t, role), [
     'cloudwatch:PutMetricData',
+    'dynamodb:BatchGetItem',
     'dynamodb:GetItem',
     'dynamodb:PutItem',
+    'dynamodb:Query',
     'dynamodb:UpdateItem',
     'ecs:DescribeServices',
     'ecs:UpdateService',
     'logs:CreateLogStream',
     'logs:PutLogEvents',
     'sqs:ChangeMessageVisibility',
+    'sqs:DeleteMessage',
     'sqs:GetQueueAttributes',
     'sqs:ReceiveMessage',
   ]);
@@ -202,31 +205,26 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
     assert.equal(grants.length, 1, action);
     assert.equal(j(grants[0].Resource), j({ Ref: logicalId(stack.workers.service) }), action);
   }
-  // The lease item: the jobs table only.
+  // The jobs table and its open-jobs index (the sweeper's Query), nothing else.
   const table = j({ 'Fn::GetAtt': [logicalId(stack.jobTable.table), 'Arn'] });
-  for (const action of ['dynamodb:PutItem']) {
-    const grants = grantsOf(t, role, action);
-    assert.equal(grants.length, 1, action);
-    const resources = Array.isArray(grants[0].Resource) ? grants[0].Resource : [grants[0].Resource];
-    assert.ok(resources.length >= 1 && resources.every((r: unknown) => j(r).includes(logicalId(stack.jobTable.table))), action);
-    assert.ok(resources.some((r: unknown) => j(r) === table), action);
-    // The lease items only: no job record can be overwritten.
-    assert.deepEqual(grants[0].Condition, {
-      'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['scale:*'] },
-    });
+  assert.equal(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource), table);
+  const query = j(grantsOf(t, role, 'dynamodb:Query')[0].Resource);
+  assert.ok(query.includes(logicalId(stack.jobTable.table)) && query.includes('/index/open-jobs'), query);
+  // The reconciler receives from and deletes in the dead-letter queue only.
+  for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage']) {
+    assert.equal(
+      j(grantsOf(t, role, action)[0].Resource),
+      j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.deadLetterQueue), 'Arn'] }),
+      action,
+    );
   }
-  // The reconciler reads the dead-letter queue only, and never deletes from it.
-  assert.equal(
-    j(grantsOf(t, role, 'sqs:ReceiveMessage')[0].Resource),
-    j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.deadLetterQueue), 'Arn'] }),
-  );
   assert.equal(fn.Environment.Variables.SLUICE_DLQ_URL.Ref, logicalId(stack.jobQueue.deadLetterQueue));
   const put = grantsOf(t, role, 'cloudwatch:PutMetricData');
   assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': file.namespace } });
-  assert.equal(
-    j(grantsOf(t, role, 'sqs:GetQueueAttributes')[0].Resource),
-    j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] }),
-  );
+  const attributes = grantsOf(t, role, 'sqs:GetQueueAttributes').map((g) => j(g.Resource));
+  for (const queue of [stack.jobQueue.queue, stack.jobQueue.deadLetterQueue]) {
+    assert.ok(attributes.includes(j({ 'Fn::GetAtt': [logicalId(queue), 'Arn'] })), 'both queues\' retention');
+  }
 });
 
 test('overridden min and max tasks reach the scalable target, the backstop and the lambda\'s effective policy', () => {

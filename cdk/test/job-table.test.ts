@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { JobTable } from '../lib/constructs/job-table';
@@ -17,7 +19,6 @@ test('the table is on-demand, keyed by id, with ttl, point-in-time recovery and 
   t.hasResourceProperties('AWS::DynamoDB::Table', {
     BillingMode: 'PAY_PER_REQUEST',
     KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }],
-    AttributeDefinitions: [{ AttributeName: 'id', AttributeType: 'S' }],
     TimeToLiveSpecification: { AttributeName: 'expires_at', Enabled: true },
     PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
     SSESpecification: { SSEEnabled: true },
@@ -25,9 +26,27 @@ test('the table is on-demand, keyed by id, with ttl, point-in-time recovery and 
   });
 });
 
-test('the table has no secondary index and no provisioned throughput', () => {
+test('one sparse index of the open jobs, keys only, and no provisioned throughput', () => {
   const props = Object.values(tableTemplate().findResources('AWS::DynamoDB::Table'))[0].Properties;
-  assert.equal(props.GlobalSecondaryIndexes, undefined);
+  // The names the Rust side writes (src/store.rs: OPEN_INDEX, OPEN_INDEX_KEYS).
+  const store = readFileSync(join(__dirname, '..', '..', 'src', 'store.rs'), 'utf8');
+  assert.ok(store.includes('pub const OPEN_INDEX: &str = "open-jobs";'));
+  assert.ok(store.includes('pub const OPEN: &str = "open";') && store.includes('pub const SENT_AT: &str = "sent_at";'));
+  assert.deepEqual(props.GlobalSecondaryIndexes, [
+    {
+      IndexName: 'open-jobs',
+      KeySchema: [
+        { AttributeName: 'open', KeyType: 'HASH' },
+        { AttributeName: 'sent_at', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'KEYS_ONLY' },
+    },
+  ]);
+  assert.deepEqual(props.AttributeDefinitions, [
+    { AttributeName: 'id', AttributeType: 'S' },
+    { AttributeName: 'open', AttributeType: 'S' },
+    { AttributeName: 'sent_at', AttributeType: 'N' },
+  ]);
   assert.equal(props.ProvisionedThroughput, undefined);
 });
 

@@ -137,6 +137,7 @@ test('the task role has exactly what the worker uses', () => {
   const role = stack.workers.taskDefinition.taskRole;
   assert.deepEqual(actionsOf(t, role), [
     'dynamodb:GetItem',
+    'dynamodb:PutItem',
     'dynamodb:UpdateItem',
     'ecs:GetTaskProtection',
     'ecs:UpdateTaskProtection',

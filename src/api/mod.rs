@@ -86,6 +86,14 @@ pub struct JobView {
     /// Where to fetch the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// How many times an operator ran the job again after it ended `FAILED` in the dead-letter
+    /// queue; absent when never.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl JobView {
@@ -121,6 +129,7 @@ impl JobView {
                 _ => job.error.clone(),
             },
             url: None,
+            redrives: job.redrives,
         }
     }
 }

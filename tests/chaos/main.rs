@@ -378,11 +378,7 @@ async fn run() -> ExitCode {
     let mut workers: Vec<WorkerProcess> = (0..workers_n)
         .map(|n| start_worker(&s, n, &proxy_url, &log_path))
         .collect();
-    let dead = DeadLetters {
-        dlq: s.dlq.clone(),
-        store: s.store.clone(),
-        retention: s.retention,
-    };
+    let dead = DeadLetters::new(s.dlq.clone(), s.store.clone(), s.retention);
 
     let started = Instant::now();
     let mut rng = Rng(seed);

@@ -389,3 +389,286 @@ async fn racing_claims_and_a_cancel_have_one_winner() {
         "rounds without exactly one winner: {doubled:?}"
     );
 }
+
+/// A job whose message left the queue (its retention passed in a long outage, or its worker was
+/// lost after it expired) can never run: the sweeper finds it through the open-jobs index and
+/// ends it with the reason; jobs that still run, or whose message was sent again lately, stay.
+#[tokio::test]
+async fn the_sweeper_ends_open_jobs_whose_message_left_the_queue() {
+    use sluice::sweep::{Sweeper, MARGIN};
+    let s = Stack::new("sweeper").await;
+    let retention = Duration::from_secs(14 * 86_400);
+    let now = Millis::now();
+    // The sweep runs 15 days from now, as if the jobs had waited that long.
+    let later = now.plus(retention + MARGIN + Duration::from_secs(3600));
+    let s = &s;
+    let submitted = |deadline: Option<Millis>| async move {
+        let id = JobId::generate();
+        let job = JobRecord::queued(
+            id.clone(),
+            Owner::new(format!("iam:{ALICE}")),
+            now,
+            deadline,
+            3,
+            2,
+        );
+        s.store.create(&job, s.retention, None).await.unwrap();
+        id
+    };
+    let queued = submitted(None).await;
+    let past_deadline = submitted(Some(now.plus(Duration::from_secs(60)))).await;
+    // Its worker was lost after a cancel was asked.
+    let cancel_asked = submitted(None).await;
+    s.store
+        .claim(&cancel_asked, "lost", now, Duration::from_secs(60))
+        .await
+        .unwrap();
+    s.store
+        .cancel(
+            &cancel_asked,
+            &Owner::new(format!("iam:{ALICE}")),
+            now,
+            s.retention,
+        )
+        .await
+        .unwrap();
+    let lost = submitted(None).await;
+    s.store
+        .claim(&lost, "lost", now, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Still running on a lease that outlives the sweep: its worker ends it.
+    let running = submitted(None).await;
+    s.store
+        .claim(&running, "alive", now, retention * 2)
+        .await
+        .unwrap();
+    // Sent again (fresh) by a worker a day before the sweep: its message still lives.
+    let resent = submitted(None).await;
+    s.store
+        .mark_sent(&resent, Millis(later.0 - 86_400_000))
+        .await
+        .unwrap();
+    // Ended: not in the index at all.
+    let done = submitted(None).await;
+    let claimed = s
+        .store
+        .claim(&done, "w", now, Duration::from_secs(60))
+        .await
+        .unwrap();
+    s.store
+        .finish(
+            &done,
+            claimed.attempt,
+            Finish::Succeeded { result: "1".into() },
+            now,
+            s.retention,
+        )
+        .await
+        .unwrap();
+
+    let sweeper = Sweeper {
+        store: s.store.clone(),
+        queues: vec![s.queue.clone()],
+        budget: Duration::from_secs(30),
+    };
+    let swept = sweeper.sweep_with(later, retention).await.unwrap();
+    assert!(swept.complete);
+    assert_eq!(swept.looked_at, 5, "{swept:?}");
+    let status = |id: &JobId| {
+        let id = id.clone();
+        let store = s.store.clone();
+        async move { store.get(&id).await.unwrap().unwrap() }
+    };
+    let cases = [
+        (&queued, Status::Failed),
+        (&past_deadline, Status::Expired),
+        (&cancel_asked, Status::Cancelled),
+        (&lost, Status::Failed),
+        (&running, Status::Running),
+        (&resent, Status::Queued),
+        (&done, Status::Succeeded),
+    ];
+    for (id, want) in cases {
+        assert_eq!(status(id).await.status, want, "{id}");
+    }
+    let failed = status(&queued).await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("message left the queue"),
+        "{failed:?}"
+    );
+    // The caller sees why.
+    let (code, v) = s.call(get(ALICE, &format!("/jobs/{queued}"), None)).await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("FAILED")), "{v}");
+    // What ended left the index: the next sweep looks at the running job only.
+    let again = sweeper.sweep_with(later, retention).await.unwrap();
+    assert_eq!((again.looked_at, again.ended.len()), (1, 0), "{again:?}");
+    // The queue's own retention is what a sweep uses when not told.
+    assert_eq!(sweeper.message_retention().await.unwrap(), retention);
+}
+
+/// Terminal means terminal: no write moves a job out of an ended status, except an operator's
+/// redrive of a job the dead-letter reconciler ended FAILED, which the record counts.
+#[tokio::test]
+async fn no_write_leaves_a_terminal_status_but_a_recorded_redrive() {
+    let s = Stack::new("terminal").await;
+    let owner = Owner::new(format!("iam:{ALICE}"));
+    let now = Millis::now();
+    let ended = |status: Status| {
+        let (s, owner) = (&s, owner.clone());
+        async move {
+            let id = JobId::generate();
+            let job = JobRecord::queued(
+                id.clone(),
+                owner.clone(),
+                now,
+                Some(now.plus(Duration::from_secs(1))),
+                3,
+                2,
+            );
+            s.store.create(&job, s.retention, None).await.unwrap();
+            match status {
+                Status::Cancelled => {
+                    s.store.cancel(&id, &owner, now, s.retention).await.unwrap();
+                }
+                Status::Expired => {
+                    s.store
+                        .expire(&id, now.plus(Duration::from_secs(2)), s.retention)
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    let c = s
+                        .store
+                        .claim(&id, "w", now, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    let end = match status {
+                        Status::Succeeded => Finish::Succeeded { result: "1".into() },
+                        _ => Finish::Failed { error: "no".into() },
+                    };
+                    s.store
+                        .finish(&id, c.attempt, end, now, s.retention)
+                        .await
+                        .unwrap();
+                }
+            }
+            id
+        }
+    };
+    let far = now.plus(Duration::from_secs(86_400 * 30));
+    for status in [
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Expired,
+    ] {
+        let id = ended(status).await;
+        let before = s.store.get(&id).await.unwrap().unwrap();
+        assert_eq!(before.status, status);
+        let a = before.attempt;
+        let refusals = [
+            (
+                "claim",
+                s.store
+                    .claim(&id, "w2", far, Duration::from_secs(60))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "heartbeat",
+                s.store
+                    .heartbeat(&id, a, far, Duration::from_secs(60), None)
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "requeue",
+                s.store
+                    .requeue(&id, a, Some("again".into()))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "finish",
+                s.store
+                    .finish(
+                        &id,
+                        a,
+                        Finish::Succeeded { result: "2".into() },
+                        far,
+                        s.retention,
+                    )
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "expire",
+                s.store.expire(&id, far, s.retention).await.map(|_| ()),
+            ),
+            (
+                "cancel",
+                s.store
+                    .cancel(&id, &owner, far, s.retention)
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "cancel_abandoned",
+                s.store
+                    .cancel_abandoned(&id, far, s.retention)
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "fail_dead_lettered",
+                s.store
+                    .fail_dead_lettered(&id, 9, far, s.retention)
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "revive",
+                s.store.revive_dead_lettered(&id, a, far).await.map(|_| ()),
+            ),
+        ];
+        for (write, got) in refusals {
+            assert!(
+                matches!(got, Err(StoreError::Conflict { .. })),
+                "{status}: {write} was not refused: {got:?}"
+            );
+        }
+        assert_eq!(s.store.get(&id).await.unwrap().unwrap(), before, "{status}");
+    }
+    // The one way out: a job the reconciler ended FAILED, redriven by an operator.
+    let lost = JobId::generate();
+    let job = JobRecord::queued(lost.clone(), owner.clone(), now, None, 3, 2);
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let failed = s
+        .store
+        .fail_dead_lettered(&lost, 5, now, s.retention)
+        .await
+        .unwrap();
+    let revived = s
+        .store
+        .revive_dead_lettered(&lost, failed.attempt, now)
+        .await
+        .unwrap();
+    assert_eq!((revived.status, revived.redrives), (Status::Queued, 1));
+    // Back in the open-jobs index, its message counted from the redrive.
+    let (open, _) = s
+        .store
+        .open_sent_before(
+            &sluice::store::open_shard(&lost),
+            now.plus(Duration::from_millis(1)),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(open.contains(&(lost.clone(), now)), "{open:?}");
+}

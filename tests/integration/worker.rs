@@ -202,3 +202,67 @@ async fn cancelling_a_running_job_stops_it_at_the_next_heartbeat() {
     );
     s.until_queue_empty(SOON).await;
 }
+
+/// A worker deletes a message whose record never came once it is older than the orphan grace,
+/// as its own clock tells. Should that clock run ahead of the queue's, the submit that sent the
+/// message may still be writing its record: the worker takes the id first, so that record's
+/// write fails (and its caller is told to retry) instead of leaving a QUEUED job that no message
+/// will ever run.
+#[tokio::test]
+async fn an_orphan_deleted_early_leaves_no_record_without_a_message() {
+    let s = Stack::new("orphan_bury").await;
+    let input = RawValue::from_string(r#"{"text": "late record"}"#.into()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = sluice::job::JobId::generate();
+        s.queue
+            .send(Envelope::new(id.clone(), &input).encode().unwrap())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // Both messages look two minutes old to the worker: a clock that far ahead.
+    let mut sent = 0;
+    let started = Instant::now();
+    while sent < ids.len() && started.elapsed() < SOON {
+        for mut msg in s.queue.receive(10, Duration::from_secs(1)).await.unwrap() {
+            msg.sent_at = sluice::time::Millis(msg.sent_at.0 - 120_000);
+            s.queue.send_again(&msg, Duration::ZERO).await.unwrap();
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, ids.len());
+    let _w = s.worker("w1", &[]);
+    s.until_queue_empty(SOON).await;
+
+    // The submits' records come now, unkeyed and keyed: both are refused, and nothing is left.
+    let record = |id: &sluice::job::JobId| {
+        sluice::job::JobRecord::queued(
+            id.clone(),
+            sluice::job::Owner::new(format!("iam:{ALICE}")),
+            sluice::time::Millis::now(),
+            None,
+            3,
+            2,
+        )
+    };
+    let unkeyed = s.store.create(&record(&ids[0]), s.retention, None).await;
+    let keyed = s
+        .store
+        .create(
+            &record(&ids[1]),
+            s.retention,
+            Some(("key-hash", "request-hash")),
+        )
+        .await;
+    for (name, got) in [("unkeyed", unkeyed), ("keyed", keyed)] {
+        let e = got.expect_err(name);
+        assert!(e.is_retryable(), "{name}: {e}");
+        let why = sluice::aws::DisplayErrorContext(&e).to_string();
+        assert!(why.contains("deleted as an orphan"), "{name}: {why}");
+    }
+    for id in &ids {
+        assert_eq!(s.store.get(id).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(s.store.find_idempotent("key-hash").await.unwrap(), None);
+}

@@ -885,9 +885,26 @@ impl<H: Handler> Worker<H> {
         let retention = self.config.retention;
         match decision {
             ClaimRefusal::Delete => {
-                info!("job already finished or never recorded; deleting its message");
+                info!("job already finished; deleting its message");
                 self.delete(msg).await;
             }
+            // The id is taken first: should the record come after all (a submit still running,
+            // a clock ahead of the queue's), its write fails and its caller is told, instead of
+            // a job being left that no message will ever run.
+            ClaimRefusal::Bury => match self.store.bury(id, now).await {
+                Ok(()) => {
+                    info!("job never recorded (its submit failed); deleting its message");
+                    self.delete(msg).await;
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    info!("the job's record came after all; claiming it again");
+                    self.later(msg, Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    warn!(error = %DisplayErrorContext(&e), "could not retire the orphan's id");
+                    self.later(msg, Duration::from_secs(5)).await;
+                }
+            },
             ClaimRefusal::Expire => match self.store.expire(id, now, retention).await {
                 Ok(job) => {
                     info!("job expired before it started");
@@ -931,10 +948,19 @@ impl<H: Handler> Worker<H> {
             return self.hide(msg, delay).await;
         }
         match self.queue.send_again(msg, delay).await {
-            Ok(()) => info!(
-                receive_count = msg.receive_count,
-                "the message was near the redrive limit; sent it again, fresh"
-            ),
+            Ok(()) => {
+                info!(
+                    receive_count = msg.receive_count,
+                    "the message was near the redrive limit; sent it again, fresh"
+                );
+                // The fresh copy lives the queue's whole retention from now: the sweeper must
+                // not end the job as if its message were gone.
+                if let Ok(env) = Envelope::decode(&msg.body) {
+                    if let Err(e) = self.store.mark_sent(&env.job_id, Millis::now()).await {
+                        warn!(error = %DisplayErrorContext(&e), "could not record when the message was sent again");
+                    }
+                }
+            }
             Err(e) => {
                 warn!(error = %DisplayErrorContext(&e), "could not send the message again; hiding it instead");
                 self.hide(msg, delay).await;

@@ -11,11 +11,11 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { JobTable } from './job-table';
 import { Construct } from 'constructs';
 import { backlogEnv } from '../env';
 import { BacklogMetricName, MetricSource, backlogMetric } from '../metrics';
 import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, keepIdleSeconds, policyJson, targetBacklogPerTask } from '../policy';
-import { grantScalingLease } from '../lease';
 import { acknowledge } from '../nag';
 import { RustFunction } from './rust-function';
 
@@ -171,15 +171,31 @@ export class BacklogScaling extends Construct {
       }),
     });
     this.function = backlog.function;
+    // GetQueueAttributes: the depth, and how long each queue keeps a message (the sweeper).
     props.queue.grant(this.function, 'sqs:GetQueueAttributes');
-    // Every accepted job ends: the reconciler reads the dead-letter queue (leaving its messages
-    // for `sluice dlq`) and ends FAILED the jobs that run nowhere.
-    props.deadLetterQueue.grant(this.function, 'sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility');
-    // GetItem/UpdateItem: the reconciler (and giving the lease back). PutItem on the scaling lease
-    // items only: the lease the backlog Lambda and the submit nudge take around UpdateService, so
-    // neither lowers what the other raised.
-    props.table.grant(this.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
-    grantScalingLease(props.table, this.function, 'dynamodb:PutItem');
+    // Every accepted job ends: the reconciler reads the dead-letter queue, ends FAILED the jobs
+    // that run nowhere (leaving one message each for `sluice dlq redrive`), and deletes the
+    // messages with nothing left to act on.
+    props.deadLetterQueue.grant(
+      this.function,
+      'sqs:ReceiveMessage',
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+    );
+    // GetItem/BatchGetItem/UpdateItem: the reconciler and the sweeper, and giving the scaling
+    // lease back. PutItem: the scaling lease the backlog Lambda and the submit nudge take around
+    // UpdateService, and retiring the id of a dead-lettered message that has no record.
+    // Query: the sweeper's open-jobs index.
+    JobTable.grantItems(
+      props.table,
+      this.function,
+      'dynamodb:GetItem',
+      'dynamodb:BatchGetItem',
+      'dynamodb:UpdateItem',
+      'dynamodb:PutItem',
+    );
+    JobTable.grantOpenIndexQuery(props.table, this.function);
     // The controller: read the desired count and set it, both ways.
     iam.Grant.addToPrincipal({
       grantee: this.function,

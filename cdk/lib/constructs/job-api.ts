@@ -10,6 +10,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { JobTable } from './job-table';
 import { Construct } from 'constructs';
 import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
@@ -165,7 +166,7 @@ export class JobApi extends Construct {
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling
     // lease items only, UpdateItem gives back the lease the nudge takes around its read and write
     // of the desired count.
-    props.table.grant(submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
+    JobTable.grantItems(props.table, submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
     grantScalingLease(props.table, submit.function, 'dynamodb:UpdateItem');
     props.queue.grant(submit.function, 'sqs:SendMessage');
     this.submitFunction = submit.function;
@@ -179,7 +180,7 @@ export class JobApi extends Construct {
       logRemovalPolicy,
       environment: statusEnv({ tableName: props.table.tableName, ownerScope }),
     });
-    props.table.grant(status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    JobTable.grantItems(props.table, status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     this.statusFunction = status.function;
 
     this.authorizer =

@@ -1,5 +1,6 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
 /** Properties of {@link JobTable}. */
@@ -18,8 +19,32 @@ export class JobTable extends Construct {
   public static readonly PARTITION_KEY = 'id';
   /** The TTL attribute (epoch seconds) the Rust side writes. */
   public static readonly TTL_ATTRIBUTE = 'expires_at';
+  /**
+   * The sparse index of the jobs that have not ended, by shard (`open`) and by when their
+   * message was last sent (`sent_at`, epoch ms): the sweeper ends those whose message must have
+   * left the queue, without scanning the table (`src/store.rs`, `OPEN_INDEX`).
+   */
+  public static readonly OPEN_INDEX = 'open-jobs';
+  public static readonly OPEN_INDEX_KEYS = { partition: 'open', sort: 'sent_at' } as const;
 
   public readonly table: dynamodb.ITable;
+
+  /**
+   * Grants `actions` on the table's items only (not on its indexes: `ITable.grant` would add
+   * `index/*`, a wildcard no caller but the sweeper needs).
+   */
+  public static grantItems(table: dynamodb.ITable, grantee: iam.IGrantable, ...actions: string[]): iam.Grant {
+    return iam.Grant.addToPrincipal({ grantee, actions, resourceArns: [table.tableArn] });
+  }
+
+  /** Grants `dynamodb:Query` on the open-jobs index alone: the sweeper's one read of it. */
+  public static grantOpenIndexQuery(table: dynamodb.ITable, grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['dynamodb:Query'],
+      resourceArns: [`${table.tableArn}/index/${JobTable.OPEN_INDEX}`],
+    });
+  }
 
   constructor(scope: Construct, id: string, props: JobTableProps = {}) {
     super(scope, id);
@@ -30,6 +55,12 @@ export class JobTable extends Construct {
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    (this.table as dynamodb.Table).addGlobalSecondaryIndex({
+      indexName: JobTable.OPEN_INDEX,
+      partitionKey: { name: JobTable.OPEN_INDEX_KEYS.partition, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JobTable.OPEN_INDEX_KEYS.sort, type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
   }
 }

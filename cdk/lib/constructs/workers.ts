@@ -6,6 +6,7 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { JobTable } from './job-table';
 import { Construct } from 'constructs';
 import { workerEnv } from '../env';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
@@ -702,7 +703,9 @@ export class Workers extends Construct {
       // A message near the redrive limit for a reason not the job's own is sent again, fresh.
       'sqs:SendMessage',
     );
-    props.table.grant(taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    // PutItem: retiring the id of a message whose record never came (an orphan), so that no
+    // record can come after its message is deleted.
+    JobTable.grantItems(props.table, taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem');
     // Scale-in protection through the ECS agent endpoint: only tasks of this cluster.
     const stack = Stack.of(this);
     iam.Grant.addToPrincipal({

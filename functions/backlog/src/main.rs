@@ -15,6 +15,10 @@ use sluice::backlog::{BacklogConfig, Sampler, WINDOW};
 use sluice::deadletter::DeadLetters;
 use sluice::queue::JobQueue;
 use sluice::store::JobStore;
+use sluice::sweep::Sweeper;
+
+/// The longest a run's sweep takes, beside its sampling (the function has 90 s).
+const SWEEP_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -23,34 +27,60 @@ async fn main() -> Result<(), Error> {
     let aws = sluice::aws::load().await;
     let sampler = Sampler::from_sdk(&aws, &config);
     // Every accepted job ends: a job whose message reached the dead-letter queue and that runs
-    // nowhere is ended FAILED with the reason, a pass a run.
-    let dead_letters = config.dead_letters.as_ref().map(|d| DeadLetters {
-        dlq: JobQueue::from_sdk(&aws, &d.dlq_url),
-        store: JobStore::from_sdk(&aws, &d.table_name).with_retention(d.retention),
-        retention: d.retention,
+    // nowhere is ended FAILED with the reason, a pass a run; settled messages are deleted.
+    let dead_letters = config.dead_letters.as_ref().map(|d| {
+        DeadLetters::new(
+            JobQueue::from_sdk(&aws, &d.dlq_url),
+            JobStore::from_sdk(&aws, &d.table_name).with_retention(d.retention),
+            d.retention,
+        )
     });
-    let (sampler, interval, dead_letters) = (&sampler, config.sample_interval, &dead_letters);
+    // And a job whose message left the queue (its retention passed) is ended with the reason.
+    let sweeper = config.dead_letters.as_ref().map(|d| Sweeper {
+        store: JobStore::from_sdk(&aws, &d.table_name).with_retention(d.retention),
+        queues: vec![
+            JobQueue::from_sdk(&aws, &config.queue_url),
+            JobQueue::from_sdk(&aws, &d.dlq_url),
+        ],
+        budget: SWEEP_TIME,
+    });
+    let (sampler, interval, dead_letters, sweeper) =
+        (&sampler, config.sample_interval, &dead_letters, &sweeper);
     run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let (summary, reconciled) = tokio::join!(sampler.run(interval, WINDOW), async {
+            let reconcile = async {
                 match dead_letters {
                     None => 0,
                     Some(d) => match d.reconcile().await {
-                        Ok(seen) => seen.len(),
+                        Ok(done) => done.seen.len(),
                         Err(e) => {
                             lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not reconcile the dead-letter queue");
                             0
                         }
                     },
                 }
-            });
+            };
+            let sweep = async {
+                match sweeper {
+                    None => 0,
+                    Some(s) => match s.sweep(sluice::time::Millis::now()).await {
+                        Ok(swept) => swept.ended.len(),
+                        Err(e) => {
+                            lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not sweep the open jobs");
+                            0
+                        }
+                    },
+                }
+            };
+            let (summary, reconciled, swept) =
+                tokio::join!(sampler.run(interval, WINDOW), reconcile, sweep);
             if let Some(last) = &summary.last_raise_error {
                 return Err(Error::from(format!(
                     "{} of {} samples could not raise the service; the last: {last}",
                     summary.raise_failures, summary.published
                 )));
             }
-            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled }))
+            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled, "swept": swept }))
         },
     ))
     .await
