@@ -109,16 +109,34 @@ pub struct ApiConfig {
     pub owner_scope: crate::api::OwnerScope,
 }
 
-/// `SLUICE_OWNER_SCOPE`: `session` (the default) or `role`.
+/// `SLUICE_OWNER_SCOPE`: `session` (the default) or `role`; with `session`,
+/// `SLUICE_PINNED_SESSION_ROLES` names the roles whose trust policies pin their session names.
 pub fn owner_scope(src: &(impl Source + ?Sized)) -> Result<crate::api::OwnerScope, ConfigError> {
-    match src.get(env::OWNER_SCOPE) {
-        None => Ok(crate::api::OwnerScope::default()),
+    let scope = match src.get(env::OWNER_SCOPE) {
+        None => crate::api::OwnerScope::default(),
         Some(v) => v.parse().map_err(|reason| ConfigError::Invalid {
             name: env::OWNER_SCOPE,
             value: v,
             reason,
-        }),
+        })?,
+    };
+    let Some(roles) = src.get(env::PINNED_SESSION_ROLES) else {
+        return Ok(scope);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: env::PINNED_SESSION_ROLES,
+        value: roles.clone(),
+        reason,
+    };
+    let crate::api::OwnerScope::Session { mut pinned } = scope else {
+        return Err(invalid(
+            "role scope makes every session of a role one owner; unset it or choose session".into(),
+        ));
+    };
+    for role in roles.split(',').filter(|r| !r.trim().is_empty()) {
+        pinned.push(role.parse().map_err(invalid)?);
     }
+    Ok(crate::api::OwnerScope::Session { pinned })
 }
 
 /// `SLUICE_MAX_JOB_TIMEOUT_SECONDS`, at most [`MAX_JOB_TIMEOUT`](crate::job::MAX_JOB_TIMEOUT).
@@ -202,6 +220,34 @@ mod tests {
                     ("SLUICE_OWNER_SCOPE", "user"),
                 ],
                 Some("SLUICE_OWNER_SCOPE=\"user\" is not valid: expected session"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_PINNED_SESSION_ROLES", "Analysts"),
+                ],
+                Some("SLUICE_PINNED_SESSION_ROLES=\"Analysts\" is not valid: expected a role ARN"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_OWNER_SCOPE", "role"),
+                    (
+                        "SLUICE_PINNED_SESSION_ROLES",
+                        "arn:aws:iam::123456789012:role/Analysts",
+                    ),
+                ],
+                Some("SLUICE_PINNED_SESSION_ROLES=\"arn:aws:iam::123456789012:role/Analysts\" is not valid: role scope"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    (
+                        "SLUICE_PINNED_SESSION_ROLES",
+                        "arn:aws:iam::123456789012:role/Analysts, arn:aws:iam::123456789012:role/team/Okta",
+                    ),
+                ],
+                None,
             ),
             (
                 &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_CLUSTER", "c")],

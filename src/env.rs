@@ -70,10 +70,15 @@ pub const METRIC_NAMESPACE: &str = "SLUICE_METRIC_NAMESPACE";
 /// Log format: `json` (default in AWS) or `text` (default elsewhere). Read by: every binary.
 pub const LOG_FORMAT: &str = "SLUICE_LOG_FORMAT";
 
-/// What makes two IAM callers the same owner of jobs: `session` (default; each assumed-role
-/// session, IAM Identity Center user and Cognito identity its own) or `role` (every session of a
-/// role one owner). Read by: submit, status, local API.
+/// What makes two IAM callers the same owner of jobs: `session` (default; each IAM user, IAM
+/// Identity Center user, Cognito identity and session of a pinned role its own, every other
+/// assumed role one owner) or `role` (every session of a role one owner). Read by: submit,
+/// status, local API.
 pub const OWNER_SCOPE: &str = "SLUICE_OWNER_SCOPE";
+/// Comma-separated ARNs of roles whose trust policies pin their session names (a condition on
+/// `sts:RoleSessionName`), so that each of their sessions is its own owner (default: none).
+/// Read by: submit, status, local API.
+pub const PINNED_SESSION_ROLES: &str = "SLUICE_PINNED_SESSION_ROLES";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
@@ -115,6 +120,7 @@ pub const ALL: &[&str] = &[
     METRIC_NAMESPACE,
     LOG_FORMAT,
     OWNER_SCOPE,
+    PINNED_SESSION_ROLES,
     LISTEN_ADDR,
     DLQ_URL,
     CLUSTER,

@@ -32,6 +32,7 @@ export const ENV = {
   METRIC_NAMESPACE: 'SLUICE_METRIC_NAMESPACE',
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
   OWNER_SCOPE: 'SLUICE_OWNER_SCOPE',
+  PINNED_SESSION_ROLES: 'SLUICE_PINNED_SESSION_ROLES',
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
   SERVICE: 'SLUICE_SERVICE',
@@ -77,9 +78,10 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.SERVICE,
     ENV.MAX_JOB_TIMEOUT_SECONDS,
     ENV.OWNER_SCOPE,
+    ENV.PINNED_SESSION_ROLES,
     ENV.LOG_FORMAT,
   ],
-  status: [ENV.TABLE_NAME, ENV.OWNER_SCOPE, ENV.LOG_FORMAT],
+  status: [ENV.TABLE_NAME, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.LOG_FORMAT],
   worker: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
@@ -142,15 +144,22 @@ export interface SubmitEnv {
   readonly maxJobTimeoutSeconds: number;
   /** What makes two IAM callers the same owner. */
   readonly ownerScope: OwnerScope;
+  /** ARNs of the roles whose trust policies pin their session names. */
+  readonly pinnedSessionRoleArns: readonly string[];
 }
 
-/** Whose jobs a caller sees: each session its own (`session`), or one owner per role (`role`). */
+/**
+ * Whose jobs a caller sees: each caller its own as far as AWS vouches for it (`session`: IAM users,
+ * IAM Identity Center users, Cognito identities, sessions of pinned roles; any other assumed role is
+ * one owner), or one owner per role (`role`).
+ */
 export type OwnerScope = 'session' | 'role';
 
 /** What the status Lambda reads. */
 export interface StatusEnv {
   readonly tableName: string;
   readonly ownerScope: OwnerScope;
+  readonly pinnedSessionRoleArns: readonly string[];
 }
 
 /** What the worker reads. */
@@ -221,6 +230,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.SERVICE]: e.serviceName,
     [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
     [ENV.OWNER_SCOPE]: e.ownerScope,
+    [ENV.PINNED_SESSION_ROLES]: e.pinnedSessionRoleArns.join(','),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -230,6 +240,7 @@ export function statusEnv(e: StatusEnv): Record<string, string> {
   return {
     [ENV.TABLE_NAME]: e.tableName,
     [ENV.OWNER_SCOPE]: e.ownerScope,
+    [ENV.PINNED_SESSION_ROLES]: e.pinnedSessionRoleArns.join(','),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

@@ -3,12 +3,13 @@ import * as fs from 'node:fs';
 import { CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { CpuArchitecture } from './capacity';
 import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
-import { JobApi, JwtAuthorization } from './constructs/job-api';
+import { JobApi, JwtAuthorization, checkPinnedSessionRole } from './constructs/job-api';
 import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
@@ -228,12 +229,21 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly retentionDays?: number;
   /**
-   * Whose jobs a caller sees: each assumed-role session (IAM Identity Center user, Cognito
-   * identity) its own (`session`), or every session of a role one owner (`role`).
+   * Whose jobs a caller sees: each caller its own as far as AWS vouches for who it is (`session`:
+   * IAM users, IAM Identity Center users, Cognito identities, sessions of `pinnedSessionRoleArns`;
+   * every session of any other assumed role is the role), or every session of a role one owner
+   * (`role`).
    *
    * @default 'session'
    */
   readonly ownerScope?: OwnerScope;
+  /**
+   * ARNs of the roles whose trust policies pin their session names: each of their sessions is its
+   * own owner (see JobApiProps.pinnedSessionRoles).
+   *
+   * @default - none
+   */
+  readonly pinnedSessionRoleArns?: string[];
   /**
    * How long a stopping worker drains; below the container's 120 s stop timeout.
    *
@@ -422,6 +432,9 @@ export class SluiceStack extends Stack {
       retentionDays,
       maxJobTimeout: props.maxJobTimeout,
       ownerScope: props.ownerScope,
+      pinnedSessionRoles: (props.pinnedSessionRoleArns ?? []).map((arn, i) =>
+        iam.Role.fromRoleArn(this, `PinnedSessionRole${i}`, checkPinnedSessionRole(arn), { mutable: false }),
+      ),
       jwt: props.jwt,
       throttleRateLimit: props.apiRateLimit,
       throttleBurstLimit: props.apiBurstLimit,

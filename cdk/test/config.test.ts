@@ -95,6 +95,16 @@ test('a stack builds from the example context', () => {
   assert.equal(stack.workers.handler.mode, 'process');
 });
 
+test('owners come from context: the scope, and the roles whose session names are pinned', () => {
+  assert.equal(config({}).ownerScope, undefined);
+  assert.equal(config({ ownerScope: 'role' }).ownerScope, 'role');
+  assert.throws(() => config({ ownerScope: 'user' }), /context ownerScope must be session or role, got user/);
+  const arns = ['arn:aws:iam::123456789012:role/Analysts', 'arn:aws:iam::123456789012:role/teams/OktaDevelopers'];
+  assert.deepEqual(config({ pinnedSessionRoles: arns.join(', ') }).pinnedSessionRoleArns, arns);
+  assert.deepEqual(config({ pinnedSessionRoles: arns }).pinnedSessionRoleArns, arns);
+  assert.equal(config({}).pinnedSessionRoleArns, undefined);
+});
+
 test('bad handler and image context is rejected with the key named', () => {
   assert.throws(
     () => config({ workerImageDirectory: 'examples/sentiment', workerImageUri: 'ghcr.io/x:1' }),

@@ -147,14 +147,39 @@ test('bad api props are rejected', () => {
   assert.throws(() => template({ lambdaAssetDir: '/nonexistent' }), /lambda asset not found: \/nonexistent\/submit\/bootstrap/);
 });
 
-test('each session is its own owner unless the deployment says one owner per role', () => {
+test('each caller is its own owner as far as aws vouches for it, unless the deployment says one owner per role', () => {
   const envOf = ({ stack, t }: ReturnType<typeof template>) =>
     [stack.jobApi.submitFunction, stack.jobApi.statusFunction].map(
       (fn) => t.toJSON().Resources[logicalId(fn)].Properties.Environment.Variables,
     );
-  for (const v of envOf(template())) assert.equal(v.SLUICE_OWNER_SCOPE, 'session');
+  for (const v of envOf(template())) {
+    assert.equal(v.SLUICE_OWNER_SCOPE, 'session');
+    assert.equal(v.SLUICE_PINNED_SESSION_ROLES, '', 'no role has its session names trusted by default');
+  }
   for (const v of envOf(template({ ownerScope: 'role' }))) assert.equal(v.SLUICE_OWNER_SCOPE, 'role');
   assert.throws(() => template({ ownerScope: 'user' as never }), /ownerScope must be session or role, got user/);
+});
+
+test('the roles whose trust policies pin session names reach submit and status', () => {
+  const arns = ['arn:aws:iam::123456789012:role/Analysts', 'arn:aws:iam::123456789012:role/teams/OktaDevelopers'];
+  const { stack, t } = template({ pinnedSessionRoleArns: arns });
+  for (const fn of [stack.jobApi.submitFunction, stack.jobApi.statusFunction]) {
+    const v = t.toJSON().Resources[logicalId(fn)].Properties.Environment.Variables;
+    assert.equal(v.SLUICE_PINNED_SESSION_ROLES, arns.join(','));
+    assert.equal(v.SLUICE_OWNER_SCOPE, 'session');
+  }
+  // The stack creates no caller role: the trust policies are the deployment's own.
+  for (const role of Object.values(t.findResources('AWS::IAM::Role'))) {
+    const principals = role.Properties.AssumeRolePolicyDocument.Statement.map((s: any) => j(s.Principal));
+    assert.ok(principals.every((p: string) => p.includes('Service')), `only service roles, got ${principals}`);
+  }
+  assert.throws(
+    () => template({ ownerScope: 'role', pinnedSessionRoleArns: arns }),
+    /pinnedSessionRoles needs ownerScope session/,
+  );
+  for (const bad of ['arn:aws:iam::123456789012:user/alice', 'Analysts']) {
+    assert.throws(() => template({ pinnedSessionRoleArns: [bad] }), new RegExp(`pinnedSessionRoles must be roles, got ${bad}`));
+  }
 });
 
 test('callers get a managed policy for the three routes, and the stack says what to grant', () => {

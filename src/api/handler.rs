@@ -155,7 +155,7 @@ impl Api {
     }
 
     async fn try_submit(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
             .ok_or(ApiError::Unauthenticated)?;
         let content_type = req
             .headers()
@@ -304,7 +304,7 @@ impl Api {
     }
 
     async fn try_status(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
             .ok_or(ApiError::Unauthenticated)?;
         let id = parse_job_id(&path_id(req))?;
         let wait = parse_wait(
@@ -335,7 +335,7 @@ impl Api {
     }
 
     async fn try_cancel(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
-        let owner = caller(req.request_context_ref(), self.config.owner_scope)
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
             .ok_or(ApiError::Unauthenticated)?;
         let id = parse_job_id(&path_id(req))?;
         let budget = budget_of(req, crate::limits::STATUS_FUNCTION_TIMEOUT);

@@ -1,5 +1,15 @@
 //! The caller's identity, taken only from the authorizer's part of API Gateway's request
 //! context: nothing the caller sends (headers, body, query) can set it.
+//!
+//! With IAM (SigV4), the owner is the narrowest identity the caller cannot choose. An assumed
+//! role's session name is, in general, chosen by whoever calls `AssumeRole` or
+//! `AssumeRoleWithWebIdentity`, so a session is its own owner only where something other than
+//! the caller sets its name: IAM Identity Center (its `AWSReservedSSO_…` roles), or a role the
+//! deployment names as pinning session names in its trust policy. API Gateway does not pass
+//! `sts:SourceIdentity` on to the integration, so it cannot identify an owner here.
+
+use std::fmt;
+use std::str::FromStr;
 
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
@@ -9,39 +19,106 @@ use lambda_http::request::RequestContext;
 
 use crate::job::Owner;
 
+/// The prefix of the roles IAM Identity Center creates for its permission sets. Their trust
+/// policy admits only IAM Identity Center's SAML provider, which names each session after the
+/// signed-in user.
+const IDENTITY_CENTER_ROLE_PREFIX: &str = "AWSReservedSSO_";
+
 /// Whose jobs a caller sees: what makes two IAM callers the same owner.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnerScope {
-    /// Each session is its own owner (the default): every IAM Identity Center user
-    /// (`assumed-role/AWSReservedSSO_…/alice@corp`), every Cognito identity-pool user and every
-    /// session of a role sees only its own jobs.
-    #[default]
-    Session,
-    /// Every session of an assumed role is one owner: the instances of one service share their
-    /// jobs. Choose it only where everyone who can assume the role may see every job.
+    /// Each caller its own owner, as far as AWS vouches for who it is (the default): an IAM user;
+    /// a Cognito identity-pool identity; an IAM Identity Center user
+    /// (`assumed-role/AWSReservedSSO_…/alice@corp`); a session of one of `pinned`, the roles
+    /// whose trust policies pin their session names.
+    /// Every session of any other role is one owner, the role: whoever may assume it may name a
+    /// session as they like. Federated users (`GetFederationToken`) are one owner per account.
+    Session { pinned: Vec<RoleArn> },
+    /// Every session of an assumed role is one owner, IAM Identity Center's and Cognito's as
+    /// well: the instances of one service share their jobs. Choose it only where everyone who can
+    /// assume a role may see every job of the role.
     Role,
 }
 
-impl std::str::FromStr for OwnerScope {
+impl Default for OwnerScope {
+    fn default() -> Self {
+        OwnerScope::Session { pinned: Vec::new() }
+    }
+}
+
+impl FromStr for OwnerScope {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim() {
-            "session" => Ok(OwnerScope::Session),
+            "session" => Ok(OwnerScope::default()),
             "role" => Ok(OwnerScope::Role),
-            _ => Err("expected session (each session its own owner) or role (one owner per assumed role)".into()),
+            _ => Err("expected session (each caller its own owner, as far as AWS vouches for it) or role (one owner per assumed role)".into()),
         }
+    }
+}
+
+/// An IAM role, as its ARN names it (`arn:aws:iam::123456789012:role/path/Name`): the account and
+/// name its sessions' ARNs (`arn:aws:sts::123456789012:assumed-role/Name/session`) carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleArn {
+    partition: String,
+    account: String,
+    name: String,
+}
+
+impl RoleArn {
+    fn is_role_of(&self, s: &AssumedRole<'_>) -> bool {
+        self.partition == s.partition && self.account == s.account && self.name == s.role
+    }
+}
+
+impl FromStr for RoleArn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected a role ARN, arn:aws:iam::123456789012:role/Name, got {s}");
+        let mut parts = s.trim().splitn(6, ':');
+        let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let path_and_name = resource.strip_prefix("role/").ok_or_else(bad)?;
+        let name = path_and_name.rsplit('/').next().unwrap_or("");
+        let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        if partition.is_empty() || !account_ok || name.is_empty() {
+            return Err(bad());
+        }
+        Ok(RoleArn {
+            partition: partition.to_owned(),
+            account: account.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for RoleArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let RoleArn {
+            partition,
+            account,
+            name,
+        } = self;
+        write!(f, "arn:{partition}:iam::{account}:role/{name}")
     }
 }
 
 /// The caller of a request, or `None` when no authorizer vouched for one.
 ///
-/// - IAM (SigV4): the principal's ARN, an assumed role's with its session name unless `scope`
-///   is [`OwnerScope::Role`]; a Cognito identity-pool caller is its identity (all of a pool's
-///   users share one role session name).
+/// - IAM (SigV4): see [`OwnerScope`]; a principal of a kind it does not know has no owner.
 /// - JWT: the token's issuer and subject.
 /// - Lambda authorizer: the `principalId` of the context it returned, which HTTP API payload 2.0
 ///   puts under `requestContext.authorizer.lambda`.
-pub fn caller(ctx: Option<&RequestContext>, scope: OwnerScope) -> Option<Owner> {
+pub fn caller(ctx: Option<&RequestContext>, scope: &OwnerScope) -> Option<Owner> {
     let RequestContext::ApiGatewayV2(ctx) = ctx? else {
         return None;
     };
@@ -64,39 +141,100 @@ pub fn caller(ctx: Option<&RequestContext>, scope: OwnerScope) -> Option<Owner> 
 
 fn iam_identity(
     iam: &ApiGatewayRequestAuthorizerIamDescription,
-    scope: OwnerScope,
+    scope: &OwnerScope,
 ) -> Option<String> {
-    if scope == OwnerScope::Session {
+    let pinned = match scope {
+        OwnerScope::Session { pinned } => Some(pinned),
+        OwnerScope::Role => None,
+    };
+    if pinned.is_some() {
+        // The identity pool vouches for the identity, whatever the session is named (the basic
+        // flow lets the caller name it).
         let cognito = iam.cognito_identity.as_ref().and_then(|c| {
             let id = c.identity_id.as_deref().filter(|s| !s.is_empty())?;
-            Some(format!(
-                "cognito:{}|{id}",
-                c.identity_pool_id.as_deref().unwrap_or("")
-            ))
+            let pool = c.identity_pool_id.as_deref().filter(|s| !s.is_empty())?;
+            Some(format!("cognito:{pool}|{id}"))
         });
         if cognito.is_some() {
             return cognito;
         }
     }
-    let arn = iam.user_arn.as_deref().filter(|s| !s.is_empty());
-    match (arn, scope) {
-        (Some(arn), OwnerScope::Session) => Some(arn.to_owned()),
-        (Some(arn), OwnerScope::Role) => Some(without_session(arn)),
-        (None, _) => iam.caller_id.clone().filter(|s| !s.is_empty()),
+    // Only the ARN: `callerId` and `userId` of a role session carry its session name as well.
+    let arn = iam.user_arn.as_deref().filter(|s| !s.is_empty())?;
+    match Principal::parse(arn)? {
+        Principal::User => Some(arn.to_owned()),
+        Principal::FederatedUser { prefix } => Some(format!("{prefix}:federated-user")),
+        Principal::AssumedRole(s) => {
+            let own_session = pinned.is_some_and(|pinned| {
+                s.role.starts_with(IDENTITY_CENTER_ROLE_PREFIX)
+                    || pinned.iter().any(|r| r.is_role_of(&s))
+            });
+            Some(if own_session {
+                arn.to_owned()
+            } else {
+                format!("{}:assumed-role/{}", s.prefix, s.role)
+            })
+        }
     }
 }
 
-/// `arn:aws:sts::123456789012:assumed-role/Role/session` → `arn:aws:sts::123456789012:assumed-role/Role`.
-fn without_session(arn: &str) -> String {
-    let Some((prefix, resource)) = arn.rsplit_once(':') else {
-        return arn.to_owned();
-    };
-    match resource.strip_prefix("assumed-role/") {
-        Some(rest) => {
-            let role = rest.split('/').next().unwrap_or(rest);
-            format!("{prefix}:assumed-role/{role}")
+/// The kinds of IAM principal a SigV4 caller can be, read from its ARN.
+enum Principal<'a> {
+    /// An IAM user (`arn:aws:iam::123456789012:user/path/alice`) or the account's root user.
+    User,
+    /// `arn:aws:sts::123456789012:federated-user/name`: `GetFederationToken`'s caller chose the
+    /// name.
+    FederatedUser {
+        prefix: &'a str,
+    },
+    AssumedRole(AssumedRole<'a>),
+}
+
+/// `arn:aws:sts::123456789012:assumed-role/Role/session`.
+struct AssumedRole<'a> {
+    /// `arn:aws:sts::123456789012`.
+    prefix: &'a str,
+    partition: &'a str,
+    account: &'a str,
+    role: &'a str,
+}
+
+impl<'a> Principal<'a> {
+    fn parse(arn: &'a str) -> Option<Self> {
+        let (prefix, resource) = arn.rsplit_once(':')?;
+        let mut parts = prefix.split(':');
+        let (Some("arn"), Some(partition), Some(service), Some(""), Some(account), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if partition.is_empty() || account.is_empty() {
+            return None;
         }
-        None => arn.to_owned(),
+        match service {
+            "iam" if resource == "root" || resource.starts_with("user/") => Some(Principal::User),
+            "sts" => {
+                if let Some(name) = resource.strip_prefix("federated-user/") {
+                    return (!name.is_empty()).then_some(Principal::FederatedUser { prefix });
+                }
+                let (role, session) = resource.strip_prefix("assumed-role/")?.split_once('/')?;
+                if role.is_empty() || session.is_empty() || session.contains('/') {
+                    return None;
+                }
+                Some(Principal::AssumedRole(AssumedRole {
+                    prefix,
+                    partition,
+                    account,
+                    role,
+                }))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -116,180 +254,340 @@ pub fn local_context(user_arn: &str) -> RequestContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizerJwtDescription;
+    use lambda_http::request::LambdaRequest;
+    use lambda_http::RequestExt;
+    use serde_json::{json, Value};
 
-    fn with_auth(auth: Option<ApiGatewayRequestAuthorizer>) -> RequestContext {
-        let mut ctx = ApiGatewayV2httpRequestContext::default();
-        ctx.authorizer = auth;
-        RequestContext::ApiGatewayV2(ctx)
-    }
-
-    fn iam(arn: Option<&str>, caller: Option<&str>) -> Option<ApiGatewayRequestAuthorizer> {
-        let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
-        iam.user_arn = arn.map(Into::into);
-        iam.caller_id = caller.map(Into::into);
-        let mut a = ApiGatewayRequestAuthorizer::default();
-        a.iam = Some(iam);
-        Some(a)
-    }
-
-    fn jwt(claims: &[(&str, &str)]) -> Option<ApiGatewayRequestAuthorizer> {
-        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-        jwt.claims = claims
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
-        let mut a = ApiGatewayRequestAuthorizer::default();
-        a.jwt = Some(jwt);
-        Some(a)
-    }
-
-    #[test]
-    fn identity_comes_from_the_authorizer_only() {
-        let mut lambda_auth = ApiGatewayRequestAuthorizer::default();
-        lambda_auth
-            .fields
-            .insert("principalId".into(), serde_json::json!("tenant-7"));
-        let cases: Vec<(&str, Option<RequestContext>, Option<&str>)> = vec![
-            ("no context", None, None),
-            ("no authorizer", Some(with_auth(None)), None),
-            (
-                "iam user",
-                Some(with_auth(iam(
-                    Some("arn:aws:iam::123456789012:user/alice"),
-                    None,
-                ))),
-                Some("iam:arn:aws:iam::123456789012:user/alice"),
-            ),
-            (
-                "an assumed role's session is its own owner",
-                Some(with_auth(iam(
-                    Some(
-                        "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0a1b/alice@corp",
-                    ),
-                    None,
-                ))),
-                Some(
-                    "iam:arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0a1b/alice@corp",
-                ),
-            ),
-            (
-                "iam caller id only",
-                Some(with_auth(iam(None, Some("AIDAEXAMPLE")))),
-                Some("iam:AIDAEXAMPLE"),
-            ),
-            (
-                "iam with nothing",
-                Some(with_auth(iam(Some(""), None))),
-                None,
-            ),
-            (
-                "jwt",
-                Some(with_auth(jwt(&[
-                    ("sub", "u-1"),
-                    ("iss", "https://idp.example.com"),
-                ]))),
-                Some("jwt:https://idp.example.com|u-1"),
-            ),
-            (
-                "jwt without subject",
-                Some(with_auth(jwt(&[("iss", "x")]))),
-                None,
-            ),
-            (
-                "lambda authorizer",
-                Some(with_auth(Some(lambda_auth))),
-                Some("lambda:tenant-7"),
-            ),
-        ];
-        for (name, ctx, want) in cases {
-            let got = caller(ctx.as_ref(), OwnerScope::Session);
-            assert_eq!(got.as_ref().map(Owner::as_str), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn sessions_are_apart_by_default_and_one_owner_per_role_when_asked() {
-        let session = |arn: &str| with_auth(iam(Some(arn), None));
-        let alice =
-            session("arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0a1b/alice@corp");
-        let bob =
-            session("arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0a1b/bob@corp");
-        let owner = |ctx: &RequestContext, scope| caller(Some(ctx), scope).unwrap();
-        assert_ne!(
-            owner(&alice, OwnerScope::Session),
-            owner(&bob, OwnerScope::Session)
-        );
-        assert_eq!(
-            owner(&alice, OwnerScope::Role),
-            owner(&bob, OwnerScope::Role)
-        );
-        assert_eq!(
-            owner(&alice, OwnerScope::Role).as_str(),
-            "iam:arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0a1b"
-        );
-        // Cognito identity-pool users share the role and its session name, not their identity.
-        let cognito = |identity: &str| {
-            let mut d = ApiGatewayRequestAuthorizerIamDescription::default();
-            d.user_arn = Some(
-                "arn:aws:sts::123456789012:assumed-role/Cognito_Auth/CognitoIdentityCredentials"
-                    .into(),
-            );
-            let mut c = lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizerCognitoIdentity::default();
-            c.identity_id = Some(identity.into());
-            c.identity_pool_id = Some("us-east-1:pool".into());
-            d.cognito_identity = Some(c);
-            let mut a = ApiGatewayRequestAuthorizer::default();
-            a.iam = Some(d);
-            with_auth(Some(a))
-        };
-        let (u1, u2) = (cognito("us-east-1:user-1"), cognito("us-east-1:user-2"));
-        assert_ne!(
-            owner(&u1, OwnerScope::Session),
-            owner(&u2, OwnerScope::Session)
-        );
-        assert_eq!(
-            owner(&u1, OwnerScope::Session).as_str(),
-            "iam:cognito:us-east-1:pool|us-east-1:user-1"
-        );
-        assert_eq!(owner(&u1, OwnerScope::Role), owner(&u2, OwnerScope::Role));
-        for (raw, want) in [
-            ("session", Ok(OwnerScope::Session)),
-            ("role", Ok(OwnerScope::Role)),
-        ] {
-            assert_eq!(raw.parse::<OwnerScope>(), want);
-        }
-        assert!("user".parse::<OwnerScope>().is_err());
-    }
-
-    #[test]
-    fn a_lambda_authorizers_identity_is_read_from_payload_2_0() {
-        // As API Gateway sends it: the authorizer's context under `authorizer.lambda`.
-        let event = serde_json::json!({
+    /// A request as the Lambda runtime makes it from API Gateway's payload 2.0 event, with
+    /// `authorizer` as `requestContext.authorizer`.
+    fn request(authorizer: Value) -> lambda_http::Request {
+        let event = json!({
             "version": "2.0", "routeKey": "GET /jobs/{id}", "rawPath": "/jobs/x", "rawQueryString": "",
-            "headers": {}, "isBase64Encoded": false,
+            "headers": {"host": "api.example.com"}, "isBase64Encoded": false,
+            "pathParameters": {"id": "x"},
             "requestContext": {
                 "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
                 "domainPrefix": "api", "requestId": "r", "routeKey": "GET /jobs/{id}", "stage": "$default",
                 "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0,
-                "http": {"method": "GET", "path": "/jobs/x", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
-                "authorizer": {"lambda": {"principalId": "tenant-42", "plan": "gold"}}
+                "http": {"method": "GET", "path": "/jobs/x", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "t"},
+                "authorizer": authorizer
             }
         });
-        let req: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
-            serde_json::from_value(event).unwrap();
-        let ctx = RequestContext::ApiGatewayV2(req.request_context);
+        let event: LambdaRequest = serde_json::from_value(event).expect("a payload 2.0 event");
+        lambda_http::Request::from(event)
+    }
+
+    /// `requestContext.authorizer` of API Gateway's IAM authorizer for a principal.
+    fn iam(user_arn: &str, user_id: &str, cognito: Value) -> Value {
+        json!({"iam": {
+            "accessKey": "ASIAEXAMPLEACCESSKEY", "accountId": "123456789012", "callerId": user_id,
+            "cognitoIdentity": cognito, "principalOrgId": "o-exampleorg",
+            "userArn": user_arn, "userId": user_id
+        }})
+    }
+
+    /// An assumed role's session, with the unique id API Gateway gives it (`AROA…:session`).
+    fn session(role: &str, name: &str) -> Value {
+        iam(
+            &format!("arn:aws:sts::123456789012:assumed-role/{role}/{name}"),
+            &format!("AROAEXAMPLE{}:{name}", role.len()),
+            Value::Null,
+        )
+    }
+
+    fn cognito(session_name: &str, identity: &str) -> Value {
+        iam(
+            &format!("arn:aws:sts::123456789012:assumed-role/Cognito_AppAuth_Role/{session_name}"),
+            &format!("AROAEXAMPLECOGNITO:{session_name}"),
+            json!({
+                "amr": ["authenticated", "cognito-idp.us-east-1.amazonaws.com/us-east-1_Example",
+                        "cognito-idp.us-east-1.amazonaws.com/us-east-1_Example:CognitoSignIn:0f3c9a2e"],
+                "identityId": identity,
+                "identityPoolId": "us-east-1:0a1b2c3d-pool"
+            }),
+        )
+    }
+
+    const SSO_ROLE: &str = "AWSReservedSSO_Developer_0123456789abcdef";
+
+    fn owner_with(authorizer: Value, scope: &OwnerScope) -> Option<String> {
+        let req = request(authorizer);
+        caller(req.request_context_ref(), scope).map(|o| o.as_str().to_owned())
+    }
+
+    fn owner(authorizer: Value) -> Option<String> {
+        owner_with(authorizer, &OwnerScope::default())
+    }
+
+    fn pinning(roles: &[&str]) -> OwnerScope {
+        OwnerScope::Session {
+            pinned: roles.iter().map(|r| r.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn each_identity_source_has_the_owner_its_caller_cannot_choose() {
+        let sso_alice =
+            "iam:arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Developer_0123456789abcdef/alice@corp.example";
+        let cases: Vec<(&str, Value, Option<&str>)> = vec![
+            (
+                "an IAM user is its ARN",
+                iam(
+                    "arn:aws:iam::123456789012:user/team/alice",
+                    "AIDAEXAMPLEALICE",
+                    Value::Null,
+                ),
+                Some("iam:arn:aws:iam::123456789012:user/team/alice"),
+            ),
+            (
+                "the account's root user is its ARN",
+                iam("arn:aws:iam::123456789012:root", "123456789012", Value::Null),
+                Some("iam:arn:aws:iam::123456789012:root"),
+            ),
+            (
+                "an IAM Identity Center user is its session: IAM Identity Center names it",
+                session(SSO_ROLE, "alice@corp.example"),
+                Some(sso_alice),
+            ),
+            (
+                "a Cognito identity-pool caller is its identity (enhanced flow)",
+                cognito("CognitoIdentityCredentials", "us-east-1:1111-alice"),
+                Some("iam:cognito:us-east-1:0a1b2c3d-pool|us-east-1:1111-alice"),
+            ),
+            (
+                "a Cognito identity-pool caller is its identity, whatever it named its session (basic flow)",
+                cognito("bob", "us-east-1:1111-alice"),
+                Some("iam:cognito:us-east-1:0a1b2c3d-pool|us-east-1:1111-alice"),
+            ),
+            (
+                "a SAML session of another identity provider is its role unless the deployment pins it",
+                session("OktaDevelopers", "alice@corp.example"),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/OktaDevelopers"),
+            ),
+            (
+                "a web identity session is its role: AssumeRoleWithWebIdentity's caller names it",
+                session("GitHubDeploy", "GitHubActions"),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/GitHubDeploy"),
+            ),
+            (
+                "a plain AssumeRole session is its role: AssumeRole's caller names it",
+                session("Analysts", "alice"),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/Analysts"),
+            ),
+            (
+                "a session chained from IAM Identity Center into another role is that role",
+                session("Deployer", "alice@corp.example"),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/Deployer"),
+            ),
+            (
+                "a service's session (Lambda, ECS, EC2 name theirs) is its role",
+                session("WorkerTaskRole", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/WorkerTaskRole"),
+            ),
+            (
+                "federated users are one owner per account: GetFederationToken's caller names them",
+                iam(
+                    "arn:aws:sts::123456789012:federated-user/alice",
+                    "123456789012:alice",
+                    Value::Null,
+                ),
+                Some("iam:arn:aws:sts::123456789012:federated-user"),
+            ),
+            (
+                "a Cognito context without an identity falls back to the role",
+                cognito("CognitoIdentityCredentials", ""),
+                Some("iam:arn:aws:sts::123456789012:assumed-role/Cognito_AppAuth_Role"),
+            ),
+            (
+                "no ARN is no owner: callerId names the session too",
+                iam("", "AROAEXAMPLE8:alice", Value::Null),
+                None,
+            ),
+            (
+                "a principal of an unknown kind is no owner",
+                iam(
+                    "arn:aws:iam::123456789012:role/Analysts",
+                    "AROAEXAMPLE8",
+                    Value::Null,
+                ),
+                None,
+            ),
+            (
+                "a garbled ARN is no owner",
+                iam("arn:aws:sts::assumed-role/Analysts/alice", "x", Value::Null),
+                None,
+            ),
+            (
+                "jwt: issuer and subject",
+                json!({"jwt": {"claims": {"sub": "u-1", "iss": "https://idp.example.com"}, "scopes": null}}),
+                Some("jwt:https://idp.example.com|u-1"),
+            ),
+            (
+                "jwt without subject",
+                json!({"jwt": {"claims": {"iss": "https://idp.example.com"}, "scopes": null}}),
+                None,
+            ),
+            (
+                "lambda authorizer: its principalId",
+                json!({"lambda": {"principalId": "tenant-42", "plan": "gold"}}),
+                Some("lambda:tenant-42"),
+            ),
+            ("no authorizer", Value::Null, None),
+        ];
+        for (name, authorizer, want) in cases {
+            assert_eq!(owner(authorizer).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_chosen_session_name_never_reaches_another_callers_jobs() {
+        let alice = owner(session(SSO_ROLE, "alice@corp.example")).unwrap();
+        // Mallory may assume other roles and name her sessions as she likes; an account of her
+        // own may even have a role of the same name.
+        for forged in [
+            session("Analysts", "alice@corp.example"),
+            session("AWSReservedSSO_Developer", "alice@corp.example"),
+            iam(
+                "arn:aws:sts::999999999999:assumed-role/AWSReservedSSO_Developer_0123456789abcdef/alice@corp.example",
+                "AROAEXAMPLEMALLORY:alice@corp.example",
+                Value::Null,
+            ),
+            cognito("alice@corp.example", "us-east-1:2222-mallory"),
+        ] {
+            assert_ne!(owner(forged.clone()), Some(alice.clone()), "{forged}");
+        }
+        // In a role whose session names its callers choose, no session has jobs of its own to
+        // take: every session is the role.
         assert_eq!(
-            caller(Some(&ctx), OwnerScope::Session).unwrap().as_str(),
-            "lambda:tenant-42"
+            owner(session("Analysts", "alice")),
+            owner(session("Analysts", "mallory"))
         );
+        // Nor does a Cognito identity's session name reach another identity's jobs.
+        assert_ne!(
+            owner(cognito(
+                "CognitoIdentityCredentials",
+                "us-east-1:1111-alice"
+            )),
+            owner(cognito(
+                "CognitoIdentityCredentials",
+                "us-east-1:2222-mallory"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_role_whose_trust_policy_pins_session_names_keeps_sessions_apart() {
+        let scope = pinning(&[
+            "arn:aws:iam::123456789012:role/teams/Analysts",
+            "arn:aws:iam::123456789012:role/OktaDevelopers",
+        ]);
+        let own = |authorizer| owner_with(authorizer, &scope);
+        assert_eq!(
+            own(session("Analysts", "alice")).as_deref(),
+            Some("iam:arn:aws:sts::123456789012:assumed-role/Analysts/alice")
+        );
+        assert_ne!(
+            own(session("Analysts", "alice")),
+            own(session("Analysts", "bob"))
+        );
+        assert_eq!(
+            own(session("OktaDevelopers", "alice@corp.example")).as_deref(),
+            Some("iam:arn:aws:sts::123456789012:assumed-role/OktaDevelopers/alice@corp.example")
+        );
+        // Other roles, and a role of the same name in another account or partition, stay one
+        // owner per role.
+        assert_eq!(
+            own(session("GitHubDeploy", "alice")).as_deref(),
+            Some("iam:arn:aws:sts::123456789012:assumed-role/GitHubDeploy")
+        );
+        for arn in [
+            "arn:aws:sts::999999999999:assumed-role/Analysts/alice",
+            "arn:aws-cn:sts::123456789012:assumed-role/Analysts/alice",
+        ] {
+            let got = own(iam(arn, "AROAEXAMPLE8:alice", Value::Null)).unwrap();
+            assert!(!got.ends_with("/alice"), "{arn} gave {got}");
+        }
+        // IAM Identity Center, Cognito and IAM users are as without the list.
+        for authorizer in [
+            session(SSO_ROLE, "alice@corp.example"),
+            cognito("CognitoIdentityCredentials", "us-east-1:1111-alice"),
+            iam(
+                "arn:aws:iam::123456789012:user/alice",
+                "AIDAEXAMPLEALICE",
+                Value::Null,
+            ),
+        ] {
+            assert_eq!(own(authorizer.clone()), owner(authorizer));
+        }
+    }
+
+    #[test]
+    fn role_scope_makes_every_session_of_a_role_one_owner() {
+        let own = |authorizer| owner_with(authorizer, &OwnerScope::Role).unwrap();
+        assert_eq!(
+            own(session(SSO_ROLE, "alice@corp.example")),
+            "iam:arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Developer_0123456789abcdef"
+        );
+        assert_eq!(
+            own(session(SSO_ROLE, "alice@corp.example")),
+            own(session(SSO_ROLE, "bob@corp.example"))
+        );
+        assert_eq!(
+            own(cognito(
+                "CognitoIdentityCredentials",
+                "us-east-1:1111-alice"
+            )),
+            "iam:arn:aws:sts::123456789012:assumed-role/Cognito_AppAuth_Role"
+        );
+        assert_eq!(
+            own(iam(
+                "arn:aws:iam::123456789012:user/alice",
+                "AIDAEXAMPLEALICE",
+                Value::Null
+            )),
+            "iam:arn:aws:iam::123456789012:user/alice"
+        );
+        // A plain role is the same owner under either scope, so switching keeps its jobs.
+        assert_eq!(
+            Some(own(session("Analysts", "alice"))),
+            owner(session("Analysts", "alice"))
+        );
+    }
+
+    #[test]
+    fn scopes_and_role_arns_parse_or_say_what_is_expected() {
+        assert_eq!("session".parse(), Ok(OwnerScope::default()));
+        assert_eq!("role".parse(), Ok(OwnerScope::Role));
+        assert!("user".parse::<OwnerScope>().is_err());
+        for (raw, want) in [
+            (
+                "arn:aws:iam::123456789012:role/Analysts",
+                Some("arn:aws:iam::123456789012:role/Analysts"),
+            ),
+            (
+                " arn:aws-us-gov:iam::123456789012:role/a/b/Analysts ",
+                Some("arn:aws-us-gov:iam::123456789012:role/Analysts"),
+            ),
+            ("Analysts", None),
+            ("arn:aws:iam::123456789012:user/alice", None),
+            (
+                "arn:aws:sts::123456789012:assumed-role/Analysts/alice",
+                None,
+            ),
+            ("arn:aws:iam::12345:role/Analysts", None),
+            ("arn:aws:iam::123456789012:role/", None),
+            ("arn:aws:iam::123456789012:role/path/", None),
+        ] {
+            let got = raw.parse::<RoleArn>().map(|r| r.to_string()).ok();
+            assert_eq!(got.as_deref(), want, "{raw}");
+        }
     }
 
     #[test]
     fn the_local_context_is_an_iam_identity() {
         let ctx = local_context("arn:aws:iam::000000000000:user/local");
         assert_eq!(
-            caller(Some(&ctx), OwnerScope::Session).unwrap().as_str(),
+            caller(Some(&ctx), &OwnerScope::default()).unwrap().as_str(),
             "iam:arn:aws:iam::000000000000:user/local"
         );
     }

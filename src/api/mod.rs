@@ -8,7 +8,7 @@ mod identity;
 pub use budget::{Budget, ANSWER_MARGIN};
 pub(crate) use handler::respond_error;
 pub use handler::Api;
-pub use identity::{caller, local_context, OwnerScope};
+pub use identity::{caller, local_context, OwnerScope, RoleArn};
 
 use std::time::Duration;
 

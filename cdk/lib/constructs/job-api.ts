@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer, HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
@@ -25,6 +25,14 @@ export interface JwtAuthorization {
   readonly issuer: string;
   /** Accepted audiences (`aud`, or `client_id` for Cognito access tokens). */
   readonly audience: string[];
+}
+
+/** Rejects an ARN of a pinned-session role that is not a role's ARN (a token passes: a role's own). */
+export function checkPinnedSessionRole(arn: string): string {
+  if (!Token.isUnresolved(arn) && !/^arn:[a-z-]+:iam::\d{12}:role\/(?:[^/]+\/)*[\w+=,.@-]+$/.test(arn)) {
+    throw new Error(`pinnedSessionRoles must be roles, got ${arn}`);
+  }
+  return arn;
 }
 
 /** Properties of {@link JobApi}. */
@@ -54,13 +62,23 @@ export interface JobApiProps {
    */
   readonly maxJobTimeout?: Duration;
   /**
-   * What makes two IAM callers the same owner: `session` gives every assumed-role session (each
-   * IAM Identity Center user, each Cognito identity) its own jobs; `role` makes every session
-   * of a role one owner (instances of one service sharing their jobs).
+   * What makes two IAM callers the same owner. `session` gives each caller its own jobs as far as
+   * AWS vouches for who it is: an IAM user, an IAM Identity Center user, a Cognito identity-pool
+   * identity, a session of one of `pinnedSessionRoles`; every session of any other assumed role
+   * is one owner, the role, since whoever may assume it names the session. `role` makes every
+   * session of a role one owner, IAM Identity Center's and Cognito's too.
    *
    * @default 'session'
    */
   readonly ownerScope?: OwnerScope;
+  /**
+   * Roles whose trust policies pin their session names (a condition on `sts:RoleSessionName`,
+   * e.g. `${aws:username}`), or that only a SAML identity provider naming sessions after its users
+   * may assume: each of their sessions is its own owner. Only with `ownerScope` `session`.
+   *
+   * @default - none: the sessions of every role but IAM Identity Center's share the role's jobs
+   */
+  readonly pinnedSessionRoles?: iam.IRole[];
   /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
@@ -140,6 +158,11 @@ export class JobApi extends Construct {
     if (ownerScope !== 'session' && ownerScope !== 'role') {
       throw new Error(`ownerScope must be session or role, got ${String(ownerScope)}`);
     }
+    const pinnedSessionRoleArns = (props.pinnedSessionRoles ?? []).map((r) => r.roleArn);
+    if (ownerScope === 'role' && pinnedSessionRoleArns.length > 0) {
+      throw new Error('pinnedSessionRoles needs ownerScope session: role makes every session of a role one owner');
+    }
+    pinnedSessionRoleArns.forEach(checkPinnedSessionRole);
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
     const logRemovalPolicy = props.logRemovalPolicy ?? RemovalPolicy.DESTROY;
 
@@ -161,6 +184,7 @@ export class JobApi extends Construct {
         serviceName: props.workerService.serviceName,
         maxJobTimeoutSeconds: maxJobTimeout,
         ownerScope,
+        pinnedSessionRoleArns,
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling
@@ -178,7 +202,7 @@ export class JobApi extends Construct {
       timeout: STATUS_FUNCTION_TIMEOUT,
       logRetention,
       logRemovalPolicy,
-      environment: statusEnv({ tableName: props.table.tableName, ownerScope }),
+      environment: statusEnv({ tableName: props.table.tableName, ownerScope, pinnedSessionRoleArns }),
     });
     JobTable.grantItems(props.table, status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     this.statusFunction = status.function;
