@@ -1,16 +1,20 @@
 # The entry points a person types. `make dev` runs the local stack; `make test` runs every test.
-# Both install what they need (the emulator into .venv) on first use.
+# Both install what they need (the emulator and the reference webhook verifier into .venv) on first use.
 
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MOTO_VERSION := 5.2.5
+# The reference implementation the webhook tests verify signatures with (tests/fixtures/verify_webhook.py).
+STANDARDWEBHOOKS_VERSION := 1.3.0
+# What the tests' virtualenv holds. Its stamp records them, so changing a pin reinstalls.
+VENV_PACKAGES := 'moto[server]==$(MOTO_VERSION)' 'standardwebhooks==$(STANDARDWEBHOOKS_VERSION)'
 
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale
+.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale FORCE
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -22,10 +26,10 @@ help:
 	@echo "make grid   the scaling policy over the full grid of workloads against the oracle and the anchors (make test runs a short one)"
 	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
 
-$(VENV)/.ok:
+$(VENV)/.ok: $(if $(filter-out $(shell cat $(VENV)/.ok 2>/dev/null),$(VENV_PACKAGES)),FORCE)
 	python3 -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
-	touch $@
+	$(PIP) install --quiet --disable-pip-version-check $(VENV_PACKAGES)
+	echo "$(VENV_PACKAGES)" >$@
 
 setup: $(VENV)/.ok
 

@@ -24,3 +24,4 @@ pub mod store;
 pub mod sweep;
 pub mod telemetry;
 pub mod time;
+pub mod webhook;

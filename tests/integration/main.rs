@@ -12,4 +12,5 @@ mod model;
 mod scaling;
 mod store;
 mod support;
+mod webhook;
 mod worker;

@@ -35,17 +35,10 @@ pub struct Emulator {
 
 impl Emulator {
     /// Starts one: `scripts/emulator.py` (moto in server mode, DynamoDB's writes atomic) with
-    /// the workspace's `.venv` Python, or `SLUICE_EMULATOR_PYTHON`; `env` adds settings.
+    /// the tests' Python ([`venv_python`]); `env` adds settings.
     pub fn start(env: &[(&str, &str)]) -> Emulator {
         let root = workspace_root();
-        let python = std::env::var("SLUICE_EMULATOR_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join(".venv/bin/python"));
-        assert!(
-            python.exists(),
-            "the emulator's Python is not installed at {}: run `make test`, which installs it, or set SLUICE_EMULATOR_PYTHON",
-            python.display()
-        );
+        let python = venv_python();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -94,6 +87,20 @@ impl Emulator {
 }
 
 /// The workspace's root: the ancestor of this package that holds `scripts/emulator.py`.
+/// The Python of the tests' virtualenv (the emulator, the reference webhook verifier): the
+/// workspace's `.venv`, or `SLUICE_EMULATOR_PYTHON`.
+pub fn venv_python() -> PathBuf {
+    let python = std::env::var("SLUICE_EMULATOR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "the tests' Python is not installed at {}: run `make test`, which installs it, or set SLUICE_EMULATOR_PYTHON",
+        python.display()
+    );
+    python
+}
+
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
