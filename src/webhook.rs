@@ -1150,6 +1150,7 @@ mod tests {
             result: (status == Status::Succeeded).then(|| serde_json::json!({"label": "cat"})),
             error: None,
             url: None,
+            redrives: 0,
         }
     }
 
