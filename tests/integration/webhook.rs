@@ -68,6 +68,7 @@ fn finished_job() -> (JobId, WebhookEvent) {
         // Non-ASCII, quotes and a newline: the bytes signed are the bytes sent.
         error: Some("modèle introuvable: \"résumé\"\nbye 👋".into()),
         url: None,
+        redrives: 0,
     };
     (id, WebhookEvent::of(view).unwrap())
 }
