@@ -14,7 +14,7 @@ VENV_PACKAGES := 'moto[server]==$(MOTO_VERSION)' 'standardwebhooks==$(STANDARDWE
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale FORCE
+.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale faketime FORCE
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -31,7 +31,15 @@ $(VENV)/.ok: $(if $(filter-out $(shell cat $(VENV)/.ok 2>/dev/null),$(VENV_PACKA
 	$(PIP) install --quiet --disable-pip-version-check $(VENV_PACKAGES)
 	echo "$(VENV_PACKAGES)" >$@
 
-setup: $(VENV)/.ok
+# The tests shift a worker's clock with Debian's faketime (an LD_PRELOAD library).
+FAKETIME := $(shell command -v faketime 2>/dev/null)
+faketime:
+ifeq ($(FAKETIME),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq faketime; }; \
+	else sudo apt-get install -y -qq faketime || { echo "install Debian's faketime (apt-get install faketime): the tests shift a worker's clock with it"; exit 1; }; fi
+endif
+
+setup: $(VENV)/.ok faketime
 
 # The Python helper and every example's pinned requirements, for the examples on the local stack
 # and their tests (kept apart from the emulator's virtualenv).

@@ -9,6 +9,7 @@ pub mod api;
 pub mod aws;
 pub mod backlog;
 pub mod client;
+pub mod clock;
 pub mod cloudwatch;
 pub mod config;
 pub mod deadletter;

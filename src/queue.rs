@@ -128,6 +128,8 @@ pub struct Received {
 pub struct JobQueue {
     client: Client,
     url: String,
+    /// Measures this machine's clock against AWS's on each first delivery, when set.
+    clock: Option<crate::clock::ServerClock>,
 }
 
 impl JobQueue {
@@ -135,6 +137,24 @@ impl JobQueue {
         JobQueue {
             client,
             url: url.into(),
+            clock: None,
+        }
+    }
+
+    /// The queue, with a client that measures this machine's clock against AWS's on every
+    /// answer and every first delivery of a message (see [`crate::clock`]).
+    pub fn measuring(
+        aws: &aws_config::SdkConfig,
+        url: impl Into<String>,
+        clock: &crate::clock::ServerClock,
+    ) -> Self {
+        let conf = aws_sdk_sqs::config::Builder::from(aws)
+            .interceptor(clock.clone())
+            .build();
+        JobQueue {
+            client: Client::from_conf(conf),
+            url: url.into(),
+            clock: Some(clock.clone()),
         }
     }
 
@@ -223,6 +243,7 @@ impl JobQueue {
         wait: Duration,
         hide: Option<Duration>,
     ) -> Result<Vec<Received>, QueueError> {
+        let sent = crate::clock::raw_now_ms();
         let out = self
             .client
             .receive_message()
@@ -232,10 +253,14 @@ impl JobQueue {
             .set_visibility_timeout(hide.map(visibility_seconds))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
             .message_attribute_names(FIRST_SENT)
             .send()
             .await
             .map_err(classify)?;
+        let received = crate::clock::raw_now_ms();
         Ok(out
             .messages
             .unwrap_or_default()
@@ -255,6 +280,14 @@ impl JobQueue {
                         .and_then(|v| v.parse::<i64>().ok())
                         .unwrap_or(0)
                 };
+                // Delivered for the first time by this very receive: its first-receive stamp
+                // is AWS's time while the call ran.
+                if let Some(clock) = &self.clock {
+                    let first = num(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
+                    if num(MessageSystemAttributeName::ApproximateReceiveCount) == 1 && first > 0 {
+                        clock.observe_first_receive(sent, received, first);
+                    }
+                }
                 Some(Received {
                     receive_count: u32::try_from(num(
                         MessageSystemAttributeName::ApproximateReceiveCount,

@@ -324,6 +324,19 @@ impl JobStore {
         JobStore::new(Client::new(aws), table)
     }
 
+    /// The store, with a client that measures this machine's clock against AWS's on every
+    /// answer (see [`crate::clock`]).
+    pub fn measuring(
+        aws: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        clock: &crate::clock::ServerClock,
+    ) -> Self {
+        let conf = aws_sdk_dynamodb::config::Builder::from(aws)
+            .interceptor(clock.clone())
+            .build();
+        JobStore::new(Client::from_conf(conf), table)
+    }
+
     /// Records a new job, and with it the caller's idempotency key if there is one, in one
     /// transaction: either both exist or neither does.
     pub async fn create(

@@ -2,6 +2,7 @@
 //! compared in conditional writes, formatted as RFC 3339 at the API.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -11,12 +12,29 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct Millis(pub i64);
 
+/// How far this machine's clock runs ahead of AWS's, in ms, as measured by
+/// [`crate::clock::ServerClock`] (zero until something measures it: the functions run on AWS's
+/// own time).
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// The offset [`Millis::now`] takes off this machine's clock.
+pub fn clock_offset_ms() -> i64 {
+    CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+}
+
+/// Sets the offset [`Millis::now`] takes off this machine's clock.
+pub fn set_clock_offset_ms(offset: i64) {
+    CLOCK_OFFSET_MS.store(offset, Ordering::Relaxed);
+}
+
 impl Millis {
+    /// Now, on AWS's clock as far as it was measured (see [`crate::clock`]).
     pub fn now() -> Self {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        Millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        let raw = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+        Millis(raw.saturating_sub(clock_offset_ms()))
     }
 
     pub fn plus(self, d: Duration) -> Self {

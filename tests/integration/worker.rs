@@ -266,3 +266,77 @@ async fn an_orphan_deleted_early_leaves_no_record_without_a_message() {
     }
     assert_eq!(s.store.find_idempotent("key-hash").await.unwrap(), None);
 }
+
+/// The worker settings that run the chaos run's handler (child-process mode, the Python
+/// helper), which appends a line per completed run to `ledger`.
+fn ledger_handler(ledger: &std::path::Path) -> Vec<(&'static str, String)> {
+    let command = json!([
+        "python3",
+        format!(
+            "{}/tests/fixtures/chaos_handler.py",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    ])
+    .to_string();
+    vec![
+        ("SLUICE_HANDLER", "process".into()),
+        ("SLUICE_COMMAND", command),
+        ("CHAOS_LOG", ledger.display().to_string()),
+    ]
+}
+
+/// A worker whose clock runs 90 s ahead of AWS's judges leases by AWS's clock: it never takes
+/// over a job whose holder is alive and renewing its lease, and still runs jobs of its own.
+#[tokio::test]
+async fn a_worker_whose_clock_runs_ahead_never_takes_over_a_live_job() {
+    assert!(
+        std::process::Command::new("faketime")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test shifts a worker's clock with Debian's faketime: apt-get install faketime"
+    );
+    let s = Stack::new("clock_ahead").await;
+    let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
+    std::fs::write(&ledger, "").unwrap();
+    let env = ledger_handler(&ledger);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // One job at a time: while it runs the job, only the other worker takes messages.
+    let mut one = env.clone();
+    one.push(("SLUICE_CONCURRENCY", "1"));
+    let _w1 = s.worker("w1", &one);
+    let id = s
+        .submit(ALICE, json!({"text": "one run only", "sleep_ms": 8000}))
+        .await;
+    let started = Instant::now();
+    while s.store.get(&id).await.unwrap().unwrap().status != Status::Running {
+        assert!(started.elapsed() < SOON, "the job never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another worker, its clock 90 s ahead (its monotonic clock left alone), meets copies of
+    // the running job's message.
+    let mut skewed = env.clone();
+    skewed.push(("FAKETIME_DONT_FAKE_MONOTONIC", "1"));
+    let _w2 = s.worker_under("w2", &skewed, &["faketime", "-f", "+90s"]);
+    let input =
+        RawValue::from_string(r#"{"text": "one run only", "sleep_ms": 8000}"#.into()).unwrap();
+    for _ in 0..3 {
+        s.queue
+            .send(Envelope::new(id.clone(), &input).encode().unwrap())
+            .await
+            .unwrap();
+    }
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(40)).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    assert_eq!(view.attempt, 1, "no second attempt took it over: {view:?}");
+    // The skewed worker still runs work of its own.
+    let other = s.submit(ALICE, json!({"text": "any worker"})).await;
+    let view = s.wait_terminal(ALICE, &other, SOON).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let runs = std::fs::read_to_string(&ledger).unwrap();
+    let of_first = runs
+        .lines()
+        .filter(|l| l.starts_with(&id.to_string()))
+        .count();
+    assert_eq!(of_first, 1, "the job ran once: {runs}");
+}

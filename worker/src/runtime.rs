@@ -33,8 +33,12 @@ pub async fn run<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let aws = sluice::aws::load().await;
-    let store = JobStore::from_sdk(&aws, &config.table_name).with_retention(config.retention);
-    let queue = JobQueue::from_sdk(&aws, &config.queue_url);
+    // Leases, deadlines and message ages are compared with other machines' times: the worker
+    // reads AWS's clock, measured on every answer, whatever its own says.
+    let clock = sluice::clock::ServerClock::default();
+    let store =
+        JobStore::measuring(&aws, &config.table_name, &clock).with_retention(config.retention);
+    let queue = JobQueue::measuring(&aws, &config.queue_url, &clock);
     run_with(handler, config, store, queue, shutdown).await
 }
 
