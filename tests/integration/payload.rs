@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sluice::payload::{part_plan, part_range, PayloadError, Payloads, Presigned, UploadedPart};
 
+use crate::faults::{Fault, Faults};
 use crate::support::*;
 
 const MIB: u64 = 1 << 20;
@@ -410,4 +411,66 @@ async fn delete_prefix_deletes_every_page_and_nothing_else() {
 
     p.delete("other").await.unwrap();
     assert_eq!(p.head("other").await.unwrap(), None);
+}
+
+/// Payloads on `bucket` whose S3 requests pass through `faults`.
+fn faulty(faults: &Faults, aws: &aws_config::SdkConfig, bucket: &str) -> Payloads {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(true)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    Payloads::new(s3, bucket)
+}
+
+#[tokio::test]
+async fn a_part_whose_answer_is_lost_is_sent_again_from_disk() {
+    let p = bucket("part_retried").await;
+    let faults = Faults::default();
+    let flaky = faulty(&faults, &sdk().await, p.bucket());
+    let dir = TempDir::new("part_retried");
+    let src = dir.join("in.bin");
+    let size = 20 * MIB + 1;
+    let sum = write_file(&src, 11, size);
+    // Two faults in all, so that no part can use up the SDK's three attempts.
+    faults.fail("UploadPart", None, Fault::AppliedThen500, 1);
+    faults.fail("UploadPart", None, Fault::Refused, 1);
+
+    let info = flaky
+        .upload_file(&src, "retried", "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(faults.injected().values().sum::<u64>(), 2);
+    assert_eq!(info.size, size);
+    let out = dir.join("out.bin");
+    p.download_to_file("retried", &out).await.unwrap();
+    assert_eq!(file_sha256(&out), sum);
+}
+
+#[tokio::test]
+async fn an_upload_whose_part_keeps_failing_is_aborted() {
+    let p = bucket("part_fails").await;
+    let faults = Faults::default();
+    let flaky = faulty(&faults, &sdk().await, p.bucket());
+    let dir = TempDir::new("part_fails");
+    let src = dir.join("in.bin");
+    write_file(&src, 13, 20 * MIB);
+    faults.fail("UploadPart", None, Fault::Refused, u32::MAX);
+
+    let err = flaky
+        .upload_file(&src, "failed", "application/octet-stream")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(p.head("failed").await.unwrap(), None);
+    // The upload was aborted: no parts are left to pay for.
+    let uploads = p
+        .client()
+        .list_multipart_uploads()
+        .bucket(p.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
 }
