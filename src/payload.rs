@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -40,6 +41,13 @@ pub const PREFERRED_PART_SIZE: u64 = 8 * MIB;
 pub const MULTIPART_THRESHOLD: u64 = 16 * MIB;
 /// How many parts [`Payloads::upload_file`] sends at once.
 pub const PART_CONCURRENCY: usize = 4;
+/// The slowest sending an attempt to upload is given time for, on top of the client's own limit
+/// for an attempt: 32 KiB/s, so that a part or a small file still goes up over a poor link
+/// (a connection that stops moving at all is cut sooner, by the SDK's stalled-stream protection).
+pub const MIN_SEND_RATE: u64 = 32 * 1024;
+/// How long one attempt to complete a multipart upload may take: S3 can take minutes to join
+/// the parts of a large object.
+pub const COMPLETE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -156,6 +164,12 @@ pub fn part_range(size: u64, part_size: u64, number: u32) -> (u64, u64) {
     (offset, part_size.min(size.saturating_sub(offset)))
 }
 
+/// The time limit of one attempt to send `bytes`: the client's own limit (`base`, none when it
+/// has none) plus the time to send them at [`MIN_SEND_RATE`].
+pub fn send_attempt_timeout(base: Option<Duration>, bytes: u64) -> Option<Duration> {
+    base.map(|t| t + Duration::from_secs(bytes.div_ceil(MIN_SEND_RATE)))
+}
+
 /// A presigned request: whoever holds it may send it, without AWS credentials, until it expires
 /// (or the credentials that signed it do, whichever comes first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,6 +247,33 @@ impl Payloads {
     /// The client, for what this adapter does not wrap.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The client's time limits with `attempt` as the limit of each attempt and none on the
+    /// call as a whole: a transfer is bounded by its attempts (and the SDK's count of them).
+    fn time_limits(&self, attempt: Option<Duration>) -> aws_sdk_s3::config::Builder {
+        let base = self
+            .client
+            .config()
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(TimeoutConfig::disabled);
+        let limits = base.to_builder().disable_operation_timeout();
+        let limits = match attempt {
+            Some(t) => limits.operation_attempt_timeout(t),
+            None => limits.disable_operation_attempt_timeout(),
+        };
+        aws_sdk_s3::config::Builder::default().timeout_config(limits.build())
+    }
+
+    /// [`Payloads::time_limits`] for sending `bytes`.
+    fn send_limits(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        let base = self
+            .client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout());
+        self.time_limits(send_attempt_timeout(base, bytes))
     }
 
     /// A URL for one PUT of the whole object; the uploader must send the `content-type` given
@@ -354,6 +395,8 @@ impl Payloads {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(self.time_limits(Some(COMPLETE_ATTEMPT_TIMEOUT)))
             .send()
             .await
             .map_err(|e| classify(key, e))?;
@@ -440,6 +483,8 @@ impl Payloads {
                 .content_type(content_type)
                 .content_length(size as i64)
                 .body(body)
+                .customize()
+                .config_override(self.send_limits(size))
                 .send()
                 .await
                 .map_err(|e| classify(key, e))?;
@@ -558,6 +603,8 @@ impl Payloads {
             .part_number(number as i32)
             .content_length(length as i64)
             .body(body)
+            .customize()
+            .config_override(self.send_limits(length))
             .send()
             .await
             .map_err(|e| classify(&key, e))?;
@@ -750,6 +797,21 @@ mod tests {
         assert_eq!(part_range(size, part_size, 2), (8 * MIB, 8 * MIB));
         assert_eq!(part_range(size, part_size, 3), (16 * MIB, 4 * MIB + 3));
         assert_eq!(part_range(0, 8 * MIB, 1), (0, 0));
+    }
+
+    #[test]
+    fn a_send_may_take_as_long_as_the_slowest_allowed_rate_needs() {
+        let base = Some(Duration::from_secs(30));
+        assert_eq!(send_attempt_timeout(base, 0), base);
+        assert_eq!(
+            send_attempt_timeout(base, 8 * MIB),
+            Some(Duration::from_secs(30 + 256))
+        );
+        assert_eq!(
+            send_attempt_timeout(base, MULTIPART_THRESHOLD),
+            Some(Duration::from_secs(30 + 512))
+        );
+        assert_eq!(send_attempt_timeout(None, GIB), None);
     }
 
     proptest! {

@@ -474,3 +474,47 @@ async fn an_upload_whose_part_keeps_failing_is_aborted() {
         .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
 }
+
+#[tokio::test]
+async fn a_send_slower_than_the_clients_attempt_limit_still_goes_up() {
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
+    let p = bucket("slow_send").await;
+    // A client whose calls may take 2 s an attempt, 4 s in all; every upload's answer takes 5 s.
+    let aws = sdk()
+        .await
+        .into_builder()
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(4))
+                .build(),
+        )
+        .build();
+    let faults = Faults::default();
+    let slow = faulty(&faults, &aws, p.bucket());
+    let delay = Fault::AnswerDelayed(Duration::from_secs(5));
+    faults.fail("PutObject", None, delay, u32::MAX);
+    faults.fail("UploadPart", None, delay, u32::MAX);
+    let dir = TempDir::new("slow_send");
+    let (small, large) = (dir.join("small"), dir.join("large"));
+    write_file(&small, 1, MIB);
+    write_file(&large, 2, 20 * MIB);
+
+    let (small, large) = tokio::join!(
+        slow.upload_file(&small, "small", "text/plain"),
+        slow.upload_file(&large, "large", "text/plain"),
+    );
+    assert_eq!(small.unwrap().size, MIB);
+    assert_eq!(large.unwrap().size, 20 * MIB);
+    let injected = faults.injected();
+    assert_eq!(
+        injected.get(&("PutObject".to_owned(), "answer delayed")),
+        Some(&1),
+        "one attempt, not cut short: {injected:?}"
+    );
+    assert_eq!(
+        injected.get(&("UploadPart".to_owned(), "answer delayed")),
+        Some(&3),
+        "{injected:?}"
+    );
+}
