@@ -629,6 +629,17 @@ impl Payloads {
     /// Writes the object at `key` to a local file, streaming it to disk; returns its size. On
     /// failure the partial file is removed.
     pub async fn download_to_file(&self, key: &str, path: &Path) -> Result<u64, PayloadError> {
+        self.download_to_file_with_progress(key, path, |_| {}).await
+    }
+
+    /// [`Payloads::download_to_file`], calling `progress` with the bytes written so far at
+    /// most once a MiB, and once at the end.
+    pub async fn download_to_file_with_progress(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> Result<u64, PayloadError> {
         let out = self
             .client
             .get_object()
@@ -638,7 +649,7 @@ impl Payloads {
             .await
             .map_err(|e| classify(key, e))?;
         let expected = out.content_length.map(|n| n.max(0) as u64);
-        let written = write_stream(out.body, key, path, expected).await;
+        let written = write_stream(out.body, key, path, expected, &progress).await;
         if written.is_err() {
             let _ = tokio::fs::remove_file(path).await;
         }
@@ -713,30 +724,40 @@ fn presigning(expires_in: Duration) -> Result<PresigningConfig, PayloadError> {
     PresigningConfig::expires_in(expires_in).map_err(|e| PayloadError::Expiry(Box::new(e)))
 }
 
-/// Writes a body to `path` chunk by chunk, through a 1 MiB buffer.
+/// Writes a body to `path` chunk by chunk, through a 1 MiB buffer, telling `progress` as each
+/// MiB boundary is passed and at the end.
 async fn write_stream(
     mut body: ByteStream,
     key: &str,
     path: &Path,
     expected: Option<u64>,
+    progress: &(impl Fn(u64) + Send + Sync),
 ) -> Result<u64, PayloadError> {
     let file = tokio::fs::File::create(path)
         .await
         .map_err(PayloadError::file(path))?;
     let mut out = tokio::io::BufWriter::with_capacity(MIB as usize, file);
-    let mut got = 0u64;
+    let (mut got, mut told) = (0u64, None);
     loop {
         let chunk = match body.try_next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => return Err(PayloadError::Unavailable(Box::new(e))),
         };
+        let before = got;
         got += chunk.len() as u64;
         out.write_all(&chunk)
             .await
             .map_err(PayloadError::file(path))?;
+        if got / MIB > before / MIB {
+            progress(got);
+            told = Some(got);
+        }
     }
     out.flush().await.map_err(PayloadError::file(path))?;
+    if told != Some(got) {
+        progress(got);
+    }
     if let Some(expected) = expected.filter(|&n| n != got) {
         return Err(PayloadError::Truncated {
             key: key.into(),

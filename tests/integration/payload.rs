@@ -342,7 +342,12 @@ async fn a_large_file_round_trips_without_growing_memory() {
         .unwrap();
     let uploaded = started.elapsed();
     let out = dir.join("out.bin");
-    assert_eq!(p.download_to_file("big/in.bin", &out).await.unwrap(), size);
+    let written = Mutex::new(Vec::new());
+    let got = p
+        .download_to_file_with_progress("big/in.bin", &out, |n| written.lock().unwrap().push(n))
+        .await
+        .unwrap();
+    assert_eq!(got, size);
     let round_trip = started.elapsed();
     let (_, peak) = memory();
     let growth = peak.saturating_sub(rss_before);
@@ -354,6 +359,10 @@ async fn a_large_file_round_trips_without_growing_memory() {
     assert_eq!(seen.len(), parts as usize);
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     assert_eq!(seen.last(), Some(&size));
+    let written = written.into_inner().unwrap();
+    assert!(written.windows(2).all(|w| w[0] < w[1]), "{written:?}");
+    assert_eq!(written.last(), Some(&size));
+    assert!((100..=201).contains(&written.len()), "{}", written.len());
     assert_eq!(file_sha256(&out), sum);
     eprintln!(
         "{size} bytes: up {:.1} s, round trip {:.1} s, peak memory +{} MiB",
