@@ -77,6 +77,8 @@ pub enum PayloadError {
         key: String,
         code: String,
     },
+    #[error("an empty prefix names every object in the bucket")]
+    EmptyPrefix,
     #[error("cannot read or write {}", path.display())]
     File {
         path: PathBuf,
@@ -86,7 +88,7 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
-    /// Throttling, time-outs and 5xx: worth trying again later.
+    /// Throttling, time-outs, 5xx and a download cut short: worth trying again later.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -160,6 +162,7 @@ pub fn part_plan(size: u64) -> Result<(u64, u32), PayloadError> {
 /// The byte range of part `number` (from 1) of a `size`-byte payload cut by [`part_plan`]:
 /// `(offset, length)`.
 pub fn part_range(size: u64, part_size: u64, number: u32) -> (u64, u64) {
+    debug_assert!(number >= 1, "parts are numbered from 1");
     let offset = u64::from(number - 1) * part_size;
     (offset, part_size.min(size.saturating_sub(offset)))
 }
@@ -417,7 +420,8 @@ impl Payloads {
     }
 
     /// The object at `key`, or `None` when there is none (an unfinished multipart upload is
-    /// none yet).
+    /// none yet). A HEAD's answer has no body to name its error, so a bucket that does not
+    /// exist reads as `None` too.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, PayloadError> {
         let out = match self
             .client
@@ -669,8 +673,12 @@ impl Payloads {
     }
 
     /// Deletes every object whose key starts with `prefix`, a page (up to 1,000 keys) per batch
-    /// delete; returns how many were deleted.
+    /// delete; returns how many were deleted. Refuses an empty prefix, which would empty the
+    /// bucket.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, PayloadError> {
+        if prefix.is_empty() {
+            return Err(PayloadError::EmptyPrefix);
+        }
         let mut pages = self
             .client
             .list_objects_v2()

@@ -417,6 +417,9 @@ async fn delete_prefix_deletes_every_page_and_nothing_else() {
         assert!(p.head(key).await.unwrap().is_some(), "{key} was kept");
     }
     assert_eq!(p.delete_prefix("job/1/").await.unwrap(), 0);
+    let err = p.delete_prefix("").await.unwrap_err();
+    assert!(matches!(err, PayloadError::EmptyPrefix), "{err:?}");
+    assert!(p.head("other").await.unwrap().is_some());
 
     p.delete("other").await.unwrap();
     assert_eq!(p.head("other").await.unwrap(), None);
