@@ -14,7 +14,7 @@ VENV_PACKAGES := 'moto[server]==$(MOTO_VERSION)' 'standardwebhooks==$(STANDARDWE
 EXAMPLES_VENV := .venv-examples
 EXAMPLE_REQUIREMENTS := $(wildcard examples/*/requirements.txt)
 
-.PHONY: dev test lint build setup bench chaos grid clean help python-test example-venv dead-letters-at-scale faketime FORCE
+.PHONY: dev test lint build setup bench bench-payload chaos grid clean help python-test example-venv dead-letters-at-scale faketime FORCE
 
 help:
 	@echo "make dev    run the local stack: emulator, API on http://127.0.0.1:8080, a worker (Ctrl-C stops all)"
@@ -22,6 +22,7 @@ help:
 	@echo "            tests, synth, cdk-nag, cfn-lint, hadolint, the worker's Docker context, the short scaling grid"
 	@echo "make build  debug build of every binary"
 	@echo "make bench  throughput, requests per job, latency, Lambda sizes on the emulator (bench/README.md)"
+	@echo "make bench-payload  S3 payload upload and download MiB/s and memory on the emulator (PAYLOAD_SIZES)"
 	@echo "make chaos  the full chaos run: workers killed, AWS faults injected, every job checked (make test runs a short one)"
 	@echo "make grid   the scaling policy over the full grid of workloads against the oracle and the anchors (make test runs a short one)"
 	@echo "make lambdas | synth | deploy | destroy   build and deploy to AWS (see cdk/README.md)"
@@ -81,6 +82,12 @@ grid:
 bench: setup
 	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --profile lambda-release -p submit -p status -p backlog; fi
 	cargo bench -p sluice-worker --bench pipeline
+
+# The S3 payload adapter against the emulator (not part of `make test`): upload and download MiB/s
+# and memory for each size in PAYLOAD_SIZES (bench/README.md).
+PAYLOAD_SIZES ?= 64MiB 256MiB 1GiB
+bench-payload: setup
+	cargo bench -p sluice --bench payload -- $(addprefix --size ,$(PAYLOAD_SIZES))
 
 # The chaos run at full size (tests/chaos/main.rs; `make test` runs a short version): bounded in
 # jobs and time, loopback only. Override with SLUICE_CHAOS_JOBS, _SECONDS, _LONGEST_MS, _SEED.

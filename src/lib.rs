@@ -2,7 +2,7 @@
 //! DynamoDB and queued in SQS; workers on ECS Fargate run them and store their results.
 //!
 //! This library holds what every sluice binary shares: the job model and its state machine,
-//! the HTTP API's handlers, the DynamoDB and SQS adapters, configuration, and the HTTP client
+//! the HTTP API's handlers, the DynamoDB, SQS and S3 adapters, configuration, and the HTTP client
 //! behind the `sluice` command.
 
 pub mod api;
@@ -19,6 +19,7 @@ pub mod job;
 pub mod limits;
 pub mod local;
 pub mod nudge;
+pub mod payload;
 pub mod queue;
 pub mod scaling;
 pub mod store;

@@ -178,16 +178,27 @@ fn stall(
     context: &mut BeforeTransmitInterceptorContextMut<'_>,
     how: Stall,
 ) -> Result<(), BoxError> {
-    let target = authority(context.request().uri())?;
+    let (target, path) = authority_and_path(context.request().uri());
     let proxy = proxy(target, how)?;
-    context.request_mut().set_uri(format!("http://{proxy}/"))?;
+    context
+        .request_mut()
+        .set_uri(format!("http://{proxy}{path}"))?;
     Ok(())
 }
 
-/// `host:port` of a request's URI.
-fn authority(uri: &str) -> Result<String, BoxError> {
+/// `host:port` of a request's URI, and the rest (its path and query, `/` at least), which an S3
+/// request needs kept.
+fn authority_and_path(uri: &str) -> (String, String) {
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-    Ok(rest.split('/').next().unwrap_or_default().to_owned())
+    let (authority, path) = rest
+        .find(['/', '?'])
+        .map_or((rest, ""), |i| rest.split_at(i));
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    (authority.to_owned(), path)
 }
 
 /// Where a proxied connection stalls.

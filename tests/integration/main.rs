@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod http;
 mod model;
+mod payload;
 mod scaling;
 mod store;
 mod support;
