@@ -18,6 +18,7 @@ pub mod job;
 pub mod limits;
 pub mod local;
 pub mod nudge;
+pub mod outbox;
 pub mod queue;
 pub mod scaling;
 pub mod store;
