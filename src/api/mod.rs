@@ -884,6 +884,92 @@ mod tests {
         assert!(!v.cancel_requested, "a finished job has no pending cancel");
     }
 
+    #[test]
+    fn a_webhook_is_checked_against_the_deployments_policy() {
+        use crate::webhook::TargetPolicy;
+        let cases = [
+            (None, TargetPolicy::DEPLOYED, Ok(None)),
+            (
+                Some("https://hooks.example.com/in"),
+                TargetPolicy::DEPLOYED,
+                Ok(Some("https://hooks.example.com/in")),
+            ),
+            (
+                Some("http://127.0.0.1:9000/in"),
+                TargetPolicy::LOCAL_STACK,
+                Ok(Some("http://127.0.0.1:9000/in")),
+            ),
+            (
+                Some("https://127.0.0.1/in"),
+                TargetPolicy::DEPLOYED,
+                Err("127.0.0.1 is a loopback address"),
+            ),
+            (
+                Some("https://169.254.169.254/"),
+                TargetPolicy::LOCAL_STACK,
+                Err("a cloud metadata address"),
+            ),
+        ];
+        for (url, policy, want) in cases {
+            match (validate_webhook(url, policy), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got.as_deref(), want, "{url:?}"),
+                (Err(e), Err(text)) => {
+                    assert_eq!(e.status_and_code(), (400, "invalid_webhook"));
+                    assert!(e.to_string().contains(text), "{url:?}: {e}");
+                }
+                (got, want) => panic!("{url:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_view_shows_where_a_webhook_delivery_stands_once_the_job_ended() {
+        let mut job = JobRecord::queued(
+            JobId::generate(),
+            crate::job::Owner::new("a"),
+            Millis(1_000),
+            None,
+            3,
+            1,
+        );
+        assert_eq!(JobView::of(&job).delivery, None, "no webhook");
+        job.webhook = Some("https://hooks.example.com/in".into());
+        assert_eq!(JobView::of(&job).delivery, None, "not ended");
+        job.status = Status::Succeeded;
+        job.delivery.due_at = Some(Millis(2_000));
+        let pending = JobView::of(&job).delivery.unwrap();
+        assert_eq!(pending.state, DeliveryState::Pending);
+        assert_eq!(
+            pending.next_attempt_at.as_deref(),
+            Some("1970-01-01T00:00:02.000Z")
+        );
+        job.delivery = crate::job::Delivery {
+            attempts: 2,
+            last_status: Some(204),
+            delivered_at: Some(Millis(3_000)),
+            ..Default::default()
+        };
+        let delivered = JobView::of(&job).delivery.unwrap();
+        assert_eq!(
+            (
+                delivered.state,
+                delivered.attempts,
+                delivered.next_attempt_at
+            ),
+            (DeliveryState::Delivered, 2, None)
+        );
+        job.delivery = crate::job::Delivery {
+            attempts: 8,
+            last_error: Some("the receiver answered HTTP 500".into()),
+            gave_up_at: Some(Millis(4_000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            JobView::of(&job).delivery.unwrap().state,
+            DeliveryState::Failed
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;

@@ -688,3 +688,68 @@ async fn each_owner_fetches_and_rotates_its_own_secret_and_a_rotation_signs_with
     let (status, _) = s.call(anonymous).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_job_redriven_out_of_failed_announces_its_next_end_as_a_new_message() {
+    let s = Stack::new("webhook-redrive").await;
+    let rx = Receiver::start(UP).await;
+    let now = Millis::now();
+    let mut job = sluice::job::JobRecord::queued(
+        JobId::generate(),
+        sluice::job::Owner::new(format!("iam:{ALICE}")),
+        now,
+        None,
+        3,
+        1,
+    );
+    job.webhook = Some(rx.url.clone());
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let id = job.id.clone();
+    // Its message reached the dead-letter queue: the reconciler ends it FAILED.
+    let failed = s
+        .store
+        .fail_dead_lettered(&id, 5, Millis::now(), s.retention)
+        .await
+        .unwrap();
+    assert!(failed.delivery.due_at.is_some(), "due in the same write");
+    assert_eq!(backlog_pass(&s, Duration::ZERO).await.attempted.len(), 1);
+    // An operator redrives it; it runs and succeeds.
+    s.store
+        .revive_dead_lettered(&id, failed.attempt, Millis::now())
+        .await
+        .unwrap();
+    let claimed = s
+        .store
+        .claim(&id, "w1", Millis::now(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ended = s
+        .store
+        .finish(
+            &id,
+            claimed.attempt,
+            sluice::store::Finish::Succeeded {
+                result: "{}".into(),
+            },
+            Millis::now(),
+            s.retention,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.delivery.attempts, 0, "a new delivery record");
+    assert_eq!(backlog_pass(&s, Duration::ZERO).await.attempted.len(), 1);
+
+    let got = rx.acknowledged();
+    let ids: Vec<&str> = got.iter().map(|r| r.headers.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            webhook::message_id(&id, EventType::JobFailed, 0),
+            webhook::message_id(&id, EventType::JobSucceeded, 1),
+        ]
+    );
+    let secret = secret_of(&s, ALICE).await;
+    for r in &got {
+        assert_eq!(reference_verdict(&secret, &r.headers, &r.body), Ok(()));
+    }
+}
