@@ -34,6 +34,8 @@ pub struct BacklogConfig {
     pub table_name: Option<String>,
     /// The dead-letter queue and the jobs table, to reconcile stranded jobs on every run.
     pub dead_letters: Option<DeadLetterConfig>,
+    /// Which targets the webhooks delivered on every run (with the jobs table) may reach.
+    pub webhook_policy: crate::webhook::TargetPolicy,
 }
 
 /// Where the reconciler looks.
@@ -73,6 +75,7 @@ impl BacklogConfig {
                 1..=60,
             )?),
             policy,
+            webhook_policy: crate::config::webhook_policy(src)?,
             table_name: src.get(env::TABLE_NAME),
             dead_letters: match src.get(env::DLQ_URL) {
                 None => None,

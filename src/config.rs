@@ -107,6 +107,28 @@ pub struct ApiConfig {
     pub max_job_timeout: Duration,
     /// What makes two IAM callers the same owner.
     pub owner_scope: crate::api::OwnerScope,
+    /// Which webhook URLs a submit accepts.
+    pub webhook_policy: crate::webhook::TargetPolicy,
+}
+
+/// `SLUICE_WEBHOOK_ALLOW_LOOPBACK`: the local stack's policy when `true`, else the deployed one.
+pub fn webhook_policy(
+    src: &(impl Source + ?Sized),
+) -> Result<crate::webhook::TargetPolicy, ConfigError> {
+    use crate::webhook::TargetPolicy;
+    match src
+        .get(env::WEBHOOK_ALLOW_LOOPBACK)
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("false") | Some("0") => Ok(TargetPolicy::DEPLOYED),
+        Some("true") | Some("1") => Ok(TargetPolicy::LOCAL_STACK),
+        Some(other) => Err(ConfigError::Invalid {
+            name: env::WEBHOOK_ALLOW_LOOPBACK,
+            value: other.to_owned(),
+            reason: "expected true or false".into(),
+        }),
+    }
 }
 
 /// `SLUICE_OWNER_SCOPE`: `session` (the default) or `role`; with `session`,
@@ -159,6 +181,7 @@ impl ApiConfig {
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             max_job_timeout: max_job_timeout(src)?,
             owner_scope: owner_scope(src)?,
+            webhook_policy: webhook_policy(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,
@@ -271,5 +294,18 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(c.queue_url, None);
         assert_eq!(c.max_job_timeout, crate::job::MAX_JOB_TIMEOUT);
+        assert_eq!(c.webhook_policy, crate::webhook::TargetPolicy::DEPLOYED);
+        for (value, want) in [
+            ("true", Ok(crate::webhook::TargetPolicy::LOCAL_STACK)),
+            ("false", Ok(crate::webhook::TargetPolicy::DEPLOYED)),
+            ("yes", Err(())),
+        ] {
+            let vars = [
+                ("SLUICE_TABLE_NAME", "jobs"),
+                ("SLUICE_WEBHOOK_ALLOW_LOOPBACK", value),
+            ];
+            let got = ApiConfig::from_source(&vars[..]).map(|c| c.webhook_policy);
+            assert_eq!(got.map_err(|_| ()), want, "{value}");
+        }
     }
 }

@@ -79,6 +79,11 @@ pub const OWNER_SCOPE: &str = "SLUICE_OWNER_SCOPE";
 /// `sts:RoleSessionName`), so that each of their sessions is its own owner (default: none).
 /// Read by: submit, status, local API.
 pub const PINNED_SESSION_ROLES: &str = "SLUICE_PINNED_SESSION_ROLES";
+/// `true` lets webhooks reach loopback addresses (and plain http): the local stack's setting,
+/// where the receiver runs on the same machine. Unset or `false` (every deployment): webhooks go
+/// over https to public addresses only, checked at submit and again at each send.
+/// Read by: submit, worker, backlog, local API.
+pub const WEBHOOK_ALLOW_LOOPBACK: &str = "SLUICE_WEBHOOK_ALLOW_LOOPBACK";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
@@ -121,6 +126,7 @@ pub const ALL: &[&str] = &[
     LOG_FORMAT,
     OWNER_SCOPE,
     PINNED_SESSION_ROLES,
+    WEBHOOK_ALLOW_LOOPBACK,
     LISTEN_ADDR,
     DLQ_URL,
     CLUSTER,

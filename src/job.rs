@@ -202,6 +202,30 @@ pub struct JobRecord {
     /// How many times an operator sent the job back to the queue after it ended `FAILED` in
     /// the dead-letter queue (`sluice dlq redrive`): the one way out of a terminal status.
     pub redrives: u32,
+    /// The URL POSTed a signed event on each terminal state, when the caller gave one.
+    pub webhook: Option<String>,
+    /// Where the announcement of the job's last terminal state stands.
+    pub delivery: Delivery,
+}
+
+/// The delivery of a job's webhook event for its last terminal state: recorded on the job's own
+/// item, by the write that ends the job (so the announcement is durable exactly when the outcome
+/// is) and by each delivery attempt after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the next attempt is due (or, while an attempt runs, when its lease ends); `None`
+    /// once delivered or given up, and before the job ends.
+    pub due_at: Option<Millis>,
+    /// Attempts started so far for this terminal state.
+    pub attempts: u32,
+    pub last_attempt_at: Option<Millis>,
+    /// The HTTP status of the last answer, if the receiver answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Millis>,
+    /// When the delivery was given up: the schedule was spent, or the receiver answered 410.
+    pub gave_up_at: Option<Millis>,
 }
 
 pub use crate::limits::MAX_JOB_TIMEOUT;
@@ -292,6 +316,8 @@ impl JobRecord {
             on_timeout: OnTimeout::Fail,
             progress: None,
             redrives: 0,
+            webhook: None,
+            delivery: Delivery::default(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod job;
 pub mod limits;
 pub mod local;
 pub mod nudge;
+pub mod outbox;
 pub mod payload;
 pub mod queue;
 pub mod scaling;

@@ -69,6 +69,7 @@ pub async fn ensure_resources(
         .is_ok();
     if !exists {
         let (open_shard, sent_at) = crate::store::OPEN_INDEX_KEYS;
+        let (notify_shard, notify_at) = crate::store::NOTIFY_INDEX_KEYS;
         ddb.create_table()
             .table_name(&table_name)
             .billing_mode(BillingMode::PayPerRequest)
@@ -109,6 +110,41 @@ pub async fn ensure_resources(
                     .key_schema(
                         KeySchemaElement::builder()
                             .attribute_name(sent_at)
+                            .key_type(KeyType::Range)
+                            .build()?,
+                    )
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()?,
+            )
+            // The announcements due, for the webhook deliverers (as the CDK app's table has it).
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(notify_shard)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(notify_at)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()?,
+            )
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(crate::store::NOTIFY_INDEX)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(notify_shard)
+                            .key_type(KeyType::Hash)
+                            .build()?,
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(notify_at)
                             .key_type(KeyType::Range)
                             .build()?,
                     )

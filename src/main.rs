@@ -956,6 +956,8 @@ mod dev {
             workers: None,
             max_job_timeout: sluice::config::max_job_timeout(&sluice::config::ProcessEnv)?,
             owner_scope: sluice::config::owner_scope(&sluice::config::ProcessEnv)?,
+            // The receiver of a local job's webhook runs on this machine.
+            webhook_policy: sluice::webhook::TargetPolicy::LOCAL_STACK,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -973,6 +975,7 @@ mod dev {
                 let mut cmd = tokio::process::Command::new(&path);
                 cmd.env(sluice::env::TABLE_NAME, &res.table_name)
                     .env(sluice::env::QUEUE_URL, &res.queue_url)
+                    .env(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true")
                     .kill_on_drop(true);
                 let first = cmd
                     .spawn()
@@ -997,12 +1000,45 @@ mod dev {
             }
             tracing::info!("stopping");
         };
+        // As the backlog function does in AWS: deliver the webhook announcements that are due
+        // (retries, jobs cancelled while queued, a worker that died before delivering).
+        let deliverer = tokio::spawn(deliver_webhooks(
+            sluice::outbox::Outbox::new(
+                sluice::store::JobStore::from_sdk(&aws, &res.table_name),
+                sluice::webhook::TargetPolicy::LOCAL_STACK,
+            ),
+            stop.clone(),
+        ));
         local::serve(api, listener, shutdown).await?;
         stop.cancel();
+        let _ = deliverer.await;
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }
         Ok(())
+    }
+
+    /// Delivers the due webhook announcements every few seconds until `stop`.
+    async fn deliver_webhooks(
+        outbox: sluice::outbox::Outbox,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                () = stop.cancelled() => return,
+            }
+            let pass = outbox.deliver_due(
+                sluice::time::Millis::now(),
+                std::time::Duration::from_secs(60),
+            );
+            tokio::select! {
+                done = pass => if let Err(e) = done {
+                    tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not deliver the due webhooks");
+                },
+                () = stop.cancelled() => return,
+            }
+        }
     }
 
     /// Keeps the local worker running: one that exits (killed, crashed) is started again after a

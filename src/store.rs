@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::job::{JobId, JobRecord, OnTimeout, Owner, Progress, Status};
+use crate::job::{Delivery, JobId, JobRecord, OnTimeout, Owner, Progress, Status};
 use crate::time::Millis;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -130,6 +130,28 @@ mod attr {
     pub const BURIED: &str = "buried";
     /// DynamoDB's TTL attribute, in epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
+    /// The job's webhook URL.
+    pub const WEBHOOK: &str = "webhook";
+    /// Present on a job with a webhook, from its submit on: the shard of the notify-due index
+    /// ([`super::NOTIFY_INDEX`]).
+    pub const NOTIFY: &str = "notify";
+    /// When the announcement of the job's terminal state is next due (epoch ms): set by the
+    /// write that ends the job, moved by each attempt, removed once delivered or given up. The
+    /// sort key of the notify-due index, which therefore holds only the jobs with a webhook and
+    /// an announcement still to deliver.
+    pub const NOTIFY_AT: &str = "notify_at";
+    pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
+    pub const WEBHOOK_LAST_AT: &str = "webhook_last_at";
+    pub const WEBHOOK_LAST_STATUS: &str = "webhook_last_status";
+    pub const WEBHOOK_LAST_ERROR: &str = "webhook_last_error";
+    pub const WEBHOOK_DELIVERED_AT: &str = "webhook_delivered_at";
+    pub const WEBHOOK_GAVE_UP_AT: &str = "webhook_gave_up_at";
+    /// An owner's webhook signing secret (`whsec_…`), and the one before it during a rotation.
+    pub const SECRET: &str = "secret";
+    pub const PREVIOUS_SECRET: &str = "previous_secret";
+    pub const PREVIOUS_UNTIL: &str = "previous_until";
+    pub const CREATED_AT: &str = "created_at";
+    pub const ROTATED_AT: &str = "rotated_at";
     pub const JOB_ID: &str = "job_id";
     pub const REQUEST_HASH: &str = "request_hash";
 }
@@ -146,6 +168,56 @@ pub const OPEN_SHARDS: u32 = 16;
 pub fn open_shard(id: &JobId) -> String {
     let last = id.to_string().bytes().last().unwrap_or(0);
     (u32::from(last) % OPEN_SHARDS).to_string()
+}
+
+/// The sparse index over the jobs with a webhook whose announcement is still to deliver, by
+/// shard and by when it is next due. A job enters it when it ends, and leaves it when its
+/// announcement is delivered or given up (its `notify_at` attribute is removed).
+pub const NOTIFY_INDEX: &str = "notify-due";
+/// The index's partition key and sort key.
+pub const NOTIFY_INDEX_KEYS: (&str, &str) = (attr::NOTIFY, attr::NOTIFY_AT);
+/// The notify-due index spreads its writes over this many partitions (by [`open_shard`]).
+pub const NOTIFY_SHARDS: u32 = OPEN_SHARDS;
+
+/// The key of the item that holds an owner's webhook signing secret: `owner_hash` is a hash of
+/// the owner, so the key names no one.
+pub fn secret_item_id(owner_hash: &str) -> String {
+    format!("whsec:{owner_hash}")
+}
+
+/// An owner's webhook signing secret as stored, in its `whsec_…` text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    pub current: String,
+    /// The secret before the last rotation, and until when webhooks are signed with it too.
+    pub previous: Option<(String, Millis)>,
+    pub created_at: Millis,
+    pub rotated_at: Option<Millis>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("previous_until", &self.previous.as_ref().map(|p| p.1))
+            .field("created_at", &self.created_at)
+            .field("rotated_at", &self.rotated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a delivery attempt ends, as recorded on the job's item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryEnd {
+    /// The receiver answered 2xx.
+    Delivered { status: u16 },
+    /// Try again at `next_at`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_at: Millis,
+    },
+    /// No more attempts: the schedule is spent, or the receiver answered 410 Gone.
+    GiveUp { status: Option<u16>, error: String },
 }
 
 /// How long an id buried by [`JobStore::bury`] stays taken: far beyond the longest a submit can
@@ -299,6 +371,17 @@ impl Update {
             .set(attr::EXPIRES_AT, n(expires_at(now, retention)))
             .remove(attr::LEASE_EXPIRES_AT)
             .remove(attr::OPEN)
+            // The announcement of this end is due now, in the same write: it is durable exactly
+            // when the outcome is. Only a job with a webhook (and so a `notify` shard) enters the
+            // notify-due index; on any other job the attribute is inert. A job ended again
+            // after a redrive starts a new delivery record.
+            .set(attr::NOTIFY_AT, n(now.0))
+            .remove(attr::WEBHOOK_ATTEMPTS)
+            .remove(attr::WEBHOOK_LAST_AT)
+            .remove(attr::WEBHOOK_LAST_STATUS)
+            .remove(attr::WEBHOOK_LAST_ERROR)
+            .remove(attr::WEBHOOK_DELIVERED_AT)
+            .remove(attr::WEBHOOK_GAVE_UP_AT)
     }
 }
 
@@ -1014,11 +1097,213 @@ impl JobStore {
             .remove(attr::FINISHED_AT)
             .remove(attr::DEAD_LETTERED)
             .remove(attr::ERROR)
+            // The FAILED it announced no longer stands: the job's next end is announced instead.
+            .remove(attr::NOTIFY_AT)
             .when("#status = :failed AND #dead_lettered = :true AND #attempt = :seen")
             .bind("failed", s(Status::Failed.as_str()))
             .bind("true", AttributeValue::Bool(true))
             .bind("seen", n(seen_attempt));
         self.update(id, update).await
+    }
+
+    /// One page of the jobs in `shard` whose webhook announcement is due at `now`, earliest
+    /// first, each with the `notify_at` it is due at, and where the next page starts.
+    pub async fn notify_due(
+        &self,
+        shard: &str,
+        now: Millis,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(NOTIFY_INDEX)
+            .key_condition_expression("#notify = :shard AND #notify_at <= :now")
+            .expression_attribute_names("#notify", attr::NOTIFY)
+            .expression_attribute_names("#notify_at", attr::NOTIFY_AT)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(now.0))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let rows = out
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let id = item.get(attr::ID)?.as_s().ok()?.parse::<JobId>().ok()?;
+                let at = item
+                    .get(attr::NOTIFY_AT)?
+                    .as_n()
+                    .ok()?
+                    .parse::<i64>()
+                    .ok()?;
+                Some((id, Millis(at)))
+            })
+            .collect();
+        Ok((rows, out.last_evaluated_key().cloned()))
+    }
+
+    /// Takes the delivery attempt due at `due_at` (the `notify_at` the deliverer read): the
+    /// announcement is next due at `lease_until`, when another deliverer may try should this one
+    /// die mid-attempt, and the attempt is counted. One deliverer wins; the others get
+    /// `Conflict`. Only a terminal job with a webhook is taken.
+    pub async fn take_delivery(
+        &self,
+        id: &JobId,
+        due_at: Millis,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::NOTIFY_AT, n(lease_until.0))
+            .set(attr::WEBHOOK_LAST_AT, n(now.0))
+            .increment(attr::WEBHOOK_ATTEMPTS)
+            .when(
+                "#notify_at = :due AND attribute_exists(#webhook) \
+                 AND #status IN (:succeeded, :failed, :cancelled, :expired)",
+            )
+            .bind("due", n(due_at.0))
+            .bind("succeeded", s(Status::Succeeded.as_str()))
+            .bind("failed", s(Status::Failed.as_str()))
+            .bind("cancelled", s(Status::Cancelled.as_str()))
+            .bind("expired", s(Status::Expired.as_str()));
+        self.update(id, update).await
+    }
+
+    /// Records how the attempt taken until `lease_until` ended, if the announcement is still
+    /// the one taken (`Conflict` otherwise: the job was redriven, or the lease ran out and
+    /// another deliverer took over).
+    pub async fn record_delivery(
+        &self,
+        id: &JobId,
+        lease_until: Millis,
+        end: &DeliveryEnd,
+        now: Millis,
+    ) -> Result<JobRecord, StoreError> {
+        let with_answer = |u: Update, status: Option<u16>| match status {
+            Some(code) => u.set(attr::WEBHOOK_LAST_STATUS, n(code)),
+            None => u.remove(attr::WEBHOOK_LAST_STATUS),
+        };
+        let update = match end {
+            DeliveryEnd::Delivered { status } => Update::default()
+                .remove(attr::NOTIFY_AT)
+                .set(attr::WEBHOOK_DELIVERED_AT, n(now.0))
+                .set(attr::WEBHOOK_LAST_STATUS, n(*status))
+                .remove(attr::WEBHOOK_LAST_ERROR),
+            DeliveryEnd::Retry {
+                status,
+                error,
+                next_at,
+            } => with_answer(
+                Update::default()
+                    .set(attr::NOTIFY_AT, n(next_at.0))
+                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str())),
+                *status,
+            ),
+            DeliveryEnd::GiveUp { status, error } => with_answer(
+                Update::default()
+                    .remove(attr::NOTIFY_AT)
+                    .set(attr::WEBHOOK_GAVE_UP_AT, n(now.0))
+                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str())),
+                *status,
+            ),
+        };
+        let update = update
+            .when("#notify_at = :lease")
+            .bind("lease", n(lease_until.0));
+        self.update(id, update).await
+    }
+
+    /// Takes a job out of the notify-due index without an attempt: it has no announcement to
+    /// make (it is not in a terminal state). Left alone when `notify_at` moved meanwhile.
+    pub async fn drop_delivery(&self, id: &JobId, due_at: Millis) -> Result<(), StoreError> {
+        let update = Update::default()
+            .remove(attr::NOTIFY_AT)
+            .when("#notify_at = :due")
+            .bind("due", n(due_at.0));
+        match self.update(id, update).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The owner's webhook signing secret (the item `secret_item_id(owner_hash)`), made from
+    /// `fresh` if the owner has none yet: one write, so concurrent first uses agree on one.
+    pub async fn webhook_secret(
+        &self,
+        owner_hash: &str,
+        owner: &Owner,
+        fresh: &str,
+        now: Millis,
+    ) -> Result<StoredSecret, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(secret_item_id(owner_hash)))
+            .update_expression(
+                "SET #secret = if_not_exists(#secret, :fresh), \
+                 #created_at = if_not_exists(#created_at, :now), #owner = :owner",
+            )
+            .expression_attribute_names("#secret", attr::SECRET)
+            .expression_attribute_names("#created_at", attr::CREATED_AT)
+            .expression_attribute_names("#owner", attr::OWNER)
+            .expression_attribute_values(":fresh", s(fresh))
+            .expression_attribute_values(":now", n(now.0))
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify)?;
+        secret_from_item(owner_hash, out.attributes())
+    }
+
+    /// Replaces the owner's secret `seen` (as read) with `fresh`; the one replaced still signs
+    /// webhooks until `overlap_until`. `Conflict` when the secret is no longer `seen` (a
+    /// concurrent rotation won).
+    pub async fn rotate_webhook_secret(
+        &self,
+        owner_hash: &str,
+        seen: &str,
+        fresh: &str,
+        now: Millis,
+        overlap_until: Millis,
+    ) -> Result<StoredSecret, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(secret_item_id(owner_hash)))
+            .update_expression(
+                "SET #secret = :fresh, #previous_secret = :seen, \
+                 #previous_until = :until, #rotated_at = :now",
+            )
+            .condition_expression("#secret = :seen")
+            .expression_attribute_names("#secret", attr::SECRET)
+            .expression_attribute_names("#previous_secret", attr::PREVIOUS_SECRET)
+            .expression_attribute_names("#previous_until", attr::PREVIOUS_UNTIL)
+            .expression_attribute_names("#rotated_at", attr::ROTATED_AT)
+            .expression_attribute_values(":fresh", s(fresh))
+            .expression_attribute_values(":seen", s(seen))
+            .expression_attribute_values(":until", n(overlap_until.0))
+            .expression_attribute_values(":now", n(now.0))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => secret_from_item(owner_hash, out.attributes()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict { current: None })
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 
     async fn update(&self, id: &JobId, u: Update) -> Result<JobRecord, StoreError> {
@@ -1118,6 +1403,27 @@ fn buried_error(id: &JobId) -> StoreError {
     )
 }
 
+fn secret_from_item(owner_hash: &str, item: Option<&Item>) -> Result<StoredSecret, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        id: secret_item_id(owner_hash),
+        reason: reason.into(),
+    };
+    let item = item.ok_or_else(|| corrupt("the write returned no attributes"))?;
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(Millis)
+    };
+    Ok(StoredSecret {
+        current: text(attr::SECRET).ok_or_else(|| corrupt("no secret"))?,
+        previous: text(attr::PREVIOUS_SECRET).zip(num(attr::PREVIOUS_UNTIL)),
+        created_at: num(attr::CREATED_AT).ok_or_else(|| corrupt("no created_at"))?,
+        rotated_at: num(attr::ROTATED_AT),
+    })
+}
+
 fn idempotency_from_item(item: &Item) -> Option<IdempotencyRecord> {
     let job_id = item.get(attr::JOB_ID)?.as_s().ok()?.parse().ok()?;
     let request_hash = item.get(attr::REQUEST_HASH)?.as_s().ok()?.clone();
@@ -1145,6 +1451,14 @@ pub fn to_item(job: &JobRecord) -> Item {
     if job.on_timeout != OnTimeout::Fail {
         item.insert(attr::ON_TIMEOUT.into(), s(job.on_timeout.as_str()));
     }
+    if let Some(url) = &job.webhook {
+        item.insert(attr::WEBHOOK.into(), s(url.as_str()));
+        item.insert(attr::NOTIFY.into(), s(open_shard(&job.id)));
+    }
+    let d = &job.delivery;
+    if d.attempts > 0 {
+        item.insert(attr::WEBHOOK_ATTEMPTS.into(), n(d.attempts));
+    }
     let optional = [
         (attr::STARTED_AT, job.started_at.map(|t| n(t.0))),
         (attr::FINISHED_AT, job.finished_at.map(|t| n(t.0))),
@@ -1156,6 +1470,12 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
         (attr::REDRIVES, (job.redrives > 0).then(|| n(job.redrives))),
+        (attr::NOTIFY_AT, d.due_at.map(|t| n(t.0))),
+        (attr::WEBHOOK_LAST_AT, d.last_attempt_at.map(|t| n(t.0))),
+        (attr::WEBHOOK_LAST_STATUS, d.last_status.map(n)),
+        (attr::WEBHOOK_LAST_ERROR, d.last_error.clone().map(s)),
+        (attr::WEBHOOK_DELIVERED_AT, d.delivered_at.map(|t| n(t.0))),
+        (attr::WEBHOOK_GAVE_UP_AT, d.gave_up_at.map(|t| n(t.0))),
         (
             attr::PROGRESS_FRACTION,
             job.progress
@@ -1259,6 +1579,19 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
             (!p.is_empty()).then_some(p)
         },
         redrives: count(attr::REDRIVES)?,
+        webhook: text(attr::WEBHOOK),
+        delivery: Delivery {
+            // Only a job with a webhook has an announcement to deliver.
+            due_at: num(attr::NOTIFY_AT)?
+                .filter(|_| item.contains_key(attr::WEBHOOK))
+                .map(Millis),
+            attempts: count(attr::WEBHOOK_ATTEMPTS)?,
+            last_attempt_at: num(attr::WEBHOOK_LAST_AT)?.map(Millis),
+            last_status: num(attr::WEBHOOK_LAST_STATUS)?.and_then(|v| u16::try_from(v).ok()),
+            last_error: text(attr::WEBHOOK_LAST_ERROR),
+            delivered_at: num(attr::WEBHOOK_DELIVERED_AT)?.map(Millis),
+            gave_up_at: num(attr::WEBHOOK_GAVE_UP_AT)?.map(Millis),
+        },
     })
 }
 

@@ -723,12 +723,17 @@ impl WebhookEvent {
     }
 }
 
-/// The `webhook-id` of the message announcing `event` for job `id`: the same for every attempt
-/// and every duplicate send, so receivers can dedupe on it. A job reaches one terminal state
-/// only, so this is also unique per job. No `.` (the specification forbids it in ids).
-pub fn message_id(id: &JobId, event: EventType) -> String {
+/// The `webhook-id` of the message announcing `event` for job `id` after `redrives` redrives:
+/// the same for every attempt and every duplicate send, so receivers can dedupe on it. A job
+/// ends once, unless an operator redrives it out of `FAILED`: its next end is a new message,
+/// with an id of its own (the redrive count is part of it). No `.` (the specification forbids
+/// it in ids).
+pub fn message_id(id: &JobId, event: EventType, redrives: u32) -> String {
     let state = event.as_str().trim_start_matches("job.");
-    format!("msg_{id}_{state}")
+    match redrives {
+        0 => format!("msg_{id}_{state}"),
+        n => format!("msg_{id}_{state}_{n}"),
+    }
 }
 
 #[cfg(test)]
@@ -1151,6 +1156,8 @@ mod tests {
             error: None,
             url: None,
             redrives: 0,
+            webhook: None,
+            delivery: None,
         }
     }
 
@@ -1189,18 +1196,24 @@ mod tests {
     fn the_message_id_is_stable_per_job_and_terminal_state() {
         let id: JobId = "01JDQ3ZV1T8Y3G7Q0M9K2D4XWE".parse().unwrap();
         let other: JobId = "01JDQ3ZV1T8Y3G7Q0M9K2D4XWF".parse().unwrap();
-        let a = message_id(&id, EventType::JobSucceeded);
+        let a = message_id(&id, EventType::JobSucceeded, 0);
         assert_eq!(a, "msg_01JDQ3ZV1T8Y3G7Q0M9K2D4XWE_succeeded");
-        assert_eq!(a, message_id(&id, EventType::JobSucceeded));
-        assert_ne!(a, message_id(&id, EventType::JobFailed));
-        assert_ne!(a, message_id(&other, EventType::JobSucceeded));
+        assert_eq!(a, message_id(&id, EventType::JobSucceeded, 0));
+        assert_ne!(a, message_id(&id, EventType::JobFailed, 0));
+        assert_ne!(a, message_id(&other, EventType::JobSucceeded, 0));
+        assert_eq!(
+            message_id(&id, EventType::JobFailed, 1),
+            "msg_01JDQ3ZV1T8Y3G7Q0M9K2D4XWE_failed_1",
+            "a redriven job's next end is a new message"
+        );
         for e in [
             EventType::JobSucceeded,
             EventType::JobFailed,
             EventType::JobCancelled,
             EventType::JobExpired,
         ] {
-            assert!(!message_id(&id, e).contains('.'), "{e:?}");
+            assert!(!message_id(&id, e, 0).contains('.'), "{e:?}");
+            assert!(!message_id(&id, e, 2).contains('.'), "{e:?}");
         }
     }
 
@@ -1265,7 +1278,7 @@ mod tests {
         let event = WebhookEvent::of(view(Status::Succeeded)).unwrap();
         let body = event.to_body();
         let id: JobId = event.data.id.parse().unwrap();
-        let headers = sign(&secret, None, &message_id(&id, event.kind), now(), &body);
+        let headers = sign(&secret, None, &message_id(&id, event.kind, 0), now(), &body);
         (secret, headers, body)
     }
 

@@ -33,6 +33,7 @@ export const ENV = {
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
   OWNER_SCOPE: 'SLUICE_OWNER_SCOPE',
   PINNED_SESSION_ROLES: 'SLUICE_PINNED_SESSION_ROLES',
+  WEBHOOK_ALLOW_LOOPBACK: 'SLUICE_WEBHOOK_ALLOW_LOOPBACK',
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
   SERVICE: 'SLUICE_SERVICE',
@@ -50,6 +51,8 @@ export type EnvName = (typeof ENV)[keyof typeof ENV];
  */
 export const NOT_DEPLOYED: readonly EnvName[] = [
   ENV.LISTEN_ADDR,
+  // Webhooks to loopback are for the local stack only: unset, every deployment refuses them.
+  ENV.WEBHOOK_ALLOW_LOOPBACK,
   ENV.WORKER_ID,
   ENV.HEARTBEAT_SECONDS,
   ENV.RECEIVE_WAIT_SECONDS,

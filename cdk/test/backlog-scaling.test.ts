@@ -205,11 +205,16 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
     assert.equal(grants.length, 1, action);
     assert.equal(j(grants[0].Resource), j({ Ref: logicalId(stack.workers.service) }), action);
   }
-  // The jobs table and its open-jobs index (the sweeper's Query), nothing else.
+  // The jobs table, its open-jobs index (the sweeper's Query) and its notify-due index (the
+  // webhook deliverer's), nothing else.
   const table = j({ 'Fn::GetAtt': [logicalId(stack.jobTable.table), 'Arn'] });
   assert.equal(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource), table);
-  const query = j(grantsOf(t, role, 'dynamodb:Query')[0].Resource);
-  assert.ok(query.includes(logicalId(stack.jobTable.table)) && query.includes('/index/open-jobs'), query);
+  const queried = grantsOf(t, role, 'dynamodb:Query').flatMap((g) => [g.Resource].flat().map(j));
+  assert.equal(queried.length, 2, queried.join(' '));
+  for (const index of ['/index/open-jobs', '/index/notify-due']) {
+    const query = queried.find((q) => q.includes(index)) ?? '';
+    assert.ok(query.includes(logicalId(stack.jobTable.table)), `${index}: ${queried.join(' ')}`);
+  }
   // The reconciler receives from and deletes in the dead-letter queue only.
   for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage']) {
     assert.equal(

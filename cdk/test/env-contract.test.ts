@@ -93,6 +93,7 @@ test('every deployed variable exists in src/env.rs, and every rust variable but 
       'SLUICE_RECEIVE_WAIT_SECONDS',
       'SLUICE_RETRY_BASE_SECONDS',
       'SLUICE_RETRY_MAX_SECONDS',
+      'SLUICE_WEBHOOK_ALLOW_LOOPBACK',
       'SLUICE_WORKER_ID',
     ],
   );

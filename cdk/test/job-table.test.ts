@@ -26,12 +26,14 @@ test('the table is on-demand, keyed by id, with ttl, point-in-time recovery and 
   });
 });
 
-test('one sparse index of the open jobs, keys only, and no provisioned throughput', () => {
+test('two sparse indexes, the open jobs and the webhooks due, keys only, and no provisioned throughput', () => {
   const props = Object.values(tableTemplate().findResources('AWS::DynamoDB::Table'))[0].Properties;
   // The names the Rust side writes (src/store.rs: OPEN_INDEX, OPEN_INDEX_KEYS).
   const store = readFileSync(join(__dirname, '..', '..', 'src', 'store.rs'), 'utf8');
   assert.ok(store.includes('pub const OPEN_INDEX: &str = "open-jobs";'));
   assert.ok(store.includes('pub const OPEN: &str = "open";') && store.includes('pub const SENT_AT: &str = "sent_at";'));
+  assert.ok(store.includes('pub const NOTIFY_INDEX: &str = "notify-due";'));
+  assert.ok(store.includes('pub const NOTIFY: &str = "notify";') && store.includes('pub const NOTIFY_AT: &str = "notify_at";'));
   assert.deepEqual(props.GlobalSecondaryIndexes, [
     {
       IndexName: 'open-jobs',
@@ -41,11 +43,21 @@ test('one sparse index of the open jobs, keys only, and no provisioned throughpu
       ],
       Projection: { ProjectionType: 'KEYS_ONLY' },
     },
+    {
+      IndexName: 'notify-due',
+      KeySchema: [
+        { AttributeName: 'notify', KeyType: 'HASH' },
+        { AttributeName: 'notify_at', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'KEYS_ONLY' },
+    },
   ]);
   assert.deepEqual(props.AttributeDefinitions, [
     { AttributeName: 'id', AttributeType: 'S' },
     { AttributeName: 'open', AttributeType: 'S' },
     { AttributeName: 'sent_at', AttributeType: 'N' },
+    { AttributeName: 'notify', AttributeType: 'S' },
+    { AttributeName: 'notify_at', AttributeType: 'N' },
   ]);
   assert.equal(props.ProvisionedThroughput, undefined);
 });

@@ -1,5 +1,6 @@
-//! The request handlers behind `POST /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the same
-//! code in Lambda and in the local stack.
+//! The request handlers behind `POST /jobs`, `GET /jobs/{id}`, `DELETE /jobs/{id}`,
+//! `GET /webhook-secret` and `POST /webhook-secret/rotate`: the same code in Lambda and in the
+//! local stack.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,13 @@ use serde::Serialize;
 use super::budget::Budget;
 use super::{
     caller, job_url, parse_job_id, parse_wait, sha256_hex, validate_idempotency_key,
-    validate_submit, ApiError, JobView,
+    validate_submit, validate_webhook, ApiError, JobView,
 };
 use crate::config::ApiConfig;
 use crate::ecs::Service;
 use crate::job::{JobId, JobRecord, Owner, Status};
 use crate::nudge::{ScaleFromZero, NUDGE_INTERVAL};
+use crate::outbox::{OutboxError, Secrets};
 use crate::queue::{Envelope, JobQueue};
 use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
 use crate::time::Millis;
@@ -111,6 +113,13 @@ impl Api {
         match (req.method(), segments.as_slice()) {
             (&Method::POST, ["jobs"]) => self.submit(req).await,
             (&Method::GET | &Method::DELETE, ["jobs", _]) => self.job(req).await,
+            (&Method::GET, ["webhook-secret"]) | (&Method::POST, ["webhook-secret", "rotate"]) => {
+                self.webhook_secret(req).await
+            }
+            (_, ["webhook-secret"] | ["webhook-secret", "rotate"]) => respond_error(ApiError::bad_request(
+                "method_not_allowed",
+                format!("{} is not allowed here: use GET /webhook-secret or POST /webhook-secret/rotate", req.method()),
+            )),
             (_, ["jobs"] | ["jobs", _]) => respond_error(ApiError::bad_request(
                 "method_not_allowed",
                 format!("{} is not allowed here: use POST /jobs, GET /jobs/{{id}} or DELETE /jobs/{{id}}", req.method()),
@@ -142,6 +151,62 @@ impl Api {
         }
     }
 
+    /// The status function's routes: `GET /jobs/{id}`, `DELETE /jobs/{id}` and the webhook
+    /// secret's.
+    pub async fn status_routes(&self, req: Request) -> Response<Body> {
+        let secret = req
+            .uri()
+            .path()
+            .trim_end_matches('/')
+            .split('/')
+            .any(|s| s == "webhook-secret");
+        if secret {
+            self.webhook_secret(req).await
+        } else {
+            self.job(req).await
+        }
+    }
+
+    /// `GET /webhook-secret` (made on first use) and `POST /webhook-secret/rotate`: the
+    /// caller's own signing secret for its webhooks.
+    pub async fn webhook_secret(&self, req: Request) -> Response<Body> {
+        match Box::pin(self.try_webhook_secret(&req)).await {
+            Ok(view) => json_response(StatusCode::OK, &view),
+            Err(e) => respond_error(e),
+        }
+    }
+
+    async fn try_webhook_secret(&self, req: &Request) -> Result<SecretView, ApiError> {
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
+        let budget = budget_of(req, crate::limits::STATUS_FUNCTION_TIMEOUT);
+        let secrets = Secrets {
+            store: self.store.clone(),
+        };
+        let now = Millis::now();
+        let rotate = req.method() == Method::POST;
+        let keys = if rotate {
+            within(&budget, Duration::ZERO, secrets.rotate(&owner, now)).await?
+        } else {
+            within(&budget, Duration::ZERO, secrets.get(&owner, now)).await?
+        }
+        .map_err(|e| match e {
+            OutboxError::Store(e) => ApiError::from(e),
+            other => ApiError::Internal(Box::new(other)),
+        })?;
+        if rotate {
+            tracing::info!(owner = %owner, "webhook secret rotated");
+        }
+        Ok(SecretView {
+            secret: keys.current.expose(),
+            created_at: keys.stored.created_at.to_rfc3339(),
+            rotated_at: keys.stored.rotated_at.map(Millis::to_rfc3339),
+            previous_valid_until: keys
+                .previous
+                .and(keys.stored.previous.as_ref().map(|p| p.1.to_rfc3339())),
+        })
+    }
+
     /// `GET /jobs/{id}` and `DELETE /jobs/{id}`.
     pub async fn job(&self, req: Request) -> Response<Body> {
         let result = match *req.method() {
@@ -166,6 +231,7 @@ impl Api {
             req.body().as_ref(),
             self.config.max_job_timeout,
         )?;
+        let webhook = validate_webhook(valid.webhook.as_deref(), self.config.webhook_policy)?;
         let key =
             validate_idempotency_key(req.headers().get("idempotency-key").map(|v| v.as_bytes()))?;
         let queue = self
@@ -181,8 +247,12 @@ impl Api {
                 .map(|v| v.to_string())
                 .unwrap_or_default();
             let shape = format!(
-                "{:?}|{:?}|{:?}|{:?}",
-                valid.deadline, valid.max_attempts, valid.timeout_seconds, valid.on_timeout
+                "{:?}|{:?}|{:?}|{:?}|{:?}",
+                valid.deadline,
+                valid.max_attempts,
+                valid.timeout_seconds,
+                valid.on_timeout,
+                webhook
             );
             (
                 sha256_hex(&[owner.as_str().as_bytes(), k.as_bytes()]),
@@ -224,6 +294,7 @@ impl Api {
         );
         record.timeout_seconds = valid.timeout_seconds;
         record.on_timeout = valid.on_timeout;
+        record.webhook = webhook;
         // The message goes first and the record second. A submit that fails between the two
         // answers an error and leaves only a message without a record, which workers delete
         // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record
@@ -423,6 +494,20 @@ impl Api {
             .filter(|j| j.owner == *owner)
             .ok_or_else(|| ApiError::NotFound(id.to_string()))
     }
+}
+
+/// The answer of the webhook secret's routes. The secret is the caller's own: it verifies the
+/// webhooks of the caller's jobs.
+#[derive(Debug, Serialize)]
+struct SecretView {
+    /// `whsec_…`: what a Standard Webhooks library takes to verify.
+    secret: String,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotated_at: Option<String>,
+    /// After a rotation, until when webhooks also carry a signature by the secret before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_valid_until: Option<String>,
 }
 
 /// The `{id}` of `/jobs/{id}`: API Gateway's path parameter, or the path's last segment.

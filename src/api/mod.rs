@@ -50,6 +50,9 @@ pub struct SubmitRequest<'a> {
     /// What an attempt past its time limit does: `"fail"` (default) or `"retry"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
+    /// A URL POSTed the job's view, signed, when the job reaches a terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// A job as the API shows it (`GET /jobs/{id}`, and the answer to submit and cancel).
@@ -90,6 +93,70 @@ pub struct JobView {
     /// queue; absent when never.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub redrives: u32,
+    /// The webhook the job's terminal state is announced to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Where the announcement stands, once the job has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryView>,
+}
+
+/// The delivery of a job's webhook as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// `pending` (attempts go on), `delivered`, or `failed` (given up: the schedule of more
+    /// than 24 hours is spent, or the receiver answered 410 Gone).
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    /// The HTTP status of the receiver's last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    /// When the next attempt is due, while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryView {
+    /// The delivery of an ended job with a webhook; `None` otherwise. Pure.
+    pub fn of(job: &JobRecord) -> Option<DeliveryView> {
+        let d = &job.delivery;
+        if job.webhook.is_none() || !job.status.is_terminal() {
+            return None;
+        }
+        let state = match (d.delivered_at, d.gave_up_at) {
+            (Some(_), _) => DeliveryState::Delivered,
+            (None, Some(_)) => DeliveryState::Failed,
+            (None, None) => DeliveryState::Pending,
+        };
+        Some(DeliveryView {
+            state,
+            attempts: d.attempts,
+            last_attempt_at: d.last_attempt_at.map(Millis::to_rfc3339),
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            delivered_at: d.delivered_at.map(Millis::to_rfc3339),
+            next_attempt_at: match state {
+                DeliveryState::Pending => d.due_at.map(Millis::to_rfc3339),
+                _ => None,
+            },
+        })
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -130,6 +197,8 @@ impl JobView {
             },
             url: None,
             redrives: job.redrives,
+            webhook: job.webhook.clone(),
+            delivery: DeliveryView::of(job),
         }
     }
 }
@@ -257,6 +326,22 @@ pub struct ValidSubmit<'a> {
     pub max_attempts: Option<u32>,
     pub timeout_seconds: Option<u64>,
     pub on_timeout: OnTimeout,
+    /// The webhook URL as given, checked with [`validate_webhook`].
+    pub webhook: Option<String>,
+}
+
+/// Checks a submit's webhook URL against the deployment's policy (deployed: https to public
+/// addresses only). Pure.
+pub fn validate_webhook(
+    url: Option<&str>,
+    policy: crate::webhook::TargetPolicy,
+) -> Result<Option<String>, ApiError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    crate::webhook::validate_url(url, policy)
+        .map(|_| Some(url.to_owned()))
+        .map_err(|e| ApiError::bad_request("invalid_webhook", e.to_string()))
 }
 
 /// Checks a submit request's content type and body; `max_timeout` is the deployment's longest
@@ -309,7 +394,7 @@ pub fn validate_submit<'a>(
         };
         ApiError::bad_request(
             "invalid_json",
-            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\"}}"),
+            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\", \"webhook\"?: \"https://…\"}}"),
         )
     })?;
     let deadline = match req.deadline_seconds {
@@ -348,6 +433,7 @@ pub fn validate_submit<'a>(
         max_attempts: req.max_attempts,
         timeout_seconds: req.timeout_seconds,
         on_timeout: req.on_timeout.unwrap_or_default(),
+        webhook: req.webhook,
     })
 }
 
@@ -796,6 +882,92 @@ mod tests {
         let v = JobView::of(&job);
         assert_eq!(v.result, Some(serde_json::json!({"answer": 42})));
         assert!(!v.cancel_requested, "a finished job has no pending cancel");
+    }
+
+    #[test]
+    fn a_webhook_is_checked_against_the_deployments_policy() {
+        use crate::webhook::TargetPolicy;
+        let cases = [
+            (None, TargetPolicy::DEPLOYED, Ok(None)),
+            (
+                Some("https://hooks.example.com/in"),
+                TargetPolicy::DEPLOYED,
+                Ok(Some("https://hooks.example.com/in")),
+            ),
+            (
+                Some("http://127.0.0.1:9000/in"),
+                TargetPolicy::LOCAL_STACK,
+                Ok(Some("http://127.0.0.1:9000/in")),
+            ),
+            (
+                Some("https://127.0.0.1/in"),
+                TargetPolicy::DEPLOYED,
+                Err("127.0.0.1 is a loopback address"),
+            ),
+            (
+                Some("https://169.254.169.254/"),
+                TargetPolicy::LOCAL_STACK,
+                Err("a cloud metadata address"),
+            ),
+        ];
+        for (url, policy, want) in cases {
+            match (validate_webhook(url, policy), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got.as_deref(), want, "{url:?}"),
+                (Err(e), Err(text)) => {
+                    assert_eq!(e.status_and_code(), (400, "invalid_webhook"));
+                    assert!(e.to_string().contains(text), "{url:?}: {e}");
+                }
+                (got, want) => panic!("{url:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_view_shows_where_a_webhook_delivery_stands_once_the_job_ended() {
+        let mut job = JobRecord::queued(
+            JobId::generate(),
+            crate::job::Owner::new("a"),
+            Millis(1_000),
+            None,
+            3,
+            1,
+        );
+        assert_eq!(JobView::of(&job).delivery, None, "no webhook");
+        job.webhook = Some("https://hooks.example.com/in".into());
+        assert_eq!(JobView::of(&job).delivery, None, "not ended");
+        job.status = Status::Succeeded;
+        job.delivery.due_at = Some(Millis(2_000));
+        let pending = JobView::of(&job).delivery.unwrap();
+        assert_eq!(pending.state, DeliveryState::Pending);
+        assert_eq!(
+            pending.next_attempt_at.as_deref(),
+            Some("1970-01-01T00:00:02.000Z")
+        );
+        job.delivery = crate::job::Delivery {
+            attempts: 2,
+            last_status: Some(204),
+            delivered_at: Some(Millis(3_000)),
+            ..Default::default()
+        };
+        let delivered = JobView::of(&job).delivery.unwrap();
+        assert_eq!(
+            (
+                delivered.state,
+                delivered.attempts,
+                delivered.next_attempt_at
+            ),
+            (DeliveryState::Delivered, 2, None)
+        );
+        job.delivery = crate::job::Delivery {
+            attempts: 8,
+            last_error: Some("the receiver answered HTTP 500".into()),
+            gave_up_at: Some(Millis(4_000)),
+            ..Default::default()
+        };
+        assert_eq!(
+            JobView::of(&job).delivery.unwrap().state,
+            DeliveryState::Failed
+        );
     }
 
     mod properties {

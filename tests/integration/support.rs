@@ -196,6 +196,8 @@ pub fn api_config(res: &Resources) -> ApiConfig {
         workers: None,
         max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
         owner_scope: Default::default(),
+        // As on the local stack: the tests' webhook receivers listen on loopback.
+        webhook_policy: sluice::webhook::TargetPolicy::LOCAL_STACK,
     }
 }
 

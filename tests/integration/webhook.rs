@@ -1,15 +1,26 @@
-//! Webhook signatures checked by the reference implementation: the `standardwebhooks` package
-//! from PyPI (tests/fixtures/verify_webhook.py), not only by sluice's own code.
+//! Webhooks: signatures checked by the reference implementation, the `standardwebhooks` package
+//! from PyPI (tests/fixtures/verify_webhook.py), not only by sluice's own code; and their
+//! delivery end to end, from a durable record, to receivers on loopback.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use sluice::api::JobView;
+use lambda_http::RequestExt;
+use serde_json::json;
+use sluice::api::{Api, DeliveryState, JobView};
 use sluice::job::{JobId, Status};
+use sluice::outbox::{Outbox, Pass, DELIVERY_LEASE};
 use sluice::time::Millis;
-use sluice::webhook::{self, Secret, WebhookEvent, WebhookHeaders};
+use sluice::webhook::{self, EventType, Secret, TargetPolicy, WebhookEvent, WebhookHeaders};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-use crate::support::{venv_python, workspace_root};
+use crate::support::{
+    api_config, decode, delete, get, post_json, venv_python, workspace_root, Stack, ALICE, BOB,
+};
 
 /// What the reference implementation says of these headers and body: `Ok` when they verify
 /// with `secret`, else its reason.
@@ -69,6 +80,8 @@ fn finished_job() -> (JobId, WebhookEvent) {
         error: Some("modèle introuvable: \"résumé\"\nbye 👋".into()),
         url: None,
         redrives: 0,
+        webhook: None,
+        delivery: None,
     };
     (id, WebhookEvent::of(view).unwrap())
 }
@@ -85,7 +98,7 @@ fn the_reference_implementation_verifies_a_signed_job_event() {
     let headers = webhook::sign(
         &secret,
         None,
-        &webhook::message_id(&id, event.kind),
+        &webhook::message_id(&id, event.kind, 0),
         now(),
         &body,
     );
@@ -96,7 +109,7 @@ fn the_reference_implementation_verifies_a_signed_job_event() {
 fn the_reference_implementation_refuses_a_tampered_body_a_wrong_secret_and_a_stale_timestamp() {
     let (id, event) = finished_job();
     let body = event.to_body();
-    let msg_id = webhook::message_id(&id, event.kind);
+    let msg_id = webhook::message_id(&id, event.kind, 0);
     let secret = Secret::generate().unwrap();
     let headers = webhook::sign(&secret, None, &msg_id, now(), &body);
 
@@ -127,7 +140,7 @@ fn the_reference_implementation_refuses_a_tampered_body_a_wrong_secret_and_a_sta
     );
 
     let mut other_id = headers.clone();
-    other_id.id = webhook::message_id(&JobId::generate(), event.kind);
+    other_id.id = webhook::message_id(&JobId::generate(), event.kind, 0);
     assert!(reference_verdict(&secret, &other_id, &body).is_err());
 }
 
@@ -139,7 +152,7 @@ fn during_a_rotation_the_reference_implementation_accepts_the_old_and_the_new_se
     let headers = webhook::sign(
         &new,
         Some(&old),
-        &webhook::message_id(&id, event.kind),
+        &webhook::message_id(&id, event.kind, 0),
         now(),
         &body,
     );
@@ -164,5 +177,579 @@ fn the_reference_implementation_reads_secrets_of_every_allowed_size() {
             Ok(()),
             "{len} bytes"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery, end to end: the API, the worker process and the backlog function's deliverer,
+// against the emulator, to receivers on loopback.
+
+/// How a [`Receiver`] answers.
+const UP: u8 = 0;
+const DOWN_503: u8 = 1;
+/// Reads the request and never answers.
+const HANGS: u8 = 2;
+
+/// One request a receiver got, and whether it answered it 2xx.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: WebhookHeaders,
+    body: String,
+    acknowledged: bool,
+}
+
+/// A webhook receiver on loopback; `mode` says how it answers the next request.
+struct Receiver {
+    url: String,
+    mode: Arc<AtomicU8>,
+    got: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    async fn start(mode: u8) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let mode = Arc::new(AtomicU8::new(mode));
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, g) = (mode.clone(), got.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (m, g) = (m.clone(), g.clone());
+                tokio::spawn(async move { answer(stream, &m, &g).await });
+            }
+        });
+        Receiver { url, mode, got }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn acknowledged(&self) -> Vec<Received> {
+        self.got().into_iter().filter(|r| r.acknowledged).collect()
+    }
+
+    async fn until_requests(&self, n: usize, within: Duration) {
+        let start = Instant::now();
+        while self.got().len() < n {
+            assert!(
+                start.elapsed() < within,
+                "the receiver got {} requests, not {n}, within {within:?}",
+                self.got().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    mode: &AtomicU8,
+    got: &std::sync::Mutex<Vec<Received>>,
+) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 8192];
+    let (head, body) = loop {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + len {
+                let body = String::from_utf8(request[end + 4..end + 4 + len].to_vec()).unwrap();
+                break (text[..end].to_owned(), body);
+            }
+        }
+    };
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let headers = WebhookHeaders {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
+        signature: header("webhook-signature"),
+    };
+    let mode = mode.load(Ordering::SeqCst);
+    let index = {
+        let mut got = got.lock().unwrap();
+        got.push(Received {
+            headers,
+            body,
+            acknowledged: false,
+        });
+        got.len() - 1
+    };
+    let reply = match mode {
+        UP => "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+        DOWN_503 => "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 11\r\n\r\nnot now\r\n\r\n",
+        _ => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return;
+        }
+    };
+    if stream.write_all(reply.as_bytes()).await.is_ok() && mode == UP {
+        got.lock().unwrap()[index].acknowledged = true;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The caller's webhook secret, from `GET /webhook-secret`.
+async fn secret_of(s: &Stack, caller: &str) -> Secret {
+    let (status, v) = s.call(get(caller, "/webhook-secret", None)).await;
+    assert_eq!(status, 200, "{v}");
+    Secret::parse(v["secret"].as_str().unwrap()).unwrap()
+}
+
+/// The job's view once `pred` holds of it.
+async fn view_until(s: &Stack, id: &JobId, what: &str, pred: impl Fn(&JobView) -> bool) -> JobView {
+    let start = Instant::now();
+    loop {
+        let (status, v) = s.call(get(ALICE, &format!("/jobs/{id}"), None)).await;
+        assert_eq!(status, 200, "{v}");
+        let view: JobView = serde_json::from_value(v).unwrap();
+        if pred(&view) {
+            return view;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: not within 30 s; the job is {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn state(view: &JobView) -> Option<DeliveryState> {
+    view.delivery.as_ref().map(|d| d.state)
+}
+
+fn outbox(s: &Stack) -> Outbox {
+    Outbox::new(s.store.clone(), TargetPolicy::LOCAL_STACK)
+}
+
+/// As the backlog function runs it, with its clock `ahead` of now.
+async fn backlog_pass(s: &Stack, ahead: Duration) -> Pass {
+    outbox(s)
+        .deliver_due(Millis::now().plus(ahead), Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+fn allow_loopback() -> [(&'static str, &'static str); 1] {
+    [("SLUICE_WEBHOOK_ALLOW_LOOPBACK", "true")]
+}
+
+#[tokio::test]
+async fn each_terminal_state_is_announced_once_with_a_signature_the_reference_verifies() {
+    let s = Stack::new("webhook-once").await;
+    let rx = Receiver::start(UP).await;
+    // Cancelled while queued, before any worker runs: the backlog function announces it.
+    let cancelled = s
+        .submit_job(
+            ALICE,
+            json!({"input": {"text": "never"}, "webhook": rx.url}),
+        )
+        .await;
+    let (status, v) = s.call(delete(ALICE, &format!("/jobs/{cancelled}"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["delivery"]["state"], "pending", "{v}");
+    let pass = backlog_pass(&s, Duration::ZERO).await;
+    assert_eq!(pass.attempted.len(), 1, "{pass:?}");
+
+    // Ended by a worker: it announces them itself, at once.
+    let _worker = s.worker("w1", &allow_loopback());
+    let succeeded = s
+        .submit_job(
+            ALICE,
+            json!({"input": {"text": "a b c"}, "webhook": rx.url}),
+        )
+        .await;
+    let failed = s
+        .submit_job(
+            ALICE,
+            json!({"input": {"fail": "permanent"}, "webhook": rx.url}),
+        )
+        .await;
+    let quiet = s.submit(ALICE, json!({"text": "no webhook"})).await;
+    for id in [&succeeded, &failed, &cancelled] {
+        let view = view_until(&s, id, "delivered", |v| {
+            state(v) == Some(DeliveryState::Delivered)
+        })
+        .await;
+        let d = view.delivery.unwrap();
+        assert_eq!((d.attempts, d.last_status), (1, Some(204)), "{id}");
+        assert!(d.delivered_at.is_some() && d.next_attempt_at.is_none());
+    }
+    let view = s
+        .wait_terminal(ALICE, &quiet, Duration::from_secs(20))
+        .await;
+    assert_eq!((view.webhook, view.delivery), (None, None));
+
+    // Nothing is left to deliver, even a day later.
+    let later = backlog_pass(&s, Duration::from_secs(86_400)).await;
+    assert_eq!(later.attempted, vec![], "{later:?}");
+
+    let got = rx.got();
+    assert_eq!(got.len(), 3, "one request per terminal state: {got:?}");
+    let secret = secret_of(&s, ALICE).await;
+    for (id, kind) in [
+        (&succeeded, "job.succeeded"),
+        (&failed, "job.failed"),
+        (&cancelled, "job.cancelled"),
+    ] {
+        let r = got
+            .iter()
+            .find(|r| r.body.contains(&id.to_string()))
+            .unwrap_or_else(|| panic!("no webhook for {id}"));
+        assert_eq!(reference_verdict(&secret, &r.headers, &r.body), Ok(()));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["type"], kind);
+        assert_eq!(body["data"]["id"], id.to_string());
+        assert!(body["data"].get("delivery").is_none(), "{body}");
+        let event = EventType::of(kind_status(kind)).unwrap();
+        assert_eq!(r.headers.id, webhook::message_id(id, event, 0));
+    }
+}
+
+fn kind_status(kind: &str) -> Status {
+    match kind {
+        "job.succeeded" => Status::Succeeded,
+        "job.failed" => Status::Failed,
+        "job.cancelled" => Status::Cancelled,
+        _ => Status::Expired,
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_gets_the_webhook_once_it_recovers() {
+    let s = Stack::new("webhook-down").await;
+    let rx = Receiver::start(DOWN_503).await;
+    let _worker = s.worker("w1", &allow_loopback());
+    let id = s
+        .submit_job(ALICE, json!({"input": {"text": "hi"}, "webhook": rx.url}))
+        .await;
+    let view = view_until(&s, &id, "a failed first attempt", |v| {
+        v.delivery
+            .as_ref()
+            .is_some_and(|d| d.attempts == 1 && d.last_status == Some(503))
+    })
+    .await;
+    let d = view.delivery.unwrap();
+    assert_eq!(d.state, DeliveryState::Pending);
+    assert!(d.last_error.unwrap().contains("503"));
+    assert!(d.next_attempt_at.is_some());
+
+    // Still down a minute later: retried on the schedule, still pending.
+    backlog_pass(&s, Duration::from_secs(60)).await;
+    let view = view_until(&s, &id, "a second failed attempt", |v| {
+        v.delivery.as_ref().is_some_and(|d| d.attempts == 2)
+    })
+    .await;
+    assert_eq!(state(&view), Some(DeliveryState::Pending));
+    // Not due again before its time: a pass now attempts nothing.
+    let early = backlog_pass(&s, Duration::from_secs(60)).await;
+    assert_eq!(early.attempted, vec![], "{early:?}");
+
+    // Up again: the next attempt on the schedule (5 minutes after the second) delivers it.
+    rx.set(UP);
+    let pass = backlog_pass(&s, Duration::from_secs(60 + 6 * 60 + 60)).await;
+    assert_eq!(pass.attempted.len(), 1, "{pass:?}");
+    let view = view_until(&s, &id, "delivered", |v| {
+        state(v) == Some(DeliveryState::Delivered)
+    })
+    .await;
+    let d = view.delivery.unwrap();
+    assert_eq!(
+        (d.attempts, d.last_status, d.last_error),
+        (3, Some(204), None)
+    );
+
+    let got = rx.got();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got.iter().all(|r| r.headers.id == got[0].headers.id),
+        "one message, three attempts"
+    );
+    let acked = rx.acknowledged();
+    assert_eq!(acked.len(), 1);
+    let secret = secret_of(&s, ALICE).await;
+    assert_eq!(
+        reference_verdict(&secret, &acked[0].headers, &acked[0].body),
+        Ok(())
+    );
+    assert_eq!(
+        acked[0].body, got[0].body,
+        "every attempt sends the same body"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_the_outcome_and_the_delivery_still_announces_the_job_once() {
+    let s = Stack::new("webhook-kill").await;
+    // The worker's own attempt never gets an answer: the worker is killed during it.
+    let rx = Receiver::start(HANGS).await;
+    let mut worker = s.worker("w1", &allow_loopback());
+    let id = s
+        .submit_job(ALICE, json!({"input": {"text": "hi"}, "webhook": rx.url}))
+        .await;
+    rx.until_requests(1, Duration::from_secs(30)).await;
+    worker.kill();
+    let job = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.status, Status::Succeeded);
+    assert_eq!(job.delivery.attempts, 1);
+    assert_eq!(job.delivery.delivered_at, None);
+
+    // The dead worker's attempt holds the announcement for its lease; then the backlog
+    // function delivers it.
+    rx.set(UP);
+    let held = backlog_pass(&s, Duration::ZERO).await;
+    assert_eq!(held.attempted, vec![], "{held:?}");
+    let pass = backlog_pass(&s, DELIVERY_LEASE + Duration::from_secs(1)).await;
+    assert_eq!(pass.attempted.len(), 1, "{pass:?}");
+    let again = backlog_pass(&s, Duration::from_secs(86_400)).await;
+    assert_eq!(again.attempted, vec![], "{again:?}");
+
+    let view = view_until(&s, &id, "delivered", |v| {
+        state(v) == Some(DeliveryState::Delivered)
+    })
+    .await;
+    assert_eq!(view.delivery.unwrap().attempts, 2);
+    let acked = rx.acknowledged();
+    assert_eq!(acked.len(), 1, "delivered once: {:?}", rx.got());
+    let got = rx.got();
+    assert_eq!(
+        got[0].headers.id, acked[0].headers.id,
+        "the same message id, for dedupe"
+    );
+    let secret = secret_of(&s, ALICE).await;
+    assert_eq!(
+        reference_verdict(&secret, &acked[0].headers, &acked[0].body),
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn deployed_submits_refuse_webhooks_to_loopback_private_and_metadata_addresses() {
+    let s = Stack::new("webhook-refused").await;
+    let mut config = api_config(&s.res);
+    config.webhook_policy = TargetPolicy::DEPLOYED;
+    let deployed = Api::new(s.store.clone(), Some(s.queue.clone()), config);
+    let submit = |url: &str| {
+        post_json(
+            ALICE,
+            &json!({"input": 1, "webhook": url}).to_string(),
+            None,
+        )
+    };
+    let cases = [
+        ("http://127.0.0.1/hooks", "must start with https://"),
+        ("https://127.0.0.1/hooks", "127.0.0.1 is a loopback address"),
+        (
+            "https://localhost:8443/hooks",
+            "localhost is a loopback address",
+        ),
+        ("http://169.254.169.254/", "must start with https://"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "a cloud metadata address",
+        ),
+        ("https://10.1.2.3/hooks", "a private address"),
+        ("https://[fd00:ec2::254]/", "a cloud metadata address"),
+        ("https://hooks.example.com:22/", "port 22 is not allowed"),
+        (
+            "https://user:pw@hooks.example.com/",
+            "must not carry a user name",
+        ),
+        ("hooks.example.com/x", "not a valid absolute URL"),
+    ];
+    for (url, want) in cases {
+        let (status, v) = decode(deployed.handle(submit(url)).await);
+        assert_eq!(status, 400, "{url}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_webhook", "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(want), "{url}: {message}");
+    }
+    let (status, v) = decode(
+        deployed
+            .handle(submit("https://hooks.example.com/sluice"))
+            .await,
+    );
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["webhook"], "https://hooks.example.com/sluice");
+    // On the local stack, a loopback receiver is fine.
+    let (status, v) = s.call(submit("http://127.0.0.1:8081/hooks")).await;
+    assert_eq!(status, 202, "{v}");
+
+    // The webhook is part of what an idempotency key stands for.
+    let keyed = |url: &str| {
+        post_json(
+            ALICE,
+            &json!({"input": 1, "webhook": url}).to_string(),
+            Some("order-7"),
+        )
+    };
+    let (status, _) = s.call(keyed("http://127.0.0.1:8081/a")).await;
+    assert_eq!(status, 202);
+    let (status, v) = s.call(keyed("http://127.0.0.1:8081/b")).await;
+    assert_eq!(status, 422, "{v}");
+    let (status, _) = s.call(keyed("http://127.0.0.1:8081/a")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn each_owner_fetches_and_rotates_its_own_secret_and_a_rotation_signs_with_both() {
+    let s = Stack::new("webhook-secret").await;
+    let (status, first) = s.call(get(ALICE, "/webhook-secret", None)).await;
+    assert_eq!(status, 200, "{first}");
+    let alice = first["secret"].as_str().unwrap().to_owned();
+    assert!(alice.starts_with("whsec_"), "{first}");
+    assert!(first.get("previous_valid_until").is_none(), "{first}");
+    assert_eq!(secret_of(&s, ALICE).await.expose(), alice, "made once");
+    let bob = secret_of(&s, BOB).await.expose();
+    assert_ne!(bob, alice);
+
+    let rotate = || {
+        let req = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("http://127.0.0.1:8080/webhook-secret/rotate")
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        req.with_request_context(sluice::api::local_context(ALICE))
+    };
+    let (status, rotated) = s.call(rotate()).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, alice);
+    assert!(rotated["previous_valid_until"].is_string(), "{rotated}");
+    assert_eq!(secret_of(&s, ALICE).await.expose(), new);
+    assert_eq!(
+        secret_of(&s, BOB).await.expose(),
+        bob,
+        "another owner's is untouched"
+    );
+
+    // A webhook sent during the rotation verifies with the old secret and the new one.
+    let rx = Receiver::start(UP).await;
+    let id = s
+        .submit_job(ALICE, json!({"input": 1, "webhook": rx.url}))
+        .await;
+    let (status, _) = s.call(delete(ALICE, &format!("/jobs/{id}"))).await;
+    assert_eq!(status, 200);
+    backlog_pass(&s, Duration::ZERO).await;
+    let acked = rx.acknowledged();
+    assert_eq!(acked.len(), 1, "{:?}", rx.got());
+    for secret in [&new, &alice] {
+        let secret = Secret::parse(secret).unwrap();
+        assert_eq!(
+            reference_verdict(&secret, &acked[0].headers, &acked[0].body),
+            Ok(())
+        );
+    }
+    let bobs = Secret::parse(&bob).unwrap();
+    assert!(reference_verdict(&bobs, &acked[0].headers, &acked[0].body).is_err());
+
+    // The routes answer their own methods only, and only to a caller with an identity.
+    let wrong = lambda_http::http::Request::builder()
+        .method("DELETE")
+        .uri("http://127.0.0.1:8080/webhook-secret")
+        .body(lambda_http::Body::Empty)
+        .unwrap()
+        .with_request_context(sluice::api::local_context(ALICE));
+    let (status, v) = s.call(wrong).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("method_not_allowed"))
+    );
+    let anonymous = lambda_http::http::Request::builder()
+        .method("GET")
+        .uri("http://127.0.0.1:8080/webhook-secret")
+        .body(lambda_http::Body::Empty)
+        .unwrap();
+    let (status, _) = s.call(anonymous).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_job_redriven_out_of_failed_announces_its_next_end_as_a_new_message() {
+    let s = Stack::new("webhook-redrive").await;
+    let rx = Receiver::start(UP).await;
+    let now = Millis::now();
+    let mut job = sluice::job::JobRecord::queued(
+        JobId::generate(),
+        sluice::job::Owner::new(format!("iam:{ALICE}")),
+        now,
+        None,
+        3,
+        1,
+    );
+    job.webhook = Some(rx.url.clone());
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let id = job.id.clone();
+    // Its message reached the dead-letter queue: the reconciler ends it FAILED.
+    let failed = s
+        .store
+        .fail_dead_lettered(&id, 5, Millis::now(), s.retention)
+        .await
+        .unwrap();
+    assert!(failed.delivery.due_at.is_some(), "due in the same write");
+    assert_eq!(backlog_pass(&s, Duration::ZERO).await.attempted.len(), 1);
+    // An operator redrives it; it runs and succeeds.
+    s.store
+        .revive_dead_lettered(&id, failed.attempt, Millis::now())
+        .await
+        .unwrap();
+    let claimed = s
+        .store
+        .claim(&id, "w1", Millis::now(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ended = s
+        .store
+        .finish(
+            &id,
+            claimed.attempt,
+            sluice::store::Finish::Succeeded {
+                result: "{}".into(),
+            },
+            Millis::now(),
+            s.retention,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.delivery.attempts, 0, "a new delivery record");
+    assert_eq!(backlog_pass(&s, Duration::ZERO).await.attempted.len(), 1);
+
+    let got = rx.acknowledged();
+    let ids: Vec<&str> = got.iter().map(|r| r.headers.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            webhook::message_id(&id, EventType::JobFailed, 0),
+            webhook::message_id(&id, EventType::JobSucceeded, 1),
+        ]
+    );
+    let secret = secret_of(&s, ALICE).await;
+    for r in &got {
+        assert_eq!(reference_verdict(&secret, &r.headers, &r.body), Ok(()));
     }
 }

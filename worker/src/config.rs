@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub metric_namespace: String,
     /// Whether job metrics are written (as EMF lines, with JSON logs).
     pub emit_metrics: bool,
+    /// Which targets the webhooks of the jobs this worker ends may reach.
+    pub webhook_policy: sluice::webhook::TargetPolicy,
 }
 
 impl WorkerConfig {
@@ -116,6 +118,7 @@ impl WorkerConfig {
                 .unwrap_or_else(|| crate::metrics::NAMESPACE.into()),
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
+            webhook_policy: sluice::config::webhook_policy(src)?,
         })
     }
 }

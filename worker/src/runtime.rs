@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sluice::aws::DisplayErrorContext;
 use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout, Progress};
+use sluice::outbox::Outbox;
 use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
@@ -64,8 +65,11 @@ pub async fn run_with<H: Handler>(
     ));
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
+    let outbox = Outbox::new(store.clone(), config.webhook_policy);
     let result = Worker {
         handler: Arc::new(handler),
+        outbox,
+        notices: TaskTracker::new(),
         store,
         queue,
         config: Arc::new(config),
@@ -122,6 +126,9 @@ const RELEASE_WAIT: Duration = Duration::from_secs(8);
 /// Tries after the first to write an attempt's end (about half a minute at most in all).
 const RECORD_TRIES: usize = 8;
 
+/// How long a stopping worker waits for the webhook deliveries under way.
+const NOTICE_WAIT: Duration = Duration::from_secs(20);
+
 /// How long a finished job's delete may wait for others to share its request.
 pub const DELETE_LINGER: Duration = Duration::from_millis(50);
 
@@ -159,6 +166,11 @@ async fn delete_in_batches(
 
 struct Worker<H> {
     handler: Arc<H>,
+    /// Announces the jobs this worker ends to their webhooks (the fast path; the backlog
+    /// function delivers whatever this misses).
+    outbox: Outbox,
+    /// The announcements under way, which never hold a job's slot.
+    notices: TaskTracker,
     store: JobStore,
     queue: JobQueue,
     config: Arc<WorkerConfig>,
@@ -173,6 +185,8 @@ impl<H> Clone for Worker<H> {
     fn clone(&self) -> Self {
         Worker {
             handler: self.handler.clone(),
+            outbox: self.outbox.clone(),
+            notices: self.notices.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
             config: self.config.clone(),
@@ -396,6 +410,10 @@ impl<H: Handler> Worker<H> {
             info!(running, drain = ?self.config.drain, "stopping: no new jobs; letting running jobs finish");
             self.drain(&jobs, &release).await;
         }
+        // Announcements under way get a moment; one cut short is delivered by the backlog
+        // function once its lease runs out.
+        self.notices.close();
+        let _ = tokio::time::timeout(NOTICE_WAIT, self.notices.wait()).await;
         // With no jobs left, protection comes off.
         drop(busy);
         let _ = tokio::time::timeout(Duration::from_secs(10), protection).await;
@@ -864,10 +882,11 @@ impl<H: Handler> Worker<H> {
     /// over keeps it: this attempt's outcome is discarded and the message left alone.
     async fn finish(&self, msg: &Received, job: &JobRecord, end: Finish, outcome: Outcome) {
         match self.record(msg, job, &end).await {
-            Ok(_) => {
+            Ok(ended) => {
                 if outcome != Outcome::Succeeded {
                     info!(status = ?outcome, "job ended");
                 }
+                self.announce(ended);
                 self.delete(msg).await;
             }
             Err(StoreError::Conflict { current }) => {
@@ -882,6 +901,25 @@ impl<H: Handler> Worker<H> {
                 warn!(error = %DisplayErrorContext(&e), tries = RECORD_TRIES + 1, "could not record the outcome; the job will run again")
             }
         }
+    }
+
+    /// Delivers the announcement of a job just ended, when it has a webhook, beside the next
+    /// jobs (it holds no slot). The announcement is already recorded due: should this worker
+    /// die first, the backlog function delivers it.
+    fn announce(&self, ended: JobRecord) {
+        if ended.webhook.is_none() {
+            return;
+        }
+        let outbox = self.outbox.clone();
+        let span = tracing::info_span!("webhook", job_id = %ended.id);
+        self.notices.spawn(
+            async move {
+                if let Err(e) = outbox.deliver_ended(&ended).await {
+                    warn!(error = %DisplayErrorContext(&e), "could not deliver the webhook; the backlog function will");
+                }
+            }
+            .instrument(span),
+        );
     }
 
     async fn refused(&self, msg: &Received, id: &JobId, decision: ClaimRefusal) {

@@ -186,7 +186,8 @@ export class BacklogScaling extends Construct {
     // GetItem/BatchGetItem/UpdateItem: the reconciler and the sweeper, and giving the scaling
     // lease back. PutItem: the scaling lease the backlog Lambda and the submit nudge take around
     // UpdateService, and retiring the id of a dead-lettered message that has no record.
-    // Query: the sweeper's open-jobs index.
+    // Query: the sweeper's open-jobs index, and the webhook deliverer's notify-due index
+    // (UpdateItem also makes an owner's signing secret on first use).
     JobTable.grantItems(
       props.table,
       this.function,
@@ -196,6 +197,7 @@ export class BacklogScaling extends Construct {
       'dynamodb:PutItem',
     );
     JobTable.grantOpenIndexQuery(props.table, this.function);
+    JobTable.grantNotifyIndexQuery(props.table, this.function);
     // The controller: read the desired count and set it, both ways.
     iam.Grant.addToPrincipal({
       grantee: this.function,

@@ -114,7 +114,10 @@ export interface JobApiProps {
   readonly logRemovalPolicy?: RemovalPolicy;
 }
 
-/** The HTTP API: `POST /jobs` → submit, `GET|DELETE /jobs/{id}` → status. */
+/**
+ * The HTTP API: `POST /jobs` → submit; `GET|DELETE /jobs/{id}`, `GET /webhook-secret` and
+ * `POST /webhook-secret/rotate` → status.
+ */
 export class JobApi extends Construct {
   public readonly api: apigwv2.HttpApi;
   public readonly stage: apigwv2.HttpStage;
@@ -125,9 +128,12 @@ export class JobApi extends Construct {
   public readonly authorizer: apigwv2.IHttpRouteAuthorizer;
   /** The base URL, ending in `/`. */
   public readonly url: string;
-  /** `execute-api:Invoke` ARNs of the three routes: `POST /jobs`, `GET` and `DELETE /jobs/{id}`. */
+  /**
+   * `execute-api:Invoke` ARNs of the routes: `POST /jobs`, `GET` and `DELETE /jobs/{id}`,
+   * `GET /webhook-secret` and `POST /webhook-secret/rotate`.
+   */
   public readonly routeArns: string[];
-  /** A managed policy to give callers: `execute-api:Invoke` on the three routes, nothing more. */
+  /** A managed policy to give callers: `execute-api:Invoke` on the API's routes, nothing more. */
   public readonly callerPolicy: iam.ManagedPolicy;
 
   constructor(scope: Construct, id: string, props: JobApiProps) {
@@ -204,6 +210,7 @@ export class JobApi extends Construct {
       logRemovalPolicy,
       environment: statusEnv({ tableName: props.table.tableName, ownerScope, pinnedSessionRoleArns }),
     });
+    // UpdateItem: cancels, and the caller's webhook signing secret (made on first use, rotated).
     JobTable.grantItems(props.table, status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     this.statusFunction = status.function;
 
@@ -257,15 +264,26 @@ export class JobApi extends Construct {
       methods: [apigwv2.HttpMethod.GET, apigwv2.HttpMethod.DELETE],
       integration: new HttpLambdaIntegration('StatusIntegration', this.statusFunction, { payloadFormatVersion }),
     });
+    const secretIntegration = new HttpLambdaIntegration('WebhookSecretIntegration', this.statusFunction, {
+      payloadFormatVersion,
+    });
+    this.api.addRoutes({ path: '/webhook-secret', methods: [apigwv2.HttpMethod.GET], integration: secretIntegration });
+    this.api.addRoutes({
+      path: '/webhook-secret/rotate',
+      methods: [apigwv2.HttpMethod.POST],
+      integration: secretIntegration,
+    });
 
     const stageName = '$default';
     this.routeArns = [
       this.api.arnForExecuteApi('POST', '/jobs', stageName),
       this.api.arnForExecuteApi('GET', '/jobs/*', stageName),
       this.api.arnForExecuteApi('DELETE', '/jobs/*', stageName),
+      this.api.arnForExecuteApi('GET', '/webhook-secret', stageName),
+      this.api.arnForExecuteApi('POST', '/webhook-secret/rotate', stageName),
     ];
     this.callerPolicy = new iam.ManagedPolicy(this, 'CallerPolicy', {
-      description: 'Call the sluice jobs API: submit, status and cancel (SigV4)',
+      description: 'Call the sluice jobs API: submit, status, cancel and the webhook secret (SigV4)',
       statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: this.routeArns })],
     });
     for (const method of ['GET', 'DELETE']) {

@@ -26,6 +26,14 @@ export class JobTable extends Construct {
    */
   public static readonly OPEN_INDEX = 'open-jobs';
   public static readonly OPEN_INDEX_KEYS = { partition: 'open', sort: 'sent_at' } as const;
+  /**
+   * The sparse index of the webhook announcements still to deliver, by shard (`notify`, set on a
+   * job with a webhook) and by when the next attempt is due (`notify_at`, epoch ms, set by the
+   * write that ends the job and removed once delivered or given up): the deliverers find what is
+   * due without scanning the table (`src/store.rs`, `NOTIFY_INDEX`; `src/outbox.rs`).
+   */
+  public static readonly NOTIFY_INDEX = 'notify-due';
+  public static readonly NOTIFY_INDEX_KEYS = { partition: 'notify', sort: 'notify_at' } as const;
 
   public readonly table: dynamodb.ITable;
 
@@ -46,6 +54,15 @@ export class JobTable extends Construct {
     });
   }
 
+  /** Grants `dynamodb:Query` on the notify-due index alone: the webhook deliverer's one read of it. */
+  public static grantNotifyIndexQuery(table: dynamodb.ITable, grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['dynamodb:Query'],
+      resourceArns: [`${table.tableArn}/index/${JobTable.NOTIFY_INDEX}`],
+    });
+  }
+
   constructor(scope: Construct, id: string, props: JobTableProps = {}) {
     super(scope, id);
     this.table = new dynamodb.Table(this, 'Table', {
@@ -60,6 +77,12 @@ export class JobTable extends Construct {
       indexName: JobTable.OPEN_INDEX,
       partitionKey: { name: JobTable.OPEN_INDEX_KEYS.partition, type: dynamodb.AttributeType.STRING },
       sortKey: { name: JobTable.OPEN_INDEX_KEYS.sort, type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
+    (this.table as dynamodb.Table).addGlobalSecondaryIndex({
+      indexName: JobTable.NOTIFY_INDEX,
+      partitionKey: { name: JobTable.NOTIFY_INDEX_KEYS.partition, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JobTable.NOTIFY_INDEX_KEYS.sort, type: dynamodb.AttributeType.NUMBER },
       projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
   }

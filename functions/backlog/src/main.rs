@@ -5,6 +5,10 @@
 //! execution environment and lives across runs. A run in which a write of the count failed ends
 //! with an error, so the function's errors alarm says the loop cannot scale.
 //!
+//! With the jobs table, every run also delivers the webhook announcements that are due
+//! (`sluice::outbox`): retries on their schedule, and the jobs whose worker died between the
+//! outcome and its delivery.
+//!
 //! Metrics go out with `PutMetricData` rather than as Embedded Metric Format log lines: EMF
 //! metrics reach CloudWatch only after log ingestion (seconds to a minute later), and the
 //! missing-samples alarm and the dead-controller backstop judge the loop by them, so the direct
@@ -13,12 +17,15 @@
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use sluice::backlog::{BacklogConfig, Sampler, WINDOW};
 use sluice::deadletter::DeadLetters;
+use sluice::outbox::Outbox;
 use sluice::queue::JobQueue;
 use sluice::store::JobStore;
 use sluice::sweep::Sweeper;
 
 /// The longest a run's sweep takes, beside its sampling (the function has 90 s).
 const SWEEP_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest a run's webhook deliveries take, beside the rest.
+const DELIVERY_TIME: std::time::Duration = std::time::Duration::from_secs(45);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -44,8 +51,18 @@ async fn main() -> Result<(), Error> {
         ],
         budget: SWEEP_TIME,
     });
-    let (sampler, interval, dead_letters, sweeper) =
-        (&sampler, config.sample_interval, &dead_letters, &sweeper);
+    // And the webhook announcements due are delivered.
+    let outbox = config
+        .table_name
+        .as_ref()
+        .map(|table| Outbox::new(JobStore::from_sdk(&aws, table), config.webhook_policy));
+    let (sampler, interval, dead_letters, sweeper, outbox) = (
+        &sampler,
+        config.sample_interval,
+        &dead_letters,
+        &sweeper,
+        &outbox,
+    );
     run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
             let reconcile = async {
@@ -72,15 +89,27 @@ async fn main() -> Result<(), Error> {
                     },
                 }
             };
-            let (summary, reconciled, swept) =
-                tokio::join!(sampler.run(interval, WINDOW), reconcile, sweep);
+            let deliver = async {
+                match outbox {
+                    None => 0,
+                    Some(o) => match o.deliver_due(sluice::time::Millis::now(), DELIVERY_TIME).await {
+                        Ok(pass) => pass.attempted.len(),
+                        Err(e) => {
+                            lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not deliver the due webhooks");
+                            0
+                        }
+                    },
+                }
+            };
+            let (summary, reconciled, swept, delivered) =
+                tokio::join!(sampler.run(interval, WINDOW), reconcile, sweep, deliver);
             if let Some(last) = &summary.last_raise_error {
                 return Err(Error::from(format!(
                     "{} of {} samples could not raise the service; the last: {last}",
                     summary.raise_failures, summary.published
                 )));
             }
-            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled, "swept": swept }))
+            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled, "swept": swept, "webhook_attempts": delivered }))
         },
     ))
     .await

@@ -1,5 +1,6 @@
-//! The status function: `GET /jobs/{id}` (with `?wait=N`) and `DELETE /jobs/{id}` behind
-//! API Gateway (HTTP API, payload format 2.0).
+//! The status function: `GET /jobs/{id}` (with `?wait=N`), `DELETE /jobs/{id}`,
+//! `GET /webhook-secret` and `POST /webhook-secret/rotate` behind API Gateway (HTTP API, payload
+//! format 2.0).
 
 use lambda_http::{run, service_fn, Error, Request};
 use sluice::api::Api;
@@ -11,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let api = Api::from_config(ApiConfig::from_env()?).await;
     let api = &api;
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(api.job(req).await)
+        Ok::<_, Error>(api.status_routes(req).await)
     }))
     .await
 }
