@@ -31,6 +31,9 @@ pub enum Finding {
     /// The job has not ended and runs nowhere: it is ended `FAILED` (reconcile) or sent back to
     /// the jobs queue (redrive).
     Stranded(JobRecord),
+    /// The job had never spent an attempt (its message ran out of deliveries to faults of the
+    /// machinery): it was sent back to the jobs queue, as it was.
+    Returned(JobRecord),
     /// The job's record exists but cannot be read (edited by hand, written by another version):
     /// no worker can run it, and it needs a person. The reason.
     Unreadable(JobId, String),
@@ -43,7 +46,10 @@ impl Finding {
             Finding::NoRecord(id) | Finding::AwaitingRecord(id) | Finding::Unreadable(id, _) => {
                 Some(id)
             }
-            Finding::Ended(j) | Finding::Running(j) | Finding::Stranded(j) => Some(&j.id),
+            Finding::Ended(j)
+            | Finding::Running(j)
+            | Finding::Stranded(j)
+            | Finding::Returned(j) => Some(&j.id),
             Finding::Undecodable(_) => None,
         }
     }
@@ -57,6 +63,7 @@ impl Finding {
             Finding::Ended(_) => "ended",
             Finding::Running(_) => "running",
             Finding::Stranded(_) => "stranded",
+            Finding::Returned(_) => "returned",
             Finding::Unreadable(..) => "unreadable_record",
         }
     }
@@ -87,6 +94,10 @@ impl Finding {
             Finding::Stranded(job) => format!(
                 "job {} is {} but runs nowhere; it will be ended FAILED, or `sluice dlq redrive {}` runs it",
                 job.id, job.status, job.id
+            ),
+            Finding::Returned(job) => format!(
+                "job {} had never spent an attempt (its message ran out of deliveries to faults of the machinery): sent back to the jobs queue",
+                job.id
             ),
             Finding::Unreadable(id, why) => format!(
                 "job {id}'s record cannot be read ({why}); no worker can run it: mend or remove the record, then `sluice dlq redrive {id}`"
@@ -134,7 +145,16 @@ pub struct DeadLetters {
     pub retention: Duration,
     /// The longest one pass runs ([`DeadLetters::reconcile`], `list`, `redrive`).
     pub pass_time: Duration,
+    /// The jobs queue, where the reconciler sends back a job that never spent an attempt (its
+    /// message ran out of deliveries to faults of the machinery, not of the job). Without it,
+    /// such a job ends `FAILED` like any other.
+    pub jobs: Option<JobQueue>,
 }
+
+/// How many times the reconciler sends one job back to the jobs queue before it ends it
+/// `FAILED` like any other: a job whose message keeps reaching the dead-letter queue without
+/// ever being claimed meets a fault that does not pass.
+pub const MAX_RETURNS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -243,7 +263,14 @@ impl DeadLetters {
             store,
             retention,
             pass_time: PASS_TIME,
+            jobs: None,
         }
+    }
+
+    /// With the jobs queue, to send back jobs that never spent an attempt.
+    pub fn with_jobs(mut self, jobs: JobQueue) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// Makes messages visible again (`hide` zero) or hides them for `hide`.
@@ -328,7 +355,7 @@ impl DeadLetters {
                     }
                 };
                 let delete = match &finding {
-                    Finding::NoRecord(_) => true,
+                    Finding::NoRecord(_) | Finding::Returned(_) => true,
                     Finding::Ended(job)
                         if is_dead_letter_error(job.error.as_deref().unwrap_or("")) =>
                     {
@@ -349,17 +376,27 @@ impl DeadLetters {
                 break failure;
             }
         };
-        // What stays shows again: at once after a full pass, after a rest otherwise.
-        let hide = if pass.complete { Duration::ZERO } else { REST };
+        // What stays shows again: at once after a full pass, after a rest otherwise; but what
+        // must be judged again soon (a record not there yet, a job running) shows at once.
+        let soon = |f: &Finding| matches!(f, Finding::AwaitingRecord(_) | Finding::Running(_));
+        let hide = if pass.complete || failure.is_some() {
+            Duration::ZERO
+        } else {
+            REST
+        };
+        let kept = || out.iter().filter(|(_, _, d)| !d);
         self.show(
-            out.iter()
-                .filter(|(_, _, d)| !d)
+            kept()
+                .filter(|(_, f, _)| soon(f))
                 .map(|(m, _, _)| &m.receipt),
-            if failure.is_some() {
-                Duration::ZERO
-            } else {
-                hide
-            },
+            Duration::ZERO,
+        )
+        .await;
+        self.show(
+            kept()
+                .filter(|(_, f, _)| !soon(f))
+                .map(|(m, _, _)| &m.receipt),
+            hide,
         )
         .await;
         match failure {
@@ -375,6 +412,30 @@ impl DeadLetters {
     async fn settle(&self, msg: &Received, finding: Finding) -> Result<Finding, DeadLetterError> {
         let now = Millis::now();
         match finding {
+            Finding::Stranded(job)
+                if !job.cancel_requested
+                    && job.status == Status::Queued
+                    && job.attempts_used() == 0
+                    && job.dlq_returns < MAX_RETURNS
+                    && self.jobs.is_some() =>
+            {
+                let jobs = self.jobs.as_ref().expect("checked above");
+                match self
+                    .store
+                    .return_from_dlq(&job.id, job.attempt, job.dlq_returns, now)
+                    .await
+                {
+                    Ok(returned) => {
+                        jobs.send(msg.body.clone()).await?;
+                        tracing::warn!(job_id = %returned.id, returns = returned.dlq_returns, "job sent back to the jobs queue: its message ran out of deliveries before it was ever claimed");
+                        Ok(Finding::Returned(returned))
+                    }
+                    Err(StoreError::Conflict { current }) => {
+                        Ok(judge(&msg.body, current.map(|c| *c), now))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
             Finding::Stranded(job) => {
                 let ended = if job.cancel_requested {
                     self.store

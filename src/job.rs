@@ -202,6 +202,9 @@ pub struct JobRecord {
     /// How many times an operator sent the job back to the queue after it ended `FAILED` in
     /// the dead-letter queue (`sluice dlq redrive`): the one way out of a terminal status.
     pub redrives: u32,
+    /// How many times the dead-letter reconciler sent the job back to the jobs queue because
+    /// its message ran out of deliveries before it was ever claimed.
+    pub dlq_returns: u32,
     /// The URL POSTed a signed event on each terminal state, when the caller gave one.
     pub webhook: Option<String>,
     /// Where the announcement of the job's last terminal state stands.
@@ -316,6 +319,7 @@ impl JobRecord {
             on_timeout: OnTimeout::Fail,
             progress: None,
             redrives: 0,
+            dlq_returns: 0,
             webhook: None,
             delivery: Delivery::default(),
         }

@@ -45,10 +45,15 @@ enum DlqAction {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// End FAILED, with the reason, every job whose message sits there and that runs nowhere,
-    /// and delete the messages with nothing left to act on (the backlog function does this
-    /// every minute).
-    Reconcile,
+    /// End FAILED, with the reason, every job whose message sits there and that runs nowhere
+    /// (or send it back to the jobs queue when it never spent an attempt), and delete the
+    /// messages with nothing left to act on (the backlog function does this every minute).
+    Reconcile {
+        /// The jobs queue's URL, where a job that never spent an attempt is sent back; without
+        /// it, such a job ends FAILED too.
+        #[arg(long, env = "SLUICE_QUEUE_URL")]
+        queue_url: Option<String>,
+    },
     /// Send jobs' messages back to the jobs queue: the jobs named, or all with --all. A job the
     /// reconciler ended FAILED is queued again first.
     Redrive {
@@ -404,7 +409,11 @@ async fn dlq(
             .into_iter()
             .map(|(m, f)| serde_json::json!({"message_id": m.message_id, "deliveries": m.receive_count, "job_id": job_of(&f), "finding": kind(&f), "explanation": f.explain()}))
             .collect(),
-        DlqAction::Reconcile => {
+        DlqAction::Reconcile { queue_url } => {
+            let dead = match queue_url {
+                Some(url) => dead.with_jobs(sluice::queue::JobQueue::from_sdk(&aws, url)),
+                None => dead,
+            };
             let done = dead.reconcile().await?;
             if !done.complete {
                 eprintln!("the pass ran out of time before it saw every message; run it again to see the rest");

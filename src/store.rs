@@ -120,6 +120,8 @@ mod attr {
     /// How many times an operator redrove the job out of `FAILED`, and when last.
     pub const REDRIVES: &str = "redrives";
     pub const REDRIVEN_AT: &str = "redriven_at";
+    /// How many times the reconciler sent a never-claimed job back to the jobs queue.
+    pub const DLQ_RETURNS: &str = "dlq_returns";
     /// Present while the job has not ended: the shard of the open-jobs index
     /// ([`super::OPEN_INDEX`]), which holds only the jobs that have not ended.
     pub const OPEN: &str = "open";
@@ -1068,6 +1070,35 @@ impl JobStore {
         self.update(id, update).await
     }
 
+    /// Records that the reconciler sends a queued job that never spent an attempt back to the
+    /// jobs queue (its message ran out of deliveries to faults of the machinery), at most
+    /// [`crate::deadletter::MAX_RETURNS`] times; `seen_attempt` and `seen_returns` are the record
+    /// as judged, and a record that moved since is left alone (`Conflict`).
+    pub async fn return_from_dlq(
+        &self,
+        id: &JobId,
+        seen_attempt: u32,
+        seen_returns: u32,
+        now: Millis,
+    ) -> Result<JobRecord, StoreError> {
+        let update = Update::default()
+            .set(attr::SENT_AT, n(now.0))
+            .increment(attr::DLQ_RETURNS);
+        let update = if seen_returns == 0 {
+            update.when(
+                "#status = :queued AND #attempt = :seen AND attribute_not_exists(#dlq_returns)",
+            )
+        } else {
+            update
+                .when("#status = :queued AND #attempt = :seen AND #dlq_returns = :returns")
+                .bind("returns", n(seen_returns))
+        };
+        let update = update
+            .bind("queued", s(Status::Queued.as_str()))
+            .bind("seen", n(seen_attempt));
+        self.update(id, update).await
+    }
+
     /// An operator's redrive: a job the dead-letter reconciler ended `FAILED` is queued again
     /// (the one way out of a terminal status, for that case only), its attempts kept.
     ///
@@ -1470,6 +1501,10 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
         (attr::REDRIVES, (job.redrives > 0).then(|| n(job.redrives))),
+        (
+            attr::DLQ_RETURNS,
+            (job.dlq_returns > 0).then(|| n(job.dlq_returns)),
+        ),
         (attr::NOTIFY_AT, d.due_at.map(|t| n(t.0))),
         (attr::WEBHOOK_LAST_AT, d.last_attempt_at.map(|t| n(t.0))),
         (attr::WEBHOOK_LAST_STATUS, d.last_status.map(n)),
@@ -1579,6 +1614,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
             (!p.is_empty()).then_some(p)
         },
         redrives: count(attr::REDRIVES)?,
+        dlq_returns: count(attr::DLQ_RETURNS)?,
         webhook: text(attr::WEBHOOK),
         delivery: Delivery {
             // Only a job with a webhook has an announcement to deliver.

@@ -396,3 +396,60 @@ async fn the_reconciler_settles_thousands_of_dead_letters_in_a_few_runs() {
         "what needs a person stays: {depth:?}"
     );
 }
+
+/// A job whose message ran out of deliveries before it was ever claimed (faults of the
+/// machinery: claims that failed, workers that took it and died before claiming) has spent
+/// none of its attempts: the reconciler sends it back to the jobs queue, where it runs, instead
+/// of ending it FAILED. One that keeps coming back ends FAILED after a bounded number of returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_never_ran_is_sent_back_from_the_dlq_not_failed() {
+    let s = Stack::new("dlq_return").await;
+    let dead =
+        DeadLetters::new(s.dlq.clone(), s.store.clone(), s.retention).with_jobs(s.queue.clone());
+    let id = stranded(&s).await;
+    let done = dead.reconcile().await.unwrap();
+    assert!(
+        matches!(&done.seen[..], [(_, Finding::Returned(j), true)] if j.id == id),
+        "{done:?}"
+    );
+    let job = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.dlq_returns), (Status::Queued, 1));
+    assert_eq!(s.queue_depth(&s.res.dlq_url).await, 0);
+    let _w = s.worker("w1", &[]);
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(30)).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+
+    // Back again and again: after MAX_RETURNS it ends FAILED like any other.
+    let id = recorded(&s).await;
+    let input = RawValue::from_string(r#"{"text": "lost"}"#.into()).unwrap();
+    let body = Envelope::new(id.clone(), &input).encode().unwrap();
+    let alone =
+        DeadLetters::new(s.dlq.clone(), s.store.clone(), s.retention).with_jobs(sink(&s).await);
+    for round in 0..=sluice::deadletter::MAX_RETURNS {
+        s.dlq.send(body.clone()).await.unwrap();
+        let done = alone.reconcile().await.unwrap();
+        let job = s.store.get(&id).await.unwrap().unwrap();
+        if round < sluice::deadletter::MAX_RETURNS {
+            assert_eq!(
+                (job.status, job.dlq_returns),
+                (Status::Queued, round + 1),
+                "{done:?}"
+            );
+        } else {
+            assert_eq!(job.status, Status::Failed, "{done:?}");
+        }
+    }
+}
+
+/// A queue no worker reads, to send jobs back to without running them.
+async fn sink(s: &Stack) -> sluice::queue::JobQueue {
+    let url = aws_sdk_sqs::Client::new(&s.aws)
+        .create_queue()
+        .queue_name(format!("{}-sink", s.name))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    sluice::queue::JobQueue::from_sdk(&s.aws, url)
+}

@@ -259,7 +259,12 @@ impl Stack {
         let log_path = target_dir()
             .join("integration-logs")
             .join(format!("{}-{id}.log", self.name));
-        let log = std::fs::File::create(&log_path).unwrap();
+        // Appended: a worker restarted under the same name keeps its predecessor's log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let mut cmd = match parent {
             [] => Command::new(bin),
             [program, args @ ..] => {

@@ -315,7 +315,30 @@ async fn a_worker_whose_clock_runs_ahead_never_takes_over_a_live_job() {
     }
     // Another worker, its clock 90 s ahead (its monotonic clock left alone), meets copies of
     // the running job's message.
-    let mut skewed = env.clone();
+    // Its handler runs on the machine's clock: the skew is the worker's.
+    let plain = json!([
+        "env",
+        "-u",
+        "LD_PRELOAD",
+        "-u",
+        "FAKETIME",
+        "python3",
+        format!(
+            "{}/tests/fixtures/chaos_handler.py",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    ])
+    .to_string();
+    let mut skewed: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| {
+            if *k == "SLUICE_COMMAND" {
+                (*k, plain.as_str())
+            } else {
+                (*k, *v)
+            }
+        })
+        .collect();
     skewed.push(("FAKETIME_DONT_FAKE_MONOTONIC", "1"));
     let _w2 = s.worker_under("w2", &skewed, &["faketime", "-f", "+90s"]);
     let input =
@@ -336,7 +359,7 @@ async fn a_worker_whose_clock_runs_ahead_never_takes_over_a_live_job() {
     let runs = std::fs::read_to_string(&ledger).unwrap();
     let of_first = runs
         .lines()
-        .filter(|l| l.starts_with(&id.to_string()))
+        .filter(|l| l.starts_with(&format!("start {id} ")))
         .count();
     assert_eq!(of_first, 1, "the job ran once: {runs}");
 }

@@ -41,6 +41,7 @@ async fn main() -> Result<(), Error> {
             JobStore::from_sdk(&aws, &d.table_name).with_retention(d.retention),
             d.retention,
         )
+        .with_jobs(JobQueue::from_sdk(&aws, &config.queue_url))
     });
     // And a job whose message left the queue (its retention passed) is ended with the reason.
     let sweeper = config.dead_letters.as_ref().map(|d| Sweeper {
