@@ -90,12 +90,15 @@ bench-payload: setup
 	cargo bench -p sluice --bench payload -- $(addprefix --size ,$(PAYLOAD_SIZES))
 
 # The chaos run at full size (tests/chaos/main.rs; `make test` runs a short version): bounded in
-# jobs and time, loopback only. Override with SLUICE_CHAOS_JOBS, _SECONDS, _LONGEST_MS, _SEED.
+# jobs and time, loopback only. Override with SLUICE_CHAOS_JOBS, _SECONDS, _LONGEST_MS, _SEED,
+# _DLQ_POISON.
 CHAOS_JOBS ?= 300
 CHAOS_SECONDS ?= 120
 CHAOS_LONGEST_MS ?= 20000
+CHAOS_DLQ_POISON ?= 2000
 chaos: setup build
 	SLUICE_CHAOS_JOBS=$(CHAOS_JOBS) SLUICE_CHAOS_SECONDS=$(CHAOS_SECONDS) SLUICE_CHAOS_LONGEST_MS=$(CHAOS_LONGEST_MS) \
+		SLUICE_CHAOS_DLQ_POISON=$(CHAOS_DLQ_POISON) \
 		cargo test --test chaos
 
 # The dead-letter reconciler against thousands of messages on the emulator (`make test` runs it

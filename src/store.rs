@@ -903,7 +903,8 @@ impl JobStore {
         lease: Duration,
         progress: Option<&Progress>,
     ) -> Result<JobRecord, StoreError> {
-        let mut update = Update::default().set(attr::LEASE_EXPIRES_AT, n(now.plus(lease).0));
+        let until = now.plus(lease);
+        let mut update = Update::default().set(attr::LEASE_EXPIRES_AT, n(until.0));
         if let Some(p) = progress {
             update = match p.fraction {
                 Some(f) => update.set(attr::PROGRESS_FRACTION, n(fraction_number(f))),
@@ -914,11 +915,28 @@ impl JobStore {
                 None => update.remove(attr::PROGRESS_MESSAGE),
             };
         }
+        // A beat that reaches the table after a later one (held on the way) never shortens the
+        // lease that one set: a rival would take the job over while its holder runs it.
         let update = update
-            .when(HOLDS_ATTEMPT)
+            .when(
+                "#status = :running AND #attempt = :attempt \
+                 AND (attribute_not_exists(#lease_expires_at) OR #lease_expires_at <= :until)",
+            )
             .bind("running", s(Status::Running.as_str()))
-            .bind("attempt", n(attempt));
-        self.update(id, update).await
+            .bind("attempt", n(attempt))
+            .bind("until", n(until.0));
+        match self.update(id, update).await {
+            // A later beat of this very attempt already renewed the lease further: the attempt
+            // holds the job, and its lease stands.
+            Err(StoreError::Conflict { current: Some(cur) })
+                if cur.status == Status::Running
+                    && cur.attempt == attempt
+                    && cur.lease_expires_at.is_some_and(|l| l > until) =>
+            {
+                Ok(*cur)
+            }
+            other => other,
+        }
     }
 
     /// Ends attempt `attempt` with a terminal status, a result or an error.

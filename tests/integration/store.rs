@@ -672,3 +672,47 @@ async fn no_write_leaves_a_terminal_status_but_a_recorded_redrive() {
         .unwrap();
     assert!(open.contains(&(lost.clone(), now)), "{open:?}");
 }
+
+/// A heartbeat's write that reaches the table late (held on the way past the next beat) must not
+/// shorten the lease a later beat already set: another worker would take the job over while its
+/// holder still runs it.
+#[tokio::test]
+async fn a_late_heartbeat_never_shortens_the_lease() {
+    let s = Stack::new("late_beat").await;
+    let t0 = Millis::now();
+    let id = JobId::generate();
+    let job = JobRecord::queued(
+        id.clone(),
+        Owner::new(format!("iam:{ALICE}")),
+        t0,
+        None,
+        3,
+        1,
+    );
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let lease = Duration::from_secs(3);
+    let claimed = s.store.claim(&id, "holder", t0, lease).await.unwrap();
+    let at = |secs: u64| t0.plus(Duration::from_secs(secs));
+    // The beat sent at 2 s applies first; the one sent at 1 s arrives after it.
+    s.store
+        .heartbeat(&id, claimed.attempt, at(2), lease, None)
+        .await
+        .unwrap();
+    let late = s
+        .store
+        .heartbeat(&id, claimed.attempt, at(1), lease, None)
+        .await
+        .expect("a late beat is no loss of the job");
+    assert_eq!(late.attempt, claimed.attempt);
+    let record = s.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.lease_expires_at, Some(at(5)), "{record:?}");
+    // At 4.5 s the lease the holder renewed still stands.
+    let rival = s
+        .store
+        .claim(&id, "rival", t0.plus(Duration::from_millis(4_500)), lease)
+        .await;
+    assert!(
+        matches!(rival, Err(StoreError::Conflict { .. })),
+        "{rival:?}"
+    );
+}
