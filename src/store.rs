@@ -887,6 +887,25 @@ impl JobStore {
             {
                 Ok(*cur)
             }
+            // Every try failed, but one may have been applied with its answer lost: the record
+            // then holds this claim, and the attempt it counted is this call's to run (or to
+            // hand back), not one lost to a worker that vanished. A few reads find out.
+            Err(e) if e.is_retryable() => {
+                for pause in [50, 200, 500] {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    match self.get(id).await {
+                        Ok(Some(cur))
+                            if cur.status == Status::Running
+                                && cur.claim_token.as_deref() == Some(token.as_str()) =>
+                        {
+                            return Ok(cur);
+                        }
+                        Ok(_) => return Err(e),
+                        Err(_) => continue,
+                    }
+                }
+                Err(e)
+            }
             other => other,
         }
     }

@@ -1037,6 +1037,10 @@ async fn run() -> ExitCode {
                     "  {key}: attempt {} on {worker} was lost with no fault injected on its worker",
                     c.attempt
                 );
+                println!("    its writes: {job_writes:?}");
+                println!("    its runs: {runs:?}");
+                let on_worker: Vec<_> = injected.iter().filter(|x| x.worker == worker).collect();
+                println!("    faults on {worker}: {on_worker:?}");
             }
         }
 

@@ -716,3 +716,32 @@ async fn a_late_heartbeat_never_shortens_the_lease() {
         "{rival:?}"
     );
 }
+
+/// A claim applied by its first try, whose answer was lost and whose retries all failed, is
+/// still this worker's: the attempt it counted is run, not lost as if its worker had vanished.
+#[tokio::test]
+async fn a_claim_applied_whose_every_retry_failed_is_still_ours() {
+    use crate::faults::{Fault, Faults};
+    let s = Stack::new("claim_retries_failed").await;
+    let now = Millis::now();
+    let id = JobId::generate();
+    let job = JobRecord::queued(
+        id.clone(),
+        Owner::new(format!("iam:{ALICE}")),
+        now,
+        None,
+        1,
+        1,
+    );
+    s.store.create(&job, s.retention, None).await.unwrap();
+    let faults = Faults::default();
+    faults.fail("UpdateItem", None, Fault::AppliedThen500, 1);
+    faults.fail("UpdateItem", None, Fault::Refused, 20);
+    let store = faults.store(&s.aws, &s.res.table_name);
+    let claimed = store
+        .claim(&id, "w1", now, Duration::from_secs(60))
+        .await
+        .expect("the applied claim is recognised");
+    assert_eq!((claimed.status, claimed.attempt), (Status::Running, 1));
+    assert_eq!(s.store.get(&id).await.unwrap().unwrap().attempt, 1);
+}
