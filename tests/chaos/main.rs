@@ -345,9 +345,10 @@ fn explained(j: &Submitted, r: &sluice::job::JobRecord, crashed: bool) -> bool {
         Status::Cancelled => j.cancel_asked,
         Status::Expired => j.deadline && r.attempt == 0,
         Status::Failed => {
-            error == "asked to fail permanently"
+            // As the handler said it, or as the model server's answer carried it.
+            error.ends_with("asked to fail permanently")
                 || error.contains("worker was lost")
-                || error.starts_with("asked to fail attempt")
+                || error.contains("asked to fail attempt")
                 // The handler's process was made to crash on its runs.
                 || crashed
         }
@@ -394,47 +395,138 @@ fn have_faketime() -> bool {
 /// The worker the run skews: its clock runs 90 s ahead.
 const SKEWED: usize = 2;
 
-/// A worker as the run starts (and restarts) it: the shipped binary, child-process mode.
-fn start_worker(s: &Stack, n: usize, proxy: &str, log: &str, crash: &str) -> WorkerProcess {
-    let skewed = n == SKEWED && have_faketime();
-    let handler = format!(
-        "{}/tests/fixtures/chaos_handler.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    // The skew is the worker's: its handler runs on the machine's own clock (faketime's
-    // library would otherwise come with the environment it inherits).
-    let command = if skewed {
-        json!([
-            "env",
-            "-u",
-            "LD_PRELOAD",
-            "-u",
-            "FAKETIME",
-            "python3",
-            handler
-        ])
-    } else {
-        json!(["python3", handler])
+/// The worker that runs in HTTP mode, beside a model server of its own (as a sidecar in its
+/// task): the rest run the handler as child processes.
+const HTTP_MODE: usize = 3;
+
+/// One worker of the run with what runs beside it, as one ECS task would hold them.
+struct Member {
+    n: usize,
+    worker: WorkerProcess,
+    /// The HTTP-mode worker's model server, and its port.
+    server: Option<(std::process::Child, u16)>,
+}
+
+/// Where the run keeps its ledger and the file that makes handlers crash.
+#[derive(Clone)]
+struct Paths {
+    proxy: String,
+    log: String,
+    crash: String,
+}
+
+fn start_model_server(port: u16, name: &str, log: &str) -> std::process::Child {
+    std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/fixtures/chaos_model_server.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(port.to_string())
+        .env("CHAOS_LOG", log)
+        .env("CHAOS_WORKER", name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the model server starts")
+}
+
+impl Member {
+    /// A worker as the run starts (and restarts) it: the shipped binary, in child-process mode
+    /// (one of them with its clock ahead), or in HTTP mode with its model server.
+    fn start(s: &Stack, n: usize, paths: &Paths, port: u16) -> Member {
+        let name = format!("chaos-{n}");
+        let skewed = n == SKEWED && have_faketime();
+        let handler = format!(
+            "{}/tests/fixtures/chaos_handler.py",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // The skew is the worker's: its handler runs on the machine's own clock (faketime's
+        // library would otherwise come with the environment it inherits).
+        let command = if skewed {
+            json!([
+                "env",
+                "-u",
+                "LD_PRELOAD",
+                "-u",
+                "FAKETIME",
+                "python3",
+                handler
+            ])
+        } else {
+            json!(["python3", handler])
+        }
+        .to_string();
+        let model_url = format!("http://127.0.0.1:{port}");
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL", paths.proxy.as_str()),
+            ("SLUICE_CONCURRENCY", "2"),
+            ("SLUICE_DRAIN_SECONDS", "2"),
+            ("SLUICE_STARTUP_SECONDS", "20"),
+            ("CHAOS_LOG", paths.log.as_str()),
+            ("CHAOS_WORKER", name.as_str()),
+            ("CHAOS_CRASH_FILE", paths.crash.as_str()),
+            // The ledger's times come from the monotonic clock, which faketime leaves alone.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ];
+        let server = if n == HTTP_MODE {
+            env.push(("SLUICE_HANDLER", "http"));
+            env.push(("SLUICE_MODEL_URL", model_url.as_str()));
+            Some((start_model_server(port, &name, &paths.log), port))
+        } else {
+            env.push(("SLUICE_HANDLER", "process"));
+            env.push(("SLUICE_COMMAND", command.as_str()));
+            None
+        };
+        let worker = if skewed {
+            s.worker_under(&name, &env, &["faketime", "-f", "+90s"])
+        } else {
+            s.worker(&name, &env)
+        };
+        Member { n, worker, server }
     }
-    .to_string();
-    let name = format!("chaos-{n}");
-    let env = [
-        ("AWS_ENDPOINT_URL", proxy),
-        ("SLUICE_HANDLER", "process"),
-        ("SLUICE_COMMAND", command.as_str()),
-        ("SLUICE_CONCURRENCY", "2"),
-        ("SLUICE_DRAIN_SECONDS", "2"),
-        ("SLUICE_STARTUP_SECONDS", "20"),
-        ("CHAOS_LOG", log),
-        ("CHAOS_WORKER", name.as_str()),
-        ("CHAOS_CRASH_FILE", crash),
-        // The ledger's times come from the monotonic clock, which faketime leaves alone.
-        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-    ];
-    if skewed {
-        s.worker_under(&name, &env, &["faketime", "-f", "+90s"])
-    } else {
-        s.worker(&name, &env)
+
+    fn name(&self) -> String {
+        format!("chaos-{}", self.n)
+    }
+
+    /// The worker's process, what it started, and its model server: everything its task holds.
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.worker.child.id();
+        let mut pids = vec![pid];
+        pids.extend(descendants(pid));
+        if let Some((server, _)) = &self.server {
+            pids.push(server.id());
+        }
+        pids
+    }
+
+    /// Ends everything the task holds, as its end does.
+    fn end(&mut self) {
+        let pids = self.pids();
+        self.worker.kill();
+        signal_pids("KILL", &pids);
+        if let Some((server, _)) = &mut self.server {
+            let _ = server.wait();
+        }
+    }
+
+    /// Kills the model server (the worker stays): it is started again with `restart_server`.
+    fn kill_server(&mut self) -> bool {
+        match &mut self.server {
+            Some((server, _)) => {
+                let _ = server.kill();
+                let _ = server.wait();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn restart_server(&mut self, log: &str) {
+        let name = self.name();
+        if let Some((server, port)) = &mut self.server {
+            *server = start_model_server(*port, &name, log);
+        }
     }
 }
 
@@ -596,10 +688,10 @@ async fn run() -> ExitCode {
     let longest_ms = setting("SLUICE_CHAOS_LONGEST_MS", 3_000);
     let seed = setting("SLUICE_CHAOS_SEED", 7).max(1);
     let poison_n = setting("SLUICE_CHAOS_DLQ_POISON", 200) as usize;
-    let workers_n = 3;
+    let workers_n = 4;
     let skew = have_faketime();
     println!(
-        "chaos: {jobs} jobs, {seconds} s of faults, jobs up to {longest_ms} ms, {workers_n} workers{}, {poison_n} poison messages in the dead-letter queue, seed {seed}",
+        "chaos: {jobs} jobs, {seconds} s of faults, jobs up to {longest_ms} ms, {workers_n} workers{} (one in HTTP mode), {poison_n} poison messages in the dead-letter queue, seed {seed}",
         if skew { " (one 90 s ahead)" } else { " (faketime missing: no clock skew)" }
     );
     let s = Stack::new("chaos").await;
@@ -670,9 +762,22 @@ async fn run() -> ExitCode {
             .unwrap();
     }
 
-    let mut workers: Vec<WorkerProcess> = (0..workers_n)
-        .map(|n| start_worker(&s, n, &proxy_url, &log_path, &crash_path))
+    let paths = Paths {
+        proxy: proxy_url.clone(),
+        log: log_path.clone(),
+        crash: crash_path.clone(),
+    };
+    // The HTTP-mode worker's model server keeps one port across its restarts.
+    let server_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut workers: Vec<Member> = (0..workers_n)
+        .map(|n| Member::start(&s, n, &paths, server_port))
         .collect();
+    // When the killed model server comes back.
+    let mut server_back_at: Option<Instant> = None;
     let mut injected: Vec<Injected> = Vec::new();
     // When each worker's pause ends (a paused worker is left alone until then).
     let mut paused_until: Vec<Option<Instant>> = vec![None; workers_n];
@@ -781,25 +886,24 @@ async fn run() -> ExitCode {
         }
         for (n, until) in paused_until.iter_mut().enumerate() {
             if until.is_some_and(|u| Instant::now() >= u) {
-                let pid = workers[n].child.id();
-                let mut pids = vec![pid];
-                pids.extend(descendants(pid));
-                signal_pids("CONT", &pids);
+                signal_pids("CONT", &workers[n].pids());
                 *until = None;
             }
+        }
+        if server_back_at.is_some_and(|at| Instant::now() >= at) {
+            workers[HTTP_MODE].restart_server(&paths.log);
+            server_back_at = None;
         }
         if Instant::now() >= next_chaos {
             let n = rng.below(workers_n as u64) as usize;
             let name = format!("chaos-{n}");
-            if paused_until[n].is_none() {
-                let pid = workers[n].child.id();
-                let kids = descendants(pid);
+            let server_down = n == HTTP_MODE && server_back_at.is_some();
+            if paused_until[n].is_none() && !server_down {
                 let now = mono_ns();
-                match rng.below(3) {
+                match rng.below(if n == HTTP_MODE { 4 } else { 3 }) {
                     0 => {
-                        // As a container dies: the worker and its handler processes at once.
-                        workers[n].kill();
-                        signal_pids("KILL", &kids);
+                        // As a container dies: the worker and what runs beside it at once.
+                        workers[n].end();
                         injected.push(Injected {
                             worker: name,
                             kind: "kill",
@@ -807,31 +911,48 @@ async fn run() -> ExitCode {
                             to: now,
                         });
                         *events.entry("workers killed (SIGKILL)").or_default() += 1;
-                        workers[n] = start_worker(&s, n, &proxy_url, &log_path, &crash_path);
+                        workers[n] = Member::start(&s, n, &paths, server_port);
                     }
                     1 => {
-                        workers[n].signal("TERM");
+                        let pids = workers[n].pids();
+                        workers[n].worker.signal("TERM");
                         *events.entry("workers stopped (SIGTERM)").or_default() += 1;
                         let _ = tokio::time::timeout(
                             Duration::from_secs(20),
-                            workers[n].exited(Duration::from_secs(20)),
+                            workers[n].worker.exited(Duration::from_secs(20)),
                         )
                         .await;
-                        // What it left running goes with it, as its container's end takes it.
-                        signal_pids("KILL", &kids);
+                        // What it left running goes with it, as its task's end takes it.
+                        signal_pids("KILL", &pids);
+                        workers[n].end();
                         injected.push(Injected {
                             worker: name,
                             kind: "stop",
                             from: now,
                             to: mono_ns(),
                         });
-                        workers[n] = start_worker(&s, n, &proxy_url, &log_path, &crash_path);
+                        workers[n] = Member::start(&s, n, &paths, server_port);
+                    }
+                    3 => {
+                        // The model server dies and comes back a few seconds later; its worker
+                        // stays.
+                        workers[n].kill_server();
+                        injected.push(Injected {
+                            worker: name,
+                            kind: "model server killed",
+                            from: now,
+                            to: now,
+                        });
+                        server_back_at =
+                            Some(Instant::now() + Duration::from_millis(2_000 + rng.below(3_000)));
+                        *events
+                            .entry("model servers killed, then restarted")
+                            .or_default() += 1;
                     }
                     _ => {
-                        // Frozen past its lease (3 s), handler processes and all, then resumed.
+                        // Frozen past its lease (3 s), with what runs beside it, then resumed.
                         let pause = Duration::from_millis(4_000 + rng.below(3_000));
-                        let mut pids = vec![pid];
-                        pids.extend(kids);
+                        let pids = workers[n].pids();
                         signal_pids("STOP", &pids);
                         paused_until[n] = Some(Instant::now() + pause);
                         injected.push(Injected {
@@ -878,11 +999,11 @@ async fn run() -> ExitCode {
     let _ = std::fs::remove_file(&crash_file);
     for (n, until) in paused_until.iter_mut().enumerate() {
         if until.take().is_some() {
-            let pid = workers[n].child.id();
-            let mut pids = vec![pid];
-            pids.extend(descendants(pid));
-            signal_pids("CONT", &pids);
+            signal_pids("CONT", &workers[n].pids());
         }
+    }
+    if server_back_at.take().is_some() {
+        workers[HTTP_MODE].restart_server(&paths.log);
     }
     let calm = Instant::now();
     let cap = Duration::from_secs(150) + Duration::from_millis(longest_ms * 4);
@@ -919,9 +1040,7 @@ async fn run() -> ExitCode {
     let (passes, swept) = background.await.unwrap_or_default();
     // Every worker and what it runs, as the containers end.
     for w in &mut workers {
-        let kids = descendants(w.child.id());
-        w.kill();
-        signal_pids("KILL", &kids);
+        w.end();
     }
     drop(workers);
 

@@ -555,7 +555,7 @@ impl<H: Handler> Worker<H> {
                 // without spending an attempt, and comes back once the handler can take it.
                 let delay = cfg.backoff.delay(job.releases + 1, jitter(id, job.attempt));
                 warn!(error = %e, ?delay, "the handler could not take the job; it goes back to the queue without spending an attempt");
-                match self.store.requeue(id, job.attempt, None).await {
+                match self.requeue(msg, &job, None).await {
                     Ok(_) => self.later(msg, delay).await,
                     Err(err) => {
                         warn!(error = %DisplayErrorContext(&err), "could not release the job; its lease will expire")
@@ -568,11 +568,7 @@ impl<H: Handler> Worker<H> {
                     AttemptEnd::Retry(delay) => {
                         warn!(error = %e, ?delay, attempt = job.attempt, "job failed; retrying");
                         metrics::job_finished(cfg, Outcome::Retried, ran, &job);
-                        match self
-                            .store
-                            .requeue(id, job.attempt, Some(e.message.clone()))
-                            .await
-                        {
+                        match self.requeue(msg, &job, Some(e.message.clone())).await {
                             Ok(_) => self.later(msg, delay).await,
                             Err(err) => {
                                 warn!(error = %DisplayErrorContext(&err), "could not requeue the job")
@@ -612,7 +608,7 @@ impl<H: Handler> Worker<H> {
                 {
                     warn!(wait = ?RELEASE_WAIT, "the stopped handler still runs; the job is not released and its lease will lapse");
                 } else {
-                    match self.store.requeue(id, job.attempt, None).await {
+                    match self.requeue(msg, &job, None).await {
                         Ok(_) => {
                             info!("job released to the queue");
                             self.later(msg, Duration::ZERO).await;
@@ -831,6 +827,50 @@ impl<H: Handler> Worker<H> {
         job: &JobRecord,
         end: &Finish,
     ) -> Result<JobRecord, StoreError> {
+        let cfg = &self.config;
+        self.write_end(
+            msg,
+            job,
+            |now| {
+                self.store
+                    .finish(&job.id, job.attempt, end.clone(), now, cfg.retention)
+            },
+            |cur| cur.attempt == job.attempt && cur.status == end.status(),
+        )
+        .await
+    }
+
+    /// Hands the attempt back to the queue (`error` says why; none for a release), written as
+    /// [`Self::record`] writes an end: tried again while the table fails, the lease renewed
+    /// between tries.
+    async fn requeue(
+        &self,
+        msg: &Received,
+        job: &JobRecord,
+        error: Option<String>,
+    ) -> Result<JobRecord, StoreError> {
+        self.write_end(
+            msg,
+            job,
+            |_| self.store.requeue(&job.id, job.attempt, error.clone()),
+            |cur| cur.attempt == job.attempt && cur.status == sluice::job::Status::Queued,
+        )
+        .await
+    }
+
+    /// Writes an attempt's end with `write`, again and again while the table fails; `applied`
+    /// knows the record as that write leaves it (a try applied whose answer was lost).
+    async fn write_end<F, Fut>(
+        &self,
+        msg: &Received,
+        job: &JobRecord,
+        write: F,
+        applied: impl Fn(&JobRecord) -> bool,
+    ) -> Result<JobRecord, StoreError>
+    where
+        F: Fn(Millis) -> Fut,
+        Fut: Future<Output = Result<JobRecord, StoreError>>,
+    {
         use backon::BackoffBuilder;
         let cfg = &self.config;
         let vitals = self.vitals.attempt();
@@ -845,21 +885,15 @@ impl<H: Handler> Worker<H> {
             // Each try is cut at one heartbeat, so that the lease and the message's visibility
             // are renewed in time however long the SDK's own retries take; a try cut short but
             // applied is recognised on the next one.
-            let tried = tokio::time::timeout(
-                cfg.heartbeat,
-                self.store
-                    .finish(&job.id, job.attempt, end.clone(), now, cfg.retention),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(
-                    "writing the outcome took longer than a heartbeat".into(),
-                ))
-            });
+            let tried = tokio::time::timeout(cfg.heartbeat, write(now))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "writing the outcome took longer than a heartbeat".into(),
+                    ))
+                });
             match tried {
-                Err(StoreError::Conflict { current: Some(cur) })
-                    if cur.attempt == job.attempt && cur.status == end.status() =>
-                {
+                Err(StoreError::Conflict { current: Some(cur) }) if applied(&cur) => {
                     return Ok(*cur)
                 }
                 Err(e) if e.is_retryable() => {
