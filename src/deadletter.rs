@@ -31,8 +31,9 @@ pub enum Finding {
     /// The job has not ended and runs nowhere: it is ended `FAILED` (reconcile) or sent back to
     /// the jobs queue (redrive).
     Stranded(JobRecord),
-    /// The job had never spent an attempt (its message ran out of deliveries to faults of the
-    /// machinery): it was sent back to the jobs queue, as it was.
+    /// The job had attempts left: its message ran out of deliveries to faults of the machinery
+    /// (a job that kills its workers spends its attempts first, as long as the queue's
+    /// `maxReceiveCount` is above them), so it was sent back to the jobs queue.
     Returned(JobRecord),
     /// The job's record exists but cannot be read (edited by hand, written by another version):
     /// no worker can run it, and it needs a person. The reason.
@@ -96,7 +97,7 @@ impl Finding {
                 job.id, job.status, job.id
             ),
             Finding::Returned(job) => format!(
-                "job {} had never spent an attempt (its message ran out of deliveries to faults of the machinery): sent back to the jobs queue",
+                "job {} had attempts left (its message ran out of deliveries to faults of the machinery): sent back to the jobs queue",
                 job.id
             ),
             Finding::Unreadable(id, why) => format!(
@@ -145,15 +146,15 @@ pub struct DeadLetters {
     pub retention: Duration,
     /// The longest one pass runs ([`DeadLetters::reconcile`], `list`, `redrive`).
     pub pass_time: Duration,
-    /// The jobs queue, where the reconciler sends back a job that never spent an attempt (its
-    /// message ran out of deliveries to faults of the machinery, not of the job). Without it,
-    /// such a job ends `FAILED` like any other.
+    /// The jobs queue, where the reconciler sends back a job with attempts left (its message
+    /// ran out of deliveries to faults of the machinery, not of the job). Without it, such a job
+    /// ends `FAILED` like any other.
     pub jobs: Option<JobQueue>,
 }
 
 /// How many times the reconciler sends one job back to the jobs queue before it ends it
-/// `FAILED` like any other: a job whose message keeps reaching the dead-letter queue without
-/// ever being claimed meets a fault that does not pass.
+/// `FAILED` like any other: a job whose message keeps reaching the dead-letter queue with its
+/// attempts unspent meets a fault that does not pass.
 pub const MAX_RETURNS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -414,8 +415,7 @@ impl DeadLetters {
         match finding {
             Finding::Stranded(job)
                 if !job.cancel_requested
-                    && job.status == Status::Queued
-                    && job.attempts_used() == 0
+                    && job.attempts_used() < job.max_attempts
                     && job.dlq_returns < MAX_RETURNS
                     && self.jobs.is_some() =>
             {

@@ -68,95 +68,48 @@ pub async fn ensure_resources(
         .await
         .is_ok();
     if !exists {
-        let (open_shard, sent_at) = crate::store::OPEN_INDEX_KEYS;
-        let (notify_shard, notify_at) = crate::store::NOTIFY_INDEX_KEYS;
-        ddb.create_table()
+        let attribute = |name: &str, kind: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        // The sparse indexes the CDK app's table has: the open jobs (for the sweeper) and the
+        // announcements due (for the webhook deliverers), each keyed by a shard and a time.
+        let indexes = [
+            (crate::store::OPEN_INDEX, crate::store::OPEN_INDEX_KEYS),
+            (crate::store::NOTIFY_INDEX, crate::store::NOTIFY_INDEX_KEYS),
+        ];
+        let mut create = ddb
+            .create_table()
             .table_name(&table_name)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()?,
-            )
-            // The open jobs, for the sweeper (as the CDK app's table has it).
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(open_shard)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(sent_at)
-                    .attribute_type(ScalarAttributeType::N)
-                    .build()?,
-            )
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(crate::store::OPEN_INDEX)
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(open_shard)
-                            .key_type(KeyType::Hash)
-                            .build()?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(sent_at)
-                            .key_type(KeyType::Range)
-                            .build()?,
-                    )
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::KeysOnly)
-                            .build(),
-                    )
-                    .build()?,
-            )
-            // The announcements due, for the webhook deliverers (as the CDK app's table has it).
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(notify_shard)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(notify_at)
-                    .attribute_type(ScalarAttributeType::N)
-                    .build()?,
-            )
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(crate::store::NOTIFY_INDEX)
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(notify_shard)
-                            .key_type(KeyType::Hash)
-                            .build()?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(notify_at)
-                            .key_type(KeyType::Range)
-                            .build()?,
-                    )
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::KeysOnly)
-                            .build(),
-                    )
-                    .build()?,
-            )
-            .send()
-            .await?;
+            .attribute_definitions(attribute("id", ScalarAttributeType::S)?)
+            .key_schema(key("id", KeyType::Hash)?);
+        for (index, (shard, at)) in indexes {
+            create = create
+                .attribute_definitions(attribute(shard, ScalarAttributeType::S)?)
+                .attribute_definitions(attribute(at, ScalarAttributeType::N)?)
+                .global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index)
+                        .key_schema(key(shard, KeyType::Hash)?)
+                        .key_schema(key(at, KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()?,
+                );
+        }
+        create.send().await?;
         ddb.update_time_to_live()
             .table_name(&table_name)
             .time_to_live_specification(

@@ -343,12 +343,7 @@ impl JobQueue {
             .send()
             .await
             .map_err(classify)?;
-        Ok(out
-            .failed
-            .iter()
-            .filter_map(|f| f.id.parse::<usize>().ok())
-            .filter_map(|i| receipts.get(i).cloned())
-            .collect())
+        Ok(refused(&out.failed, receipts))
     }
 
     /// Replaces a delivered message with a fresh copy, visible after `delay` (at most 15 minutes,
@@ -404,12 +399,7 @@ impl JobQueue {
             .send()
             .await
             .map_err(classify)?;
-        Ok(out
-            .failed
-            .iter()
-            .filter_map(|f| f.id.parse::<usize>().ok())
-            .filter_map(|i| receipts.get(i).cloned())
-            .collect())
+        Ok(refused(&out.failed, receipts))
     }
 
     /// Hides a delivery for `timeout` from now (0 makes it visible at once).
@@ -428,6 +418,18 @@ impl JobQueue {
             .map(|_| ())
             .map_err(classify)
     }
+}
+
+/// The receipts a batch request refused, from its failed entries (ids are the receipts' places).
+fn refused(
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    receipts: &[ReceiptHandle],
+) -> Vec<ReceiptHandle> {
+    failed
+        .iter()
+        .filter_map(|f| f.id.parse::<usize>().ok())
+        .filter_map(|i| receipts.get(i).cloned())
+        .collect()
 }
 
 /// Bytes of a message kept for its attributes: SQS counts them in its size limit.

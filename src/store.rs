@@ -792,16 +792,35 @@ impl JobStore {
         limit: i32,
         start: Option<Item>,
     ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
+        let keys = (attr::OPEN, attr::SENT_AT);
+        self.index_page(OPEN_INDEX, keys, shard, "<", cutoff, limit, start)
+            .await
+    }
+
+    /// One page of a sparse index keyed by (`keys.0` = `shard`, `keys.1` a time in ms), the
+    /// items whose time is `op` (`<` or `<=`) `bound`, earliest first: each item's job and time,
+    /// and where the next page starts.
+    #[allow(clippy::too_many_arguments)]
+    async fn index_page(
+        &self,
+        index: &str,
+        keys: (&str, &str),
+        shard: &str,
+        op: &str,
+        bound: Millis,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(OPEN_INDEX)
-            .key_condition_expression("#open = :shard AND #sent_at < :cutoff")
-            .expression_attribute_names("#open", attr::OPEN)
-            .expression_attribute_names("#sent_at", attr::SENT_AT)
+            .index_name(index)
+            .key_condition_expression(format!("#shard = :shard AND #at {op} :bound"))
+            .expression_attribute_names("#shard", keys.0)
+            .expression_attribute_names("#at", keys.1)
             .expression_attribute_values(":shard", s(shard))
-            .expression_attribute_values(":cutoff", n(cutoff.0))
+            .expression_attribute_values(":bound", n(bound.0))
             .limit(limit)
             .set_exclusive_start_key(start)
             .send()
@@ -812,8 +831,8 @@ impl JobStore {
             .iter()
             .filter_map(|item| {
                 let id = item.get(attr::ID)?.as_s().ok()?.parse::<JobId>().ok()?;
-                let sent = item.get(attr::SENT_AT)?.as_n().ok()?.parse::<i64>().ok()?;
-                Some((id, Millis(sent)))
+                let at = item.get(keys.1)?.as_n().ok()?.parse::<i64>().ok()?;
+                Some((id, Millis(at)))
             })
             .collect();
         Ok((rows, out.last_evaluated_key().cloned()))
@@ -1107,10 +1126,11 @@ impl JobStore {
         self.update(id, update).await
     }
 
-    /// Records that the reconciler sends a queued job that never spent an attempt back to the
-    /// jobs queue (its message ran out of deliveries to faults of the machinery), at most
-    /// [`crate::deadletter::MAX_RETURNS`] times; `seen_attempt` and `seen_returns` are the record
-    /// as judged, and a record that moved since is left alone (`Conflict`).
+    /// Records that the reconciler sends a job with attempts left that runs nowhere (queued, or
+    /// running on a lapsed lease) back to the jobs queue (its message ran out of deliveries to
+    /// faults of the machinery), at most [`crate::deadletter::MAX_RETURNS`] times;
+    /// `seen_attempt` and `seen_returns` are the record as judged, and a record that moved since
+    /// is left alone (`Conflict`).
     pub async fn return_from_dlq(
         &self,
         id: &JobId,
@@ -1121,17 +1141,19 @@ impl JobStore {
         let update = Update::default()
             .set(attr::SENT_AT, n(now.0))
             .increment(attr::DLQ_RETURNS);
+        let nowhere = "(#status = :queued OR (#status = :running AND #lease_expires_at <= :now)) \
+                       AND #attempt = :seen";
         let update = if seen_returns == 0 {
-            update.when(
-                "#status = :queued AND #attempt = :seen AND attribute_not_exists(#dlq_returns)",
-            )
+            update.when(&format!("{nowhere} AND attribute_not_exists(#dlq_returns)"))
         } else {
             update
-                .when("#status = :queued AND #attempt = :seen AND #dlq_returns = :returns")
+                .when(&format!("{nowhere} AND #dlq_returns = :returns"))
                 .bind("returns", n(seen_returns))
         };
         let update = update
             .bind("queued", s(Status::Queued.as_str()))
+            .bind("running", s(Status::Running.as_str()))
+            .bind("now", n(now.0))
             .bind("seen", n(seen_attempt));
         self.update(id, update).await
     }
@@ -1183,36 +1205,9 @@ impl JobStore {
         limit: i32,
         start: Option<Item>,
     ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(NOTIFY_INDEX)
-            .key_condition_expression("#notify = :shard AND #notify_at <= :now")
-            .expression_attribute_names("#notify", attr::NOTIFY)
-            .expression_attribute_names("#notify_at", attr::NOTIFY_AT)
-            .expression_attribute_values(":shard", s(shard))
-            .expression_attribute_values(":now", n(now.0))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
+        let keys = (attr::NOTIFY, attr::NOTIFY_AT);
+        self.index_page(NOTIFY_INDEX, keys, shard, "<=", now, limit, start)
             .await
-            .map_err(classify)?;
-        let rows = out
-            .items()
-            .iter()
-            .filter_map(|item| {
-                let id = item.get(attr::ID)?.as_s().ok()?.parse::<JobId>().ok()?;
-                let at = item
-                    .get(attr::NOTIFY_AT)?
-                    .as_n()
-                    .ok()?
-                    .parse::<i64>()
-                    .ok()?;
-                Some((id, Millis(at)))
-            })
-            .collect();
-        Ok((rows, out.last_evaluated_key().cloned()))
     }
 
     /// Takes the delivery attempt due at `due_at` (the `notify_at` the deliverer read): the

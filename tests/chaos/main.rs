@@ -1080,7 +1080,7 @@ async fn run() -> ExitCode {
     let (mut open, mut over_completed, mut wrong, mut cancelled_ran, mut unexplained) =
         (0, 0, 0, 0, 0);
     let (mut overlapping, mut unproduced, mut lost_unexplained, mut terminal_left) = (0, 0, 0, 0);
-    let mut lost_total = 0;
+    let (mut lost_total, mut unwritten) = (0, 0);
     let paused_past_lease = |worker: &str, from: i64, to: i64| {
         injected
             .iter()
@@ -1145,6 +1145,19 @@ async fn run() -> ExitCode {
             if ended || next == i64::MAX {
                 continue;
             }
+            // Its run ended (the attempt was spent by the run itself), but its end could not be
+            // written before the lease lapsed (AWS faults): not a worker lost.
+            let ran_out = runs.iter().any(|r| {
+                r.attempt == c.attempt
+                    && matches!(
+                        r.outcome.as_deref(),
+                        Some("ok" | "retry" | "permanent" | "stopped")
+                    )
+            });
+            if ran_out {
+                unwritten += 1;
+                continue;
+            }
             lost_total += 1;
             let worker = c.worker.as_deref().unwrap_or("");
             let cause = injected
@@ -1183,6 +1196,8 @@ async fn run() -> ExitCode {
                 "  ended {} for no reason its handler, input, caller or a fault gave: {r:?}",
                 r.status
             );
+            println!("    its writes: {job_writes:?}");
+            println!("    its runs: {runs:?}");
         }
         if let Some(at) = j.cancelled_queued {
             if runs.iter().any(|x| x.attempt > at) {
@@ -1259,6 +1274,20 @@ async fn run() -> ExitCode {
             .filter(|l| l.starts_with("start "))
             .count()
             .to_string(),
+        false,
+    );
+    row(
+        "  of them in HTTP mode (by the model server)",
+        ledger_text
+            .lines()
+            .filter(|l| l.starts_with("start ") && l.contains(&format!(" chaos-{HTTP_MODE} ")))
+            .count()
+            .to_string(),
+        false,
+    );
+    row(
+        "attempts whose run ended but whose end was not written in time",
+        unwritten.to_string(),
         false,
     );
     row(

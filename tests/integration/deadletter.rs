@@ -397,12 +397,12 @@ async fn the_reconciler_settles_thousands_of_dead_letters_in_a_few_runs() {
     );
 }
 
-/// A job whose message ran out of deliveries before it was ever claimed (faults of the
-/// machinery: claims that failed, workers that took it and died before claiming) has spent
-/// none of its attempts: the reconciler sends it back to the jobs queue, where it runs, instead
-/// of ending it FAILED. One that keeps coming back ends FAILED after a bounded number of returns.
+/// A job whose message ran out of deliveries with attempts left (faults of the machinery:
+/// claims that failed, hand-backs that could not be sent; a job that kills its workers spends
+/// its attempts first) is sent back to the jobs queue by the reconciler, where it runs, instead
+/// of ending FAILED. One that keeps coming back ends FAILED after a bounded number of returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_never_ran_is_sent_back_from_the_dlq_not_failed() {
+async fn a_job_with_attempts_left_is_sent_back_from_the_dlq_not_failed() {
     let s = Stack::new("dlq_return").await;
     let dead =
         DeadLetters::new(s.dlq.clone(), s.store.clone(), s.retention).with_jobs(s.queue.clone());
@@ -415,9 +415,19 @@ async fn a_job_that_never_ran_is_sent_back_from_the_dlq_not_failed() {
     let job = s.store.get(&id).await.unwrap().unwrap();
     assert_eq!((job.status, job.dlq_returns), (Status::Queued, 1));
     assert_eq!(s.queue_depth(&s.res.dlq_url).await, 0);
+    // One whose worker died under it, with attempts left, goes back too.
+    let lapsed = stranded(&s).await;
+    lose_workers(&s, &lapsed, 1).await;
+    let done = dead.reconcile().await.unwrap();
+    assert!(
+        matches!(&done.seen[..], [(_, Finding::Returned(j), true)] if j.id == lapsed),
+        "{done:?}"
+    );
     let _w = s.worker("w1", &[]);
-    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(30)).await;
-    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    for id in [&id, &lapsed] {
+        let view = s.wait_terminal(ALICE, id, Duration::from_secs(30)).await;
+        assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    }
 
     // Back again and again: after MAX_RETURNS it ends FAILED like any other.
     let id = recorded(&s).await;
