@@ -198,6 +198,7 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
     'sqs:DeleteMessage',
     'sqs:GetQueueAttributes',
     'sqs:ReceiveMessage',
+    'sqs:SendMessage',
   ]);
   // Scale-out: the service only.
   for (const action of ['ecs:DescribeServices', 'ecs:UpdateService']) {
@@ -226,6 +227,11 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
   assert.equal(fn.Environment.Variables.SLUICE_DLQ_URL.Ref, logicalId(stack.jobQueue.deadLetterQueue));
   const put = grantsOf(t, role, 'cloudwatch:PutMetricData');
   assert.deepEqual(put[0].Condition, { StringEquals: { 'cloudwatch:namespace': file.namespace } });
+  // It sends to the jobs queue only (a job sent back from the dead-letter queue).
+  assert.equal(
+    j(grantsOf(t, role, 'sqs:SendMessage')[0].Resource),
+    j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] }),
+  );
   const attributes = grantsOf(t, role, 'sqs:GetQueueAttributes').map((g) => j(g.Resource));
   for (const queue of [stack.jobQueue.queue, stack.jobQueue.deadLetterQueue]) {
     assert.ok(attributes.includes(j({ 'Fn::GetAtt': [logicalId(queue), 'Arn'] })), 'both queues\' retention');

@@ -172,7 +172,9 @@ export class BacklogScaling extends Construct {
     });
     this.function = backlog.function;
     // GetQueueAttributes: the depth, and how long each queue keeps a message (the sweeper).
-    props.queue.grant(this.function, 'sqs:GetQueueAttributes');
+    // SendMessage: the reconciler sends back to the jobs queue a job whose message ran out of
+    // deliveries with attempts left.
+    props.queue.grant(this.function, 'sqs:GetQueueAttributes', 'sqs:SendMessage');
     // Every accepted job ends: the reconciler reads the dead-letter queue, ends FAILED the jobs
     // that run nowhere (leaving one message each for `sluice dlq redrive`), and deletes the
     // messages with nothing left to act on.
