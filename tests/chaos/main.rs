@@ -808,11 +808,8 @@ async fn run() -> ExitCode {
     let mut events: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut next_chaos = Instant::now() + Duration::from_secs(2);
     let pace = Duration::from_secs(seconds) * 6 / 10 / jobs.max(1) as u32;
-    let crash_window = (
-        Duration::from_secs(seconds) / 3,
-        Duration::from_secs(seconds) / 3 + Duration::from_secs(4),
-    );
-    let mut crash_on = false;
+    let crash_window = Duration::from_secs(seconds) / 3;
+    let mut crash_on: Option<Instant> = None;
     // Jobs whose message is gone, as a long outage leaves them: submitted 15 days ago.
     for _ in 0..(jobs / 10).max(2) {
         let id = JobId::generate();
@@ -838,17 +835,19 @@ async fn run() -> ExitCode {
     }
     while started.elapsed() < Duration::from_secs(seconds) {
         // For a few seconds, the handler crashes its process on every run.
-        let in_window = started.elapsed() >= crash_window.0 && started.elapsed() < crash_window.1;
-        if in_window != crash_on {
-            crash_on = in_window;
-            if crash_on {
+        // It opens once, however long a turn of this loop takes, and stays open 4 s.
+        match crash_on {
+            None if started.elapsed() >= crash_window => {
                 std::fs::write(&crash_file, "").unwrap();
+                crash_on = Some(Instant::now());
                 *events
-                    .entry("crash windows (every run crashes its process)")
+                    .entry("crash windows (every run crashes its process, 4 s)")
                     .or_default() += 1;
-            } else {
+            }
+            Some(at) if at.elapsed() >= Duration::from_secs(4) && crash_file.exists() => {
                 let _ = std::fs::remove_file(&crash_file);
             }
+            _ => {}
         }
         if submitted.len() + ((refused + rejected) as usize) < jobs {
             let input = job_input(&mut rng, longest_ms);
