@@ -967,6 +967,10 @@ mod dev {
             owner_scope: sluice::config::owner_scope(&sluice::config::ProcessEnv)?,
             // The receiver of a local job's webhook runs on this machine.
             webhook_policy: sluice::webhook::TargetPolicy::LOCAL_STACK,
+            uploads: sluice::config::UploadSettings {
+                bucket: Some(res.payload_bucket.clone()),
+                ..sluice::config::upload_settings(&sluice::config::ProcessEnv)?
+            },
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -984,6 +988,7 @@ mod dev {
                 let mut cmd = tokio::process::Command::new(&path);
                 cmd.env(sluice::env::TABLE_NAME, &res.table_name)
                     .env(sluice::env::QUEUE_URL, &res.queue_url)
+                    .env(sluice::env::PAYLOAD_BUCKET, &res.payload_bucket)
                     .env(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true")
                     .kill_on_drop(true);
                 let first = cmd
@@ -997,6 +1002,7 @@ mod dev {
             table = %res.table_name,
             queue = %res.queue_url,
             dlq = %res.dlq_url,
+            bucket = %res.payload_bucket,
             "local API ready; try: sluice submit '{{\"text\": \"hello\"}}' --wait"
         );
         let shutdown = async {
