@@ -365,3 +365,32 @@ async fn a_multipart_upload_is_usable_only_once_completed() {
     assert_eq!(v["input_file"]["size"], 12 * MIB);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uploads_a_file_and_submits_a_job_that_names_it() {
+    let s = Stack::new("upload_cli").await;
+    let url = serve(s.api.clone()).await;
+    let path = small_file("cli", b"a small photo");
+    let path_text = path.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::sluice_cli(&[
+            "--url",
+            &url,
+            "--json",
+            "submit",
+            "--upload",
+            &path_text,
+            "--content-type",
+            "image/jpeg",
+            r#"{"size": "small"}"#,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["status"], "QUEUED", "{view}");
+    assert_eq!(view["input_file"]["size"], 13);
+    assert_eq!(view["input_file"]["content_type"], "image/jpeg");
+    std::fs::remove_file(&path).unwrap();
+}
