@@ -35,8 +35,11 @@ Behaviours worth knowing:
   Cancellation is cooperative: poll ``ctx.cancelled`` or block on ``ctx.wait_cancelled(t)``.
   A cancelled job whose handler returns anyway still gets its answer written; the worker
   ignores it.
-- A job handed over as a file (``input_file``) is read as JSON and passed as ``input``, its path
-  in ``ctx.input_path``.
+- A job submitted with an uploaded file has its path in ``ctx.input_path`` (a local file the
+  worker downloaded, removed after the job; read or stream it as you like) and its JSON
+  ``input`` as usual (``None`` when only a file was sent). ``ctx.input_path`` is ``None`` for a
+  job without a file. A job line with an ``input_file`` but no ``input`` has the file read as
+  JSON and passed as ``input``.
 - A result ``json.dumps`` cannot encode (or NaN, or over the protocol's 1 MiB line limit) fails
   the job for good with a message saying so.
 - When the worker closes stdin, the jobs already received are finished and :func:`run` returns.
@@ -152,7 +155,7 @@ class Context:
         self.max_attempts = max_attempts
         #: The job's time limit; at that limit the worker kills the process.
         self.timeout_seconds = timeout_seconds
-        #: The file the input was read from, or None when it came inline.
+        #: The job's uploaded file (a local path), or None when it has none.
         self.input_path = input_path
         #: This process's slot, 0 to SLUICE_CONCURRENCY - 1 (a GPU index, say).
         self.slot = _slot()
@@ -340,7 +343,7 @@ class _Session:
     # The main thread: one job at a time.
 
     def _run(self, job: _Job) -> None:
-        input_path = None if "input" in job.message else job.message.get("input_file")
+        input_path = job.message.get("input_file")
         ctx = Context(
             job_id=job.id,
             attempt=job.attempt,

@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use crate::api::{ErrorBody, JobView, MAX_WAIT};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{CompleteRequest, CompletedPartRef, ErrorBody, JobView, UploadView, MAX_WAIT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,6 +34,14 @@ pub enum ClientError {
     TimedOut(Duration),
     #[error("cannot sign the request: {0}")]
     Signing(String),
+    #[error("cannot read {path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the upload of {what} failed: {reason}")]
+    Upload { what: String, reason: String },
 }
 
 /// Signs requests with AWS Signature Version 4 for API Gateway's IAM authorization, with
@@ -161,8 +174,18 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// For the presigned PUTs of uploads: no time limit on a whole request (a part of a large
+    /// file takes what it takes over a slow link), no signing (the URL is signed).
+    uploads: reqwest::Client,
     signer: Option<Sigv4>,
 }
+
+/// How many parts of a multipart upload are sent at once.
+pub const UPLOAD_CONCURRENCY: usize = 4;
+/// Tries of one part (or of a single PUT) before the upload fails.
+const PART_TRIES: usize = 4;
+/// The size of the reads that stream a file to S3.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 impl Client {
     /// `base_url` is the API's root, e.g. `http://127.0.0.1:8080` or the deployed API's URL.
@@ -180,9 +203,18 @@ impl Client {
                 url: base.clone(),
                 source: e,
             })?;
+        let uploads = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.clone(),
+                source: e,
+            })?;
         Ok(Client {
             base,
             http,
+            uploads,
             signer: None,
         })
     }
@@ -230,11 +262,106 @@ impl Client {
         self.send_retrying(req).await
     }
 
+    /// Submits a job whose handler gets the file at `path` (uploaded first, see
+    /// [`Client::upload_file`]) and `input` as its JSON input (`null` when `None`).
+    pub async fn submit_file(
+        &self,
+        path: &Path,
+        content_type: &str,
+        input: Option<&RawValue>,
+        opts: &SubmitOptions,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<JobView, ClientError> {
+        let upload = self.upload_file(path, content_type, progress).await?;
+        self.submit_upload(&upload.upload_id, input, opts).await
+    }
+
+    /// Submits a job that reads the upload `upload_id` (finished) as its file.
+    pub async fn submit_upload(
+        &self,
+        upload_id: &str,
+        input: Option<&RawValue>,
+        opts: &SubmitOptions,
+    ) -> Result<JobView, ClientError> {
+        let mut body = serde_json::json!({ "input_file": { "upload_id": upload_id } });
+        if let Some(input) = input {
+            body["input"] = serde_json::from_str(input.get())
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+        }
+        let key = opts
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(new_idempotency_key);
+        let body = with_options(body, opts).to_string();
+        let req = || {
+            self.http
+                .post(format!("{}/jobs", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("Idempotency-Key", &key)
+                .body(body.clone())
+        };
+        self.send_retrying(req).await
+    }
+
+    /// `POST /uploads`: where to send a file of `size` bytes.
+    pub async fn create_upload(
+        &self,
+        size: u64,
+        content_type: &str,
+    ) -> Result<UploadView, ClientError> {
+        let body = serde_json::json!({ "size": size, "content_type": content_type }).to_string();
+        self.send_retrying(|| {
+            self.http
+                .post(format!("{}/uploads", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// `POST /uploads/{id}/complete` with the parts' ETags.
+    pub async fn complete_upload(
+        &self,
+        upload_id: &str,
+        parts: Vec<CompletedPartRef>,
+    ) -> Result<UploadView, ClientError> {
+        let body = serde_json::to_string(&CompleteRequest { parts })
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send_retrying(|| {
+            self.http
+                .post(format!("{}/uploads/{upload_id}/complete", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Uploads the file at `path`: asks for an upload, sends the file to its presigned URL (or
+    /// its parts, [`UPLOAD_CONCURRENCY`] at a time, each streamed from disk), and completes a
+    /// multipart upload. `progress` is told the bytes sent so far as they go.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        content_type: &str,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<UploadView, ClientError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| file_error(path, e))?
+            .len();
+        let upload = self.create_upload(size, content_type).await?;
+        let parts = send_upload(&self.uploads, &upload, path, Arc::new(progress)).await?;
+        if parts.is_empty() {
+            return Ok(upload);
+        }
+        self.complete_upload(&upload.upload_id, parts).await
+    }
+
     /// Sends the request made by `req`, again with backoff while the failure is retryable.
-    async fn send_retrying(
+    async fn send_retrying<T: DeserializeOwned>(
         &self,
         req: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<JobView, ClientError> {
+    ) -> Result<T, ClientError> {
         use backon::Retryable;
         let backoff = backon::ExponentialBuilder::default()
             .with_min_delay(RETRY_MIN)
@@ -282,7 +409,10 @@ impl Client {
             .await
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<JobView, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let transport = |e| ClientError::Transport {
             url: self.base.clone(),
             source: e,
@@ -313,6 +443,193 @@ impl Client {
             }),
         }
     }
+}
+
+/// The submit options as fields of a request body.
+fn with_options(mut body: serde_json::Value, opts: &SubmitOptions) -> serde_json::Value {
+    if let Some(d) = opts.deadline_seconds {
+        body["deadline_seconds"] = d.into();
+    }
+    if let Some(n) = opts.max_attempts {
+        body["max_attempts"] = n.into();
+    }
+    if let Some(s) = opts.timeout_seconds {
+        body["timeout_seconds"] = s.into();
+    }
+    if opts.retry_on_timeout {
+        body["on_timeout"] = "retry".into();
+    }
+    body
+}
+
+fn file_error(path: &Path, source: std::io::Error) -> ClientError {
+    ClientError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Sends the file at `path` where `upload` says: one PUT, or every part (a few at once); returns
+/// the parts' numbers and ETags (none for one PUT). Each PUT streams its bytes from disk and is
+/// tried again a few times when the network or S3 fails.
+pub async fn send_upload(
+    http: &reqwest::Client,
+    upload: &UploadView,
+    path: &Path,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Vec<CompletedPartRef>, ClientError> {
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let headers: Vec<(String, String)> = upload
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(url) = &upload.url {
+        put_range(
+            http,
+            url,
+            &headers,
+            path,
+            (0, upload.size),
+            &sent,
+            &progress,
+        )
+        .await?;
+        return Ok(Vec::new());
+    }
+    let part_size = upload.part_size.unwrap_or(upload.size.max(1));
+    let gate = Arc::new(tokio::sync::Semaphore::new(UPLOAD_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in &upload.parts {
+        let offset = u64::from(part.number - 1) * part_size;
+        let len = part_size.min(upload.size.saturating_sub(offset));
+        let (http, url, headers, path) = (
+            http.clone(),
+            part.url.clone(),
+            headers.clone(),
+            path.to_owned(),
+        );
+        let (sent, progress, gate, number) =
+            (sent.clone(), progress.clone(), gate.clone(), part.number);
+        tasks.spawn(async move {
+            let _turn = gate.acquire_owned().await.expect("the gate stays open");
+            let etag = put_range(
+                &http,
+                &url,
+                &headers,
+                &path,
+                (offset, len),
+                &sent,
+                &progress,
+            )
+            .await?;
+            Ok::<_, ClientError>(CompletedPartRef { number, etag })
+        });
+    }
+    let mut parts = Vec::with_capacity(upload.parts.len());
+    while let Some(done) = tasks.join_next().await {
+        let part = done.map_err(|e| ClientError::Upload {
+            what: "a part".into(),
+            reason: e.to_string(),
+        })??;
+        parts.push(part);
+    }
+    parts.sort_by_key(|p| p.number);
+    Ok(parts)
+}
+
+/// PUTs `len` bytes of the file from `offset` to a presigned URL, streamed; returns the ETag.
+async fn put_range(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    path: &Path,
+    (offset, len): (u64, u64),
+    sent: &Arc<std::sync::atomic::AtomicU64>,
+    progress: &Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<String, ClientError> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let what = format!("bytes {offset}..{} of {}", offset + len, path.display());
+    let mut last = String::new();
+    for attempt in 0..PART_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        }
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| file_error(path, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| file_error(path, e))?;
+        // Progress counts what this try sends; a failed try takes its count back.
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (sent2, counted2, progress2) = (sent.clone(), counted.clone(), progress.clone());
+        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), UPLOAD_CHUNK);
+        let stream = inspect_chunks(stream, move |n| {
+            counted2.fetch_add(n, Ordering::Relaxed);
+            progress2(sent2.fetch_add(n, Ordering::Relaxed) + n);
+        });
+        let mut req = http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        for (k, v) in headers {
+            if !k.eq_ignore_ascii_case("content-length") {
+                req = req.header(k, v);
+            }
+        }
+        let outcome = match req.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let etag = resp
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok(etag);
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let text: String = resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+                    return Err(ClientError::Upload {
+                        what,
+                        reason: format!("S3 answered {status}: {text}"),
+                    });
+                }
+                format!("S3 answered {status}: {text}")
+            }
+            Err(e) => format!("{e}"),
+        };
+        sent.fetch_sub(counted.load(Ordering::Relaxed), Ordering::Relaxed);
+        tracing::warn!(%what, error = %outcome, "upload failed; trying again");
+        last = outcome;
+    }
+    Err(ClientError::Upload { what, reason: last })
+}
+
+/// The stream, with `f` told the size of each chunk as it passes.
+fn inspect_chunks<S>(
+    stream: S,
+    f: impl Fn(u64) + Send + Sync + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    stream.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            f(c.len() as u64);
+        }
+        chunk
+    })
 }
 
 #[cfg(test)]

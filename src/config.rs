@@ -109,6 +109,44 @@ pub struct ApiConfig {
     pub owner_scope: crate::api::OwnerScope,
     /// Which webhook URLs a submit accepts.
     pub webhook_policy: crate::webhook::TargetPolicy,
+    /// Where uploaded inputs go, and how large and how long-lived an upload may be.
+    pub uploads: UploadSettings,
+}
+
+/// The settings of `POST /uploads`.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// The payload bucket; `None` refuses uploads.
+    pub bucket: Option<String>,
+    /// The largest upload accepted.
+    pub max_bytes: u64,
+    /// How long an upload's URLs stay valid, and within which a job must reference it.
+    pub expiry: Duration,
+    /// Uploads up to this size are one PUT; larger ones are multipart.
+    pub single_put_limit: u64,
+}
+
+impl Default for UploadSettings {
+    /// No bucket; 5 TiB at most; an hour; one PUT up to 100 MiB.
+    fn default() -> Self {
+        UploadSettings {
+            bucket: None,
+            max_bytes: crate::payload::MAX_OBJECT_SIZE,
+            expiry: Duration::from_secs(3600),
+            single_put_limit: crate::upload::SINGLE_PUT_LIMIT,
+        }
+    }
+}
+
+/// `SLUICE_PAYLOAD_BUCKET`, `SLUICE_MAX_UPLOAD_BYTES` and `SLUICE_UPLOAD_EXPIRY_SECONDS`.
+pub fn upload_settings(src: &(impl Source + ?Sized)) -> Result<UploadSettings, ConfigError> {
+    let max = crate::payload::MAX_OBJECT_SIZE;
+    Ok(UploadSettings {
+        bucket: src.get(env::PAYLOAD_BUCKET),
+        max_bytes: number_or(src, env::MAX_UPLOAD_BYTES, max, 1..=max)?,
+        expiry: seconds_or(src, env::UPLOAD_EXPIRY_SECONDS, 3600, 60..=7 * 86_400)?,
+        ..UploadSettings::default()
+    })
 }
 
 /// `SLUICE_WEBHOOK_ALLOW_LOOPBACK`: the local stack's policy when `true`, else the deployed one.
@@ -182,6 +220,7 @@ impl ApiConfig {
             max_job_timeout: max_job_timeout(src)?,
             owner_scope: owner_scope(src)?,
             webhook_policy: webhook_policy(src)?,
+            uploads: upload_settings(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,

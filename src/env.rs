@@ -9,6 +9,17 @@ pub const TABLE_NAME: &str = "SLUICE_TABLE_NAME";
 /// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog.
 pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
 
+/// S3 bucket holding uploaded job inputs (`POST /uploads`, `uploads/<owner>/<id>` keys). Unset:
+/// the API refuses uploads and the worker runs only jobs without a file. Read by: submit, worker,
+/// local API.
+pub const PAYLOAD_BUCKET: &str = "SLUICE_PAYLOAD_BUCKET";
+/// The largest upload `POST /uploads` accepts, in bytes (default and upper bound 5 TiB, S3's
+/// largest object). Read by: submit, local API.
+pub const MAX_UPLOAD_BYTES: &str = "SLUICE_MAX_UPLOAD_BYTES";
+/// Seconds an upload's presigned URLs stay valid and within which a job must reference it
+/// (default 3600, at most 7 days: SigV4's limit). Read by: submit, local API.
+pub const UPLOAD_EXPIRY_SECONDS: &str = "SLUICE_UPLOAD_EXPIRY_SECONDS";
+
 /// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
 /// Days a finished job's record is kept before DynamoDB's TTL removes it (default 7).
@@ -103,6 +114,9 @@ pub const SAMPLE_INTERVAL_SECONDS: &str = "SLUICE_SAMPLE_INTERVAL_SECONDS";
 pub const ALL: &[&str] = &[
     TABLE_NAME,
     QUEUE_URL,
+    PAYLOAD_BUCKET,
+    MAX_UPLOAD_BYTES,
+    UPLOAD_EXPIRY_SECONDS,
     MAX_ATTEMPTS,
     RETENTION_DAYS,
     CONCURRENCY,

@@ -209,6 +209,8 @@ pub struct JobRecord {
     pub webhook: Option<String>,
     /// Where the announcement of the job's last terminal state stands.
     pub delivery: Delivery,
+    /// The uploaded object the job reads its file from, when it names one.
+    pub input_object: Option<crate::upload::InputObject>,
 }
 
 /// The delivery of a job's webhook event for its last terminal state: recorded on the job's own
@@ -322,6 +324,7 @@ impl JobRecord {
             dlq_returns: 0,
             webhook: None,
             delivery: Delivery::default(),
+            input_object: None,
         }
     }
 

@@ -27,4 +27,5 @@ pub mod store;
 pub mod sweep;
 pub mod telemetry;
 pub mod time;
+pub mod upload;
 pub mod webhook;

@@ -1,6 +1,6 @@
-//! The local stack: creates the table, the queue and its dead-letter queue (on the emulator, or
-//! on any account the SDK is pointed at), and serves the HTTP API on a loopback port with the
-//! same handlers Lambda runs.
+//! The local stack: creates the table, the queue and its dead-letter queue, and the payload
+//! bucket (on the emulator, or on any account the SDK is pointed at), and serves the HTTP API on
+//! a loopback port with the same handlers Lambda runs.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +29,8 @@ pub struct Resources {
     pub table_name: String,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The bucket of uploaded job inputs.
+    pub payload_bucket: String,
 }
 
 /// How the queue is set up.
@@ -156,11 +158,71 @@ pub async fn ensure_resources(
         .await?
         .queue_url
         .unwrap_or_default();
+    let payload_bucket = ensure_bucket(aws, prefix).await?;
     Ok(Resources {
         table_name,
         queue_url,
         dlq_url,
+        payload_bucket,
     })
+}
+
+/// The bucket name for `prefix`: `<prefix>-payloads`, lowercased, with what S3 refuses in a name
+/// replaced, and the prefix's head cut when the name would be over S3's 63 characters. Pure.
+pub fn bucket_name(prefix: &str) -> String {
+    const SUFFIX: &str = "-payloads";
+    let clean: String = prefix
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    let room = 63 - SUFFIX.len();
+    let tail = &clean[clean.len().saturating_sub(room)..];
+    let tail = tail.trim_start_matches('-');
+    format!("{}{SUFFIX}", if tail.is_empty() { "sluice" } else { tail })
+}
+
+/// Creates (or finds) the payload bucket of `prefix` ([`bucket_name`]).
+async fn ensure_bucket(aws: &SdkConfig, prefix: &str) -> anyhow::Result<String> {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    let bucket = bucket_name(prefix);
+    let s3 = crate::payload::Payloads::from_sdk(aws, &bucket);
+    if s3
+        .client()
+        .head_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(bucket);
+    }
+    let mut create = s3.client().create_bucket().bucket(&bucket);
+    // us-east-1 takes no location constraint; every other region needs its own.
+    if let Some(region) = aws
+        .region()
+        .map(|r| r.as_ref())
+        .filter(|r| *r != "us-east-1")
+    {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match create.send().await {
+        Ok(_) => Ok(bucket),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(bucket)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create the bucket {bucket}"))),
+    }
 }
 
 /// The identity every local request carries.
@@ -277,7 +339,7 @@ async fn handle(
 /// status's for the rest. Pure.
 pub fn function_timeout(method: &hyper::Method, path: &str) -> Duration {
     let path = path.trim_end_matches('/');
-    if method == hyper::Method::POST && path == "/jobs" {
+    if method == hyper::Method::POST && (path == "/jobs" || path.starts_with("/uploads")) {
         crate::limits::SUBMIT_FUNCTION_TIMEOUT
     } else {
         crate::limits::STATUS_FUNCTION_TIMEOUT

@@ -80,6 +80,19 @@ enum Command {
         /// Read the input from this file.
         #[arg(long, short, conflicts_with = "input")]
         file: Option<PathBuf>,
+        /// Upload this file (any size, any type) for the handler to read; the JSON input is then
+        /// optional (`null` when not given). A progress bar shows on a terminal.
+        #[arg(long, value_name = "PATH")]
+        upload: Option<PathBuf>,
+        /// The uploaded file's media type, told to the handler (a model server gets it as the
+        /// body's Content-Type).
+        #[arg(
+            long,
+            value_name = "TYPE",
+            requires = "upload",
+            default_value = "application/octet-stream"
+        )]
+        content_type: String,
         /// Expire the job if it has not started within this many seconds.
         #[arg(long, value_name = "SECONDS")]
         deadline: Option<u64>,
@@ -328,6 +341,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit {
             input,
             file,
+            upload,
+            content_type,
             deadline,
             max_attempts,
             time_limit,
@@ -336,7 +351,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             timeout,
         } => {
-            let input = read_input(input, file)?;
             let opts = SubmitOptions {
                 deadline_seconds: deadline,
                 max_attempts,
@@ -344,7 +358,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 retry_on_timeout,
                 idempotency_key,
             };
-            let view = client.submit(&input, &opts).await?;
+            let view = match upload {
+                None => client.submit(&read_input(input, file)?, &opts).await?,
+                Some(path) => {
+                    let input = match (&input, &file) {
+                        (None, None) => None,
+                        _ => Some(read_input(input, file)?),
+                    };
+                    let bar = upload_bar(&path, cli.json)?;
+                    let tick = bar.clone();
+                    let view = client
+                        .submit_file(&path, &content_type, input.as_deref(), &opts, move |n| {
+                            tick.set_position(n)
+                        })
+                        .await;
+                    bar.finish_and_clear();
+                    view?
+                }
+            };
             if wait {
                 if !cli.json {
                     eprintln!("submitted {}; waiting for it to finish", view.id);
@@ -637,6 +668,29 @@ fn simulate(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The progress bar of an upload: drawn on a terminal (stderr) only, never with --json.
+fn upload_bar(path: &std::path::Path, json: bool) -> anyhow::Result<indicatif::ProgressBar> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if json || !std::io::stderr().is_terminal() {
+        return Ok(indicatif::ProgressBar::hidden());
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "uploading {msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("the template is valid"),
+    );
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    Ok(bar)
 }
 
 fn read_input(arg: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Box<RawValue>> {
@@ -967,6 +1021,10 @@ mod dev {
             owner_scope: sluice::config::owner_scope(&sluice::config::ProcessEnv)?,
             // The receiver of a local job's webhook runs on this machine.
             webhook_policy: sluice::webhook::TargetPolicy::LOCAL_STACK,
+            uploads: sluice::config::UploadSettings {
+                bucket: Some(res.payload_bucket.clone()),
+                ..sluice::config::upload_settings(&sluice::config::ProcessEnv)?
+            },
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -984,6 +1042,7 @@ mod dev {
                 let mut cmd = tokio::process::Command::new(&path);
                 cmd.env(sluice::env::TABLE_NAME, &res.table_name)
                     .env(sluice::env::QUEUE_URL, &res.queue_url)
+                    .env(sluice::env::PAYLOAD_BUCKET, &res.payload_bucket)
                     .env(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true")
                     .kill_on_drop(true);
                 let first = cmd
@@ -997,6 +1056,7 @@ mod dev {
             table = %res.table_name,
             queue = %res.queue_url,
             dlq = %res.dlq_url,
+            bucket = %res.payload_bucket,
             "local API ready; try: sluice submit '{{\"text\": \"hello\"}}' --wait"
         );
         let shutdown = async {

@@ -22,7 +22,8 @@ use tokio::io::AsyncWriteExt;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const MIB: u64 = 1 << 20;
+/// A mebibyte.
+pub const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
 
@@ -293,6 +294,28 @@ impl Payloads {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .presigned(presigning(expires_in)?)
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(req.into())
+    }
+
+    /// [`Payloads::presigned_put`] for exactly `size` bytes: the length is signed, so S3
+    /// refuses a body of any other size.
+    pub async fn presigned_put_sized(
+        &self,
+        key: &str,
+        content_type: &str,
+        size: u64,
+        expires_in: Duration,
+    ) -> Result<Presigned, PayloadError> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(i64::try_from(size).map_err(|_| PayloadError::TooLarge { size })?)
             .presigned(presigning(expires_in)?)
             .await
             .map_err(|e| classify(key, e))?;

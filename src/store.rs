@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::Client;
 
 use crate::job::{Delivery, JobId, JobRecord, OnTimeout, Owner, Progress, Status};
 use crate::time::Millis;
+use crate::upload::{InputObject, UploadId, UploadRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Item = HashMap<String, AttributeValue>;
@@ -155,6 +156,18 @@ mod attr {
     pub const CREATED_AT: &str = "created_at";
     pub const ROTATED_AT: &str = "rotated_at";
     pub const JOB_ID: &str = "job_id";
+    /// An upload's object key, announced size, content type, expiry (epoch ms), S3 multipart id
+    /// and completion time; on a job, the object it reads its file from.
+    pub const OBJECT_KEY: &str = "object_key";
+    pub const SIZE: &str = "size";
+    pub const CONTENT_TYPE: &str = "content_type";
+    pub const UPLOAD_EXPIRES_AT: &str = "upload_expires_at";
+    pub const MULTIPART: &str = "multipart";
+    pub const COMPLETED_AT: &str = "completed_at";
+    pub const INPUT_UPLOAD: &str = "input_upload";
+    pub const INPUT_KEY: &str = "input_key";
+    pub const INPUT_SIZE: &str = "input_size";
+    pub const INPUT_CONTENT_TYPE: &str = "input_content_type";
     pub const REQUEST_HASH: &str = "request_hash";
 }
 
@@ -225,6 +238,11 @@ pub enum DeliveryEnd {
 /// How long an id buried by [`JobStore::bury`] stays taken: far beyond the longest a submit can
 /// still be writing its record (its function's timeout).
 pub const BURIAL: Duration = Duration::from_secs(86_400);
+
+/// The key of the item that records an upload.
+pub fn upload_item_id(id: &UploadId) -> String {
+    format!("upload:{id}")
+}
 
 /// The key of the item that maps a caller's idempotency key to its job.
 pub fn idempotency_item_id(key_hash: &str) -> String {
@@ -563,6 +581,67 @@ impl JobStore {
                 Err(classify(err))
             }
         }
+    }
+
+    /// Records a new upload (the item `upload:<id>`), removed by TTL a day after it expires.
+    pub async fn create_upload(&self, up: &UploadRecord) -> Result<(), StoreError> {
+        let mut item = HashMap::new();
+        item.insert(attr::ID.into(), s(upload_item_id(&up.id)));
+        item.insert(attr::OWNER.into(), s(up.owner.as_str()));
+        item.insert(attr::OBJECT_KEY.into(), s(up.key.as_str()));
+        item.insert(attr::SIZE.into(), n(up.size));
+        item.insert(attr::CONTENT_TYPE.into(), s(up.content_type.as_str()));
+        item.insert(attr::CREATED_AT.into(), n(up.created_at.0));
+        item.insert(attr::UPLOAD_EXPIRES_AT.into(), n(up.expires_at.0));
+        item.insert(
+            attr::EXPIRES_AT.into(),
+            n(expires_at(up.expires_at, crate::upload::RECORD_GRACE)),
+        );
+        if let Some(m) = &up.multipart {
+            item.insert(attr::MULTIPART.into(), s(m.as_str()));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// The upload `id`, if recorded.
+    pub async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(upload_item_id(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item().map(|i| upload_from_item(id, i)).transpose()
+    }
+
+    /// Records that the upload's multipart upload was completed (at most once: a second
+    /// completion keeps the first's time).
+    pub async fn complete_upload(&self, id: &UploadId, now: Millis) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::ID, s(upload_item_id(id)))
+            .update_expression("SET #completed_at = if_not_exists(#completed_at, :now)")
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#completed_at", attr::COMPLETED_AT)
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_values(":now", n(now.0))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     /// The job an idempotency key points at, if any.
@@ -1487,6 +1566,32 @@ fn secret_from_item(owner_hash: &str, item: Option<&Item>) -> Result<StoredSecre
     })
 }
 
+fn upload_from_item(id: &UploadId, item: &Item) -> Result<UploadRecord, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        id: upload_item_id(id),
+        reason: reason.into(),
+    };
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    Ok(UploadRecord {
+        id: id.clone(),
+        owner: Owner::new(text(attr::OWNER).ok_or_else(|| corrupt("no owner"))?),
+        key: text(attr::OBJECT_KEY).ok_or_else(|| corrupt("no object key"))?,
+        size: num(attr::SIZE)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| corrupt("no size"))?,
+        content_type: text(attr::CONTENT_TYPE).unwrap_or_default(),
+        created_at: Millis(num(attr::CREATED_AT).unwrap_or(0)),
+        expires_at: Millis(num(attr::UPLOAD_EXPIRES_AT).ok_or_else(|| corrupt("no expiry"))?),
+        multipart: text(attr::MULTIPART),
+        completed_at: num(attr::COMPLETED_AT).map(Millis),
+    })
+}
+
 fn idempotency_from_item(item: &Item) -> Option<IdempotencyRecord> {
     let job_id = item.get(attr::JOB_ID)?.as_s().ok()?.parse().ok()?;
     let request_hash = item.get(attr::REQUEST_HASH)?.as_s().ok()?.clone();
@@ -1532,6 +1637,24 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::RESULT, job.result.clone().map(s)),
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
+        (
+            attr::INPUT_UPLOAD,
+            job.input_object.as_ref().map(|o| s(o.upload_id.as_str())),
+        ),
+        (
+            attr::INPUT_KEY,
+            job.input_object.as_ref().map(|o| s(o.key.as_str())),
+        ),
+        (
+            attr::INPUT_SIZE,
+            job.input_object.as_ref().map(|o| n(o.size)),
+        ),
+        (
+            attr::INPUT_CONTENT_TYPE,
+            job.input_object
+                .as_ref()
+                .map(|o| s(o.content_type.as_str())),
+        ),
         (attr::REDRIVES, (job.redrives > 0).then(|| n(job.redrives))),
         (
             attr::DLQ_RETURNS,
@@ -1648,6 +1771,17 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
         redrives: count(attr::REDRIVES)?,
         dlq_returns: count(attr::DLQ_RETURNS)?,
         webhook: text(attr::WEBHOOK),
+        input_object: match text(attr::INPUT_KEY) {
+            None => None,
+            Some(key) => Some(InputObject {
+                upload_id: text(attr::INPUT_UPLOAD).unwrap_or_default(),
+                key,
+                size: u64::try_from(num(attr::INPUT_SIZE)?.unwrap_or(0))
+                    .map_err(|_| corrupt("input_size is out of range".into()))?,
+                content_type: text(attr::INPUT_CONTENT_TYPE)
+                    .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
+            }),
+        },
         delivery: Delivery {
             // Only a job with a webhook has an announcement to deliver.
             due_at: num(attr::NOTIFY_AT)?

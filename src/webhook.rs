@@ -1152,6 +1152,7 @@ mod tests {
             timeout_seconds: None,
             on_timeout: None,
             progress: None,
+            input_file: None,
             result: (status == Status::Succeeded).then(|| serde_json::json!({"label": "cat"})),
             error: None,
             url: None,

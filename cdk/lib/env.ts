@@ -10,6 +10,9 @@
 export const ENV = {
   TABLE_NAME: 'SLUICE_TABLE_NAME',
   QUEUE_URL: 'SLUICE_QUEUE_URL',
+  PAYLOAD_BUCKET: 'SLUICE_PAYLOAD_BUCKET',
+  MAX_UPLOAD_BYTES: 'SLUICE_MAX_UPLOAD_BYTES',
+  UPLOAD_EXPIRY_SECONDS: 'SLUICE_UPLOAD_EXPIRY_SECONDS',
   MAX_ATTEMPTS: 'SLUICE_MAX_ATTEMPTS',
   RETENTION_DAYS: 'SLUICE_RETENTION_DAYS',
   CONCURRENCY: 'SLUICE_CONCURRENCY',
@@ -75,6 +78,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
   submit: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
+    ENV.PAYLOAD_BUCKET,
+    ENV.MAX_UPLOAD_BYTES,
+    ENV.UPLOAD_EXPIRY_SECONDS,
     ENV.MAX_ATTEMPTS,
     ENV.RETENTION_DAYS,
     ENV.CLUSTER,
@@ -88,6 +94,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
   worker: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
+    ENV.PAYLOAD_BUCKET,
     ENV.RETENTION_DAYS,
     ENV.CONCURRENCY,
     ENV.VISIBILITY_TIMEOUT_SECONDS,
@@ -137,6 +144,12 @@ export function workerReads(mode: HandlerMode): EnvName[] {
 export interface SubmitEnv {
   readonly tableName: string;
   readonly queueUrl: string;
+  /** The bucket uploads (`POST /uploads`) go to. */
+  readonly payloadBucket: string;
+  /** The largest upload accepted, in bytes. */
+  readonly maxUploadBytes: number;
+  /** How long an upload's URLs last, and within which a job must name it. */
+  readonly uploadExpirySeconds: number;
   readonly maxAttempts: number;
   readonly retentionDays: number;
   /** Cluster of the worker service, for the scale-from-zero nudge. */
@@ -169,6 +182,8 @@ export interface StatusEnv {
 export interface WorkerEnv {
   readonly tableName: string;
   readonly queueUrl: string;
+  /** The bucket the jobs' uploaded files are downloaded from. */
+  readonly payloadBucket: string;
   /** Days a finished job's record is kept (the worker sets the TTL when it finishes a job). */
   readonly retentionDays: number;
   readonly concurrency: number;
@@ -227,6 +242,9 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
   return {
     [ENV.TABLE_NAME]: e.tableName,
     [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
+    [ENV.MAX_UPLOAD_BYTES]: String(e.maxUploadBytes),
+    [ENV.UPLOAD_EXPIRY_SECONDS]: String(e.uploadExpirySeconds),
     [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.CLUSTER]: e.clusterName,
@@ -254,6 +272,7 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
   return {
     [ENV.TABLE_NAME]: e.tableName,
     [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.CONCURRENCY]: String(e.concurrency),
     [ENV.VISIBILITY_TIMEOUT_SECONDS]: String(e.visibilityTimeoutSeconds),

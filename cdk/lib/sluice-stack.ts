@@ -385,6 +385,7 @@ export class SluiceStack extends Stack {
       assignPublicIp: network.assignPublicIp,
       queue: this.jobQueue.queue,
       table: this.jobTable.table,
+      payloadBucket: this.jobQueue.payloadBucket,
       visibilityTimeout: this.jobQueue.visibilityTimeout,
       leaseDuration: this.jobQueue.leaseDuration,
       maxReceiveCount: this.jobQueue.maxReceiveCount,
@@ -426,6 +427,7 @@ export class SluiceStack extends Stack {
     this.jobApi = new JobApi(this, 'JobApi', {
       table: this.jobTable.table,
       queue: this.jobQueue.queue,
+      payloadBucket: this.jobQueue.payloadBucket,
       workerService: this.workers.service,
       lambdaAssetDir,
       maxAttempts,

@@ -11,6 +11,8 @@ const ROUTES = [
   'DELETE /jobs/{id}',
   'GET /webhook-secret',
   'POST /webhook-secret/rotate',
+  'POST /uploads',
+  'POST /uploads/{id}/complete',
 ];
 const LOG_WRITE = ['logs:CreateLogStream', 'logs:PutLogEvents'];
 
@@ -24,7 +26,8 @@ test('the routes go to submit and status with payload format 2.0', () => {
     const integration = integrations[target].Properties;
     assert.equal(integration.IntegrationType, 'AWS_PROXY');
     assert.equal(integration.PayloadFormatVersion, '2.0');
-    const fn = route.Properties.RouteKey === 'POST /jobs' ? stack.jobApi.submitFunction : stack.jobApi.statusFunction;
+    const toSubmit = route.Properties.RouteKey === 'POST /jobs' || route.Properties.RouteKey.startsWith('POST /uploads');
+    const fn = toSubmit ? stack.jobApi.submitFunction : stack.jobApi.statusFunction;
     assert.equal(j(integration.IntegrationUri), j({ 'Fn::GetAtt': [logicalId(fn), 'Arn'] }));
   }
 });
@@ -110,21 +113,35 @@ test('submit may only put, get and condition-check jobs, send to the queue and n
       'ecs:DescribeServices',
       'ecs:UpdateService',
       ...LOG_WRITE,
+      's3:AbortMultipartUpload',
+      's3:GetObject',
+      's3:ListMultipartUploadParts',
+      's3:PutObject',
       'sqs:SendMessage',
     ].sort(),
   );
+  // Uploads: objects under uploads/ only.
+  for (const action of ['s3:PutObject', 's3:GetObject']) {
+    const grants = grantsOf(t, role, action);
+    assert.equal(grants.length, 1, action);
+    assert.equal(
+      j(grants[0].Resource),
+      j({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [logicalId(stack.jobQueue.payloadBucket), 'Arn'] }, '/uploads/*']] }),
+    );
+  }
   assert.equal(
     j(grantsOf(t, role, 'sqs:SendMessage')[0].Resource),
     j({ 'Fn::GetAtt': [logicalId(stack.jobQueue.queue), 'Arn'] }),
   );
   assert.equal(j(grantsOf(t, role, 'ecs:UpdateService')[0].Resource), j({ Ref: logicalId(stack.workers.service) }));
   assert.ok(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource).includes(logicalId(stack.jobTable.table)));
-  // Giving back the scaling lease: on the lease items only, never on job records.
-  for (const action of ['dynamodb:UpdateItem']) {
-    const grants = grantsOf(t, role, action);
-    assert.equal(grants.length, 1, action);
-    assert.deepEqual(grants[0].Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['scale:*'] } }, action);
-  }
+  // Giving back the scaling lease and completing an upload: on the lease and upload items only,
+  // never on job records.
+  const updates = grantsOf(t, role, 'dynamodb:UpdateItem');
+  assert.deepEqual(
+    updates.map((g) => (g.Condition as any)['ForAllValues:StringLike']['dynamodb:LeadingKeys']).sort(),
+    [['scale:*'], ['upload:*']],
+  );
 });
 
 test('status may only get and update jobs, and cannot send messages', () => {
@@ -195,7 +212,8 @@ test('callers get a managed policy for the routes, and the stack says what to gr
   assert.equal(statements.length, 1);
   assert.equal(statements[0].Action, 'execute-api:Invoke');
   const resources = j(statements[0].Resource);
-  for (const route of ['/POST/jobs', '/GET/jobs/*', '/DELETE/jobs/*', '/GET/webhook-secret', '/POST/webhook-secret/rotate']) {
+  const routes = ['/POST/jobs', '/GET/jobs/*', '/DELETE/jobs/*', '/GET/webhook-secret', '/POST/webhook-secret/rotate'];
+  for (const route of [...routes, '/POST/uploads', '/POST/uploads/*/complete']) {
     assert.ok(resources.includes(route), `${route} in ${resources}`);
   }
   assert.equal(statements[0].Resource.length, ROUTES.length, 'nothing but the routes');

@@ -141,6 +141,7 @@ test('the task role has exactly what the worker uses', () => {
     'dynamodb:UpdateItem',
     'ecs:GetTaskProtection',
     'ecs:UpdateTaskProtection',
+    's3:GetObject',
     'sqs:ChangeMessageVisibility',
     'sqs:DeleteMessage',
     'sqs:ReceiveMessage',
@@ -161,6 +162,13 @@ test('the task role has exactly what the worker uses', () => {
     ),
   );
   assert.equal(env.SLUICE_MAX_RECEIVE_COUNT, String(stack.jobQueue.maxReceiveCount));
+  // A job's uploaded file: read only, under uploads/ only, from the stack's payload bucket.
+  const bucket = logicalId(stack.jobQueue.payloadBucket);
+  assert.equal(
+    j(grantsOf(t, role, 's3:GetObject')[0].Resource),
+    j({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucket, 'Arn'] }, '/uploads/*']] }),
+  );
+  assert.deepEqual(env.SLUICE_PAYLOAD_BUCKET, { Ref: bucket });
 });
 
 test('tasks get public ips in the new vpc without nat, and no inbound rule', () => {

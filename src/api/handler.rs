@@ -14,17 +14,20 @@ use serde::Serialize;
 
 use super::budget::Budget;
 use super::{
-    caller, job_url, parse_job_id, parse_wait, sha256_hex, validate_idempotency_key,
-    validate_submit, validate_webhook, ApiError, JobView,
+    caller, job_url, parse_job_id, parse_wait, sha256_hex, upload_refused,
+    validate_idempotency_key, validate_submit, validate_upload, validate_webhook, ApiError,
+    CompleteRequest, JobView, PartUrl, UploadView,
 };
 use crate::config::ApiConfig;
 use crate::ecs::Service;
 use crate::job::{JobId, JobRecord, Owner, Status};
 use crate::nudge::{ScaleFromZero, NUDGE_INTERVAL};
 use crate::outbox::{OutboxError, Secrets};
+use crate::payload::{PayloadError, Payloads, UploadedPart};
 use crate::queue::{Envelope, JobQueue};
 use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
 use crate::time::Millis;
+use crate::upload::{self, InputObject, UploadId, UploadRecord};
 
 /// The time a submit keeps back, before the job's record is written, for writing it and reading
 /// it back; and, before reading it back, for that read.
@@ -65,6 +68,7 @@ pub struct Api {
     queue: Option<JobQueue>,
     config: ApiConfig,
     scale_from_zero: Option<Arc<ScaleFromZero>>,
+    payloads: Option<Payloads>,
 }
 
 impl Api {
@@ -74,7 +78,14 @@ impl Api {
             queue,
             config,
             scale_from_zero: None,
+            payloads: None,
         }
+    }
+
+    /// Takes uploads into `payloads`' bucket.
+    pub fn with_payloads(mut self, payloads: Payloads) -> Self {
+        self.payloads = Some(payloads);
+        self
     }
 
     /// Raises the worker service from zero tasks when a job is accepted.
@@ -98,7 +109,15 @@ impl Api {
                 NUDGE_INTERVAL,
             )
         });
-        let api = Api::new(store, queue, config);
+        let payloads = config
+            .uploads
+            .bucket
+            .as_ref()
+            .map(|b| Payloads::from_sdk(&aws, b));
+        let mut api = Api::new(store, queue, config);
+        if let Some(p) = payloads {
+            api = api.with_payloads(p);
+        }
         match nudge {
             Some(n) => api.with_scale_from_zero(n),
             None => api,
@@ -112,6 +131,12 @@ impl Api {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match (req.method(), segments.as_slice()) {
             (&Method::POST, ["jobs"]) => self.submit(req).await,
+            (&Method::POST, ["uploads"]) => self.create_upload(req).await,
+            (&Method::POST, ["uploads", _, "complete"]) => self.complete_upload(req).await,
+            (_, ["uploads"] | ["uploads", _, "complete"]) => respond_error(ApiError::bad_request(
+                "method_not_allowed",
+                format!("{} is not allowed here: use POST /uploads or POST /uploads/{{id}}/complete", req.method()),
+            )),
             (&Method::GET | &Method::DELETE, ["jobs", _]) => self.job(req).await,
             (&Method::GET, ["webhook-secret"]) | (&Method::POST, ["webhook-secret", "rotate"]) => {
                 self.webhook_secret(req).await
@@ -129,6 +154,240 @@ impl Api {
                 path: path.chars().take(200).collect(),
             }),
         }
+    }
+
+    /// The submit function's routes: `POST /jobs`, `POST /uploads` and
+    /// `POST /uploads/{id}/complete`.
+    pub async fn submit_routes(&self, req: Request) -> Response<Body> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            [.., "uploads"] => self.create_upload(req).await,
+            [.., "uploads", _, "complete"] => self.complete_upload(req).await,
+            _ => self.submit(req).await,
+        }
+    }
+
+    /// `POST /uploads`: records an upload and answers where to send the file.
+    pub async fn create_upload(&self, req: Request) -> Response<Body> {
+        match Box::pin(self.try_create_upload(&req)).await {
+            Ok(view) => {
+                let mut resp = json_response(StatusCode::CREATED, &view);
+                if let Ok(v) = HeaderValue::from_str(&view.upload_id) {
+                    resp.headers_mut().insert("x-sluice-upload-id", v);
+                }
+                resp
+            }
+            Err(e) => respond_error(e),
+        }
+    }
+
+    /// `POST /uploads/{id}/complete`: joins a multipart upload's parts into the file.
+    pub async fn complete_upload(&self, req: Request) -> Response<Body> {
+        match Box::pin(self.try_complete_upload(&req)).await {
+            Ok(view) => json_response(StatusCode::OK, &view),
+            Err(e) => respond_error(e),
+        }
+    }
+
+    fn payloads(&self) -> Result<&Payloads, ApiError> {
+        self.payloads.as_ref().ok_or_else(|| {
+            ApiError::bad_request(
+                "uploads_disabled",
+                "this deployment has no payload bucket, so it takes no files: send the input inline",
+            )
+        })
+    }
+
+    async fn try_create_upload(&self, req: &Request) -> Result<UploadView, ApiError> {
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
+        let payloads = self.payloads()?;
+        let settings = &self.config.uploads;
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let asked = validate_upload(content_type, req.body().as_ref())?;
+        let file_type = asked
+            .content_type
+            .unwrap_or_else(|| upload::DEFAULT_CONTENT_TYPE.to_owned());
+        let plan = upload::plan(asked.size, settings.single_put_limit, settings.max_bytes)
+            .map_err(|_| {
+                ApiError::PayloadTooLarge(format!(
+                    "an upload of {} bytes is over this deployment's limit of {} bytes",
+                    asked.size,
+                    settings.max_bytes.min(crate::payload::MAX_OBJECT_SIZE)
+                ))
+            })?;
+        let budget = budget_of(req, crate::limits::SUBMIT_FUNCTION_TIMEOUT);
+        let id = UploadId::generate();
+        let key = upload::object_key(&owner, &id);
+        let now = Millis::now();
+        let expires_at = now.plus(settings.expiry);
+        let mut view = UploadView {
+            upload_id: id.to_string(),
+            key: key.clone(),
+            size: asked.size,
+            content_type: file_type.clone(),
+            expires_at: expires_at.to_rfc3339(),
+            method: "PUT".into(),
+            url: None,
+            headers: Default::default(),
+            part_size: None,
+            parts: Vec::new(),
+            complete_url: None,
+            completed: false,
+        };
+        let multipart = match plan {
+            None => {
+                let put = payloads
+                    .presigned_put_sized(&key, &file_type, asked.size, settings.expiry)
+                    .await?;
+                view.url = Some(put.url);
+                view.headers = put.headers.into_iter().collect();
+                None
+            }
+            Some((part_size, parts)) => {
+                let mp = within(
+                    &budget,
+                    RECORD_RESERVE,
+                    payloads.create_multipart(&key, &file_type),
+                )
+                .await??;
+                view.part_size = Some(part_size);
+                for number in 1..=parts {
+                    let part = payloads
+                        .presigned_part(&key, &mp, number, settings.expiry)
+                        .await?;
+                    view.parts.push(PartUrl {
+                        number,
+                        url: part.url,
+                    });
+                }
+                view.complete_url = Some(api_url(req, &format!("uploads/{id}/complete")));
+                Some(mp.0)
+            }
+        };
+        let record = UploadRecord {
+            id: id.clone(),
+            owner: owner.clone(),
+            key,
+            size: asked.size,
+            content_type: file_type,
+            created_at: now,
+            expires_at,
+            multipart,
+            completed_at: None,
+        };
+        within(&budget, Duration::ZERO, self.store.create_upload(&record)).await??;
+        tracing::info!(upload_id = %id, owner = %owner, size = asked.size, parts = view.parts.len(), "upload created");
+        Ok(view)
+    }
+
+    async fn try_complete_upload(&self, req: &Request) -> Result<UploadView, ApiError> {
+        let owner = caller(req.request_context_ref(), &self.config.owner_scope)
+            .ok_or(ApiError::Unauthenticated)?;
+        let payloads = self.payloads()?;
+        let id = upload_path_id(req)?;
+        let body: CompleteRequest = serde_json::from_slice(req.body().as_ref()).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not a completion ({e}); expected {{\"parts\": [{{\"number\": 1, \"etag\": \"…\"}}, …]}}"),
+            )
+        })?;
+        let budget = budget_of(req, crate::limits::SUBMIT_FUNCTION_TIMEOUT);
+        let found = within(&budget, RECORD_RESERVE, self.store.upload(&id)).await??;
+        upload::usable(found.as_ref(), &owner, Millis::now())
+            .map_err(|why| upload_refused(&id, why))?;
+        let up = found.expect("a usable upload is recorded");
+        let Some(mp) = up.multipart.clone() else {
+            return Err(ApiError::Conflict {
+                code: "not_multipart",
+                message: format!(
+                    "upload {id} is one PUT, which needs no completion: PUT the file to its url and submit the job"
+                ),
+            });
+        };
+        if up.completed_at.is_none() {
+            let parts: Vec<UploadedPart> = body
+                .parts
+                .iter()
+                .map(|p| UploadedPart {
+                    number: p.number,
+                    etag: p.etag.clone(),
+                })
+                .collect();
+            let joined = within(
+                &budget,
+                RECORD_RESERVE,
+                payloads.complete_multipart(&up.key, &crate::payload::UploadId(mp), &parts),
+            )
+            .await?;
+            match joined {
+                Ok(()) => {}
+                // Completed already by a request whose answer was lost: the object tells.
+                Err(PayloadError::NotFound { .. }) => {}
+                Err(PayloadError::Rejected(_)) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_parts",
+                        "S3 refused the parts: send every part's number and the ETag its PUT answered, \
+                         every part but the last at least 5 MiB",
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let object = within(&budget, RECORD_RESERVE, payloads.head(&up.key)).await??;
+        let done = UploadRecord {
+            completed_at: Some(Millis::now()),
+            ..up.clone()
+        };
+        upload::matches_object(&done, object.as_ref()).map_err(|why| upload_refused(&id, why))?;
+        within(
+            &budget,
+            Duration::ZERO,
+            self.store.complete_upload(&id, Millis::now()),
+        )
+        .await??;
+        tracing::info!(upload_id = %id, size = up.size, "upload completed");
+        Ok(UploadView {
+            upload_id: id.to_string(),
+            key: up.key,
+            size: up.size,
+            content_type: up.content_type,
+            expires_at: up.expires_at.to_rfc3339(),
+            method: "PUT".into(),
+            url: None,
+            headers: Default::default(),
+            part_size: None,
+            parts: Vec::new(),
+            complete_url: None,
+            completed: true,
+        })
+    }
+
+    /// The job's file, checked: the caller's own upload, not expired, its object there and of
+    /// the announced size.
+    async fn input_object(
+        &self,
+        id: &UploadId,
+        owner: &Owner,
+        budget: &Budget,
+    ) -> Result<InputObject, ApiError> {
+        let payloads = self.payloads()?;
+        let found = within(budget, RECORD_RESERVE, self.store.upload(id)).await??;
+        upload::usable(found.as_ref(), owner, Millis::now())
+            .map_err(|why| upload_refused(id, why))?;
+        let up = found.expect("a usable upload is recorded");
+        let object = within(budget, RECORD_RESERVE, payloads.head(&up.key)).await??;
+        upload::matches_object(&up, object.as_ref()).map_err(|why| upload_refused(id, why))?;
+        Ok(InputObject {
+            upload_id: id.to_string(),
+            key: up.key,
+            size: up.size,
+            content_type: up.content_type,
+        })
     }
 
     /// `POST /jobs`.
@@ -246,7 +505,7 @@ impl Api {
             let canonical = serde_json::from_str::<serde_json::Value>(valid.input.get())
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            let shape = format!(
+            let mut shape = format!(
                 "{:?}|{:?}|{:?}|{:?}|{:?}",
                 valid.deadline,
                 valid.max_attempts,
@@ -254,6 +513,10 @@ impl Api {
                 valid.on_timeout,
                 webhook
             );
+            // A job without a file hashes as before, so keys in use keep their meaning.
+            if let Some(f) = &valid.input_file {
+                shape.push_str(&format!("|{f}"));
+            }
             (
                 sha256_hex(&[owner.as_str().as_bytes(), k.as_bytes()]),
                 sha256_hex(&[canonical.as_bytes(), shape.as_bytes()]),
@@ -281,6 +544,10 @@ impl Api {
             }
         }
 
+        let input_object = match &valid.input_file {
+            Some(upload) => Some(self.input_object(upload, &owner, &budget).await?),
+            None => None,
+        };
         let now = Millis::now();
         let id = JobId::generate();
         let message = Envelope::new(id.clone(), valid.input).encode()?;
@@ -295,6 +562,7 @@ impl Api {
         record.timeout_seconds = valid.timeout_seconds;
         record.on_timeout = valid.on_timeout;
         record.webhook = webhook;
+        record.input_object = input_object;
         // The message goes first and the record second. A submit that fails between the two
         // answers an error and leaves only a message without a record, which workers delete
         // once it is older than `job::ORPHAN_GRACE`; the other order could leave a QUEUED record
@@ -522,6 +790,30 @@ fn path_id(req: &Request) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The `{id}` of `/uploads/{id}/complete`.
+fn upload_path_id(req: &Request) -> Result<UploadId, ApiError> {
+    let raw = match req.path_parameters_ref().and_then(|p| p.first("id")) {
+        Some(id) => id.to_owned(),
+        None => {
+            let path = req.uri().path().trim_end_matches('/');
+            let mut segments = path.rsplit('/');
+            segments.next();
+            segments.next().unwrap_or_default().to_owned()
+        }
+    };
+    raw.parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_upload_id", e))
+}
+
+/// The URL of `path` (no leading slash) as seen from the caller's side of the gateway.
+fn api_url(req: &Request, path: &str) -> String {
+    let job = self_url(req, &JobId::generate());
+    let base = job
+        .rsplit_once("/jobs/")
+        .map_or(job.as_str(), |(base, _)| base);
+    format!("{base}/{path}")
 }
 
 /// The URL a caller fetches a job from, as seen from the caller's side of the gateway.

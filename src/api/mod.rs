@@ -35,9 +35,13 @@ pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest<'a> {
-    /// The handler's input: any JSON value.
-    #[serde(borrow)]
-    pub input: &'a RawValue,
+    /// The handler's input: any JSON value. Optional with an `input_file` (the handler then gets
+    /// `null`).
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub input: Option<&'a RawValue>,
+    /// An upload (`POST /uploads`) the handler gets as a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_file: Option<InputFileRef>,
     /// Seconds from now after which the job expires instead of starting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_seconds: Option<u64>,
@@ -53,6 +57,90 @@ pub struct SubmitRequest<'a> {
     /// A URL POSTed the job's view, signed, when the job reaches a terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+}
+
+/// A present `input`, `null` included (serde would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue as Deserialize<'de>>::deserialize(d).map(Some)
+}
+
+/// A job's reference to its uploaded file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFileRef {
+    pub upload_id: String,
+}
+
+/// `POST /uploads`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// The file's exact size in bytes.
+    pub size: u64,
+    /// Its media type (default `application/octet-stream`): what the handler is told, and the
+    /// body type a model server gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// An upload as the API shows it: where to send the file, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadView {
+    pub upload_id: String,
+    /// The object's key in the payload bucket.
+    pub key: String,
+    pub size: u64,
+    pub content_type: String,
+    /// The URLs stop working, and no new job may name the upload, from then on.
+    pub expires_at: String,
+    /// `PUT`: the method of the URL(s).
+    pub method: String,
+    /// One PUT of the whole file (uploads up to the single-PUT limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Headers the PUT(s) must carry as they are (they are signed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A multipart upload: every part is `part_size` bytes but the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartUrl>,
+    /// Where to POST the parts' ETags once every part is sent (multipart only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_url: Option<String>,
+    /// A multipart upload completed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completed: bool,
+}
+
+/// One part's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartUrl {
+    pub number: u32,
+    pub url: String,
+}
+
+/// `POST /uploads/{id}/complete`: each part's number and the `ETag` its PUT answered.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub parts: Vec<CompletedPartRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletedPartRef {
+    pub number: u32,
+    pub etag: String,
+}
+
+/// A job's file as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFileView {
+    pub upload_id: String,
+    pub size: u64,
+    pub content_type: String,
 }
 
 /// A job as the API shows it (`GET /jobs/{id}`, and the answer to submit and cancel).
@@ -80,6 +168,9 @@ pub struct JobView {
     /// The handler's latest report stored while the current (or last) attempt ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The uploaded file the job reads, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_file: Option<InputFileView>,
     /// The handler's output, once `SUCCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
@@ -186,6 +277,11 @@ impl JobView {
             timeout_seconds: job.timeout_seconds,
             on_timeout: (job.on_timeout != OnTimeout::Fail).then_some(job.on_timeout),
             progress: job.progress.clone(),
+            input_file: job.input_object.as_ref().map(|o| InputFileView {
+                upload_id: o.upload_id.clone(),
+                size: o.size,
+                content_type: o.content_type.clone(),
+            }),
             result: job.result.as_deref().map(|r| {
                 serde_json::from_str(r).unwrap_or_else(|_| serde_json::Value::String(r.to_owned()))
             }),
@@ -230,6 +326,10 @@ pub enum ApiError {
     ForbiddenHost(String),
     #[error("no job with id {0}")]
     NotFound(String),
+    #[error("no upload with id {0}; create one with POST /uploads (an upload is usable only by the caller that created it)")]
+    UploadNotFound(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -264,6 +364,8 @@ impl ApiError {
             ApiError::ForbiddenHost(_) => (403, "forbidden_host"),
             ApiError::NotFound(_) => (404, "not_found"),
             ApiError::NoRoute { .. } => (404, "no_route"),
+            ApiError::UploadNotFound(_) => (404, "upload_not_found"),
+            ApiError::Gone(_) => (410, "upload_expired"),
             ApiError::Conflict { code, .. } => (409, code),
             ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (415, "unsupported_media_type"),
@@ -298,6 +400,49 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::payload::PayloadError> for ApiError {
+    fn from(e: crate::payload::PayloadError) -> Self {
+        use crate::payload::PayloadError;
+        match e {
+            PayloadError::Throttled(_) => ApiError::Throttled(Box::new(e)),
+            PayloadError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// What the caller is told when its upload cannot be used. Pure.
+pub fn upload_refused(id: &crate::upload::UploadId, why: crate::upload::Refusal) -> ApiError {
+    use crate::upload::Refusal;
+    match why {
+        Refusal::Unknown => ApiError::UploadNotFound(id.to_string()),
+        Refusal::Expired { at } => ApiError::Gone(format!(
+            "upload {id} expired at {}; create a new upload with POST /uploads and send the file again",
+            at.to_rfc3339()
+        )),
+        Refusal::Unfinished { multipart: false } => ApiError::Conflict {
+            code: "upload_unfinished",
+            message: format!(
+                "upload {id} has no file yet: PUT the file to the upload's url, then submit the job"
+            ),
+        },
+        Refusal::Unfinished { multipart: true } => ApiError::Conflict {
+            code: "upload_unfinished",
+            message: format!(
+                "upload {id} is not complete: PUT every part to its url, then POST /uploads/{id}/complete \
+                 with each part's number and ETag, then submit the job"
+            ),
+        },
+        Refusal::SizeMismatch { announced, stored } => ApiError::Conflict {
+            code: "upload_size_mismatch",
+            message: format!(
+                "upload {id} holds {stored} bytes, not the {announced} announced; \
+                 create a new upload with the file's exact size"
+            ),
+        },
+    }
+}
+
 impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         use crate::queue::QueueError;
@@ -322,12 +467,45 @@ fn too_large_message(size: usize) -> String {
 #[derive(Debug)]
 pub struct ValidSubmit<'a> {
     pub input: &'a RawValue,
+    /// The upload the handler gets as a file.
+    pub input_file: Option<crate::upload::UploadId>,
     pub deadline: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub timeout_seconds: Option<u64>,
     pub on_timeout: OnTimeout,
     /// The webhook URL as given, checked with [`validate_webhook`].
     pub webhook: Option<String>,
+}
+
+/// Checks a `POST /uploads` request: JSON with the file's size and, optionally, a valid media
+/// type. Pure.
+pub fn validate_upload(content_type: Option<&str>, body: &[u8]) -> Result<UploadRequest, ApiError> {
+    let json = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the upload's request as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    let req: UploadRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not an upload request ({e}); expected {{\"size\": <bytes>, \"content_type\"?: \"image/jpeg\"}}"),
+        )
+    })?;
+    if let Some(ct) = &req.content_type {
+        if !crate::upload::valid_content_type(ct) {
+            return Err(ApiError::bad_request(
+                "invalid_content_type",
+                format!(
+                    "content_type must be a media type such as image/jpeg, at most {} characters",
+                    crate::upload::MAX_CONTENT_TYPE
+                ),
+            ));
+        }
+    }
+    Ok(req)
 }
 
 /// Checks a submit's webhook URL against the deployment's policy (deployed: https to public
@@ -394,7 +572,7 @@ pub fn validate_submit<'a>(
         };
         ApiError::bad_request(
             "invalid_json",
-            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\", \"webhook\"?: \"https://…\"}}"),
+            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"input_file\"?: {{\"upload_id\": \"…\"}}, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\", \"webhook\"?: \"https://…\"}}"),
         )
     })?;
     let deadline = match req.deadline_seconds {
@@ -415,7 +593,30 @@ pub fn validate_submit<'a>(
             ));
         }
     }
-    check_input(req.input.get())?;
+    let input_file = match req.input_file {
+        None => None,
+        Some(f) => Some(
+            f.upload_id
+                .parse::<crate::upload::UploadId>()
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_upload_id",
+                        format!("{e}; use the upload_id POST /uploads answered"),
+                    )
+                })?,
+        ),
+    };
+    let input = match (req.input, &input_file) {
+        (Some(input), _) => input,
+        (None, Some(_)) => null_input(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body has no input: send {\"input\": <any JSON>}, or {\"input_file\": {\"upload_id\": \"…\"}} for an uploaded file",
+            ))
+        }
+    };
+    check_input(input.get())?;
     if let Some(s) = req.timeout_seconds {
         if s == 0 || s > max_timeout.as_secs() {
             return Err(ApiError::bad_request(
@@ -428,13 +629,20 @@ pub fn validate_submit<'a>(
         }
     }
     Ok(ValidSubmit {
-        input: req.input,
+        input,
+        input_file,
         deadline,
         max_attempts: req.max_attempts,
         timeout_seconds: req.timeout_seconds,
         on_timeout: req.on_timeout.unwrap_or_default(),
         webhook: req.webhook,
     })
+}
+
+/// The input of a job that sends only a file: `null`.
+fn null_input() -> &'static RawValue {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
 /// Refuses, at submit, an input that a worker could not decode: nested deeper than

@@ -13,5 +13,6 @@ mod payload;
 mod scaling;
 mod store;
 mod support;
+mod uploads;
 mod webhook;
 mod worker;

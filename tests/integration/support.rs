@@ -198,6 +198,10 @@ pub fn api_config(res: &Resources) -> ApiConfig {
         owner_scope: Default::default(),
         // As on the local stack: the tests' webhook receivers listen on loopback.
         webhook_policy: sluice::webhook::TargetPolicy::LOCAL_STACK,
+        uploads: sluice::config::UploadSettings {
+            bucket: Some(res.payload_bucket.clone()),
+            ..Default::default()
+        },
     }
 }
 
@@ -229,7 +233,9 @@ impl Stack {
         let store = JobStore::from_sdk(&aws, &res.table_name);
         let queue = JobQueue::from_sdk(&aws, &res.queue_url);
         let dlq = JobQueue::from_sdk(&aws, &res.dlq_url);
-        let api = Api::new(store.clone(), Some(queue.clone()), config.clone());
+        let api = Api::new(store.clone(), Some(queue.clone()), config.clone()).with_payloads(
+            sluice::payload::Payloads::from_sdk(&aws, &res.payload_bucket),
+        );
         Stack {
             name,
             aws,
@@ -240,6 +246,11 @@ impl Stack {
             dlq,
             retention: config.retention,
         }
+    }
+
+    /// The payload bucket's adapter.
+    pub fn api_payloads(&self) -> sluice::payload::Payloads {
+        sluice::payload::Payloads::from_sdk(&self.aws, &self.res.payload_bucket)
     }
 
     /// Starts a `sluice-worker` process with short settings; `extra` overrides them.
@@ -279,6 +290,7 @@ impl Stack {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("SLUICE_TABLE_NAME", &self.res.table_name)
             .env("SLUICE_QUEUE_URL", &self.res.queue_url)
+            .env("SLUICE_PAYLOAD_BUCKET", &self.res.payload_bucket)
             .env(
                 "SLUICE_VISIBILITY_TIMEOUT_SECONDS",
                 VISIBILITY.as_secs().to_string(),
@@ -461,6 +473,18 @@ pub fn post(caller: &str, body: &str, content_type: Option<&str>, key: Option<&s
         b = b.header("idempotency-key", k);
     }
     with_caller(b.body(Body::from(body.to_owned())).unwrap(), caller)
+}
+
+/// A JSON `POST` to `path` as `caller`.
+pub fn post_path(caller: &str, path: &str, body: &str) -> Request {
+    let req = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:8080{path}"))
+        .header("host", "127.0.0.1:8080")
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    with_caller(req, caller)
 }
 
 pub fn get(caller: &str, path: &str, wait: Option<u64>) -> Request {

@@ -75,6 +75,7 @@ fn finished_job() -> (JobId, WebhookEvent) {
         timeout_seconds: None,
         on_timeout: None,
         progress: None,
+        input_file: None,
         result: None,
         // Non-ASCII, quotes and a newline: the bytes signed are the bytes sent.
         error: Some("modèle introuvable: \"résumé\"\nbye 👋".into()),

@@ -723,6 +723,7 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             max_job_timeout: sluice::job::MAX_JOB_TIMEOUT,
             owner_scope: Default::default(),
             webhook_policy: sluice::webhook::TargetPolicy::DEPLOYED,
+            uploads: Default::default(),
         },
     )
 }

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub emit_metrics: bool,
     /// Which targets the webhooks of the jobs this worker ends may reach.
     pub webhook_policy: sluice::webhook::TargetPolicy,
+    /// The bucket of uploaded job inputs; `None`: a job with a file fails.
+    pub payload_bucket: Option<String>,
 }
 
 impl WorkerConfig {
@@ -119,6 +121,7 @@ impl WorkerConfig {
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             webhook_policy: sluice::config::webhook_policy(src)?,
+            payload_bucket: src.get(env::PAYLOAD_BUCKET),
         })
     }
 }

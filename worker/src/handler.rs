@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,27 @@ pub struct JobContext {
     /// Alive while any copy of the context is: the worker keeps the job's slot until the
     /// handler (a blocking call the worker could not interrupt, say) has let go of it.
     alive: Arc<()>,
+    /// The job's uploaded file, downloaded for this attempt; removed once every copy of the
+    /// context is gone.
+    input: Option<Arc<InputFile>>,
+}
+
+/// A job's uploaded file on the worker's disk: removed when dropped.
+#[derive(Debug)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub content_type: String,
+}
+
+impl Drop for InputFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a job's input file");
+            }
+        }
+    }
 }
 
 impl JobContext {
@@ -109,7 +131,35 @@ impl JobContext {
             cancel,
             progress: Arc::default(),
             alive: Arc::new(()),
+            input: None,
         }
+    }
+
+    /// The job's uploaded file, on the worker's disk.
+    pub fn with_input(mut self, file: InputFile) -> Self {
+        self.input = Some(Arc::new(file));
+        self
+    }
+
+    /// The path of the job's uploaded file, when the job names one: a local file the handler
+    /// may read (or open as it likes) until it returns; the worker removes it after the attempt.
+    pub fn input_path(&self) -> Option<&Path> {
+        self.input.as_deref().map(|f| f.path.as_path())
+    }
+
+    /// The uploaded file's content type, as announced at upload.
+    pub fn input_content_type(&self) -> Option<&str> {
+        self.input.as_deref().map(|f| f.content_type.as_str())
+    }
+
+    /// The uploaded file's size in bytes.
+    pub fn input_size(&self) -> Option<u64> {
+        self.input.as_deref().map(|f| f.size)
+    }
+
+    /// The uploaded file, opened for reading; `None` when the job has none.
+    pub fn open_input(&self) -> Option<std::io::Result<std::fs::File>> {
+        self.input_path().map(std::fs::File::open)
     }
 
     /// The attempt's limit, ending at `deadline`, and where its progress goes.

@@ -100,12 +100,41 @@ impl Handler for HttpHandler {
         let mut req = self
             .http
             .post(format!("{}/invocations", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
             .header("X-Sluice-Job-Id", &id)
-            .header("X-Sluice-Attempt", ctx.attempt.to_string())
-            // No timeout of its own: the worker drops the request at the job's time limit.
-            .body(input.get().to_owned());
+            .header("X-Sluice-Attempt", ctx.attempt.to_string());
+        // No timeout of its own: the worker drops the request at the job's time limit.
+        req = match ctx.input_path() {
+            // The uploaded file is the body, streamed from disk with its own content type (as
+            // SageMaker Async sends the object); the JSON input, if any, rides in a header.
+            Some(path) => {
+                let file = tokio::fs::File::open(path).await.map_err(|e| {
+                    JobError::retryable(format!(
+                        "cannot open the job's file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, FILE_CHUNK);
+                let mut req = req
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        ctx.input_content_type()
+                            .unwrap_or(sluice::upload::DEFAULT_CONTENT_TYPE),
+                    )
+                    .header(
+                        reqwest::header::CONTENT_LENGTH,
+                        ctx.input_size().unwrap_or(0),
+                    )
+                    .body(reqwest::Body::wrap_stream(stream));
+                if let Some(header) = input_header(&input)? {
+                    req = req.header("X-Sluice-Input", header);
+                }
+                req
+            }
+            None => req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(input.get().to_owned()),
+        };
         if let Some(addr) = self.progress_addr.get() {
             req = req.header(
                 "X-Sluice-Progress-Url",
@@ -223,6 +252,29 @@ impl Handler for HttpHandler {
             _ => Ok(()),
         }
     }
+}
+
+/// The size of the reads that stream a job's file to the model server.
+const FILE_CHUNK: usize = 256 * 1024;
+/// The largest JSON input sent beside a file, in the `X-Sluice-Input` header.
+pub const MAX_INPUT_HEADER: usize = 8 * 1024;
+
+/// The `X-Sluice-Input` header of a job sent with its file: the JSON input, `None` when it is
+/// `null`. An input too long for a header, or not ASCII, fails the job for good. Pure.
+pub fn input_header(input: &RawValue) -> Result<Option<String>, JobError> {
+    let value: serde_json::Value = serde_json::from_str(input.get())
+        .map_err(|e| JobError::permanent(format!("the job's input is not JSON: {e}")))?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let text = value.to_string();
+    if text.len() > MAX_INPUT_HEADER || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(JobError::permanent(format!(
+            "a job with a file sends its JSON input to the model server in the X-Sluice-Input header, \
+             which takes at most {MAX_INPUT_HEADER} bytes of ASCII (write other characters as \\u escapes)"
+        )));
+    }
+    Ok(Some(text.to_owned()))
 }
 
 /// What an answer of the model server makes of the job. Pure.

@@ -32,7 +32,8 @@ mod runtime;
 
 pub use config::{parse_command, Mode, WorkerConfig};
 pub use handler::{
-    blocking_fn, handler_fn, BlockingFn, ErrorKind, Handler, HandlerFn, JobContext, JobError,
+    blocking_fn, handler_fn, BlockingFn, ErrorKind, Handler, HandlerFn, InputFile, JobContext,
+    JobError,
 };
 pub use http::HttpHandler;
 pub use process::{ProcessHandler, CANCEL_GRACE, MAX_LINE_BYTES};

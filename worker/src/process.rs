@@ -166,6 +166,13 @@ struct JobLine<'a> {
     max_attempts: u32,
     timeout_seconds: u64,
     input: &'a RawValue,
+    /// The path of the job's uploaded file, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_file: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_size: Option<u64>,
 }
 
 impl Handler for ProcessHandler {
@@ -183,6 +190,9 @@ impl Handler for ProcessHandler {
             // already spent.
             timeout_seconds: ctx.remaining().as_secs_f64().ceil() as u64,
             input: &input,
+            input_file: ctx.input_path().and_then(|p| p.to_str()),
+            input_content_type: ctx.input_content_type(),
+            input_size: ctx.input_size(),
         })
         .map_err(|e| JobError::permanent(format!("the job could not be encoded: {e}")))?;
         line.push(b'\n');

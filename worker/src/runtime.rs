@@ -9,16 +9,18 @@ use std::time::Duration;
 use sluice::aws::DisplayErrorContext;
 use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout, Progress};
 use sluice::outbox::Outbox;
+use sluice::payload::{PayloadError, Payloads};
 use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
 use sluice::store::{Finish, JobStore, StoreError};
 use sluice::time::Millis;
+use sluice::upload::InputObject;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::WorkerConfig;
-use crate::handler::{ErrorKind, Handler, JobContext, JobError, ProgressSlot};
+use crate::handler::{ErrorKind, Handler, InputFile, JobContext, JobError, ProgressSlot};
 use crate::health::{self, Phase, Vitals};
 use crate::metrics::{self, Outcome};
 use crate::protection;
@@ -66,7 +68,12 @@ pub async fn run_with<H: Handler>(
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
     let outbox = Outbox::new(store.clone(), config.webhook_policy);
+    let payloads = match &config.payload_bucket {
+        Some(bucket) => Some(Payloads::from_sdk(&sluice::aws::load().await, bucket)),
+        None => None,
+    };
     let result = Worker {
+        payloads,
         handler: Arc::new(handler),
         outbox,
         notices: TaskTracker::new(),
@@ -85,6 +92,47 @@ pub async fn run_with<H: Handler>(
     // goes with the compute runtime, dropped here.
     drop(compute);
     result
+}
+
+/// Downloads a job's uploaded file to the worker's temporary directory, streamed to disk (the
+/// worker never holds it in memory). S3 being away is not the job's fault: the job goes back to
+/// the queue without spending an attempt; a file that is gone fails it.
+async fn fetch_input(
+    payloads: Option<&Payloads>,
+    object: &InputObject,
+    id: &JobId,
+    attempt: u32,
+) -> Result<InputFile, JobError> {
+    let payloads = payloads.ok_or_else(|| {
+        JobError::permanent(format!(
+            "the job names an uploaded file, but this worker has no payload bucket ({} is not set)",
+            sluice::env::PAYLOAD_BUCKET
+        ))
+    })?;
+    let path = std::env::temp_dir().join(format!("sluice-input-{id}-{attempt}"));
+    let started = tokio::time::Instant::now();
+    match payloads.download_to_file(&object.key, &path).await {
+        Ok(size) => {
+            info!(size, took = ?started.elapsed(), "input file downloaded");
+            Ok(InputFile {
+                path,
+                size,
+                content_type: object.content_type.clone(),
+            })
+        }
+        Err(PayloadError::NotFound { .. }) => Err(JobError::permanent(format!(
+            "the job's file (upload {}) is no longer in the payload bucket",
+            object.upload_id
+        ))),
+        Err(e) if e.is_retryable() => Err(JobError::unavailable(format!(
+            "the job's file could not be downloaded ({}); the job goes back to the queue",
+            DisplayErrorContext(&e)
+        ))),
+        Err(e) => Err(JobError::retryable(format!(
+            "the job's file could not be downloaded: {}",
+            DisplayErrorContext(&e)
+        ))),
+    }
 }
 
 /// The handler's runtime. Dropped, it shuts down without waiting for what still runs there (a
@@ -179,6 +227,8 @@ struct Worker<H> {
     /// Where the handler runs.
     compute: tokio::runtime::Handle,
     vitals: Arc<Vitals>,
+    /// Where the jobs' uploaded files are.
+    payloads: Option<Payloads>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -193,6 +243,7 @@ impl<H> Clone for Worker<H> {
             deletes: self.deletes.clone(),
             compute: self.compute.clone(),
             vitals: self.vitals.clone(),
+            payloads: self.payloads.clone(),
         }
     }
 }
@@ -680,6 +731,7 @@ impl<H: Handler> Worker<H> {
         let cfg = &self.config;
         let cancel = CancellationToken::new();
         let progress = Arc::new(ProgressSlot::default());
+        let (job_id, attempt) = (job.id.clone(), job.attempt);
         let deadline = tokio::time::Instant::now() + limit;
         let ctx = JobContext::new(
             job.id.clone(),
@@ -691,7 +743,16 @@ impl<H: Handler> Worker<H> {
         .with_limit(limit, deadline.into_std(), progress.clone());
         let handler_alive = ctx.liveness();
         let handler = self.handler.clone();
+        let file = job.input_object.clone();
+        let payloads = self.payloads.clone();
         let task = self.compute.spawn(async move {
+            // The job's file is fetched within the attempt, under its heartbeat and time limit.
+            let ctx = match file {
+                Some(object) => {
+                    ctx.with_input(fetch_input(payloads.as_ref(), &object, &job_id, attempt).await?)
+                }
+                None => ctx,
+            };
             let output = handler.call(input, ctx).await?;
             serde_json::to_string(&output).map_err(|e| {
                 JobError::permanent(format!("the result could not be encoded as JSON: {e}"))

@@ -9,6 +9,7 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
 import { Construct } from 'constructs';
@@ -18,6 +19,12 @@ import { grantScalingLease } from '../lease';
 import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
 import { STATUS_FUNCTION_TIMEOUT, SUBMIT_FUNCTION_TIMEOUT } from '../limits';
+
+/** The key prefix of upload records in the jobs table (`src/store.rs`, `upload_item_id`). */
+export const UPLOAD_KEY_PREFIX = 'upload:';
+
+/** S3's largest object, and the largest upload: 5 TiB. */
+export const MAX_OBJECT_BYTES = 5 * 2 ** 40;
 
 /** A JWT authorizer in place of IAM. */
 export interface JwtAuthorization {
@@ -39,6 +46,20 @@ export function checkPinnedSessionRole(arn: string): string {
 export interface JobApiProps {
   readonly table: dynamodb.ITable;
   readonly queue: sqs.IQueue;
+  /** The bucket uploads go to, under `uploads/`: submit presigns PUTs into it and checks objects. */
+  readonly payloadBucket: s3.IBucket;
+  /**
+   * The largest upload `POST /uploads` accepts.
+   *
+   * @default 5 TiB (S3's largest object)
+   */
+  readonly maxUploadBytes?: number;
+  /**
+   * How long an upload's presigned URLs last, and within which a job must name the upload.
+   *
+   * @default Duration.hours(1)
+   */
+  readonly uploadExpiry?: Duration;
   /** The worker service, which submit nudges from zero (its names go into submit's environment). */
   readonly workerService: ecs.IBaseService;
   /** The folder with cargo-lambda's output: `<lambdaAssetDir>/submit/bootstrap`, `.../status/bootstrap`. */
@@ -169,6 +190,14 @@ export class JobApi extends Construct {
       throw new Error('pinnedSessionRoles needs ownerScope session: role makes every session of a role one owner');
     }
     pinnedSessionRoleArns.forEach(checkPinnedSessionRole);
+    const maxUploadBytes = props.maxUploadBytes ?? MAX_OBJECT_BYTES;
+    if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1 || maxUploadBytes > MAX_OBJECT_BYTES) {
+      throw new Error(`maxUploadBytes must be a whole number from 1 to ${MAX_OBJECT_BYTES} (5 TiB), got ${maxUploadBytes}`);
+    }
+    const uploadExpirySeconds = (props.uploadExpiry ?? Duration.hours(1)).toSeconds({ integral: false });
+    if (!Number.isInteger(uploadExpirySeconds) || uploadExpirySeconds < 60 || uploadExpirySeconds > 7 * 86_400) {
+      throw new Error(`uploadExpiry must be whole seconds from 60 to 7 days, got ${uploadExpirySeconds}`);
+    }
     const logRetention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
     const logRemovalPolicy = props.logRemovalPolicy ?? RemovalPolicy.DESTROY;
 
@@ -184,6 +213,9 @@ export class JobApi extends Construct {
       environment: submitEnv({
         tableName: props.table.tableName,
         queueUrl: props.queue.queueUrl,
+        payloadBucket: props.payloadBucket.bucketName,
+        maxUploadBytes,
+        uploadExpirySeconds,
         maxAttempts,
         retentionDays,
         clusterName: props.workerService.cluster.clusterName,
@@ -199,6 +231,32 @@ export class JobApi extends Construct {
     JobTable.grantItems(props.table, submit.function, 'dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:ConditionCheckItem');
     grantScalingLease(props.table, submit.function, 'dynamodb:UpdateItem');
     props.queue.grant(submit.function, 'sqs:SendMessage');
+    // Completing a multipart upload marks its record (the item `upload:<id>`): UpdateItem on
+    // upload records only, never on job records.
+    iam.Grant.addToPrincipal({
+      grantee: submit.function,
+      actions: ['dynamodb:UpdateItem'],
+      resourceArns: [props.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${UPLOAD_KEY_PREFIX}*`] } },
+    });
+    // Uploads: the URLs submit presigns act with its role (PutObject covers the one PUT and a
+    // multipart upload's create, parts and completion), and it checks an upload's object
+    // (GetObject covers HEAD) before a job may name it. Only under uploads/, where every caller's
+    // prefix lies.
+    submit.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:PutObject', 's3:GetObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+        resources: [props.payloadBucket.arnForObjects('uploads/*')],
+      }),
+    );
+    if (submit.function.role !== undefined) {
+      acknowledge(
+        submit.function.role,
+        `AwsSolutions-IAM5[Resource::${nagRef(props.payloadBucket)}.Arn>/uploads/*]`.replace('>.Arn>', '.Arn>'),
+        'the wildcard is the object of each upload: keys are uploads/<owner hash>/<id>, made per request, and the ' +
+          'API lets a caller name only its own',
+      );
+    }
     this.submitFunction = submit.function;
 
     const status = new RustFunction(this, 'Status', {
@@ -259,6 +317,15 @@ export class JobApi extends Construct {
       methods: [apigwv2.HttpMethod.POST],
       integration: new HttpLambdaIntegration('SubmitIntegration', this.submitFunction, { payloadFormatVersion }),
     });
+    const uploadIntegration = new HttpLambdaIntegration('UploadIntegration', this.submitFunction, {
+      payloadFormatVersion,
+    });
+    this.api.addRoutes({ path: '/uploads', methods: [apigwv2.HttpMethod.POST], integration: uploadIntegration });
+    this.api.addRoutes({
+      path: '/uploads/{id}/complete',
+      methods: [apigwv2.HttpMethod.POST],
+      integration: uploadIntegration,
+    });
     this.api.addRoutes({
       path: '/jobs/{id}',
       methods: [apigwv2.HttpMethod.GET, apigwv2.HttpMethod.DELETE],
@@ -281,11 +348,18 @@ export class JobApi extends Construct {
       this.api.arnForExecuteApi('DELETE', '/jobs/*', stageName),
       this.api.arnForExecuteApi('GET', '/webhook-secret', stageName),
       this.api.arnForExecuteApi('POST', '/webhook-secret/rotate', stageName),
+      this.api.arnForExecuteApi('POST', '/uploads', stageName),
+      this.api.arnForExecuteApi('POST', '/uploads/*/complete', stageName),
     ];
     this.callerPolicy = new iam.ManagedPolicy(this, 'CallerPolicy', {
-      description: 'Call the sluice jobs API: submit, status, cancel and the webhook secret (SigV4)',
+      description: 'Call the sluice jobs API: uploads, submit, status, cancel and the webhook secret (SigV4)',
       statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: this.routeArns })],
     });
+    acknowledge(
+      this.callerPolicy,
+      `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:${nagRef(this.api)}/${stageName}/POST/uploads/*/complete]`,
+      'the wildcard is the {id} of /uploads/{id}/complete: a caller completes only its own uploads',
+    );
     for (const method of ['GET', 'DELETE']) {
       acknowledge(
         this.callerPolicy,

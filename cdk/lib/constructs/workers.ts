@@ -5,6 +5,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
 import { Construct } from 'constructs';
@@ -159,6 +160,8 @@ export interface WorkersProps {
   readonly assignPublicIp?: boolean;
   readonly queue: sqs.IQueue;
   readonly table: dynamodb.ITable;
+  /** The bucket of uploaded job inputs: the worker downloads a job's file from it. */
+  readonly payloadBucket: s3.IBucket;
   /** The queue's visibility timeout, which the worker also asks for on each receive. */
   readonly visibilityTimeout: Duration;
   /** The lease on a claimed job; keep it shorter than the visibility timeout. */
@@ -553,6 +556,7 @@ export class Workers extends Construct {
       environment: workerEnv({
         tableName: props.table.tableName,
         queueUrl: props.queue.queueUrl,
+        payloadBucket: props.payloadBucket.bucketName,
         retentionDays,
         concurrency,
         visibilityTimeoutSeconds: visibilitySeconds,
@@ -706,6 +710,16 @@ export class Workers extends Construct {
     // PutItem: retiring the id of a message whose record never came (an orphan), so that no
     // record can come after its message is deleted.
     JobTable.grantItems(props.table, taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem');
+    // A job's uploaded file, read only: every upload lies under uploads/.
+    taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [props.payloadBucket.arnForObjects('uploads/*')] }),
+    );
+    acknowledge(
+      taskRole,
+      `AwsSolutions-IAM5[Resource::${nagRef(props.payloadBucket)}.Arn>/uploads/*]`.replace('>.Arn>', '.Arn>'),
+      'the wildcard is the uploaded file of any job: the worker reads the object its job names, which submit checked ' +
+        'belongs to the job\'s owner',
+    );
     // Scale-in protection through the ECS agent endpoint: only tasks of this cluster.
     const stack = Stack.of(this);
     iam.Grant.addToPrincipal({
