@@ -3,9 +3,10 @@
 //! Only poison should reach it (a message that is not a job, a job whose attempts keep killing
 //! their workers): the worker sends a message again, fresh, before an event that is not the
 //! job's fault would spend its last delivery. Whatever does arrive is reconciled: a job whose
-//! message sits there and that is not running anywhere is ended `FAILED` with the reason, so
-//! every accepted job ends and its caller learns why. The backlog function reconciles on every
-//! run; `sluice dlq` lists, explains and redrives.
+//! message sits there and that is not running anywhere is sent back to the jobs queue while it
+//! has attempts left (its message ran out of deliveries to faults of the machinery), and is
+//! otherwise ended `FAILED` with the reason, so every accepted job ends and its caller learns
+//! why. The backlog function reconciles on every run; `sluice dlq` lists, explains and redrives.
 
 use std::time::Duration;
 
@@ -284,11 +285,16 @@ impl DeadLetters {
         }
     }
 
-    async fn delete_all(&self, receipts: &[ReceiptHandle]) -> Result<(), DeadLetterError> {
+    /// Deletes the messages; returns the receipts SQS refused.
+    async fn delete_all(
+        &self,
+        receipts: &[ReceiptHandle],
+    ) -> Result<Vec<ReceiptHandle>, DeadLetterError> {
+        let mut refused = Vec::new();
         for chunk in receipts.chunks(10) {
-            self.dlq.delete_batch(chunk).await?;
+            refused.extend(self.dlq.delete_batch(chunk).await?);
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Every message (up to `max`) with what it is; each is visible again afterwards.
@@ -334,6 +340,7 @@ impl DeadLetters {
         let mut pass = Pass::new(self);
         let mut out: Vec<(Received, Finding, bool)> = Vec::new();
         let mut kept_jobs = std::collections::HashSet::new();
+        let mut returned = std::collections::HashSet::new();
         let failure = loop {
             let batch = match pass.next().await {
                 Ok(Some(batch)) => batch,
@@ -345,6 +352,12 @@ impl DeadLetters {
             for (msg, finding) in batch {
                 if failure.is_some() {
                     out.push((msg, finding, false));
+                    continue;
+                }
+                // A further copy of a job this pass already sent back: nothing left to do.
+                if finding.job_id().is_some_and(|id| returned.contains(id)) {
+                    settled.push(msg.receipt.clone());
+                    out.push((msg, finding, true));
                     continue;
                 }
                 let finding = match self.settle(&msg, finding.clone()).await {
@@ -365,13 +378,24 @@ impl DeadLetters {
                     Finding::Ended(_) => true,
                     _ => false,
                 };
+                if let Finding::Returned(job) = &finding {
+                    returned.insert(job.id.clone());
+                }
                 if delete {
                     settled.push(msg.receipt.clone());
                 }
                 out.push((msg, finding, delete));
             }
-            if let Err(e) = self.delete_all(&settled).await {
-                break Some(e);
+            // What SQS refused to delete stays, and shows again with the rest.
+            match self.delete_all(&settled).await {
+                Ok(refused) => {
+                    for (msg, _, deleted) in out.iter_mut() {
+                        if *deleted && refused.contains(&msg.receipt) {
+                            *deleted = false;
+                        }
+                    }
+                }
+                Err(e) => break Some(e),
             }
             if failure.is_some() {
                 break failure;
@@ -429,6 +453,12 @@ impl DeadLetters {
                         jobs.send(msg.body.clone()).await?;
                         tracing::warn!(job_id = %returned.id, returns = returned.dlq_returns, "job sent back to the jobs queue: its message ran out of deliveries before it was ever claimed");
                         Ok(Finding::Returned(returned))
+                    }
+                    // Sent back meanwhile (another copy, another pass): this copy is spare.
+                    Err(StoreError::Conflict { current: Some(cur) })
+                        if cur.dlq_returns > job.dlq_returns && !cur.status.is_terminal() =>
+                    {
+                        Ok(Finding::Returned(*cur))
                     }
                     Err(StoreError::Conflict { current }) => {
                         Ok(judge(&msg.body, current.map(|c| *c), now))
@@ -519,7 +549,9 @@ impl DeadLetters {
         drop_dead: bool,
     ) -> Result<Redriven, DeadLetterError> {
         let outcome = match finding {
-            Finding::Stranded(_) => {
+            Finding::Stranded(job) => {
+                // Recorded first: the sweeper counts the message's life from here.
+                self.store.mark_sent(&job.id, Millis::now()).await?;
                 jobs.send(msg.body.clone()).await?;
                 Redriven::Requeued
             }

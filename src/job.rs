@@ -25,6 +25,11 @@ use crate::time::Millis;
 pub struct JobId(ulid::Ulid);
 
 impl JobId {
+    /// One of `n` shards, from the random bits of the id: ids spread evenly over them. Pure.
+    pub fn shard(&self, n: u32) -> u32 {
+        (self.0 .0 % u128::from(n.max(1))) as u32
+    }
+
     pub fn generate() -> Self {
         JobId(ulid::Ulid::new())
     }
@@ -203,7 +208,7 @@ pub struct JobRecord {
     /// the dead-letter queue (`sluice dlq redrive`): the one way out of a terminal status.
     pub redrives: u32,
     /// How many times the dead-letter reconciler sent the job back to the jobs queue because
-    /// its message ran out of deliveries before it was ever claimed.
+    /// its message ran out of deliveries while the job had attempts left.
     pub dlq_returns: u32,
     /// The URL POSTed a signed event on each terminal state, when the caller gave one.
     pub webhook: Option<String>,

@@ -121,7 +121,7 @@ mod attr {
     /// How many times an operator redrove the job out of `FAILED`, and when last.
     pub const REDRIVES: &str = "redrives";
     pub const REDRIVEN_AT: &str = "redriven_at";
-    /// How many times the reconciler sent a never-claimed job back to the jobs queue.
+    /// How many times the reconciler sent a job with attempts left back to the jobs queue.
     pub const DLQ_RETURNS: &str = "dlq_returns";
     /// Present while the job has not ended: the shard of the open-jobs index
     /// ([`super::OPEN_INDEX`]), which holds only the jobs that have not ended.
@@ -179,10 +179,9 @@ pub const OPEN_INDEX_KEYS: (&str, &str) = (attr::OPEN, attr::SENT_AT);
 /// The open-jobs index spreads its writes over this many partitions.
 pub const OPEN_SHARDS: u32 = 16;
 
-/// The open-jobs index partition of a job: from the random tail of its id. Pure.
+/// The open-jobs index partition of a job: from the random bits of its id. Pure.
 pub fn open_shard(id: &JobId) -> String {
-    let last = id.to_string().bytes().last().unwrap_or(0);
-    (u32::from(last) % OPEN_SHARDS).to_string()
+    id.shard(OPEN_SHARDS).to_string()
 }
 
 /// The sparse index over the jobs with a webhook whose announcement is still to deliver, by
@@ -1901,6 +1900,17 @@ mod tests {
     fn an_update_that_names_an_attribute_twice_is_caught_before_dynamodb_refuses_it() {
         let _ = Update::ended(Status::Failed, Millis(1), Duration::from_secs(60))
             .remove(attr::LEASE_EXPIRES_AT);
+    }
+
+    #[test]
+    fn ids_spread_over_every_shard_of_the_sparse_indexes() {
+        let mut hits = [0u32; OPEN_SHARDS as usize];
+        for _ in 0..3_200 {
+            let shard: usize = open_shard(&JobId::generate()).parse().unwrap();
+            hits[shard] += 1;
+        }
+        // 200 each on average; every shard gets its share, give or take.
+        assert!(hits.iter().all(|h| (100..=300).contains(h)), "{hits:?}");
     }
 
     #[test]

@@ -105,9 +105,12 @@ impl Sweeper {
                     .store
                     .open_sent_before(&shard.to_string(), cutoff, 100, start)
                     .await?;
+                let ids: Vec<_> = page.iter().map(|(id, _)| id.clone()).collect();
+                let mut records = self.store.get_many(&ids).await?;
                 for (id, sent_at) in page {
                     swept.looked_at += 1;
-                    let Some(job) = self.store.get(&id).await? else {
+                    // Gone, or unreadable (the reconciler's and a person's to judge).
+                    let Some(Ok(job)) = records.remove(&id) else {
                         continue;
                     };
                     let Some((status, error)) = verdict(&job, now, retention) else {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +30,7 @@ pub fn set_clock_offset_ms(offset: i64) {
 impl Millis {
     /// Now, on AWS's clock as far as it was measured (see [`crate::clock`]).
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let raw = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
-        Millis(raw.saturating_sub(clock_offset_ms()))
+        Millis(crate::clock::raw_now_ms().saturating_sub(clock_offset_ms()))
     }
 
     pub fn plus(self, d: Duration) -> Self {

@@ -1237,13 +1237,18 @@ async fn run() -> ExitCode {
             }
         }
     }
-    let table_items = aws_sdk_dynamodb::Client::new(&s.aws)
+    // Every page of the table.
+    let table_items: Vec<_> = aws_sdk_dynamodb::Client::new(&s.aws)
         .scan()
         .table_name(&s.res.table_name)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<Vec<_>>()
         .await
-        .map(|o| o.items().to_vec())
-        .unwrap_or_default();
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
     let known: std::collections::HashSet<String> =
         submitted.iter().map(|j| j.id.to_string()).collect();
     let unanswered = table_items

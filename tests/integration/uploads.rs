@@ -387,7 +387,11 @@ async fn the_cli_uploads_a_file_and_submits_a_job_that_names_it() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(view["status"], "QUEUED", "{view}");
     assert_eq!(view["input_file"]["size"], 13);

@@ -1084,20 +1084,19 @@ impl<H: Handler> Worker<H> {
         if msg.receive_count + 1 < self.config.max_receive_count {
             return self.hide(msg, delay).await;
         }
-        match self.queue.send_again(msg, delay).await {
-            Ok(()) => {
-                info!(
-                    receive_count = msg.receive_count,
-                    "the message was near the redrive limit; sent it again, fresh"
-                );
-                // The fresh copy lives the queue's whole retention from now: the sweeper must
-                // not end the job as if its message were gone.
-                if let Ok(env) = Envelope::decode(&msg.body) {
-                    if let Err(e) = self.store.mark_sent(&env.job_id, Millis::now()).await {
-                        warn!(error = %DisplayErrorContext(&e), "could not record when the message was sent again");
-                    }
-                }
+        // The fresh copy lives the queue's whole retention from now: recorded first, so that
+        // the sweeper never judges the job's message gone while the copy lives (a record a
+        // little early errs on the safe side).
+        if let Ok(env) = Envelope::decode(&msg.body) {
+            if let Err(e) = self.store.mark_sent(&env.job_id, Millis::now()).await {
+                warn!(error = %DisplayErrorContext(&e), "could not record that the message is sent again");
             }
+        }
+        match self.queue.send_again(msg, delay).await {
+            Ok(()) => info!(
+                receive_count = msg.receive_count,
+                "the message was near the redrive limit; sent it again, fresh"
+            ),
             Err(e) => {
                 warn!(error = %DisplayErrorContext(&e), "could not send the message again; hiding it instead");
                 self.hide(msg, delay).await;
