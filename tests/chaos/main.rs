@@ -349,6 +349,10 @@ fn explained(j: &Submitted, r: &sluice::job::JobRecord, crashed: bool) -> bool {
             error.ends_with("asked to fail permanently")
                 || error.contains("worker was lost")
                 || error.contains("asked to fail attempt")
+                // Its attempts were spent (each lost attempt is checked for its injected cause
+                // apart) and its message ran out of deliveries before a claim could say so.
+                || (sluice::deadletter::is_dead_letter_error(error)
+                    && r.attempts_used() >= r.max_attempts)
                 // The handler's process was made to crash on its runs.
                 || crashed
         }

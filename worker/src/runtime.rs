@@ -554,6 +554,31 @@ impl<H: Handler> Worker<H> {
                 return;
             }
         };
+        // A claim held on its way may apply when much of the lease it writes (or all of it) has
+        // passed: another worker could then take the job over beside this run. Such a claim is
+        // renewed before the job runs, or the job is left to its next delivery.
+        let left = job
+            .lease_expires_at
+            .map_or(Duration::ZERO, |l| l.since(Millis::now()));
+        if left < cfg.lease / 2 {
+            match self.heartbeat(msg, &job, None).await {
+                Beat::Renewed { .. } => {}
+                Beat::Lost => {
+                    warn!(attempt = job.attempt, "the claim applied too late: another attempt took the job over before it ran");
+                    self.later(msg, Duration::from_secs(1)).await;
+                    return;
+                }
+                Beat::Failed => {
+                    // Handed back unrun: the attempt the claim counted is not spent.
+                    warn!(attempt = job.attempt, ?left, "the claim applied too late to hold its lease, which could not be renewed; handing the job back unrun");
+                    match self.requeue(msg, &job, None).await {
+                        Ok(_) => self.later(msg, Duration::ZERO).await,
+                        Err(_) => self.later(msg, cfg.lease).await,
+                    }
+                    return;
+                }
+            }
+        }
         if job::exhausted_by_lost_attempts(&job) {
             let error = format!(
                 "the job's worker was lost {} times before it finished; giving up",
