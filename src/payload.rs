@@ -288,16 +288,7 @@ impl Payloads {
         content_type: &str,
         expires_in: Duration,
     ) -> Result<Presigned, PayloadError> {
-        let req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .presigned(presigning(expires_in)?)
-            .await
-            .map_err(|e| classify(key, e))?;
-        Ok(req.into())
+        self.presign_put(key, content_type, None, expires_in).await
     }
 
     /// [`Payloads::presigned_put`] for exactly `size` bytes: the length is signed, so S3
@@ -309,13 +300,28 @@ impl Payloads {
         size: u64,
         expires_in: Duration,
     ) -> Result<Presigned, PayloadError> {
+        self.presign_put(key, content_type, Some(size), expires_in)
+            .await
+    }
+
+    /// One presigned PUT, with its length signed when given.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        size: Option<u64>,
+        expires_in: Duration,
+    ) -> Result<Presigned, PayloadError> {
+        let length = size
+            .map(|size| i64::try_from(size).map_err(|_| PayloadError::TooLarge { size }))
+            .transpose()?;
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .content_length(i64::try_from(size).map_err(|_| PayloadError::TooLarge { size })?)
+            .set_content_length(length)
             .presigned(presigning(expires_in)?)
             .await
             .map_err(|e| classify(key, e))?;

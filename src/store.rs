@@ -855,10 +855,7 @@ impl JobStore {
         let update = Update::default()
             .set(attr::SENT_AT, n(now.0))
             .when("attribute_exists(#open)");
-        match self.update(id, update).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.update_unless_moved(id, update).await
     }
 
     /// One page of the open jobs in `shard` whose message was last sent before `cutoff`, oldest
@@ -1366,10 +1363,7 @@ impl JobStore {
             .remove(attr::NOTIFY_AT)
             .when("#notify_at = :due")
             .bind("due", n(due_at.0));
-        match self.update(id, update).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.update_unless_moved(id, update).await
     }
 
     /// The owner's webhook signing secret (the item `secret_item_id(owner_hash)`), made from
@@ -1444,6 +1438,15 @@ impl JobStore {
                 Err(StoreError::Conflict { current: None })
             }
             Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// [`Self::update`] for a write that has nothing to do once the record moved on (its
+    /// condition refused): that is no error.
+    async fn update_unless_moved(&self, id: &JobId, u: Update) -> Result<(), StoreError> {
+        match self.update(id, u).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
