@@ -258,3 +258,58 @@ fn proxy(target: String, stall: Stall) -> Result<std::net::SocketAddr, BoxError>
     });
     Ok(addr)
 }
+
+/// A loopback TCP proxy to `target` (`host:port`) that a test can cut off, as a network
+/// partition cuts one machine off AWS: while cut, its open connections are closed and new ones
+/// are closed as soon as they are accepted. Give a process its address as its AWS endpoint.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    pub async fn start(target: &str) -> Partition {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let target = target
+            .split_once("://")
+            .map_or(target, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let is_cut = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (target, is_cut) = (target.clone(), is_cut.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let watch = async {
+                        while !is_cut.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, cut }
+    }
+
+    /// The endpoint URL to give a process.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}

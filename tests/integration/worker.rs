@@ -363,3 +363,88 @@ async fn a_worker_whose_clock_runs_ahead_never_takes_over_a_live_job() {
         .count();
     assert_eq!(of_first, 1, "the job ran once: {runs}");
 }
+
+/// A run in the chaos handler's ledger: its worker, its start, and its end and outcome (times on
+/// the machine's monotonic clock, in ns).
+type Run = (String, i64, Option<(i64, String)>);
+
+/// The runs of `id` in a ledger the chaos handler kept.
+fn runs_in(ledger: &str, id: &sluice::job::JobId) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for line in ledger.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 7 || f[1] != id.to_string() {
+            continue;
+        }
+        let at: i64 = f[5].parse().unwrap();
+        match f[0] {
+            "start" => runs.push((f[3].to_owned(), at, None)),
+            "end" => {
+                if let Some(run) = runs.iter_mut().rev().find(|r| r.0 == f[3] && r.2.is_none()) {
+                    run.2 = Some((at, f[6].to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// A worker cut off from AWS while it runs a job (every lease renewal fails) stops the run
+/// itself once half its lease has passed unrenewed: the worker that takes the job over when
+/// the lease lapses never runs it beside the first run.
+#[tokio::test]
+async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
+    let s = Stack::new("fenced").await;
+    let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
+    std::fs::write(&ledger, "").unwrap();
+    let partition = crate::faults::Partition::start(s.aws.endpoint_url().unwrap()).await;
+    let env = ledger_handler(&ledger);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SLUICE_CONCURRENCY", "1"));
+    let url = partition.url();
+    let mut cut_off = env.clone();
+    cut_off.extend([("AWS_ENDPOINT_URL", url.as_str()), ("CHAOS_WORKER", "w1")]);
+    let _w1 = s.worker("w1", &cut_off);
+    let id = s
+        .submit(
+            ALICE,
+            json!({"text": "one run at a time", "sleep_ms": 15000}),
+        )
+        .await;
+    let started = Instant::now();
+    loop {
+        let r = s.store.get(&id).await.unwrap().unwrap();
+        if r.status == Status::Running && r.worker_id.as_deref() == Some("w1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < SOON,
+            "the job never started on w1: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the run get going, then cut w1 off, and start a worker that can take the job over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    partition.cut(true);
+    let mut other = env.clone();
+    other.push(("CHAOS_WORKER", "w2"));
+    let _w2 = s.worker("w2", &other);
+
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(60)).await;
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let runs = runs_in(&text, &id);
+    let first = runs.iter().find(|r| r.0 == "w1").expect("w1 ran the job");
+    let second = runs.iter().find(|r| r.0 == "w2").expect("w2 took it over");
+    let (ended, outcome) = first
+        .2
+        .clone()
+        .unwrap_or_else(|| panic!("w1's run never ended: {text}"));
+    assert_eq!(outcome, "stopped", "w1 stopped its run: {text}");
+    assert!(
+        ended < second.1,
+        "w1's run ended before w2's began (ended {} ms after it): {text}",
+        (ended - second.1) / 1_000_000
+    );
+}

@@ -51,19 +51,21 @@ impl WorkerConfig {
     }
 
     pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Self, ConfigError> {
-        let lease = seconds_or(src, env::LEASE_SECONDS, 60, 1..=43_200)?;
+        let lease = seconds_or(src, env::LEASE_SECONDS, 60, 3..=43_200)?;
         let visibility_timeout = seconds_or(src, env::VISIBILITY_TIMEOUT_SECONDS, 60, 1..=43_200)?;
         let default_beat = (lease.min(visibility_timeout).as_secs() / 3).max(1);
         let heartbeat = seconds_or(src, env::HEARTBEAT_SECONDS, default_beat, 1..=43_200)?;
         // Each beat's calls are cut at the next beat, so a beat whose call is lost or slow still
-        // leaves one more before the lease or the message's visibility runs out.
-        if heartbeat * 2 > lease || heartbeat * 2 > visibility_timeout {
+        // leaves one more before the message's visibility runs out, and before the worker must
+        // stop a run whose lease it could not renew (at [`fence_margin`] before the lease ends,
+        // at most half of it).
+        if heartbeat * 3 > lease || heartbeat * 2 > visibility_timeout {
             return Err(ConfigError::Invalid {
                 name: env::HEARTBEAT_SECONDS,
                 value: heartbeat.as_secs().to_string(),
                 reason: format!(
-                    "the heartbeat must be at most half the lease ({} s) and the visibility timeout ({} s), \
-                     so that a beat that fails leaves another before either runs out",
+                    "the heartbeat must be at most a third of the lease ({} s) and half the visibility timeout ({} s), \
+                     so that a beat that fails leaves another before the worker must stop its run or the message shows again",
                     lease.as_secs(),
                     visibility_timeout.as_secs()
                 ),
@@ -124,6 +126,15 @@ impl WorkerConfig {
             payload_bucket: src.get(env::PAYLOAD_BUCKET),
         })
     }
+}
+
+/// How long before its lease lapses a worker stops a run whose lease it could not renew
+/// (self-fencing): long enough for the run to stop (a child's cancel grace, then a kill) with
+/// room for the clocks of the workers that judge the lease, and never more than half the lease.
+/// Pure.
+pub fn fence_margin(lease: Duration) -> Duration {
+    let stop = crate::process::CANCEL_GRACE + Duration::from_secs(5);
+    (lease / 4).max(stop).min(lease / 2)
 }
 
 /// When a worker with this id retires: `max_age`, up to a tenth earlier by a hash of the id
@@ -231,6 +242,21 @@ fn default_worker_id() -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_run_unrenewed_stops_in_time_to_stop_before_its_lease_lapses() {
+        use super::fence_margin;
+        let s = Duration::from_secs;
+        for (lease, margin) in [
+            (s(3), Duration::from_millis(1500)),
+            (s(20), s(10)),
+            (s(30), s(10)),
+            (s(60), s(15)),
+            (s(600), s(150)),
+        ] {
+            assert_eq!(fence_margin(lease), margin, "lease {lease:?}");
+        }
+    }
+
+    #[test]
     fn workers_retire_within_a_tenth_before_their_age() {
         let age = Duration::from_secs(6 * 3600);
         let ids = ["a", "b", "task/1", "task/2", "7f3a", ""];
@@ -301,7 +327,7 @@ mod tests {
                     ("SLUICE_LEASE_SECONDS", "3"),
                     ("SLUICE_HEARTBEAT_SECONDS", "3"),
                 ]),
-                "SLUICE_HEARTBEAT_SECONDS=\"3\" is not valid: the heartbeat must be at most half the lease (3 s)",
+                "SLUICE_HEARTBEAT_SECONDS=\"3\" is not valid: the heartbeat must be at most a third of the lease (3 s)",
             ),
             (
                 with(&[
@@ -309,7 +335,7 @@ mod tests {
                     ("SLUICE_LEASE_SECONDS", "60"),
                     ("SLUICE_HEARTBEAT_SECONDS", "59"),
                 ]),
-                "SLUICE_HEARTBEAT_SECONDS=\"59\" is not valid: the heartbeat must be at most half",
+                "SLUICE_HEARTBEAT_SECONDS=\"59\" is not valid: the heartbeat must be at most a third",
             ),
             (
                 with(&[
@@ -317,7 +343,18 @@ mod tests {
                     ("SLUICE_LEASE_SECONDS", "90"),
                     ("SLUICE_HEARTBEAT_SECONDS", "20"),
                 ]),
-                "SLUICE_HEARTBEAT_SECONDS=\"20\" is not valid: the heartbeat must be at most half the lease (90 s) and the visibility timeout (30 s)",
+                "SLUICE_HEARTBEAT_SECONDS=\"20\" is not valid: the heartbeat must be at most a third of the lease (90 s) and half the visibility timeout (30 s)",
+            ),
+            (
+                with(&[
+                    ("SLUICE_LEASE_SECONDS", "60"),
+                    ("SLUICE_HEARTBEAT_SECONDS", "30"),
+                ]),
+                "SLUICE_HEARTBEAT_SECONDS=\"30\" is not valid: the heartbeat must be at most a third of the lease (60 s)",
+            ),
+            (
+                with(&[("SLUICE_LEASE_SECONDS", "2")]),
+                "SLUICE_LEASE_SECONDS=\"2\" is not valid",
             ),
             (
                 with(&[("SLUICE_RECEIVE_WAIT_SECONDS", "21")]),
@@ -375,7 +412,7 @@ mod tests {
             Duration::from_secs(600),
             "the default stays under the maximum"
         );
-        let short = WorkerConfig::from_source(&with(&[("SLUICE_LEASE_SECONDS", "2")])[..]).unwrap();
+        let short = WorkerConfig::from_source(&with(&[("SLUICE_LEASE_SECONDS", "3")])[..]).unwrap();
         assert_eq!(short.heartbeat, Duration::from_secs(1));
     }
 }

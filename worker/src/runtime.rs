@@ -290,7 +290,13 @@ enum Stop {
     LostLease,
     /// The worker is shutting down and hands the job back.
     Released,
+    /// The lease went unrenewed (the table could not be reached) until little of it was left:
+    /// the run is stopped before the lease lapses and another worker takes the job over.
+    Fenced,
 }
+
+/// A heartbeat under way.
+type BeatCall<'a> = Pin<Box<dyn Future<Output = Beat> + Send + 'a>>;
 
 /// How one heartbeat went.
 enum Beat {
@@ -560,9 +566,12 @@ impl<H: Handler> Worker<H> {
         let left = job
             .lease_expires_at
             .map_or(Duration::ZERO, |l| l.since(Millis::now()));
+        // Until when the lease is this attempt's, on this machine's monotonic clock.
+        let mut held_until = tokio::time::Instant::now() + left;
         if left < cfg.lease / 2 {
+            let renewing = tokio::time::Instant::now();
             match self.heartbeat(msg, &job, None).await {
-                Beat::Renewed { .. } => {}
+                Beat::Renewed { .. } => held_until = renewing + cfg.lease,
                 Beat::Lost => {
                     warn!(attempt = job.attempt, "the claim applied too late: another attempt took the job over before it ran");
                     self.later(msg, Duration::from_secs(1)).await;
@@ -601,7 +610,9 @@ impl<H: Handler> Worker<H> {
             }
         };
         let started = tokio::time::Instant::now();
-        let (stop, handler_alive) = self.attempt(msg, &job, input, limit, release).await;
+        let (stop, handler_alive) = self
+            .attempt(msg, &job, input, limit, held_until, release)
+            .await;
         let ran = started.elapsed();
         match stop {
             Stop::Returned(Ok(r)) => {
@@ -678,41 +689,40 @@ impl<H: Handler> Worker<H> {
                 // still runs (a blocking call, a child in its cancel grace) could start
                 // elsewhere beside it. One that does not stop keeps the job until its lease
                 // lapses, after this worker is gone.
-                if !self
-                    .stopped_within(msg, &job, &handler_alive, RELEASE_WAIT)
-                    .await
-                {
-                    warn!(wait = ?RELEASE_WAIT, "the stopped handler still runs; the job is not released and its lease will lapse");
-                } else {
-                    match self.requeue(msg, &job, None).await {
-                        Ok(_) => {
-                            info!("job released to the queue");
-                            self.later(msg, Duration::ZERO).await;
-                        }
-                        Err(e) => {
-                            warn!(error = %DisplayErrorContext(&e), "could not release the job; its lease will expire")
-                        }
-                    }
+                if self.stopped_within(msg, &job, &handler_alive).await {
+                    self.hand_back(msg, &job, None).await;
+                }
+            }
+            Stop::Fenced => {
+                warn!(lease_left = ?crate::config::fence_margin(cfg.lease), "the job's lease could not be renewed, and little of it is left; its run is stopped before the lease lapses, so that no other worker runs the job beside it");
+                metrics::job_finished(cfg, Outcome::Retried, ran, &job);
+                // The run stopped for the worker's trouble, not the job's: handed back without
+                // spending the attempt, unless such hand-backs are used up.
+                let spent = (!job::release_is_free(&job)).then(|| {
+                    "the worker could not renew the job's lease and stopped its run".to_owned()
+                });
+                if self.stopped_within(msg, &job, &handler_alive).await {
+                    self.hand_back(msg, &job, spent).await;
                 }
             }
         }
         self.linger(handler_alive).await;
     }
 
-    /// Whether the handler let go of its context (its run stopped) within `wait`. The job stays
-    /// this attempt's meanwhile: its lease and its message's visibility are renewed.
+    /// Whether the handler let go of its context (its run stopped) within [`RELEASE_WAIT`]. The
+    /// job stays this attempt's meanwhile: its lease and its message's visibility are renewed.
     async fn stopped_within(
         &self,
         msg: &Received,
         job: &JobRecord,
         alive: &std::sync::Weak<()>,
-        wait: Duration,
     ) -> bool {
-        let until = tokio::time::Instant::now() + wait;
+        let until = tokio::time::Instant::now() + RELEASE_WAIT;
         let mut next_beat = tokio::time::Instant::now() + self.config.heartbeat;
         while alive.strong_count() > 0 {
             let now = tokio::time::Instant::now();
             if now >= until {
+                warn!(wait = ?RELEASE_WAIT, "the stopped handler still runs; the job is not handed back and its lease will lapse");
                 return false;
             }
             if now >= next_beat {
@@ -724,6 +734,20 @@ impl<H: Handler> Worker<H> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         true
+    }
+
+    /// Hands a job whose run has stopped back to the queue for the next delivery: without
+    /// spending its attempt, or with `error` as that attempt's failure.
+    async fn hand_back(&self, msg: &Received, job: &JobRecord, error: Option<String>) {
+        match self.requeue(msg, job, error).await {
+            Ok(_) => {
+                info!("job handed back to the queue");
+                self.later(msg, Duration::ZERO).await;
+            }
+            Err(e) => {
+                warn!(error = %DisplayErrorContext(&e), "could not hand the job back; its lease will lapse")
+            }
+        }
     }
 
     /// Keeps the job's slot until the handler has let go of its context: a stopped handler that
@@ -751,6 +775,7 @@ impl<H: Handler> Worker<H> {
         job: &JobRecord,
         input: H::Input,
         limit: Duration,
+        held_until: tokio::time::Instant,
         release: CancellationToken,
     ) -> (Stop, std::sync::Weak<()>) {
         let cfg = &self.config;
@@ -790,13 +815,19 @@ impl<H: Handler> Worker<H> {
         // the handler reports it.
         let time_up = tokio::time::sleep_until(deadline);
         tokio::pin!(time_up);
+        // Self-fencing: a run whose lease could not be renewed is stopped while enough of the
+        // lease is left for it to stop before another worker may take the job.
+        let margin = crate::config::fence_margin(cfg.lease);
+        let fence = tokio::time::sleep_until(held_until - margin);
+        tokio::pin!(fence);
         let mut beat =
             tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The beat in flight. It runs beside the attempt, never in its way: the time limit, a
         // cancel and the handler's answer are seen while a slow call is pending, and each beat's
         // calls are cut at the next beat (the config keeps two beats within the lease).
-        let mut beating: Option<Pin<Box<dyn Future<Output = Beat> + Send + '_>>> = None;
+        // The beat in flight, and when it started: a renewal counts from then.
+        let mut beating: Option<(tokio::time::Instant, BeatCall<'_>)> = None;
         let mut joined = task;
         let stop = loop {
             tokio::select! {
@@ -824,17 +855,20 @@ impl<H: Handler> Worker<H> {
                     Err(_) => Err(JobError::retryable("the handler's task was stopped")),
                 }),
                 () = release.cancelled() => break Stop::Released,
-                done = async { beating.as_mut().expect("polled only while a beat runs").await }, if beating.is_some() => {
-                    beating = None;
+                () = &mut fence => break Stop::Fenced,
+                done = async { beating.as_mut().expect("polled only while a beat runs").1.as_mut().await }, if beating.is_some() => {
+                    let (started, _) = beating.take().expect("a beat ran");
                     match done {
                         Beat::Renewed { cancel_requested: true, .. } => break Stop::Cancelled,
                         Beat::Renewed { saved, .. } => {
+                            fence.as_mut().reset(started + cfg.lease - margin);
                             if let Some(p) = saved {
                                 progress.saved(p);
                             }
                         }
                         Beat::Lost => break Stop::LostLease,
-                        Beat::Failed => {}
+                        // Tried again soon rather than a whole beat later: the fence is near.
+                        Beat::Failed => beat.reset_after(cfg.heartbeat / 4),
                     }
                 }
                 _ = beat.tick() => {
@@ -843,7 +877,10 @@ impl<H: Handler> Worker<H> {
                         warn!(limit = ?cfg.heartbeat, "the last heartbeat's calls did not finish within a beat; starting another");
                     }
                     let report = progress.unsaved();
-                    beating = Some(Box::pin(self.heartbeat(msg, job, report)));
+                    beating = Some((
+                        tokio::time::Instant::now(),
+                        Box::pin(self.heartbeat(msg, job, report)),
+                    ));
                 }
             }
         };

@@ -172,7 +172,7 @@ async fn a_blocking_handler_on_a_one_thread_runtime_runs_exactly_once() {
         ("SLUICE_QUEUE_URL", s.res.queue_url.as_str()),
         ("SLUICE_RECEIVE_WAIT_SECONDS", "1"),
         ("SLUICE_VISIBILITY_TIMEOUT_SECONDS", "2"),
-        ("SLUICE_LEASE_SECONDS", "2"),
+        ("SLUICE_LEASE_SECONDS", "3"),
         ("SLUICE_HEARTBEAT_SECONDS", "1"),
     ];
     let config = WorkerConfig::from_source(&vars[..]).unwrap();
