@@ -10,12 +10,14 @@
 //!   dead-letter queue holds hundreds (`make chaos`: thousands) of poison messages; some jobs'
 //!   messages are gone (their records as left by a long outage) for the sweeper to end; for a
 //!   few seconds the handler crashes its process on every job;
-//! - AWS faults are injected between sluice and the emulator by a loopback proxy that every
-//!   worker, the submit path, the reconciler and the sweeper talk to (`AWS_ENDPOINT_URL`): 5xx
-//!   answers, throttling, added latency, single calls delayed past the lease and past the submit
-//!   function's budget, dropped connections, and writes applied but answered with an error. A
-//!   proxy, not an SDK interceptor, because the workers are real processes running the shipped
-//!   binary; submits and cancels are cut at their functions' deployed timeouts, as Lambda does.
+//! - AWS faults are injected between sluice and the emulator by loopback proxies that every
+//!   worker, the submit path, the reconciler and the sweeper talk to (`AWS_ENDPOINT_URL`; each
+//!   worker has a proxy of its own, so each fault is known by the worker it hit): 5xx answers,
+//!   throttling, added latency, single calls delayed past the lease and past the submit
+//!   function's budget, dropped connections, writes applied but answered with an error, and
+//!   whole workers cut off from AWS for longer than their lease (every call dropped). Proxies,
+//!   not an SDK interceptor, because the workers are real processes running the shipped binary;
+//!   submits and cancels are cut at their functions' deployed timeouts, as Lambda does.
 //!
 //! The run is judged from outside: the handler keeps a ledger of every run's start and end
 //! (job, attempt, worker, process, monotonic time) that sluice never reads, the proxy logs every
@@ -84,12 +86,49 @@ struct Faults {
     counts: Mutex<BTreeMap<&'static str, u64>>,
     /// Every DynamoDB write that applied, as the table answered it.
     writes: Mutex<Vec<Write>>,
+    /// Each fault injected into a worker's DynamoDB call about a job: (worker, job, when).
+    hits: Mutex<Vec<(String, String, i64)>>,
+    /// Workers cut off from AWS, and until when (monotonic ns).
+    cut_off: Mutex<HashMap<String, i64>>,
 }
 
 impl Faults {
     fn count(&self, kind: &'static str) {
         *self.counts.lock().unwrap().entry(kind).or_default() += 1;
     }
+
+    fn is_cut_off(&self, who: &str) -> bool {
+        self.cut_off
+            .lock()
+            .unwrap()
+            .get(who)
+            .is_some_and(|until| mono_ns() < *until)
+    }
+}
+
+/// The job ids a DynamoDB request names (its keys and items).
+fn job_ids_in(request: &[u8]) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match v["S"].as_str() {
+                        Some(id) if k == "id" && id.parse::<JobId>().is_ok() => {
+                            out.push(id.to_owned())
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(request) {
+        walk(&v, &mut out);
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -103,6 +142,8 @@ enum Fault {
     PastBudget,
     Dropped,
     Applied500,
+    /// Every call of a worker cut off from AWS is dropped.
+    CutOff,
 }
 
 /// A DynamoDB write that applied: the job's record as it stood after it.
@@ -214,8 +255,9 @@ async fn forward(
     Ok(out.body(Full::new(bytes)).unwrap())
 }
 
-/// Serves a loopback proxy to `upstream` that injects faults while `faults.on`.
-async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
+/// Serves a loopback proxy to `upstream` for `who` (a worker, or the functions) that injects
+/// faults while `faults.on`.
+async fn proxy(upstream: String, faults: Arc<Faults>, who: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let http = reqwest::Client::builder()
@@ -227,12 +269,13 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (http, upstream, faults) = (http.clone(), upstream.clone(), faults.clone());
+            let (http, upstream, faults, who) =
+                (http.clone(), upstream.clone(), faults.clone(), who.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (http, upstream, faults) =
-                            (http.clone(), upstream.clone(), faults.clone());
+                        let (http, upstream, faults, who) =
+                            (http.clone(), upstream.clone(), faults.clone(), who.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -247,7 +290,9 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
                                 .unwrap_or("")
                                 .to_owned();
                             let dynamo = target.starts_with("DynamoDB");
-                            let fault = if faults.on.load(Ordering::Relaxed) {
+                            let fault = if faults.is_cut_off(&who) {
+                                Some(Fault::CutOff)
+                            } else if faults.on.load(Ordering::Relaxed) {
                                 let mut rng = faults.rng.lock().unwrap();
                                 let roll = rng.below(1000);
                                 match roll {
@@ -262,6 +307,11 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
                                 }
                             } else {
                                 None
+                            };
+                            let named = if fault.is_some() && dynamo {
+                                job_ids_in(&body)
+                            } else {
+                                Vec::new()
                             };
                             let answer = match fault {
                                 None => forward(&http, &upstream, &parts, body, &faults).await.ok(),
@@ -296,12 +346,25 @@ async fn proxy(upstream: String, faults: Arc<Faults>) -> String {
                                     faults.count("dropped connection");
                                     None
                                 }
+                                Some(Fault::CutOff) => {
+                                    faults.count("calls dropped while their worker was cut off");
+                                    None
+                                }
                                 Some(Fault::Applied500) => {
                                     faults.count("applied, then 500");
                                     let _ = forward(&http, &upstream, &parts, body, &faults).await;
                                     Some(error_answer(500, "InternalFailure"))
                                 }
                             };
+                            // Known once its answer is decided, after any hold: a write it let
+                            // through is logged before it.
+                            if !named.is_empty() {
+                                let at = mono_ns();
+                                let mut hits = faults.hits.lock().unwrap();
+                                for job in named {
+                                    hits.push((who.clone(), job, at));
+                                }
+                            }
                             // No answer closes the connection: the caller sees it dropped.
                             answer.ok_or("dropped")
                         }
@@ -414,7 +477,8 @@ struct Member {
 /// Where the run keeps its ledger and the file that makes handlers crash.
 #[derive(Clone)]
 struct Paths {
-    proxy: String,
+    /// Each worker's proxy to AWS, by its number.
+    proxies: Vec<String>,
     log: String,
     crash: String,
 }
@@ -462,7 +526,7 @@ impl Member {
         .to_string();
         let model_url = format!("http://127.0.0.1:{port}");
         let mut env = vec![
-            ("AWS_ENDPOINT_URL", paths.proxy.as_str()),
+            ("AWS_ENDPOINT_URL", paths.proxies[n].as_str()),
             ("SLUICE_CONCURRENCY", "2"),
             ("SLUICE_DRAIN_SECONDS", "2"),
             ("SLUICE_STARTUP_SECONDS", "20"),
@@ -704,9 +768,15 @@ async fn run() -> ExitCode {
         rng: Mutex::new(Rng(seed ^ 0x9E37_79B9_7F4A_7C15)),
         counts: Mutex::new(BTreeMap::new()),
         writes: Mutex::new(Vec::new()),
+        hits: Mutex::new(Vec::new()),
+        cut_off: Mutex::new(HashMap::new()),
     });
     let upstream = s.aws.endpoint_url().unwrap().to_owned();
-    let proxy_url = proxy(upstream, faults.clone()).await;
+    let proxy_url = proxy(upstream.clone(), faults.clone(), "functions".into()).await;
+    let mut proxies = Vec::new();
+    for n in 0..workers_n {
+        proxies.push(proxy(upstream.clone(), faults.clone(), format!("chaos-{n}")).await);
+    }
     let dir = std::env::temp_dir();
     let log = dir.join(format!("sluice-chaos-{}.log", std::process::id()));
     let crash_file = dir.join(format!("sluice-chaos-{}.crash", std::process::id()));
@@ -767,7 +837,7 @@ async fn run() -> ExitCode {
     }
 
     let paths = Paths {
-        proxy: proxy_url.clone(),
+        proxies,
         log: log_path.clone(),
         crash: crash_path.clone(),
     };
@@ -903,7 +973,7 @@ async fn run() -> ExitCode {
             let server_down = n == HTTP_MODE && server_back_at.is_some();
             if paused_until[n].is_none() && !server_down {
                 let now = mono_ns();
-                match rng.below(if n == HTTP_MODE { 4 } else { 3 }) {
+                match rng.below(if n == HTTP_MODE { 5 } else { 4 }) {
                     0 => {
                         // As a container dies: the worker and what runs beside it at once.
                         workers[n].end();
@@ -937,6 +1007,23 @@ async fn run() -> ExitCode {
                         workers[n] = Member::start(&s, n, &paths, server_port);
                     }
                     3 => {
+                        // Cut off from AWS for longer than its lease (every call it makes is
+                        // dropped), the worker and its handler left running: it must stop its
+                        // runs before other workers take their jobs over.
+                        let cut = Duration::from_millis(3_500 + rng.below(3_000));
+                        let to = now + cut.as_nanos() as i64;
+                        faults.cut_off.lock().unwrap().insert(name.clone(), to);
+                        injected.push(Injected {
+                            worker: name,
+                            kind: "cut off from AWS",
+                            from: now,
+                            to,
+                        });
+                        *events
+                            .entry("workers cut off from AWS past their lease")
+                            .or_default() += 1;
+                    }
+                    4 => {
                         // The model server dies and comes back a few seconds later; its worker
                         // stays.
                         workers[n].kill_server();
@@ -999,6 +1086,7 @@ async fn run() -> ExitCode {
 
     // Quiescence: no more faults; every accepted job must end.
     faults.on.store(false, Ordering::Relaxed);
+    faults.cut_off.lock().unwrap().clear();
     let _ = std::fs::remove_file(&crash_file);
     for (n, until) in paused_until.iter_mut().enumerate() {
         if until.take().is_some() {
@@ -1083,7 +1171,8 @@ async fn run() -> ExitCode {
     let (mut open, mut over_completed, mut wrong, mut cancelled_ran, mut unexplained) =
         (0, 0, 0, 0, 0);
     let (mut overlapping, mut unproduced, mut lost_unexplained, mut terminal_left) = (0, 0, 0, 0);
-    let (mut lost_total, mut unwritten) = (0, 0);
+    let (mut lost_total, mut lost_to_aws, mut unwritten) = (0, 0, 0);
+    let hits = faults.hits.lock().unwrap().clone();
     let paused_past_lease = |worker: &str, from: i64, to: i64| {
         injected
             .iter()
@@ -1166,7 +1255,16 @@ async fn run() -> ExitCode {
             let cause = injected
                 .iter()
                 .any(|x| x.worker == worker && x.to >= c.at && x.from <= next);
-            if !cause {
+            // Or the calls its worker made about this job failed (its claim's answer, its
+            // heartbeats, its end or hand-back), so that the lease lapsed under it.
+            let aws = || {
+                hits.iter()
+                    .any(|(w, job, at)| w == worker && *job == key && *at >= c.at && *at <= next)
+            };
+            if !cause && aws() {
+                lost_to_aws += 1;
+            }
+            if !cause && !aws() {
                 lost_unexplained += 1;
                 println!(
                     "  {key}: attempt {} on {worker} was lost with no fault injected on its worker",
@@ -1176,6 +1274,11 @@ async fn run() -> ExitCode {
                 println!("    its runs: {runs:?}");
                 let on_worker: Vec<_> = injected.iter().filter(|x| x.worker == worker).collect();
                 println!("    faults on {worker}: {on_worker:?}");
+                let on_calls: Vec<_> = hits
+                    .iter()
+                    .filter(|(w, job, _)| w == worker && *job == key)
+                    .collect();
+                println!("    AWS faults on {worker}'s calls about it: {on_calls:?}");
             }
         }
 
@@ -1304,8 +1407,13 @@ async fn run() -> ExitCode {
         false,
     );
     row(
-        "attempts lost to injected kills, stops and pauses",
+        "attempts lost (their worker's lease lapsed)",
         lost_total.to_string(),
+        false,
+    );
+    row(
+        "  of them to AWS faults on their worker's calls about the job",
+        lost_to_aws.to_string(),
         false,
     );
     row(
@@ -1345,7 +1453,7 @@ async fn run() -> ExitCode {
         true,
     );
     row(
-        "attempts lost with no fault injected on their worker",
+        "attempts lost with no fault injected on their worker or its calls",
         lost_unexplained.to_string(),
         true,
     );
