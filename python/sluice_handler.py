@@ -27,7 +27,8 @@ else from :func:`run` on.
 
 ``ctx`` (a :class:`Context`) has ``job_id``, ``attempt`` (1 first), ``max_attempts``,
 ``timeout_seconds``, ``slot`` (0 to ``SLUICE_CONCURRENCY - 1``), ``input_path``,
-``progress(fraction=None, message=None)``, ``cancelled`` and ``wait_cancelled(timeout)``.
+``output_dir``, ``output_file(name)``, ``progress(fraction=None, message=None)``,
+``cancelled`` and ``wait_cancelled(timeout)``.
 
 Behaviours worth knowing:
 
@@ -40,8 +41,15 @@ Behaviours worth knowing:
   ``input`` as usual (``None`` when only a file was sent). ``ctx.input_path`` is ``None`` for a
   job without a file. A job line with an ``input_file`` but no ``input`` has the file read as
   JSON and passed as ``input``.
-- A result ``json.dumps`` cannot encode (or NaN, or over the protocol's 1 MiB line limit) fails
-  the job for good with a message saying so.
+- Files for the caller go in ``ctx.output_dir``: ``ctx.output_file("mask.png")`` gives the
+  path to write (sub-directories allowed, made for you). When the handler returns, the worker
+  stores every file there in the payload bucket and the job's view lists them with download
+  URLs (at most 100 files; no links). ``output_dir`` is ``None`` when the worker has no payload
+  bucket, and ``output_file`` then raises.
+- A result over the protocol's 1 MiB line limit is written to a file in ``ctx.output_dir`` and
+  stored in the payload bucket whole (the job's view then has a ``result_file`` to download). A
+  result ``json.dumps`` cannot encode (or NaN) fails the job for good with a message saying so,
+  as does a result over the line limit with no ``output_dir``.
 - When the worker closes stdin, the jobs already received are finished and :func:`run` returns.
 """
 
@@ -66,6 +74,8 @@ MAX_ERROR_CHARS = 10_000
 MAX_PROGRESS_MESSAGE_CHARS = 200
 #: The protocol's limit on one line from the process, newline included.
 MAX_LINE_BYTES = 1_048_576
+#: Where a result over the line limit is written, in the job's output directory.
+RESULT_FILE_NAME = ".sluice-result.json"
 
 Handler = Callable[[Any, "Context"], Any]
 
@@ -148,6 +158,7 @@ class Context:
         input_path: str | None,
         channel: _Channel,
         cancel_event: threading.Event,
+        output_dir: str | None = None,
     ) -> None:
         self.job_id = job_id
         #: 1 for the first attempt.
@@ -157,6 +168,9 @@ class Context:
         self.timeout_seconds = timeout_seconds
         #: The job's uploaded file (a local path), or None when it has none.
         self.input_path = input_path
+        #: A directory for files the caller gets back (stored when the handler returns), or
+        #: None when the worker has no payload bucket.
+        self.output_dir = output_dir
         #: This process's slot, 0 to SLUICE_CONCURRENCY - 1 (a GPU index, say).
         self.slot = _slot()
         self._channel = channel
@@ -182,6 +196,28 @@ class Context:
             line["message"] = _clean_text(message[:MAX_PROGRESS_MESSAGE_CHARS])
         if not self._channel.send(_encode(line), self):
             _log(f"job {self.job_id}: progress after the job was answered is dropped")
+
+    def output_file(self, name: str) -> str:
+        """The path to write the output file ``name`` to (a relative path, ``/``-separated;
+        its directories are made). The caller finds it in the job's ``outputs`` under ``name``."""
+        if self.output_dir is None:
+            raise PermanentError(
+                "output files need a payload bucket, and this worker has none "
+                "(SLUICE_PAYLOAD_BUCKET is not set)"
+            )
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an output file needs a name, not {name!r}")
+        parts = name.split("/")
+        if any(p in ("", ".", "..") for p in parts) or "\\" in name:
+            raise ValueError(
+                f"the output file name {name!r} must be a relative path without empty, "
+                "'.' or '..' parts"
+            )
+        if name == RESULT_FILE_NAME:
+            raise ValueError(f"{RESULT_FILE_NAME!r} is where a large result goes; pick another name")
+        path = os.path.join(self.output_dir, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
 
     @property
     def cancelled(self) -> bool:
@@ -344,6 +380,7 @@ class _Session:
 
     def _run(self, job: _Job) -> None:
         input_path = job.message.get("input_file")
+        output_dir = job.message.get("output_dir")
         ctx = Context(
             job_id=job.id,
             attempt=job.attempt,
@@ -352,6 +389,7 @@ class _Session:
             input_path=input_path if isinstance(input_path, str) else None,
             channel=self._channel,
             cancel_event=job.cancel,
+            output_dir=output_dir if isinstance(output_dir, str) else None,
         )
         if job.cancel.is_set():
             self._fail(ctx, "the job was cancelled before it started", retryable=False)
@@ -382,6 +420,16 @@ class _Session:
                 retryable=False,
             )
             return
+        if len(line) > MAX_LINE_BYTES and ctx.output_dir is not None:
+            # Too large for a line: the worker stores the file as the result.
+            path = os.path.join(ctx.output_dir, RESULT_FILE_NAME)
+            try:
+                with open(path, "wb") as f:
+                    f.write(_encode(result)[:-1])
+            except OSError as e:
+                self._fail(ctx, f"the result could not be written to {path}: {e}")
+                return
+            line = _encode({"type": "result", "id": job.id, "result_file": path})
         if len(line) > MAX_LINE_BYTES:
             self._fail(
                 ctx,

@@ -42,6 +42,12 @@ pub enum ClientError {
     },
     #[error("the upload of {what} failed: {reason}")]
     Upload { what: String, reason: String },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Signs requests with AWS Signature Version 4 for API Gateway's IAM authorization, with
@@ -226,12 +232,17 @@ impl Client {
     }
 
     /// Submits a job with `input` (any JSON). A `202` (new job) and a `200` (the job an
-    /// idempotency key already names) both return the job.
+    /// idempotency key already names) both return the job. An input over
+    /// [`crate::api::OFFLOAD_ABOVE`] bytes is uploaded first and submitted as the job's file,
+    /// which the handler reads as its input.
     pub async fn submit(
         &self,
         input: &RawValue,
         opts: &SubmitOptions,
     ) -> Result<JobView, ClientError> {
+        if input.get().len() > crate::api::OFFLOAD_ABOVE {
+            return self.submit_offloaded(input, opts).await;
+        }
         let mut body = format!("{{\"input\":{}", input.get());
         if let Some(d) = opts.deadline_seconds {
             body.push_str(&format!(",\"deadline_seconds\":{d}"));
@@ -260,6 +271,22 @@ impl Client {
                 .body(body.clone())
         };
         self.send_retrying(req).await
+    }
+
+    /// [`Client::submit`] of an input too large to send inline: uploaded as a JSON file, and the
+    /// job submitted with it as its file and no input.
+    async fn submit_offloaded(
+        &self,
+        input: &RawValue,
+        opts: &SubmitOptions,
+    ) -> Result<JobView, ClientError> {
+        let path = std::env::temp_dir().join(format!("sluice-offload-{}.json", ulid::Ulid::new()));
+        tokio::fs::write(&path, input.get())
+            .await
+            .map_err(|e| file_error(&path, e))?;
+        let uploaded = self.upload_file(&path, "application/json", |_| {}).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        self.submit_upload(&uploaded?.upload_id, None, opts).await
     }
 
     /// Submits a job whose handler gets the file at `path` (uploaded first, see
@@ -373,6 +400,50 @@ impl Client {
             .when(ClientError::is_retryable)
             .notify(|e, pause| tracing::warn!(error = %e, ?pause, "request failed; trying again"))
             .await
+    }
+
+    /// Downloads a file a job produced (its view's `url`, a presigned GET) to `path`, streamed
+    /// to disk; `progress` is told the bytes received so far. Returns the bytes written.
+    pub async fn download(
+        &self,
+        url: &str,
+        path: &Path,
+        progress: impl Fn(u64),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        // No SigV4 and no API timeout: the URL carries its own signature, and a large file
+        // takes as long as it takes.
+        let transport = |source| ClientError::Transport {
+            url: url.split('?').next().unwrap_or(url).to_owned(),
+            source,
+        };
+        let written_error = |source| ClientError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut resp = self.uploads.get(url).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                code: "download_failed".into(),
+                message: format!(
+                    "the download answered {status} (its URL may have expired: fetch the job again \
+                     for a fresh one): {}",
+                    text.chars().take(300).collect::<String>()
+                ),
+            });
+        }
+        let mut file = tokio::fs::File::create(path).await.map_err(written_error)?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            file.write_all(&chunk).await.map_err(written_error)?;
+            written += chunk.len() as u64;
+            progress(written);
+        }
+        file.flush().await.map_err(written_error)?;
+        Ok(written)
     }
 
     /// The job now, or once it finishes if that is within `wait` (at most 25 s).

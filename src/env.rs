@@ -9,9 +9,10 @@ pub const TABLE_NAME: &str = "SLUICE_TABLE_NAME";
 /// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog.
 pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
 
-/// S3 bucket holding uploaded job inputs (`POST /uploads`, `uploads/<owner>/<id>` keys). Unset:
-/// the API refuses uploads and the worker runs only jobs without a file. Read by: submit, worker,
-/// local API.
+/// S3 bucket holding uploaded job inputs (`POST /uploads`, `uploads/<owner>/<id>` keys) and what
+/// jobs produce (`results/…`, `outputs/…`, which the status route presigns downloads of). Unset:
+/// the API refuses uploads, the worker runs only jobs without a file and stores no output files.
+/// Read by: submit, status, worker, local API.
 pub const PAYLOAD_BUCKET: &str = "SLUICE_PAYLOAD_BUCKET";
 /// The largest upload `POST /uploads` accepts, in bytes (default and upper bound 5 TiB, S3's
 /// largest object). Read by: submit, local API.

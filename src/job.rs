@@ -216,6 +216,11 @@ pub struct JobRecord {
     pub delivery: Delivery,
     /// The uploaded object the job reads its file from, when it names one.
     pub input_object: Option<crate::upload::InputObject>,
+    /// The result, when it was too large to keep in the record: stored in the payload bucket
+    /// (`result` is then `None`).
+    pub result_object: Option<crate::output::StoredObject>,
+    /// The files the handler wrote, stored in the payload bucket.
+    pub outputs: Vec<crate::output::OutputFile>,
 }
 
 /// The delivery of a job's webhook event for its last terminal state: recorded on the job's own
@@ -330,6 +335,8 @@ impl JobRecord {
             webhook: None,
             delivery: Delivery::default(),
             input_object: None,
+            result_object: None,
+            outputs: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod local;
 pub mod nudge;
 pub mod outbox;
+pub mod output;
 pub mod payload;
 pub mod queue;
 pub mod scaling;

@@ -132,6 +132,14 @@ enum Command {
     },
     /// Cancel a job: at once when queued, at the worker's next heartbeat when running.
     Cancel { id: String },
+    /// Download what a job produced: its result when it is a file (too large to show, or a
+    /// model server's binary answer) and its output files, into a directory.
+    Download {
+        id: String,
+        /// Where to write them (made if missing; default: a directory named after the job).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
     /// Show the queue, the worker service, what the scaling controller would do now, and what
     /// it decided on the samples of the last minutes, and why.
     Report {
@@ -396,6 +404,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             true,
         ),
         Command::Cancel { id } => (client.cancel(&id).await?, false),
+        Command::Download { id, to } => {
+            download(&client, &id, to, cli.json).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Dev { .. }
         | Command::Report { .. }
         | Command::Simulate { .. }
@@ -717,6 +729,90 @@ fn read_input(arg: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Box<
     })
 }
 
+/// `sluice download`: the job's result file and output files, each streamed to disk.
+async fn download(
+    client: &Client,
+    id: &str,
+    to: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let view = client.status(id, Duration::ZERO).await?;
+    if view.status != Status::Succeeded {
+        bail!(
+            "job {id} is {}: only a job that succeeded has files to download",
+            view.status
+        );
+    }
+    let mut files: Vec<(String, &sluice::api::FileView)> = Vec::new();
+    if let Some(r) = &view.result_file {
+        let ext = if r.content_type.starts_with(sluice::output::JSON) {
+            Some("json")
+        } else {
+            mime_guess::get_mime_extensions_str(&r.content_type).and_then(|e| e.first().copied())
+        };
+        files.push((ext.map_or("result".into(), |e| format!("result.{e}")), r));
+    }
+    for f in &view.outputs {
+        let name = f.name.clone().unwrap_or_default();
+        // The names come from the API: checked again, so none can write outside the directory.
+        sluice::output::valid_name(&name).map_err(|e| {
+            anyhow::anyhow!("the job names an output file that cannot be written: {e}")
+        })?;
+        files.push((name, f));
+    }
+    if files.is_empty() {
+        bail!("job {id} produced no files: its result is in `sluice status {id}`");
+    }
+    let dir = to.unwrap_or_else(|| PathBuf::from(id));
+    let mut written = Vec::new();
+    for (name, file) in files {
+        let path = dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot make {}", parent.display()))?;
+        }
+        let url = file
+            .url
+            .as_deref()
+            .with_context(|| format!("the job's view has no download URL for {name}"))?;
+        let bar = if json || !std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(file.size);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "downloading {msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("the template is valid"),
+            );
+            bar.set_message(name.clone());
+            bar
+        };
+        let size = client.download(url, &path, |n| bar.set_position(n)).await;
+        bar.finish_and_clear();
+        let size = size?;
+        if size != file.size {
+            bail!(
+                "{} is {size} bytes, but the job says {}: download it again",
+                path.display(),
+                file.size
+            );
+        }
+        if !json {
+            println!("{}  {}", path.display(), indicatif::HumanBytes(size));
+        }
+        written.push(serde_json::json!({
+            "path": path.display().to_string(),
+            "size": size,
+            "content_type": file.content_type,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&written)?);
+    }
+    Ok(())
+}
+
 /// A job for people.
 fn describe(v: &JobView) -> String {
     let mut out = format!("job       {}\nstatus    {}\n", v.id, v.status);
@@ -755,6 +851,29 @@ fn describe(v: &JobView) -> String {
         out.push_str(&format!(
             "result    {}\n",
             pretty.replace('\n', "\n          ")
+        ));
+    }
+    if let Some(f) = &v.result_file {
+        out.push_str(&format!(
+            "result    a file of {} ({}): sluice download {}\n",
+            indicatif::HumanBytes(f.size),
+            f.content_type,
+            v.id
+        ));
+    }
+    for (i, f) in v.outputs.iter().enumerate() {
+        out.push_str(&format!(
+            "{:<9} {}  {} ({})\n",
+            if i == 0 { "outputs" } else { "" },
+            f.name.as_deref().unwrap_or("?"),
+            indicatif::HumanBytes(f.size),
+            f.content_type
+        ));
+    }
+    if !v.outputs.is_empty() && v.result_file.is_none() {
+        out.push_str(&format!(
+            "          sluice download {} fetches them\n",
+            v.id
         ));
     }
     out

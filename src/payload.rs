@@ -472,6 +472,34 @@ impl Payloads {
         }))
     }
 
+    /// Stores `bytes` at `key` with one PUT (bytes already in memory: a result, say).
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ObjectInfo, PayloadError> {
+        let size = bytes.len() as u64;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(size as i64)
+            .body(ByteStream::from(bytes))
+            .customize()
+            .config_override(self.send_limits(size))
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(ObjectInfo {
+            size,
+            content_type: Some(content_type.to_owned()),
+            etag: out.e_tag.unwrap_or_default(),
+        })
+    }
+
     /// Sends a local file to `key`, streaming it from disk: one PUT up to
     /// [`MULTIPART_THRESHOLD`], above it a multipart upload of [`part_plan`]'s parts,
     /// [`PART_CONCURRENCY`] at a time, each read from the file as it is sent.

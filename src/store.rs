@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use crate::job::{Delivery, JobId, JobRecord, OnTimeout, Owner, Progress, Status};
+use crate::output::{OutputFile, StoredObject};
 use crate::time::Millis;
 use crate::upload::{InputObject, UploadId, UploadRecord};
 
@@ -166,6 +167,12 @@ mod attr {
     pub const COMPLETED_AT: &str = "completed_at";
     pub const INPUT_UPLOAD: &str = "input_upload";
     pub const INPUT_KEY: &str = "input_key";
+    /// A result stored in the payload bucket: its key, size and content type.
+    pub const RESULT_KEY: &str = "result_key";
+    pub const RESULT_SIZE: &str = "result_size";
+    pub const RESULT_CONTENT_TYPE: &str = "result_content_type";
+    /// The files the handler wrote: a list of maps (`name`, `key`, `size`, `content_type`).
+    pub const OUTPUTS: &str = "outputs";
     pub const INPUT_SIZE: &str = "input_size";
     pub const INPUT_CONTENT_TYPE: &str = "input_content_type";
     pub const REQUEST_HASH: &str = "request_hash";
@@ -1061,19 +1068,30 @@ impl JobStore {
         now: Millis,
         retention: Duration,
     ) -> Result<JobRecord, StoreError> {
-        let (status, result, error) = match end {
-            Finish::Succeeded { result } => (Status::Succeeded, Some(result), None),
-            Finish::Failed { error } => (Status::Failed, None, Some(error)),
-            Finish::Cancelled => (Status::Cancelled, None, Some(CANCELLED_BY_CALLER.into())),
-        };
+        let status = end.status();
         let mut update = Update::ended(status, now, retention)
             .when(HOLDS_ATTEMPT)
             .bind("running", s(Status::Running.as_str()))
             .bind("attempt", n(attempt));
-        update = match (result, error) {
-            (Some(r), _) => update.set(attr::RESULT, s(r)).remove(attr::ERROR),
-            (None, Some(e)) => update.set(attr::ERROR, s(crate::job::truncate_error(e))),
-            (None, None) => update,
+        update = match end {
+            Finish::Succeeded { result } => update.set(attr::RESULT, s(result)).remove(attr::ERROR),
+            Finish::Produced(p) => {
+                update = match p.result {
+                    ProducedResult::Inline(r) => update.set(attr::RESULT, s(r)),
+                    ProducedResult::Stored(o) => update
+                        .set(attr::RESULT_KEY, s(o.key))
+                        .set(attr::RESULT_SIZE, n(o.size))
+                        .set(attr::RESULT_CONTENT_TYPE, s(o.content_type)),
+                };
+                if !p.outputs.is_empty() {
+                    update = update.set(attr::OUTPUTS, outputs_value(&p.outputs));
+                }
+                update.remove(attr::ERROR)
+            }
+            Finish::Failed { error } => {
+                update.set(attr::ERROR, s(crate::job::truncate_error(error)))
+            }
+            Finish::Cancelled => update.set(attr::ERROR, s(CANCELLED_BY_CALLER)),
         };
         self.update(id, update).await
     }
@@ -1499,6 +1517,9 @@ pub enum Finish {
     Succeeded {
         result: String,
     },
+    /// The handler's output, with what of it the payload bucket holds: a result too large for
+    /// the record, and the files the handler wrote.
+    Produced(Produced),
     Failed {
         error: String,
     },
@@ -1509,11 +1530,67 @@ impl Finish {
     /// The status it ends the job with.
     pub fn status(&self) -> Status {
         match self {
-            Finish::Succeeded { .. } => Status::Succeeded,
+            Finish::Succeeded { .. } | Finish::Produced(_) => Status::Succeeded,
             Finish::Failed { .. } => Status::Failed,
             Finish::Cancelled => Status::Cancelled,
         }
     }
+}
+
+/// A successful attempt's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    pub result: ProducedResult,
+    pub outputs: Vec<OutputFile>,
+}
+
+/// Where a successful attempt's result is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducedResult {
+    /// In the record, as JSON text.
+    Inline(String),
+    /// In the payload bucket.
+    Stored(StoredObject),
+}
+
+fn outputs_value(outputs: &[OutputFile]) -> AttributeValue {
+    AttributeValue::L(
+        outputs
+            .iter()
+            .map(|f| {
+                AttributeValue::M(
+                    [
+                        ("name", s(f.name.as_str())),
+                        ("key", s(f.object.key.as_str())),
+                        ("size", n(f.object.size)),
+                        ("content_type", s(f.object.content_type.as_str())),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn outputs_of(v: &AttributeValue) -> Option<Vec<OutputFile>> {
+    v.as_l()
+        .ok()?
+        .iter()
+        .map(|f| {
+            let m = f.as_m().ok()?;
+            let text = |k: &str| m.get(k).and_then(|v| v.as_s().ok()).cloned();
+            Some(OutputFile {
+                name: text("name")?,
+                object: StoredObject {
+                    key: text("key")?,
+                    size: m.get("size")?.as_n().ok()?.parse().ok()?,
+                    content_type: text("content_type")?,
+                },
+            })
+        })
+        .collect()
 }
 
 fn is_conditional_failure<R>(
@@ -1637,6 +1714,24 @@ pub fn to_item(job: &JobRecord) -> Item {
         (attr::WORKER_ID, job.worker_id.clone().map(s)),
         (attr::CLAIM_TOKEN, job.claim_token.clone().map(s)),
         (attr::RESULT, job.result.clone().map(s)),
+        (
+            attr::RESULT_KEY,
+            job.result_object.as_ref().map(|o| s(o.key.as_str())),
+        ),
+        (
+            attr::RESULT_SIZE,
+            job.result_object.as_ref().map(|o| n(o.size)),
+        ),
+        (
+            attr::RESULT_CONTENT_TYPE,
+            job.result_object
+                .as_ref()
+                .map(|o| s(o.content_type.as_str())),
+        ),
+        (
+            attr::OUTPUTS,
+            (!job.outputs.is_empty()).then(|| outputs_value(&job.outputs)),
+        ),
         (attr::ERROR, job.error.clone().map(s)),
         (attr::TIMEOUT_SECONDS, job.timeout_seconds.map(n)),
         (
@@ -1783,6 +1878,22 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
                 content_type: text(attr::INPUT_CONTENT_TYPE)
                     .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
             }),
+        },
+        result_object: match text(attr::RESULT_KEY) {
+            None => None,
+            Some(key) => Some(StoredObject {
+                key,
+                size: u64::try_from(num(attr::RESULT_SIZE)?.unwrap_or(0))
+                    .map_err(|_| corrupt("result_size is out of range".into()))?,
+                content_type: text(attr::RESULT_CONTENT_TYPE)
+                    .unwrap_or_else(|| crate::output::JSON.into()),
+            }),
+        },
+        outputs: match item.get(attr::OUTPUTS) {
+            None => Vec::new(),
+            Some(v) => {
+                outputs_of(v).ok_or_else(|| corrupt("outputs is not a list of files".into()))?
+            }
         },
         delivery: Delivery {
             // Only a job with a webhook has an announcement to deliver.

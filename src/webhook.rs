@@ -1154,6 +1154,8 @@ mod tests {
             progress: None,
             input_file: None,
             result: (status == Status::Succeeded).then(|| serde_json::json!({"label": "cat"})),
+            result_file: None,
+            outputs: Vec::new(),
             error: None,
             url: None,
             redrives: 0,

@@ -90,7 +90,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.PINNED_SESSION_ROLES,
     ENV.LOG_FORMAT,
   ],
-  status: [ENV.TABLE_NAME, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.LOG_FORMAT],
+  status: [ENV.TABLE_NAME, ENV.PAYLOAD_BUCKET, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.LOG_FORMAT],
   worker: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
@@ -174,6 +174,8 @@ export type OwnerScope = 'session' | 'role';
 /** What the status Lambda reads. */
 export interface StatusEnv {
   readonly tableName: string;
+  /** The bucket of the files jobs produced, which the status function presigns downloads of. */
+  readonly payloadBucket: string;
   readonly ownerScope: OwnerScope;
   readonly pinnedSessionRoleArns: readonly string[];
 }
@@ -182,7 +184,7 @@ export interface StatusEnv {
 export interface WorkerEnv {
   readonly tableName: string;
   readonly queueUrl: string;
-  /** The bucket the jobs' uploaded files are downloaded from. */
+  /** The bucket the jobs' uploaded files are downloaded from, and their outputs stored in. */
   readonly payloadBucket: string;
   /** Days a finished job's record is kept (the worker sets the TTL when it finishes a job). */
   readonly retentionDays: number;
@@ -260,6 +262,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
 export function statusEnv(e: StatusEnv): Record<string, string> {
   return {
     [ENV.TABLE_NAME]: e.tableName,
+    [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
     [ENV.OWNER_SCOPE]: e.ownerScope,
     [ENV.PINNED_SESSION_ROLES]: e.pinnedSessionRoleArns.join(','),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,

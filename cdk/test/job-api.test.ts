@@ -144,11 +144,15 @@ test('submit may only put, get and condition-check jobs, send to the queue and n
   );
 });
 
-test('status may only get and update jobs, and cannot send messages', () => {
+test('status may only get and update jobs, read what jobs produced, and cannot send messages', () => {
   const { stack, t } = template();
   const role = stack.jobApi.statusFunction.role!;
-  assert.deepEqual(actionsOf(t, role), ['dynamodb:GetItem', 'dynamodb:UpdateItem', ...LOG_WRITE].sort());
+  assert.deepEqual(actionsOf(t, role), ['dynamodb:GetItem', 'dynamodb:UpdateItem', ...LOG_WRITE, 's3:GetObject'].sort());
   assert.equal(grantsOf(t, role, 'sqs:SendMessage').length, 0);
+  // Downloads it presigns: results/ and outputs/ only, never the callers' uploads.
+  const bucket = logicalId(stack.jobQueue.payloadBucket);
+  const under = (prefix: string) => ({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucket, 'Arn'] }, `/${prefix}/*`]] });
+  assert.equal(j(grantsOf(t, role, 's3:GetObject')[0].Resource), j([under('outputs'), under('results')]));
 });
 
 test('log writes are limited to each function its own log group', () => {

@@ -141,7 +141,9 @@ test('the task role has exactly what the worker uses', () => {
     'dynamodb:UpdateItem',
     'ecs:GetTaskProtection',
     'ecs:UpdateTaskProtection',
+    's3:AbortMultipartUpload',
     's3:GetObject',
+    's3:PutObject',
     'sqs:ChangeMessageVisibility',
     'sqs:DeleteMessage',
     'sqs:ReceiveMessage',
@@ -169,6 +171,9 @@ test('the task role has exactly what the worker uses', () => {
     j({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucket, 'Arn'] }, '/uploads/*']] }),
   );
   assert.deepEqual(env.SLUICE_PAYLOAD_BUCKET, { Ref: bucket });
+  // What jobs produce: written only, under results/ and outputs/ only.
+  const under = (prefix: string) => ({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucket, 'Arn'] }, `/${prefix}/*`]] });
+  assert.equal(j(grantsOf(t, role, 's3:PutObject')[0].Resource), j([under('outputs'), under('results')]));
 });
 
 test('tasks get public ips in the new vpc without nat, and no inbound rule', () => {

@@ -98,6 +98,20 @@ def huge(input, ctx):
     return "x" * 1_100_000
 
 
+def outputs(input, ctx):
+    with open(ctx.output_file("a.txt"), "w") as f:
+        f.write("hello")
+    with open(ctx.output_file("sub/dir/b.bin"), "wb") as f:
+        f.write(b"\x00\x01")
+    refused = []
+    for bad in ("", "../up", "/abs", "a//b", ".sluice-result.json"):
+        try:
+            ctx.output_file(bad)
+        except ValueError as e:
+            refused.append(str(e))
+    return {"dir": ctx.output_dir, "refused": refused}
+
+
 def sleep(input, ctx):
     time.sleep(input["seconds"])
     return "slept"
@@ -116,7 +130,7 @@ def use_old_ctx(input, ctx):
 
 OPS = {f.__name__: f for f in (
     echo, permanent, retryable, crash, long_error, progress, prints, poll_cancel,
-    wait_cancel_then_return, unencodable, nan, huge, sleep, keep_ctx, use_old_ctx,
+    wait_cancel_then_return, unencodable, nan, huge, sleep, keep_ctx, use_old_ctx, outputs,
 )}
 
 

@@ -159,6 +159,31 @@ class HandlerTest(unittest.TestCase):
             self.assertTrue(answer["retryable"])
             self.assertIn("cannot read the input file", answer["message"])
 
+    def test_output_files_and_a_result_too_large_for_a_line(self):
+        with tempfile.TemporaryDirectory() as out:
+            proc = self.start()
+            answer = proc.call("o", {"op": "outputs"}, output_dir=out)
+            self.assertEqual(answer["result"]["dir"], out)
+            self.assertEqual(len(answer["result"]["refused"]), 5, answer)
+            with open(os.path.join(out, "a.txt")) as f:
+                self.assertEqual(f.read(), "hello")
+            with open(os.path.join(out, "sub", "dir", "b.bin"), "rb") as f:
+                self.assertEqual(f.read(), b"\x00\x01")
+
+            # Over the line limit: the result goes to a file the worker stores whole.
+            answer = proc.call("h", {"op": "huge"}, output_dir=out)
+            self.assertEqual(answer["type"], "result")
+            self.assertNotIn("result", answer)
+            with open(answer["result_file"], encoding="utf-8") as f:
+                self.assertEqual(json.load(f), "x" * 1_100_000)
+            self.assertEqual(os.path.dirname(answer["result_file"]), out)
+
+        proc = self.start()
+        answer = proc.call("none", {"op": "outputs"})
+        self.assertEqual(answer["type"], "error")
+        self.assertFalse(answer["retryable"])
+        self.assertIn("need a payload bucket", answer["message"])
+
     def test_a_job_without_input_fails_for_good(self):
         proc = self.start()
         answer = proc.call("n", None)

@@ -639,7 +639,45 @@ impl Api {
         }
         let mut view = JobView::of(&job);
         view.url = Some(url_of(&job.id));
+        self.add_download_urls(&mut view, &job, budget).await?;
         Ok((StatusCode::OK, view))
+    }
+
+    /// Presigned download URLs for the files a job produced, valid for
+    /// [`crate::output::DOWNLOAD_URL_LIFETIME`]. Signing is local: no call to S3.
+    async fn add_download_urls(
+        &self,
+        view: &mut JobView,
+        job: &JobRecord,
+        budget: &Budget,
+    ) -> Result<(), ApiError> {
+        if job.result_object.is_none() && job.outputs.is_empty() {
+            return Ok(());
+        }
+        let payloads = self.payloads()?;
+        let lifetime = crate::output::DOWNLOAD_URL_LIFETIME;
+        let expires_at = Millis::now().plus(lifetime).to_rfc3339();
+        let files = job
+            .result_object
+            .iter()
+            .zip(view.result_file.iter_mut())
+            .chain(
+                job.outputs
+                    .iter()
+                    .map(|f| &f.object)
+                    .zip(view.outputs.iter_mut()),
+            );
+        for (object, file) in files {
+            let get = within(
+                budget,
+                Duration::ZERO,
+                payloads.presigned_get(&object.key, lifetime),
+            )
+            .await??;
+            file.url = Some(get.url);
+            file.expires_at = Some(expires_at.clone());
+        }
+        Ok(())
     }
 
     async fn try_status(&self, req: &Request) -> Result<(StatusCode, JobView), ApiError> {
@@ -666,6 +704,7 @@ impl Api {
             if job.status.is_terminal() || left.is_zero() {
                 let mut view = JobView::of(&job);
                 view.url = Some(self_url(req, &id));
+                self.add_download_urls(&mut view, &job, &budget).await?;
                 return Ok((StatusCode::OK, view));
             }
             tokio::time::sleep(pause.min(left)).await;

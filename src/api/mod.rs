@@ -28,6 +28,10 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The deepest nesting of arrays and objects a job's input may have.
 pub const MAX_INPUT_DEPTH: usize = 64;
+/// The largest input the `sluice` CLI and client send inline: a larger one is uploaded first
+/// and submitted as the job's file, which the handler reads as its input (well inside a queue
+/// message, whatever its envelope).
+pub const OFFLOAD_ABOVE: usize = 768 * 1024;
 /// The largest request body read at all; larger ones are refused before parsing.
 pub const MAX_BODY_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
 
@@ -143,6 +147,34 @@ pub struct InputFileView {
     pub content_type: String,
 }
 
+/// A file a job produced, as the API shows it: the result stored in the payload bucket, or an
+/// output file. The status route adds a presigned download URL and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    /// An output file's path below the handler's output directory; absent for the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub size: u64,
+    pub content_type: String,
+    /// One GET of it, until `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl FileView {
+    fn of(name: Option<&str>, o: &crate::output::StoredObject) -> Self {
+        FileView {
+            name: name.map(str::to_owned),
+            size: o.size,
+            content_type: o.content_type.clone(),
+            url: None,
+            expires_at: None,
+        }
+    }
+}
+
 /// A job as the API shows it (`GET /jobs/{id}`, and the answer to submit and cancel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
@@ -174,6 +206,13 @@ pub struct JobView {
     /// The handler's output, once `SUCCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// The handler's output when it is too large to answer inline (over 350,000 bytes, or a
+    /// model server's non-JSON answer): stored in the payload bucket, fetched from its `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_file: Option<FileView>,
+    /// The files the handler wrote, each fetched from its `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<FileView>,
     /// Why the job failed, or why its last attempt did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -285,6 +324,12 @@ impl JobView {
             result: job.result.as_deref().map(|r| {
                 serde_json::from_str(r).unwrap_or_else(|_| serde_json::Value::String(r.to_owned()))
             }),
+            result_file: job.result_object.as_ref().map(|o| FileView::of(None, o)),
+            outputs: job
+                .outputs
+                .iter()
+                .map(|f| FileView::of(Some(&f.name), &f.object))
+                .collect(),
             error: match status {
                 Status::Expired if job.error.is_none() => {
                     Some("the deadline passed before the job started".into())
@@ -459,7 +504,9 @@ impl From<crate::queue::QueueError> for ApiError {
 fn too_large_message(size: usize) -> String {
     format!(
         "the job is {size} bytes; a job's input must fit in one queue message of {MAX_MESSAGE_BYTES} bytes \
-         (about 1 MiB) with its envelope: put large inputs in S3 and submit a reference to them"
+         (about 1 MiB) with its envelope: upload a larger input (POST /uploads, as JSON) and submit \
+         {{\"input_file\": {{\"upload_id\": …}}}} without an input, which the handler then reads \
+         as its input (the sluice CLI and client do this for you)"
     )
 }
 

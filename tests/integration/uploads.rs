@@ -1,5 +1,7 @@
-//! Files in: uploads through `POST /uploads` (one PUT, or multipart with presigned parts), jobs
-//! that name them, and handlers that get the file without the worker holding it in memory.
+//! Files in and out: uploads through `POST /uploads` (one PUT, or multipart with presigned
+//! parts), jobs that name them, handlers that get the file and give files back (output files, a
+//! result too large for the job's record, a model server's binary answer) without the worker
+//! holding any of them in memory, and presigned downloads of what they gave.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,16 +69,48 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// Downloads `url` (a presigned GET), streamed; its size and SHA-256.
+async fn download(url: &str) -> (u64, String) {
+    let mut resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 200, "GET {url}");
+    let (mut digest, mut size) = (Sha256::new(), 0u64);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        digest.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    let hex = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (size, hex)
+}
+
+/// Downloads a file a job produced (with the URL its view gave) and parses it as JSON.
+async fn download_json(file: &sluice::api::FileView) -> serde_json::Value {
+    let url = file.url.as_deref().expect("a download URL");
+    assert!(file.expires_at.is_some(), "{file:?}");
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The output file `name` of a job's view.
+fn output<'a>(view: &'a sluice::api::JobView, name: &str) -> &'a sluice::api::FileView {
+    view.outputs
+        .iter()
+        .find(|f| f.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no output {name}: {view:?}"))
+}
+
 /// Uploads a 200 MiB file with the client (multipart, parts in parallel), submits a job naming
-/// it with `input`, and waits for the job; returns the result, the file's SHA-256 and size, and
-/// the worker's peak RSS.
+/// it with `input`, and waits for the job; returns the job's view, the file's SHA-256 and size,
+/// and the worker's peak RSS.
 async fn round_trip(
     s: &Stack,
     worker: &WorkerProcess,
     name: &str,
     content_type: &str,
     input: serde_json::Value,
-) -> (serde_json::Value, String, u64, u64) {
+) -> (sluice::api::JobView, String, u64, u64) {
     let (path, sha) = pattern_file(name, 200);
     let size = std::fs::metadata(&path).unwrap().len();
     let client = Client::new(&serve(s.api.clone()).await).unwrap();
@@ -110,18 +144,19 @@ async fn round_trip(
         started.elapsed(),
         rss / MIB
     );
-    // The worker downloaded the file to a temporary file and removed it after the attempt.
+    // The worker downloaded the file to a temporary file, and the handler wrote its output to
+    // a temporary directory: both removed after the attempt.
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("sluice-input-{id}"))
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("sluice-input-{id}"))
+                || name.starts_with(&format!("sluice-output-{id}"))
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    (done.result.unwrap(), sha, size, rss)
+    (done, sha, size, rss)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,17 +170,58 @@ async fn a_200_mib_file_reaches_a_process_handler_as_a_path_without_filling_the_
             ("SLUICE_COMMAND", command.as_str()),
         ],
     );
-    let (result, sha, size, rss) = round_trip(
+    // The handler copies the file to an output file, and its result is over the protocol's
+    // 1 MiB line limit: the helper hands it over as a file, stored whole.
+    let input = json!({"note": "with a file", "copy": "copy.bin", "pad": 1_100_000});
+    let (view, sha, size, rss) = round_trip(
         &s,
         &worker,
         "process",
         "application/octet-stream",
-        json!({"note": "with a file"}),
+        input.clone(),
     )
     .await;
+    assert_eq!(
+        view.result, None,
+        "too large to answer inline: {:?}",
+        view.result_file
+    );
+    let result_file = view.result_file.as_ref().expect("the result is a file");
+    assert_eq!(result_file.content_type, "application/json");
+    let result = download_json(result_file).await;
     assert_eq!(result["size"], size);
     assert_eq!(result["sha256"], sha);
-    assert_eq!(result["input"], json!({"note": "with a file"}));
+    assert_eq!(result["input"], input);
+    assert_eq!(result["padding"].as_str().map(str::len), Some(1_100_000));
+    assert_eq!(view.outputs.len(), 1, "{:?}", view.outputs);
+    let copy = output(&view, "copy.bin");
+    assert_eq!(
+        (copy.size, copy.content_type.as_str()),
+        (size, "application/octet-stream")
+    );
+    assert_eq!(download(copy.url.as_deref().unwrap()).await, (size, sha));
+    assert!(rss < size / 4, "the worker's peak RSS is {rss} bytes");
+}
+
+/// The same round trip through a Rust handler (the worker's built-in demo): the file comes in
+/// as a path, goes back as an output file, and a result over the 350,000-byte inline limit is
+/// stored in the payload bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_file_goes_through_a_rust_handler_and_back_as_an_output_file() {
+    let s = Stack::new("upload_rust").await;
+    let worker = s.worker("files", &[("SLUICE_HANDLER", "demo")]);
+    let input = json!({"text": "a copy", "copy_input": "out/copy.bin", "result_bytes": 400_000});
+    let (view, sha, size, rss) =
+        round_trip(&s, &worker, "rust", "application/octet-stream", input).await;
+    assert_eq!(view.result, None);
+    let result = download_json(view.result_file.as_ref().expect("the result is a file")).await;
+    assert_eq!(
+        (result["copied"].as_u64(), result["words"].as_u64()),
+        (Some(size), Some(2))
+    );
+    assert_eq!(result["padding"].as_str().map(str::len), Some(400_000));
+    let copy = output(&view, "out/copy.bin");
+    assert_eq!(download(copy.url.as_deref().unwrap()).await, (size, sha));
     assert!(rss < size / 4, "the worker's peak RSS is {rss} bytes");
 }
 
@@ -174,12 +250,32 @@ async fn a_200_mib_file_is_streamed_to_a_model_server_as_the_invocation_body() {
             ("SLUICE_MODEL_URL", url.as_str()),
         ],
     );
-    let (result, sha, size, rss) =
+    let (view, sha, size, rss) =
         round_trip(&s, &worker, "http", "image/x-test", json!({"label": "cat"})).await;
+    let result = view.result.expect("a JSON answer is the result");
     assert_eq!(result["size"], size);
     assert_eq!(result["sha256"], sha);
     assert_eq!(result["content_type"], "image/x-test");
     assert_eq!(result["input"], json!({"label": "cat"}));
+    assert!(rss < size / 4, "the worker's peak RSS is {rss} bytes");
+
+    // Asked to echo the file, the server answers with 200 MiB of bytes: the job's result file,
+    // streamed to disk and on to the bucket.
+    let (view, sha, size, rss) = round_trip(
+        &s,
+        &worker,
+        "http-echo",
+        "image/x-test",
+        json!({"echo": true}),
+    )
+    .await;
+    assert_eq!(view.result, None);
+    let file = view.result_file.expect("the answer is a file");
+    assert_eq!(
+        (file.size, file.content_type.as_str()),
+        (size, "application/octet-stream")
+    );
+    assert_eq!(download(file.url.as_deref().unwrap()).await, (size, sha));
     assert!(rss < size / 4, "the worker's peak RSS is {rss} bytes");
 }
 
@@ -397,4 +493,72 @@ async fn the_cli_uploads_a_file_and_submits_a_job_that_names_it() {
     assert_eq!(view["input_file"]["size"], 13);
     assert_eq!(view["input_file"]["content_type"], "image/jpeg");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// An input over the inline limit is uploaded by the CLI and read by the handler as its input;
+/// a result too large for the job's record is stored as a file, which `sluice download` fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_offloads_a_large_input_and_downloads_a_large_result() {
+    let s = Stack::new("offload_cli").await;
+    let url = serve(s.api.clone()).await;
+    let _worker = s.worker("files", &[("SLUICE_HANDLER", "demo")]);
+    let text = "word ".repeat(200_000);
+    let input = small_file(
+        "offload.json",
+        json!({"text": text, "result_bytes": 400_000})
+            .to_string()
+            .as_bytes(),
+    );
+    assert!(std::fs::metadata(&input).unwrap().len() as usize > sluice::api::OFFLOAD_ABOVE);
+    let cli = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::sluice_cli(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let out = cli(vec![
+        "--url".into(),
+        url.clone(),
+        "--json".into(),
+        "submit".into(),
+        "--file".into(),
+        input.display().to_string(),
+        "--wait".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: sluice::api::JobView = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let file = view.input_file.as_ref().expect("the input went as a file");
+    assert_eq!(file.content_type, "application/json");
+    assert_eq!(view.result, None);
+    assert!(view.result_file.is_some(), "{view:?}");
+
+    let dir = std::env::temp_dir().join(format!("sluice-download-{}", view.id));
+    let out = cli(vec![
+        "--url".into(),
+        url,
+        "download".into(),
+        view.id.clone(),
+        "--to".into(),
+        dir.display().to_string(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["words"], 200_000);
+    assert_eq!(result["padding"].as_str().map(str::len), Some(400_000));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&input).unwrap();
 }

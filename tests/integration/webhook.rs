@@ -77,6 +77,8 @@ fn finished_job() -> (JobId, WebhookEvent) {
         progress: None,
         input_file: None,
         result: None,
+        result_file: None,
+        outputs: Vec::new(),
         // Non-ASCII, quotes and a newline: the bytes signed are the bytes sent.
         error: Some("modèle introuvable: \"résumé\"\nbye 👋".into()),
         url: None,

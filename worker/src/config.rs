@@ -57,8 +57,8 @@ impl WorkerConfig {
         let heartbeat = seconds_or(src, env::HEARTBEAT_SECONDS, default_beat, 1..=43_200)?;
         // Each beat's calls are cut at the next beat, so a beat whose call is lost or slow still
         // leaves one more before the message's visibility runs out, and before the worker must
-        // stop a run whose lease it could not renew (at [`fence_margin`] before the lease ends,
-        // at most half of it).
+        // stop a run whose lease it could not renew (two beats after its last renewal began,
+        // [`fence_margin`]), with a third of the lease left for the run to stop in.
         if heartbeat * 3 > lease || heartbeat * 2 > visibility_timeout {
             return Err(ConfigError::Invalid {
                 name: env::HEARTBEAT_SECONDS,
@@ -129,12 +129,12 @@ impl WorkerConfig {
 }
 
 /// How long before its lease lapses a worker stops a run whose lease it could not renew
-/// (self-fencing): long enough for the run to stop (a child's cancel grace, then a kill) with
-/// room for the clocks of the workers that judge the lease, and never more than half the lease.
-/// Pure.
-pub fn fence_margin(lease: Duration) -> Duration {
-    let stop = crate::process::CANCEL_GRACE + Duration::from_secs(5);
-    (lease / 4).max(stop).min(lease / 2)
+/// (self-fencing): once two beats have passed since the last renewal began, each beat's calls
+/// having been given their whole beat (a slow store is not yet a lost one). With the heartbeat at
+/// most a third of the lease, at least a third of the lease is left for the run to stop in (a
+/// child's cancel grace, then a kill) before another worker may take the job. Pure.
+pub fn fence_margin(lease: Duration, heartbeat: Duration) -> Duration {
+    lease.saturating_sub(heartbeat * 2)
 }
 
 /// When a worker with this id retires: `max_age`, up to a tenth earlier by a hash of the id
@@ -245,14 +245,16 @@ mod tests {
     fn a_run_unrenewed_stops_in_time_to_stop_before_its_lease_lapses() {
         use super::fence_margin;
         let s = Duration::from_secs;
-        for (lease, margin) in [
-            (s(3), Duration::from_millis(1500)),
-            (s(20), s(10)),
-            (s(30), s(10)),
-            (s(60), s(15)),
-            (s(600), s(150)),
+        for (lease, heartbeat, margin) in [
+            (s(3), s(1), s(1)),
+            (s(10), s(3), s(4)),
+            (s(60), s(20), s(20)),
+            (s(60), s(5), s(50)),
+            (s(600), s(200), s(200)),
         ] {
-            assert_eq!(fence_margin(lease), margin, "lease {lease:?}");
+            assert_eq!(fence_margin(lease, heartbeat), margin, "lease {lease:?}");
+            // The beat after the last renewal has its whole beat before the fence.
+            assert!(lease - margin >= heartbeat * 2);
         }
     }
 

@@ -9,7 +9,11 @@
 //!   inference does; the worker's heartbeat goes on beside it;
 //! - `panic`: panic with this message;
 //! - `fail_attempts`: fail with a retryable error on the first N attempts;
-//! - `fail`: `"permanent"` fails for good at once.
+//! - `fail`: `"permanent"` fails for good at once;
+//! - `copy_input`: copy the job's uploaded file to this output file (streamed, a MiB at a
+//!   time), which the caller then downloads from the job's `outputs`;
+//! - `result_bytes`: pad the result with this many bytes (a result over the inline limit is
+//!   stored in the payload bucket, and the job's view has a `result_file` to download).
 
 use std::time::Duration;
 
@@ -31,6 +35,10 @@ pub struct DemoInput {
     pub block_ms: u64,
     #[serde(default)]
     pub panic: Option<String>,
+    #[serde(default)]
+    pub copy_input: Option<String>,
+    #[serde(default)]
+    pub result_bytes: usize,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +48,11 @@ pub struct DemoOutput {
     pub chars: usize,
     pub attempt: u32,
     pub worker: String,
+    /// The bytes copied from the input file to an output file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub padding: String,
 }
 
 /// Counts words and characters of `text`, after the knobs have had their say.
@@ -72,13 +85,38 @@ pub async fn demo(input: DemoInput, ctx: JobContext) -> Result<DemoOutput, JobEr
             input.fail_attempts, ctx.attempt
         )));
     }
+    let copied = match &input.copy_input {
+        Some(name) => Some(copy_input(&ctx, name).await?),
+        None => None,
+    };
     Ok(DemoOutput {
         words: input.text.split_whitespace().count(),
         chars: input.text.chars().count(),
         echo: input.text,
         attempt: ctx.attempt,
         worker: ctx.worker_id,
+        copied,
+        padding: "x".repeat(input.result_bytes),
     })
+}
+
+/// Copies the job's file to the output file `name`, streamed.
+async fn copy_input(ctx: &JobContext, name: &str) -> Result<u64, JobError> {
+    sluice::output::valid_name(name).map_err(JobError::permanent)?;
+    let from = ctx
+        .input_path()
+        .ok_or_else(|| JobError::permanent("copy_input needs a job with a file"))?;
+    let dir = ctx.output_dir().ok_or_else(|| {
+        JobError::permanent("copy_input needs output files, which need a payload bucket")
+    })?;
+    let to = dir.join(name);
+    if let Some(parent) = to.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut reader = tokio::fs::File::open(from).await?;
+    let mut writer = tokio::fs::File::create(&to).await?;
+    let copied = tokio::io::copy(&mut reader, &mut writer).await?;
+    Ok(copied)
 }
 
 #[cfg(test)]

@@ -93,6 +93,44 @@ pub struct JobContext {
     /// The job's uploaded file, downloaded for this attempt; removed once every copy of the
     /// context is gone.
     input: Option<Arc<InputFile>>,
+    /// Where the handler writes its output files; removed once every copy of the context is
+    /// gone (after the worker has stored them).
+    output: Option<Arc<OutputArea>>,
+}
+
+/// A job's output directory on the worker's disk, and the result a handler left as a file
+/// (with its content type) rather than returned: removed, with what it holds, when dropped.
+#[derive(Debug)]
+pub(crate) struct OutputArea {
+    pub dir: PathBuf,
+    pub result_file: Mutex<Option<(PathBuf, String)>>,
+}
+
+impl OutputArea {
+    /// A new, empty directory for one attempt's output files.
+    pub(crate) fn create(id: &JobId, attempt: u32) -> std::io::Result<OutputArea> {
+        let dir = std::env::temp_dir().join(format!("sluice-output-{id}-{attempt}"));
+        // What a worker that died before cleaning up left under the same name.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(OutputArea {
+            dir,
+            result_file: Mutex::new(None),
+        })
+    }
+}
+
+impl Drop for OutputArea {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.dir.display(), error = %e, "could not remove a job's output directory");
+            }
+        }
+    }
 }
 
 /// A job's uploaded file on the worker's disk: removed when dropped.
@@ -132,7 +170,39 @@ impl JobContext {
             progress: Arc::default(),
             alive: Arc::new(()),
             input: None,
+            output: None,
         }
+    }
+
+    /// The attempt's output directory.
+    pub(crate) fn with_output(mut self, area: Option<Arc<OutputArea>>) -> Self {
+        self.output = area;
+        self
+    }
+
+    /// A directory the handler may write files to: when it succeeds, the worker stores every
+    /// file there (at most [`sluice::output::MAX_OUTPUT_FILES`], names of at most
+    /// [`sluice::output::MAX_OUTPUT_NAME`] bytes, no links) in the payload bucket, and the job's
+    /// view lists them with download URLs. `None` when the worker has no payload bucket.
+    pub fn output_dir(&self) -> Option<&Path> {
+        self.output.as_deref().map(|o| o.dir.as_path())
+    }
+
+    /// Makes the file at `path` (in the output directory) the job's result, stored as it is
+    /// with `content_type`, instead of what the handler returns.
+    pub(crate) fn set_result_file(
+        &self,
+        path: PathBuf,
+        content_type: String,
+    ) -> Result<(), JobError> {
+        let area = self.output.as_deref().ok_or_else(|| {
+            JobError::permanent(format!(
+                "the result is a file, which needs a payload bucket ({} is not set)",
+                sluice::env::PAYLOAD_BUCKET
+            ))
+        })?;
+        *area.result_file.lock().expect("result file lock") = Some((path, content_type));
+        Ok(())
     }
 
     /// The job's uploaded file, on the worker's disk.

@@ -168,28 +168,50 @@ impl Handler for HttpHandler {
             }
         };
         let status = resp.status();
-        // At most one byte past the limit is read: an answer too large is never held whole.
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // A successful answer that is not text (an image, say), or too large to keep in the
+        // job, is the job's result file, streamed to disk (as SageMaker Async stores its
+        // answers in S3).
+        let as_file = |body: &[u8]| {
+            status.is_success()
+                && ctx.output_dir().is_some()
+                && (body.len() > self.max_answer_bytes || !textual(content_type.as_deref()))
+        };
+        // At most one byte past the limit is held: an answer too large is never held whole.
         let mut body: Vec<u8> = Vec::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     let room = self.max_answer_bytes + 1 - body.len();
                     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if as_file(&body) {
+                        let rest = &chunk[chunk.len().min(room)..];
+                        return self
+                            .answer_to_file(resp, &body, rest, content_type, &ctx)
+                            .await;
+                    }
                     if body.len() > self.max_answer_bytes {
                         return Err(JobError::permanent(format!(
-                            "the model server answered with more than {} bytes; results up to {} bytes are stored",
-                            self.max_answer_bytes, self.max_answer_bytes
+                            "the model server answered with more than {} bytes; results up to {} bytes are stored \
+                             unless the worker has a payload bucket ({} is not set)",
+                            self.max_answer_bytes,
+                            self.max_answer_bytes,
+                            sluice::env::PAYLOAD_BUCKET
                         )));
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(JobError::retryable(format!(
-                        "the model server's answer broke off: {}",
-                        error_chain(&e)
-                    )))
-                }
+                Err(e) => return Err(broke_off(&e)),
             }
+        }
+        if as_file(&body) {
+            return self
+                .answer_to_file(resp, &body, &[], content_type, &ctx)
+                .await;
         }
         interpret(status.as_u16(), &body)
     }
@@ -236,22 +258,99 @@ impl Handler for HttpHandler {
     }
 
     fn health(&self) -> Result<(), String> {
-        if let Some(since) = *self.away.lock().expect("away lock") {
-            if since.elapsed() > UNRESPONSIVE_AFTER {
-                return Err(format!(
-                    "the model server has been away for {} s (GET /ping does not answer)",
-                    since.elapsed().as_secs()
-                ));
+        let away = self.away.lock().expect("away lock").map(|t| t.elapsed());
+        let pinged = self
+            .last_ping
+            .lock()
+            .expect("ping lock")
+            .map(|t| t.elapsed());
+        server_health(away, pinged)
+    }
+}
+
+/// The worker's health as its model server makes it: unhealthy once the server has been away
+/// (refused or reset connections, `/ping` failing) or has not answered `/ping` (a server that
+/// accepts and never answers) for [`UNRESPONSIVE_AFTER`], busy or not; `away` and `pinged` say
+/// how long ago each began. Pure.
+pub fn server_health(away: Option<Duration>, pinged: Option<Duration>) -> Result<(), String> {
+    if let Some(away) = away.filter(|a| *a > UNRESPONSIVE_AFTER) {
+        return Err(format!(
+            "the model server has been away for {} s (GET /ping does not answer)",
+            away.as_secs()
+        ));
+    }
+    match pinged {
+        Some(t) if t > UNRESPONSIVE_AFTER => Err(format!(
+            "the model server has not answered GET /ping for {} s",
+            t.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl HttpHandler {
+    /// Streams the rest of a successful answer (after `head` and `more`, read already) to the
+    /// job's output directory and makes it the job's result file.
+    async fn answer_to_file(
+        &self,
+        mut resp: reqwest::Response,
+        head: &[u8],
+        more: &[u8],
+        content_type: Option<String>,
+        ctx: &JobContext,
+    ) -> Result<Box<RawValue>, JobError> {
+        use tokio::io::AsyncWriteExt;
+        let dir = ctx
+            .output_dir()
+            .expect("an answer goes to a file only with an output directory");
+        let path = dir.join(sluice::output::RESULT_FILE_NAME);
+        let disk = |e: std::io::Error| {
+            JobError::retryable(format!(
+                "the model server's answer could not be written to {}: {e}",
+                path.display()
+            ))
+        };
+        let mut file = tokio::fs::File::create(&path).await.map_err(disk)?;
+        file.write_all(head).await.map_err(disk)?;
+        file.write_all(more).await.map_err(disk)?;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => file.write_all(&chunk).await.map_err(disk)?,
+                Ok(None) => break,
+                Err(e) => return Err(broke_off(&e)),
             }
         }
-        match *self.last_ping.lock().expect("ping lock") {
-            Some(t) if t.elapsed() > UNRESPONSIVE_AFTER => Err(format!(
-                "the model server has not answered GET /ping for {} s",
-                t.elapsed().as_secs()
-            )),
-            _ => Ok(()),
-        }
+        file.flush().await.map_err(disk)?;
+        let content_type =
+            content_type.unwrap_or_else(|| sluice::upload::DEFAULT_CONTENT_TYPE.to_owned());
+        ctx.set_result_file(path.clone(), content_type)?;
+        Ok(RawValue::NULL.to_owned())
     }
+}
+
+fn broke_off(e: &reqwest::Error) -> JobError {
+    JobError::retryable(format!(
+        "the model server's answer broke off: {}",
+        error_chain(e)
+    ))
+}
+
+/// Whether an answer of this content type is text, kept in the job as JSON (or a JSON string)
+/// when small enough: no content type, JSON (`application/json`, `…+json`) or `text/…`. Pure.
+pub fn textual(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence.is_empty()
+        || essence == "application/json"
+        || essence.ends_with("+json")
+        || essence.starts_with("text/")
 }
 
 /// The size of the reads that stream a job's file to the model server.
@@ -546,6 +645,47 @@ mod tests {
         }
         assert_eq!(reply_ip("http://127.0.0.1:9").await, v4);
         assert!(reply_ip("http://[::1]:8080").await.is_loopback());
+    }
+
+    #[test]
+    fn a_server_away_or_silent_for_a_minute_makes_the_worker_unhealthy() {
+        let s = Duration::from_secs;
+        let cases = [
+            // away, last answered ping, healthy
+            (None, None, true),
+            (None, Some(s(5)), true),
+            (None, Some(s(60)), true),
+            // Accepts connections, answers nothing: pings time out, the last answer ages.
+            (None, Some(s(61)), false),
+            (Some(s(30)), Some(s(30)), true),
+            (Some(s(61)), Some(s(5)), false),
+        ];
+        for (away, pinged, healthy) in cases {
+            assert_eq!(
+                super::server_health(away, pinged).is_ok(),
+                healthy,
+                "{away:?} {pinged:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_answers_stay_in_the_job_and_others_become_files() {
+        for (ct, text) in [
+            (None, true),
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("Application/JSON"), true),
+            (Some("application/vnd.api+json"), true),
+            (Some("text/plain"), true),
+            (Some("text/csv; header=present"), true),
+            (Some("image/png"), false),
+            (Some("application/octet-stream"), false),
+            (Some("audio/wav"), false),
+            (Some("application/jsonx"), false),
+        ] {
+            assert_eq!(super::textual(ct), text, "{ct:?}");
+        }
     }
 
     #[test]

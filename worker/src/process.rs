@@ -173,6 +173,10 @@ struct JobLine<'a> {
     input_content_type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     input_size: Option<u64>,
+    /// Where the job may write output files (and a result too large for one line), when the
+    /// worker can store them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dir: Option<&'a str>,
 }
 
 impl Handler for ProcessHandler {
@@ -193,6 +197,7 @@ impl Handler for ProcessHandler {
             input_file: ctx.input_path().and_then(|p| p.to_str()),
             input_content_type: ctx.input_content_type(),
             input_size: ctx.input_size(),
+            output_dir: ctx.output_dir().and_then(|p| p.to_str()),
         })
         .map_err(|e| JobError::permanent(format!("the job could not be encoded: {e}")))?;
         line.push(b'\n');
@@ -593,6 +598,14 @@ impl Child {
                             req.ctx.progress(fraction, message.as_deref());
                         }
                         Ok(Message::Result { id, result }) if id == req.id => return Ended::Answer(Ok(result)),
+                        Ok(Message::ResultFile { id, path }) if id == req.id => {
+                            // The result is the JSON in a file of the job's output directory.
+                            let stored = req
+                                .ctx
+                                .set_result_file(path.into(), sluice::output::JSON.into())
+                                .map(|()| RawValue::NULL.to_owned());
+                            return Ended::Answer(stored);
+                        }
                         Ok(Message::Error { id, message, retryable }) if id == req.id => {
                             let message = message.unwrap_or_else(|| "the handler failed without a message".into());
                             let e = if retryable { JobError::retryable(message) } else { JobError::permanent(message) };
@@ -708,6 +721,12 @@ enum Message {
         id: String,
         result: Box<RawValue>,
     },
+    /// The result is the JSON in this file, in the job's output directory (too large for a
+    /// line of the protocol).
+    ResultFile {
+        id: String,
+        path: String,
+    },
     Error {
         id: String,
         message: Option<String>,
@@ -721,6 +740,7 @@ impl Message {
             Message::Ready => None,
             Message::Progress { id, .. }
             | Message::Result { id, .. }
+            | Message::ResultFile { id, .. }
             | Message::Error { id, .. } => Some(id),
         }
     }
@@ -740,6 +760,8 @@ fn parse(line: &[u8]) -> Result<Message, String> {
         // `null` is a result like any other: only a missing field is `None`.
         #[serde(default, deserialize_with = "present")]
         result: Option<Box<RawValue>>,
+        #[serde(default)]
+        result_file: Option<String>,
     }
     fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
         Box::<RawValue>::deserialize(d).map(Some)
@@ -780,10 +802,18 @@ fn parse(line: &[u8]) -> Result<Message, String> {
         "ready" => Ok(Message::Ready),
         "result" => {
             let r: ResultLine = serde_json::from_str(text).map_err(bad)?;
-            let result = r
-                .result
-                .ok_or_else(|| format!("a result line without a \"result\": {}", preview(line)))?;
-            Ok(Message::Result { id: id()?, result })
+            match (r.result, r.result_file) {
+                (Some(result), None) => Ok(Message::Result { id: id()?, result }),
+                (None, Some(path)) => Ok(Message::ResultFile { id: id()?, path }),
+                (Some(_), Some(_)) => Err(format!(
+                    "a result line with both a \"result\" and a \"result_file\": {}",
+                    preview(line)
+                )),
+                (None, None) => Err(format!(
+                    "a result line without a \"result\": {}",
+                    preview(line)
+                )),
+            }
         }
         "error" => {
             let e: ErrorLine = serde_json::from_str(text).map_err(bad)?;
@@ -874,6 +904,18 @@ mod tests {
         match ok(r#"{"type":"result","id":"j1","result":null}"#) {
             Message::Result { result, .. } => assert_eq!(result.get(), "null"),
             m => panic!("a null result is a result: {m:?}"),
+        }
+        match ok(r#"{"type":"result","id":"j1","result_file":"/tmp/out/r.json"}"#) {
+            Message::ResultFile { id, path } => {
+                assert_eq!((id.as_str(), path.as_str()), ("j1", "/tmp/out/r.json"))
+            }
+            m => panic!("{m:?}"),
+        }
+        for line in [
+            r#"{"type":"result","id":"j1","result":1,"result_file":"/tmp/r"}"#,
+            r#"{"type":"result","id":"j1","result_file":7}"#,
+        ] {
+            assert!(parse(line.as_bytes()).is_err(), "{line}");
         }
         assert!(matches!(
             ok(r#"{"type":"error","id":"j1","message":"bad input","retryable":false}"#),

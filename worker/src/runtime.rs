@@ -11,7 +11,7 @@ use sluice::job::{self, AttemptEnd, ClaimRefusal, JobId, JobRecord, OnTimeout, P
 use sluice::outbox::Outbox;
 use sluice::payload::{PayloadError, Payloads};
 use sluice::queue::{Envelope, JobQueue, ReceiptHandle, Received};
-use sluice::store::{Finish, JobStore, StoreError};
+use sluice::store::{Finish, JobStore, Produced, StoreError};
 use sluice::time::Millis;
 use sluice::upload::InputObject;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -20,9 +20,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::WorkerConfig;
-use crate::handler::{ErrorKind, Handler, InputFile, JobContext, JobError, ProgressSlot};
+use crate::handler::{
+    ErrorKind, Handler, InputFile, JobContext, JobError, OutputArea, ProgressSlot,
+};
 use crate::health::{self, Phase, Vitals};
 use crate::metrics::{self, Outcome};
+use crate::outputs;
 use crate::protection;
 
 /// The largest result stored inline in the job record (DynamoDB items hold 400 KB).
@@ -133,6 +136,31 @@ async fn fetch_input(
             DisplayErrorContext(&e)
         ))),
     }
+}
+
+/// A job's input read from its file, as JSON (streamed: never held as text beside its value).
+async fn input_from_file<T: serde::de::DeserializeOwned + Send + 'static>(
+    ctx: &JobContext,
+) -> Result<T, JobError> {
+    let path = ctx
+        .input_path()
+        .ok_or_else(|| JobError::permanent("the job has no input"))?
+        .to_owned();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| {
+            JobError::retryable(format!(
+                "cannot open the job's file {}: {e}",
+                path.display()
+            ))
+        })?;
+        serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+            JobError::permanent(format!(
+                "the job has no input, and its file is not the JSON input the handler takes: {e}"
+            ))
+        })
+    })
+    .await
+    .map_err(|e| JobError::retryable(format!("reading the job's file stopped: {e}")))?
 }
 
 /// The handler's runtime. Dropped, it shuts down without waiting for what still runs there (a
@@ -282,8 +310,8 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// How a running attempt stopped.
 enum Stop {
-    /// The handler returned (its output as JSON text), failed, panicked or ran out of time.
-    Returned(Result<String, JobError>),
+    /// The handler returned (its output, stored), failed, panicked or ran out of time.
+    Returned(Result<Produced, JobError>),
     /// The caller cancelled the job.
     Cancelled,
     /// Another attempt owns the job now.
@@ -601,7 +629,10 @@ impl<H: Handler> Worker<H> {
         let limit = cfg.time_limit(&job);
         info!(attempt = job.attempt, time_limit = ?limit, "job started");
         let input = match serde_json::from_str::<H::Input>(input) {
-            Ok(i) => i,
+            Ok(i) => Some(i),
+            // A job with a file and no input (an input too large to send inline, which the
+            // client uploaded) whose handler takes no `null`: its input is read from the file.
+            Err(_) if input.trim() == "null" && job.input_object.is_some() => None,
             Err(e) => {
                 let error = format!("the input does not match what the handler takes: {e}");
                 self.finish(msg, &job, Finish::Failed { error }, Outcome::Failed)
@@ -615,25 +646,11 @@ impl<H: Handler> Worker<H> {
             .await;
         let ran = started.elapsed();
         match stop {
-            Stop::Returned(Ok(r)) => {
-                let end = if r.len() <= MAX_RESULT_BYTES {
-                    Finish::Succeeded { result: r }
-                } else {
-                    Finish::Failed {
-                        error: format!(
-                            "the result is {} bytes; results up to {MAX_RESULT_BYTES} bytes are stored",
-                            r.len()
-                        ),
-                    }
-                };
-                let outcome = if matches!(end, Finish::Succeeded { .. }) {
-                    Outcome::Succeeded
-                } else {
-                    Outcome::Failed
-                };
-                info!(?ran, "job finished");
-                metrics::job_finished(cfg, outcome, ran, &job);
-                self.finish(msg, &job, end, outcome).await;
+            Stop::Returned(Ok(produced)) => {
+                info!(?ran, files = produced.outputs.len(), "job finished");
+                metrics::job_finished(cfg, Outcome::Succeeded, ran, &job);
+                self.finish(msg, &job, Finish::Produced(produced), Outcome::Succeeded)
+                    .await;
             }
             Stop::Returned(Err(e))
                 if e.kind == ErrorKind::Unavailable && job::release_is_free(&job) =>
@@ -694,7 +711,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             Stop::Fenced => {
-                warn!(lease_left = ?crate::config::fence_margin(cfg.lease), "the job's lease could not be renewed, and little of it is left; its run is stopped before the lease lapses, so that no other worker runs the job beside it");
+                warn!(lease_left = ?crate::config::fence_margin(cfg.lease, cfg.heartbeat), "the job's lease could not be renewed, and little of it is left; its run is stopped before the lease lapses, so that no other worker runs the job beside it");
                 metrics::job_finished(cfg, Outcome::Retried, ran, &job);
                 // The run stopped for the worker's trouble, not the job's: handed back without
                 // spending the attempt, unless such hand-backs are used up.
@@ -773,7 +790,7 @@ impl<H: Handler> Worker<H> {
         &self,
         msg: &Received,
         job: &JobRecord,
-        input: H::Input,
+        input: Option<H::Input>,
         limit: Duration,
         held_until: tokio::time::Instant,
         release: CancellationToken,
@@ -795,18 +812,40 @@ impl<H: Handler> Worker<H> {
         let handler = self.handler.clone();
         let file = job.input_object.clone();
         let payloads = self.payloads.clone();
+        let owner = job.owner.clone();
         let task = self.compute.spawn(async move {
-            // The job's file is fetched within the attempt, under its heartbeat and time limit.
+            // The job's file is fetched, and its output stored, within the attempt: under its
+            // heartbeat and time limit.
             let ctx = match file {
                 Some(object) => {
                     ctx.with_input(fetch_input(payloads.as_ref(), &object, &job_id, attempt).await?)
                 }
                 None => ctx,
             };
-            let output = handler.call(input, ctx).await?;
-            serde_json::to_string(&output).map_err(|e| {
+            let area = match &payloads {
+                Some(_) => Some(Arc::new(OutputArea::create(&job_id, attempt).map_err(
+                    |e| {
+                        JobError::retryable(format!(
+                            "the job's output directory could not be made: {e}"
+                        ))
+                    },
+                )?)),
+                None => None,
+            };
+            let input = match input {
+                Some(i) => i,
+                None => input_from_file(&ctx).await?,
+            };
+            let output = handler.call(input, ctx.with_output(area.clone())).await?;
+            let json = serde_json::to_string(&output).map_err(|e| {
                 JobError::permanent(format!("the result could not be encoded as JSON: {e}"))
-            })
+            })?;
+            let at = outputs::Attempt {
+                owner: &owner,
+                id: &job_id,
+                attempt,
+            };
+            outputs::store(payloads.as_ref(), area.as_deref(), json, &at).await
         });
         let task = AbortOnDrop(task);
         let vitals = self.vitals.attempt();
@@ -817,7 +856,7 @@ impl<H: Handler> Worker<H> {
         tokio::pin!(time_up);
         // Self-fencing: a run whose lease could not be renewed is stopped while enough of the
         // lease is left for it to stop before another worker may take the job.
-        let margin = crate::config::fence_margin(cfg.lease);
+        let margin = crate::config::fence_margin(cfg.lease, cfg.heartbeat);
         let fence = tokio::time::sleep_until(held_until - margin);
         tokio::pin!(fence);
         let mut beat =

@@ -266,10 +266,33 @@ export class JobApi extends Construct {
       timeout: STATUS_FUNCTION_TIMEOUT,
       logRetention,
       logRemovalPolicy,
-      environment: statusEnv({ tableName: props.table.tableName, ownerScope, pinnedSessionRoleArns }),
+      environment: statusEnv({
+        tableName: props.table.tableName,
+        payloadBucket: props.payloadBucket.bucketName,
+        ownerScope,
+        pinnedSessionRoleArns,
+      }),
     });
     // UpdateItem: cancels, and the caller's webhook signing secret (made on first use, rotated).
     JobTable.grantItems(props.table, status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
+    // The download URLs of a job's result file and output files act with this role: read only,
+    // and only what workers store (results/, outputs/), never another caller's uploads.
+    status.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject'],
+        resources: [props.payloadBucket.arnForObjects('results/*'), props.payloadBucket.arnForObjects('outputs/*')],
+      }),
+    );
+    if (status.function.role !== undefined) {
+      for (const prefix of ['results', 'outputs']) {
+        acknowledge(
+          status.function.role,
+          `AwsSolutions-IAM5[Resource::${nagRef(props.payloadBucket)}.Arn>/${prefix}/*]`.replace('>.Arn>', '.Arn>'),
+          `the wildcard is what any job produced: keys are ${prefix}/<owner hash>/<job>/<attempt>/…, and the API ` +
+            'presigns a download only of a job the caller owns',
+        );
+      }
+    }
     this.statusFunction = status.function;
 
     this.authorizer =

@@ -714,6 +714,22 @@ export class Workers extends Construct {
     taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [props.payloadBucket.arnForObjects('uploads/*')] }),
     );
+    // What a job produces, written only: a large result under results/, output files under
+    // outputs/ (PutObject covers a multipart upload's parts and completion).
+    taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:PutObject', 's3:AbortMultipartUpload'],
+        resources: [props.payloadBucket.arnForObjects('results/*'), props.payloadBucket.arnForObjects('outputs/*')],
+      }),
+    );
+    for (const prefix of ['results', 'outputs']) {
+      acknowledge(
+        taskRole,
+        `AwsSolutions-IAM5[Resource::${nagRef(props.payloadBucket)}.Arn>/${prefix}/*]`.replace('>.Arn>', '.Arn>'),
+        `the wildcard is what any job produces: the worker writes ${prefix}/<owner hash>/<job>/<attempt>/… for the ` +
+          'jobs it runs',
+      );
+    }
     acknowledge(
       taskRole,
       `AwsSolutions-IAM5[Resource::${nagRef(props.payloadBucket)}.Arn>/uploads/*]`.replace('>.Arn>', '.Arn>'),
