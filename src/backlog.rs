@@ -36,6 +36,8 @@ pub struct BacklogConfig {
     pub dead_letters: Option<DeadLetterConfig>,
     /// Which targets the webhooks delivered on every run (with the jobs table) may reach.
     pub webhook_policy: crate::webhook::TargetPolicy,
+    /// The payload bucket, whose output files pipeline jobs' sinks get copies of.
+    pub payload_bucket: Option<String>,
 }
 
 /// Where the reconciler looks.
@@ -77,6 +79,7 @@ impl BacklogConfig {
             policy,
             webhook_policy: crate::config::webhook_policy(src)?,
             table_name: src.get(env::TABLE_NAME),
+            payload_bucket: src.get(env::PAYLOAD_BUCKET),
             dead_letters: match src.get(env::DLQ_URL) {
                 None => None,
                 Some(dlq_url) => Some(DeadLetterConfig {

@@ -139,6 +139,17 @@ pub fn judge(msg_body: &str, record: Option<JobRecord>, now: Millis) -> Finding 
     }
 }
 
+/// Whether a message the reconciler keeps must be judged again at the next pass rather than
+/// rest (when the pass ran out of time): its job's record has not come yet, its job runs on a
+/// live lease, or its job is stranded but moved while the pass settled it (a worker's last
+/// write came in between), and so is still to be settled. What needs a person rests. Pure.
+pub fn judged_again_soon(f: &Finding) -> bool {
+    matches!(
+        f,
+        Finding::AwaitingRecord(_) | Finding::Running(_) | Finding::Stranded(_)
+    )
+}
+
 /// The dead-letter queue with the store its jobs live in.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
@@ -402,8 +413,8 @@ impl DeadLetters {
             }
         };
         // What stays shows again: at once after a full pass, after a rest otherwise; but what
-        // must be judged again soon (a record not there yet, a job running) shows at once.
-        let soon = |f: &Finding| matches!(f, Finding::AwaitingRecord(_) | Finding::Running(_));
+        // must be judged again soon shows at once.
+        let soon = judged_again_soon;
         let hide = if pass.complete || failure.is_some() {
             Duration::ZERO
         } else {
@@ -603,6 +614,25 @@ mod tests {
     use super::*;
     use crate::job::Owner;
     use serde_json::value::RawValue;
+
+    #[test]
+    fn unsettled_jobs_are_judged_again_at_the_next_pass_and_what_needs_a_person_rests() {
+        let id = JobId::generate();
+        let job = JobRecord::queued(id.clone(), Owner::new("o"), Millis(1), None, 3, 2);
+        let cases = [
+            (Finding::AwaitingRecord(id.clone()), true),
+            (Finding::Running(job.clone()), true),
+            // A stranded job kept by a pass: settling it met a write of its worker's.
+            (Finding::Stranded(job.clone()), true),
+            (Finding::Ended(job.clone()), false),
+            (Finding::Undecodable("poison".into()), false),
+            (Finding::Unreadable(id.clone(), "edited".into()), false),
+            (Finding::NoRecord(id), false),
+        ];
+        for (finding, soon) in cases {
+            assert_eq!(judged_again_soon(&finding), soon, "{}", finding.kind());
+        }
+    }
 
     #[test]
     fn messages_are_judged_by_their_body_and_their_record() {

@@ -111,6 +111,17 @@ pub const SCALING_POLICY: &str = "SLUICE_SCALING_POLICY";
 /// Seconds between two samples inside one backlog run (default 10). Read by: backlog.
 pub const SAMPLE_INTERVAL_SECONDS: &str = "SLUICE_SAMPLE_INTERVAL_SECONDS";
 
+/// The pipeline's bucket: objects created under its input prefix become jobs (unset: no
+/// pipeline). Read by: local API.
+pub const PIPELINE_BUCKET: &str = "SLUICE_PIPELINE_BUCKET";
+/// The key prefix whose new objects become jobs (default `in/`). Read by: local API.
+pub const PIPELINE_INPUT_PREFIX: &str = "SLUICE_PIPELINE_INPUT_PREFIX";
+/// The key prefix pipeline jobs' outcomes are written under (default `out/`). Read by: local
+/// API.
+pub const PIPELINE_OUTPUT_PREFIX: &str = "SLUICE_PIPELINE_OUTPUT_PREFIX";
+/// The owner of the pipeline's jobs, as the API names callers. Read by: local API.
+pub const PIPELINE_OWNER: &str = "SLUICE_PIPELINE_OWNER";
+
 /// Every variable above, for the contract test against the CDK app's list.
 pub const ALL: &[&str] = &[
     TABLE_NAME,
@@ -148,4 +159,8 @@ pub const ALL: &[&str] = &[
     SERVICE,
     SCALING_POLICY,
     SAMPLE_INTERVAL_SECONDS,
+    PIPELINE_BUCKET,
+    PIPELINE_INPUT_PREFIX,
+    PIPELINE_OUTPUT_PREFIX,
+    PIPELINE_OWNER,
 ];

@@ -221,6 +221,17 @@ pub struct JobRecord {
     pub result_object: Option<crate::output::StoredObject>,
     /// The files the handler wrote, stored in the payload bucket.
     pub outputs: Vec<crate::output::OutputFile>,
+    /// Where a pipeline job's outcome is written when it ends (see [`crate::ingest`]).
+    pub sink: Option<Sink>,
+}
+
+/// Where the outcome of a job made from an object in a pipeline's bucket is written: the job's
+/// view as `<base>.success` or `<base>.failed`, and its output files (and a stored result)
+/// under `<base>/`, in `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub bucket: String,
+    pub base: String,
 }
 
 /// The delivery of a job's webhook event for its last terminal state: recorded on the job's own
@@ -337,6 +348,7 @@ impl JobRecord {
             input_object: None,
             result_object: None,
             outputs: Vec::new(),
+            sink: None,
         }
     }
 

@@ -170,7 +170,11 @@ pub async fn ensure_resources(
 /// The bucket name for `prefix`: `<prefix>-payloads`, lowercased, with what S3 refuses in a name
 /// replaced, and the prefix's head cut when the name would be over S3's 63 characters. Pure.
 pub fn bucket_name(prefix: &str) -> String {
-    const SUFFIX: &str = "-payloads";
+    bucket_name_with(prefix, "-payloads")
+}
+
+/// `<prefix><suffix>` as [`bucket_name`] makes it. Pure.
+fn bucket_name_with(prefix: &str, suffix: &str) -> String {
     let clean: String = prefix
         .to_ascii_lowercase()
         .chars()
@@ -179,16 +183,94 @@ pub fn bucket_name(prefix: &str) -> String {
             _ => '-',
         })
         .collect();
-    let room = 63 - SUFFIX.len();
+    let room = 63 - suffix.len();
     let tail = &clean[clean.len().saturating_sub(room)..];
     let tail = tail.trim_start_matches('-');
-    format!("{}{SUFFIX}", if tail.is_empty() { "sluice" } else { tail })
+    format!("{}{suffix}", if tail.is_empty() { "sluice" } else { tail })
+}
+
+/// The local pipeline: its bucket and the queue S3 tells of new objects in it.
+#[derive(Debug, Clone)]
+pub struct PipelineResources {
+    pub bucket: String,
+    pub events_url: String,
+}
+
+/// Creates (or finds) the pipeline bucket `<prefix>-pipeline`, its event queue
+/// `<prefix>-pipeline-events`, and the bucket's notification of every object created under
+/// `input_prefix` to the queue, as the CDK app sets them up.
+pub async fn ensure_pipeline(
+    aws: &SdkConfig,
+    prefix: &str,
+    input_prefix: &str,
+) -> anyhow::Result<PipelineResources> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    let bucket = ensure_named_bucket(aws, &bucket_name_with(prefix, "-pipeline")).await?;
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let events_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-pipeline-events"))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let events_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&events_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value(input_prefix)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::new(aws)
+        .put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(events_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(filter)
+                        .build()?,
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot tell the bucket {bucket} to send its events"
+            ))
+        })?;
+    Ok(PipelineResources { bucket, events_url })
 }
 
 /// Creates (or finds) the payload bucket of `prefix` ([`bucket_name`]).
 async fn ensure_bucket(aws: &SdkConfig, prefix: &str) -> anyhow::Result<String> {
+    ensure_named_bucket(aws, &bucket_name(prefix)).await
+}
+
+/// Creates (or finds) the bucket `bucket`.
+async fn ensure_named_bucket(aws: &SdkConfig, bucket: &str) -> anyhow::Result<String> {
     use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-    let bucket = bucket_name(prefix);
+    let bucket = bucket.to_owned();
     let s3 = crate::payload::Payloads::from_sdk(aws, &bucket);
     if s3
         .client()

@@ -1170,12 +1170,36 @@ mod dev {
                 Some(tokio::spawn(supervise(cmd, first, stop.clone())))
             }
         };
+        // The pipeline: files dropped in its bucket under in/ become jobs of the local caller,
+        // their outcomes written under out/ (as the ingest function does in AWS).
+        let pipe = local::ensure_pipeline(&aws, prefix, "in/")
+            .await
+            .context("cannot create the pipeline's bucket and event queue")?;
+        let ingest = sluice::ingest::Ingest {
+            store: sluice::store::JobStore::from_sdk(&aws, &res.table_name),
+            queue: sluice::queue::JobQueue::from_sdk(&aws, &res.queue_url),
+            objects: sluice::payload::Payloads::from_sdk(&aws, &pipe.bucket),
+            config: sluice::ingest::PipelineConfig {
+                bucket: pipe.bucket.clone(),
+                input_prefix: "in/".into(),
+                output_prefix: "out/".into(),
+                owner: sluice::job::Owner::new(format!("iam:{}", local::LOCAL_IDENTITY)),
+                max_attempts: 3,
+                retention: std::time::Duration::from_secs(7 * 86_400),
+            },
+        };
+        let events = sluice::queue::JobQueue::from_sdk(&aws, &pipe.events_url);
+        let ingester = {
+            let stop = stop.clone();
+            tokio::spawn(async move { ingest.poll(&events, stop).await })
+        };
         tracing::info!(
             url = %format!("http://{listen}"),
             table = %res.table_name,
             queue = %res.queue_url,
             dlq = %res.dlq_url,
             bucket = %res.payload_bucket,
+            pipeline = %format!("s3://{}/in/ -> s3://{}/out/", pipe.bucket, pipe.bucket),
             "local API ready; try: sluice submit '{{\"text\": \"hello\"}}' --wait"
         );
         let shutdown = async {
@@ -1194,12 +1218,17 @@ mod dev {
             sluice::outbox::Outbox::new(
                 sluice::store::JobStore::from_sdk(&aws, &res.table_name),
                 sluice::webhook::TargetPolicy::LOCAL_STACK,
-            ),
+            )
+            .with_payloads(sluice::payload::Payloads::from_sdk(
+                &aws,
+                &res.payload_bucket,
+            )),
             stop.clone(),
         ));
         local::serve(api, listener, shutdown).await?;
         stop.cancel();
         let _ = deliverer.await;
+        let _ = ingester.await;
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }

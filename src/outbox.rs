@@ -19,7 +19,8 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::api::{sha256_hex, JobView};
-use crate::job::{JobId, JobRecord, Owner};
+use crate::job::{JobId, JobRecord, Owner, Sink};
+use crate::payload::Payloads;
 use crate::store::{DeliveryEnd, JobStore, StoreError, StoredSecret, NOTIFY_SHARDS};
 use crate::time::Millis;
 use crate::webhook::{
@@ -64,6 +65,34 @@ pub struct SigningKeys {
     /// The secret before the last rotation, while it still signs.
     pub previous: Option<Secret>,
     pub stored: StoredSecret,
+}
+
+/// The name a pipeline job's stored result is copied to, under its sink's base.
+pub const SINK_RESULT_NAME: &str = "result";
+
+/// The suffix of the object a job's view is written to in its sink: `.success` for a job that
+/// succeeded, `.failed` for any other end (failed, cancelled, expired), as the AWS sample
+/// writes them. Pure.
+pub fn sink_suffix(status: crate::job::Status) -> &'static str {
+    if status == crate::job::Status::Succeeded {
+        ".success"
+    } else {
+        ".failed"
+    }
+}
+
+/// The `x-amz-copy-source` of `key` in `bucket`: the key percent-encoded but its slashes. Pure.
+pub fn copy_source(bucket: &str, key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(key, KEEP)
+    )
 }
 
 /// The hash that keys an owner's secret item.
@@ -212,6 +241,8 @@ pub struct Outbox {
     pub policy: TargetPolicy,
     /// The longest one attempt may take.
     pub timeout: Duration,
+    /// The payload bucket, whose outputs a pipeline job's sink gets copies of.
+    pub payloads: Option<Payloads>,
 }
 
 /// What one attempt came to; `None` from [`Outbox::deliver`] when it made none (another
@@ -236,16 +267,87 @@ impl Outbox {
             store,
             policy,
             timeout: DELIVERY_TIMEOUT,
+            payloads: None,
         }
     }
 
+    /// Writes pipeline jobs' outcomes with `payloads`' client, copying their outputs from its
+    /// bucket.
+    pub fn with_payloads(mut self, payloads: Payloads) -> Self {
+        self.payloads = Some(payloads);
+        self
+    }
+
     /// The fast path, right after `job` was recorded ended: its announcement, when it has a
-    /// webhook and the announcement is due.
+    /// webhook or a sink and the announcement is due.
     pub async fn deliver_ended(&self, job: &JobRecord) -> Result<Option<Attempted>, OutboxError> {
-        match (&job.webhook, job.delivery.due_at) {
-            (Some(_), Some(due)) => self.deliver(&job.id, due, Millis::now()).await,
+        match job.delivery.due_at {
+            Some(due) if job.webhook.is_some() || job.sink.is_some() => {
+                self.deliver(&job.id, due, Millis::now()).await
+            }
             _ => Ok(None),
         }
+    }
+
+    /// Writes a pipeline job's outcome to its sink: its output files and a stored result copied
+    /// under `<base>/` (server-side copies), then its view as `<base>.success` or
+    /// `<base>.failed`, written last so that its presence says the rest is there. Every write
+    /// replaces the one before: an attempt made again writes the same objects.
+    async fn write_sink(&self, job: &JobRecord, sink: &Sink) -> Result<(), String> {
+        let payloads = self.payloads.as_ref().ok_or_else(|| {
+            format!(
+                "this deliverer has no payload bucket ({} is not set)",
+                crate::env::PAYLOAD_BUCKET
+            )
+        })?;
+        let mut copies: Vec<(&str, String)> = job
+            .outputs
+            .iter()
+            .map(|f| (f.object.key.as_str(), format!("{}/{}", sink.base, f.name)))
+            .collect();
+        if let Some(r) = &job.result_object {
+            copies.push((
+                r.key.as_str(),
+                format!("{}/{}", sink.base, SINK_RESULT_NAME),
+            ));
+        }
+        let client = payloads.client();
+        for (from, to) in copies {
+            client
+                .copy_object()
+                .copy_source(copy_source(payloads.bucket(), from))
+                .bucket(&sink.bucket)
+                .key(&to)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "copying {from} to s3://{}/{to}: {}",
+                        sink.bucket,
+                        crate::aws::DisplayErrorContext(&e)
+                    )
+                })?;
+        }
+        let mut view = JobView::of(job);
+        view.delivery = None;
+        let body = serde_json::to_vec_pretty(&view).map_err(|e| e.to_string())?;
+        let key = format!("{}{}", sink.base, sink_suffix(job.status));
+        client
+            .put_object()
+            .bucket(&sink.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "writing s3://{}/{key}: {}",
+                    sink.bucket,
+                    crate::aws::DisplayErrorContext(&e)
+                )
+            })?;
+        Ok(())
     }
 
     /// Makes one attempt at the announcement of job `id` due at `due_at` (its `notify_at` as
@@ -262,7 +364,8 @@ impl Outbox {
             Err(StoreError::Conflict { current }) => {
                 // Not terminal any more (redriven) or without a webhook: nothing to announce.
                 if let Some(cur) = current {
-                    let stale = !cur.status.is_terminal() || cur.webhook.is_none();
+                    let stale =
+                        !cur.status.is_terminal() || (cur.webhook.is_none() && cur.sink.is_none());
                     if stale && cur.delivery.due_at == Some(due_at) {
                         self.store.drop_delivery(id, due_at).await?;
                     }
@@ -271,28 +374,39 @@ impl Outbox {
             }
             Err(e) => return Err(e.into()),
         };
-        let url = job.webhook.clone().unwrap_or_default();
         let attempts = job.delivery.attempts;
-        let outcome = match self.sign(&job, now).await {
-            Ok((headers, body)) => {
-                let sent = webhook::send(&url, self.policy, &headers, body, self.timeout);
-                // The send's own timeout bounds it; this bounds the lookup before it too.
-                match tokio::time::timeout(self.timeout + Duration::from_secs(5), sent).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Ok(DeliveryOutcome::Retry {
-                        reason: RetryReason::Status {
-                            status: reqwest::StatusCode::GATEWAY_TIMEOUT,
-                            excerpt: "the attempt took too long".into(),
-                        },
-                        retry_after: None,
-                    }),
+        // The sink first: a webhook tells of an outcome whose files are where they belong.
+        let sunk = match &job.sink {
+            Some(sink) => self.write_sink(&job, sink).await.err(),
+            None => None,
+        };
+        let outcome = match (&sunk, &job.webhook) {
+            (Some(e), _) => Ok(DeliveryOutcome::Retry {
+                reason: RetryReason::Sink(e.clone()),
+                retry_after: None,
+            }),
+            (None, None) => Ok(DeliveryOutcome::Delivered(reqwest::StatusCode::OK)),
+            (None, Some(url)) => match self.sign(&job, now).await {
+                Ok((headers, body)) => {
+                    let sent = webhook::send(url, self.policy, &headers, body, self.timeout);
+                    // The send's own timeout bounds it; this bounds the lookup before it too.
+                    match tokio::time::timeout(self.timeout + Duration::from_secs(5), sent).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Ok(DeliveryOutcome::Retry {
+                            reason: RetryReason::Status {
+                                status: reqwest::StatusCode::GATEWAY_TIMEOUT,
+                                excerpt: "the attempt took too long".into(),
+                            },
+                            retry_after: None,
+                        }),
+                    }
                 }
-            }
-            Err(e) => {
-                // The attempt stays counted and the lease runs out: the next pass tries again.
-                tracing::warn!(job_id = %id, error = %crate::aws::DisplayErrorContext(&e), "could not sign the webhook");
-                return Err(e);
-            }
+                Err(e) => {
+                    // The attempt stays counted and the lease runs out: the next pass tries again.
+                    tracing::warn!(job_id = %id, error = %crate::aws::DisplayErrorContext(&e), "could not sign the webhook");
+                    return Err(e);
+                }
+            },
         };
         let end = after_attempt(
             &outcome,
@@ -302,13 +416,13 @@ impl Outbox {
         );
         match &end {
             DeliveryEnd::Delivered { status } => {
-                tracing::info!(job_id = %id, attempts, status, "webhook delivered")
+                tracing::info!(job_id = %id, attempts, status, "job's end announced")
             }
             DeliveryEnd::Retry { error, next_at, .. } => {
-                tracing::warn!(job_id = %id, attempts, %error, next_at = %next_at, "webhook not delivered; will retry")
+                tracing::warn!(job_id = %id, attempts, %error, next_at = %next_at, "job's end not announced; will retry")
             }
             DeliveryEnd::GiveUp { error, .. } => {
-                tracing::warn!(job_id = %id, attempts, %error, "webhook given up")
+                tracing::warn!(job_id = %id, attempts, %error, "job's end announcement given up")
             }
         }
         match self

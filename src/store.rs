@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::job::{Delivery, JobId, JobRecord, OnTimeout, Owner, Progress, Status};
+use crate::job::{Delivery, JobId, JobRecord, OnTimeout, Owner, Progress, Sink, Status};
 use crate::output::{OutputFile, StoredObject};
 use crate::time::Millis;
 use crate::upload::{InputObject, UploadId, UploadRecord};
@@ -167,6 +167,11 @@ mod attr {
     pub const COMPLETED_AT: &str = "completed_at";
     pub const INPUT_UPLOAD: &str = "input_upload";
     pub const INPUT_KEY: &str = "input_key";
+    /// The bucket of the job's file, when not the payload bucket.
+    pub const INPUT_BUCKET: &str = "input_bucket";
+    /// A pipeline job's sink: the bucket and the key its outcome is written under.
+    pub const SINK_BUCKET: &str = "sink_bucket";
+    pub const SINK_BASE: &str = "sink_base";
     /// A result stored in the payload bucket: its key, size and content type.
     pub const RESULT_KEY: &str = "result_key";
     pub const RESULT_SIZE: &str = "result_size";
@@ -1306,7 +1311,7 @@ impl JobStore {
     /// Takes the delivery attempt due at `due_at` (the `notify_at` the deliverer read): the
     /// announcement is next due at `lease_until`, when another deliverer may try should this one
     /// die mid-attempt, and the attempt is counted. One deliverer wins; the others get
-    /// `Conflict`. Only a terminal job with a webhook is taken.
+    /// `Conflict`. Only a terminal job with a webhook or a sink is taken.
     pub async fn take_delivery(
         &self,
         id: &JobId,
@@ -1319,7 +1324,7 @@ impl JobStore {
             .set(attr::WEBHOOK_LAST_AT, n(now.0))
             .increment(attr::WEBHOOK_ATTEMPTS)
             .when(
-                "#notify_at = :due AND attribute_exists(#webhook) \
+                "#notify_at = :due AND (attribute_exists(#webhook) OR attribute_exists(#sink_base)) \
                  AND #status IN (:succeeded, :failed, :cancelled, :expired)",
             )
             .bind("due", n(due_at.0))
@@ -1700,6 +1705,13 @@ pub fn to_item(job: &JobRecord) -> Item {
     }
     if let Some(url) = &job.webhook {
         item.insert(attr::WEBHOOK.into(), s(url.as_str()));
+    }
+    if let Some(sink) = &job.sink {
+        item.insert(attr::SINK_BUCKET.into(), s(sink.bucket.as_str()));
+        item.insert(attr::SINK_BASE.into(), s(sink.base.as_str()));
+    }
+    // A job whose end is announced (a webhook, a sink) is in the notify-due index.
+    if job.webhook.is_some() || job.sink.is_some() {
         item.insert(attr::NOTIFY.into(), s(open_shard(&job.id)));
     }
     let d = &job.delivery;
@@ -1741,6 +1753,13 @@ pub fn to_item(job: &JobRecord) -> Item {
         (
             attr::INPUT_KEY,
             job.input_object.as_ref().map(|o| s(o.key.as_str())),
+        ),
+        (
+            attr::INPUT_BUCKET,
+            job.input_object
+                .as_ref()
+                .and_then(|o| o.bucket.clone())
+                .map(s),
         ),
         (
             attr::INPUT_SIZE,
@@ -1872,6 +1891,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
             None => None,
             Some(key) => Some(InputObject {
                 upload_id: text(attr::INPUT_UPLOAD).unwrap_or_default(),
+                bucket: text(attr::INPUT_BUCKET),
                 key,
                 size: u64::try_from(num(attr::INPUT_SIZE)?.unwrap_or(0))
                     .map_err(|_| corrupt("input_size is out of range".into()))?,
@@ -1889,6 +1909,10 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
                     .unwrap_or_else(|| crate::output::JSON.into()),
             }),
         },
+        sink: match (text(attr::SINK_BUCKET), text(attr::SINK_BASE)) {
+            (Some(bucket), Some(base)) => Some(Sink { bucket, base }),
+            _ => None,
+        },
         outputs: match item.get(attr::OUTPUTS) {
             None => Vec::new(),
             Some(v) => {
@@ -1896,9 +1920,9 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
             }
         },
         delivery: Delivery {
-            // Only a job with a webhook has an announcement to deliver.
+            // Only a job with a webhook or a sink has an announcement to deliver.
             due_at: num(attr::NOTIFY_AT)?
-                .filter(|_| item.contains_key(attr::WEBHOOK))
+                .filter(|_| item.contains_key(attr::WEBHOOK) || item.contains_key(attr::SINK_BASE))
                 .map(Millis),
             attempts: count(attr::WEBHOOK_ATTEMPTS)?,
             last_attempt_at: num(attr::WEBHOOK_LAST_AT)?.map(Millis),

@@ -166,7 +166,10 @@ pub fn valid_content_type(ct: &str) -> bool {
 /// The object a job reads its file from, as recorded on the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputObject {
+    /// The upload it came from; empty for an object a pipeline found in its bucket.
     pub upload_id: String,
+    /// The bucket, when not the payload bucket (an object a pipeline found in its bucket).
+    pub bucket: Option<String>,
     pub key: String,
     pub size: u64,
     pub content_type: String,

@@ -520,6 +520,9 @@ pub enum RetryReason {
     Connect(#[source] reqwest::Error),
     #[error("the request to the receiver failed")]
     Request(#[source] reqwest::Error),
+    /// A pipeline job's outcome could not be written to its sink (the webhook, if any, waits).
+    #[error("the outcome could not be written to its bucket: {0}")]
+    Sink(String),
 }
 
 /// POSTs one signed attempt with `client` (from [`pinned_client`]) and classifies the answer.

@@ -90,6 +90,10 @@ test('every deployed variable exists in src/env.rs, and every rust variable but 
     [
       'SLUICE_HEARTBEAT_SECONDS',
       'SLUICE_LISTEN_ADDR',
+      'SLUICE_PIPELINE_BUCKET',
+      'SLUICE_PIPELINE_INPUT_PREFIX',
+      'SLUICE_PIPELINE_OUTPUT_PREFIX',
+      'SLUICE_PIPELINE_OWNER',
       'SLUICE_RECEIVE_WAIT_SECONDS',
       'SLUICE_RETRY_BASE_SECONDS',
       'SLUICE_RETRY_MAX_SECONDS',

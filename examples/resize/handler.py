@@ -1,9 +1,18 @@
 """Resize an image to 224x224 with Pillow: the job of AWS's Fargate batch-processing sample.
 
-Input ``{"image": "<base64 of an image file>", "format"?: "PNG" | "JPEG"}`` (default PNG).
-Output ``{"image": "<base64 of the 224x224 image>", "width": 224, "height": 224, "format": ...,
-"source": {"width": W, "height": H, "format": "JPEG"}}``. The image is stretched to the square
-(as a model's input layer wants), after turning it upright by its EXIF orientation.
+Two ways in:
+
+- A job with a file (``sluice submit --upload photo.jpg``, or a photo dropped in the pipeline's
+  bucket under ``in/``): the image is the file, of any size (a 12-megapixel photo is fine). The
+  224x224 image is written as the output file ``resized.png`` (or ``.jpg``), which the caller
+  downloads from the job's ``outputs`` (``sluice download``) and which the pipeline writes under
+  ``out/<name>/``. Output ``{"width": 224, "height": 224, "format": ..., "file": "resized.png",
+  "source": {...}}``.
+- Input ``{"image": "<base64 of an image file>"}``, for small images: the output then carries
+  the resized image as base64 in ``"image"``.
+
+``"format"``: ``"PNG"`` (default) or ``"JPEG"``, the output's format. The image is stretched to
+the square (as a model's input layer wants), after turning it upright by its EXIF orientation.
 """
 
 import base64
@@ -26,23 +35,31 @@ FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG"}
 KEEP_MODES = {"PNG": {"1", "L", "LA", "RGB", "RGBA"}, "JPEG": {"L", "RGB"}}
 
 
-def decode(input):
-    """The input's image, loaded, and its output format."""
-    if not isinstance(input, dict) or not isinstance(input.get("image"), str):
-        raise sluice_handler.PermanentError('the input must be {"image": "<base64>"}')
+def decode(input, path=None):
+    """The input's image (the job's file when it has one), loaded, and its output format."""
+    input = input if isinstance(input, dict) else {}
     fmt = input.get("format", "PNG")
     if not isinstance(fmt, str) or fmt.upper() not in FORMATS:
         raise sluice_handler.PermanentError(f'format must be "PNG" or "JPEG", not {fmt!r}')
+    if path is not None:
+        source, size = path, None
+    else:
+        if not isinstance(input.get("image"), str):
+            raise sluice_handler.PermanentError(
+                'the input must be {"image": "<base64>"}, or the job must have a file'
+            )
+        try:
+            data = base64.b64decode(input["image"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise sluice_handler.PermanentError(f"image is not valid base64: {e}") from None
+        source, size = io.BytesIO(data), len(data)
     try:
-        data = base64.b64decode(input["image"], validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise sluice_handler.PermanentError(f"image is not valid base64: {e}") from None
-    try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(source)
         image.load()
     except UnidentifiedImageError:
+        what = f"{size} bytes" if size is not None else "the job's file"
         raise sluice_handler.PermanentError(
-            f"image is not an image file Pillow can read ({len(data)} bytes)"
+            f"image is not an image file Pillow can read ({what})"
         ) from None
     except Image.DecompressionBombError as e:
         raise sluice_handler.PermanentError(f"image is too large: {e}") from None
@@ -61,18 +78,20 @@ def resize(image, fmt):
 
 
 def handle(input, ctx):
-    image, fmt = decode(input)
+    image, fmt = decode(input, ctx.input_path)
     source = {"width": image.width, "height": image.height, "format": image.format}
     ctx.progress(0.3, f"decoded a {image.width}x{image.height} {image.format}")
-    out = io.BytesIO()
-    resize(image, fmt).save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {"optimize": True}))
-    return {
-        "image": base64.b64encode(out.getvalue()).decode("ascii"),
-        "width": SIZE[0],
-        "height": SIZE[1],
-        "format": fmt,
-        "source": source,
-    }
+    options = {"quality": 90} if fmt == "JPEG" else {"optimize": True}
+    result = {"width": SIZE[0], "height": SIZE[1], "format": fmt, "source": source}
+    if ctx.input_path is not None and ctx.output_dir is not None:
+        name = "resized.jpg" if fmt == "JPEG" else "resized.png"
+        resize(image, fmt).save(ctx.output_file(name), fmt, **options)
+        result["file"] = name
+    else:
+        out = io.BytesIO()
+        resize(image, fmt).save(out, fmt, **options)
+        result["image"] = base64.b64encode(out.getvalue()).decode("ascii")
+    return result
 
 
 if __name__ == "__main__":

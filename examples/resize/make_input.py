@@ -5,6 +5,9 @@
 
 Options: --size WxH (default 640x480), --source-format JPEG|PNG (the test image's file format,
 default JPEG), --format PNG|JPEG (what the job should answer with, default PNG), -o FILE.
+With --image-only the image file itself is written (to -o), for an upload or the pipeline:
+
+    python3 examples/resize/make_input.py --size 4000x3000 --image-only -o /tmp/photo.jpg
 """
 
 import argparse
@@ -39,12 +42,20 @@ def main():
     parser.add_argument("--source-format", default="JPEG", choices=["JPEG", "PNG"])
     parser.add_argument("--format", default="PNG", choices=["PNG", "JPEG"])
     parser.add_argument("-o", "--output", help="write here instead of stdout")
+    parser.add_argument("--image-only", action="store_true",
+                        help="write the image file itself (needs -o), not a job input")
     args = parser.parse_args()
     try:
         width, height = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size must be WxH, like 640x480, not {args.size!r}")
     data = image_bytes(width, height, args.source_format)
+    if args.image_only:
+        if not args.output:
+            parser.error("--image-only needs -o FILE")
+        with open(args.output, "wb") as f:
+            f.write(data)
+        return
     text = json.dumps({"image": base64.b64encode(data).decode("ascii"), "format": args.format})
     if args.output:
         with open(args.output, "w", encoding="ascii") as f:

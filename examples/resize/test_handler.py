@@ -72,6 +72,29 @@ class ResizeTest(unittest.TestCase):
         self.assertEqual(result["source"], {"width": 300, "height": 100, "format": "PNG"})
         self.assertEqual((image.format, image.mode), ("JPEG", "RGB"))
 
+    def test_a_12_megapixel_photo_file_becomes_an_output_file(self):
+        import tempfile
+
+        from make_input import image_bytes
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as tmp:
+            photo = Path(tmp) / "photo.jpg"
+            photo.write_bytes(image_bytes(4000, 3000, "JPEG"))
+            out = Path(tmp) / "out"
+            out.mkdir()
+            self.proc.job("file", {"bucket": "b", "key": "in/photo.jpg"},
+                          input_file=str(photo), output_dir=str(out))
+            self.assertEqual(self.proc.recv()["type"], "progress")
+            answer = self.proc.recv()
+            self.assertEqual(answer["type"], "result", answer)
+            result = answer["result"]
+            self.assertEqual(result["file"], "resized.png")
+            self.assertNotIn("image", result)
+            self.assertEqual(result["source"], {"width": 4000, "height": 3000, "format": "JPEG"})
+            with Image.open(out / "resized.png") as image:
+                self.assertEqual((image.size, image.format), ((224, 224), "PNG"))
+
     def test_bad_inputs_fail_for_good(self):
         from make_input import image_bytes
 

@@ -384,6 +384,7 @@ impl Api {
         upload::matches_object(&up, object.as_ref()).map_err(|why| upload_refused(id, why))?;
         Ok(InputObject {
             upload_id: id.to_string(),
+            bucket: None,
             key: up.key,
             size: up.size,
             content_type: up.content_type,

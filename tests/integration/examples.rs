@@ -94,3 +94,108 @@ async fn the_resize_example_makes_a_224_square_with_pillow() {
     let view = s.wait_terminal(ALICE, &bad, SOON).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
 }
+
+/// The AWS sample's flow, end to end on the local stack: a 12-megapixel photo dropped in the
+/// pipeline's bucket under `in/` becomes a job (through S3's event notification), the resize
+/// example makes its 224x224 image as an output file, and the outcome lands under `out/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_12_megapixel_photo_dropped_in_the_pipeline_comes_out_resized() {
+    use sluice::ingest::{Ingest, PipelineConfig};
+    use sluice::payload::Payloads;
+    use sluice::queue::JobQueue;
+
+    let s = Stack::new("example_pipeline").await;
+    let pipe = sluice::local::ensure_pipeline(&s.aws, &s.name, "in/")
+        .await
+        .unwrap();
+    let bucket = Payloads::from_sdk(&s.aws, &pipe.bucket);
+    let ingest = Ingest {
+        store: s.store.clone(),
+        queue: s.queue.clone(),
+        objects: bucket.clone(),
+        config: PipelineConfig {
+            bucket: pipe.bucket.clone(),
+            input_prefix: "in/".into(),
+            output_prefix: "out/".into(),
+            owner: sluice::job::Owner::new(format!("iam:{ALICE}")),
+            max_attempts: 3,
+            retention: s.retention,
+        },
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poller = {
+        let events = JobQueue::from_sdk(&s.aws, &pipe.events_url);
+        let (ingest, stop) = (ingest.clone(), stop.clone());
+        tokio::spawn(async move { ingest.poll(&events, stop).await })
+    };
+    let _w = example_worker(&s, "resize");
+
+    let photo = std::env::temp_dir().join(format!("{}-photo.jpg", s.name));
+    let made = std::process::Command::new(python())
+        .arg(repo().join("examples/resize/make_input.py"))
+        .args(["--size", "4000x3000", "--image-only", "-o"])
+        .arg(&photo)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let size = std::fs::metadata(&photo).unwrap().len();
+    bucket
+        .upload_file(&photo, "in/holiday/beach.jpg", "image/jpeg")
+        .await
+        .unwrap();
+    std::fs::remove_file(&photo).unwrap();
+
+    let started = std::time::Instant::now();
+    let success = loop {
+        let got = bucket
+            .client()
+            .get_object()
+            .bucket(&pipe.bucket)
+            .key("out/holiday/beach.jpg.success")
+            .send()
+            .await;
+        if let Ok(out) = got {
+            break out.body.collect().await.unwrap().into_bytes();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no outcome came"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let view: serde_json::Value = serde_json::from_slice(&success).unwrap();
+    assert_eq!(view["status"], "SUCCEEDED", "{view}");
+    assert_eq!(view["input_file"]["size"], size);
+    assert_eq!(
+        view["result"]["source"],
+        json!({"width": 4000, "height": 3000, "format": "JPEG"})
+    );
+    let png = bucket
+        .client()
+        .get_object()
+        .bucket(&pipe.bucket)
+        .key("out/holiday/beach.jpg/resized.png")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    // A PNG's IHDR: width and height, big-endian, at bytes 16 to 24.
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dim = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (224, 224));
+    eprintln!(
+        "a {size}-byte 4000x3000 JPEG became a 224x224 PNG of {} bytes in {:?}",
+        png.len(),
+        started.elapsed()
+    );
+    stop.cancel();
+    poller.await.unwrap();
+}

@@ -8,6 +8,7 @@ mod examples;
 #[allow(dead_code)] // shared with the worker's tests, which use other parts
 mod faults;
 mod http;
+mod ingest;
 mod model;
 mod payload;
 mod scaling;

@@ -70,10 +70,14 @@ pub async fn run_with<H: Handler>(
     ));
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
-    let outbox = Outbox::new(store.clone(), config.webhook_policy);
     let payloads = match &config.payload_bucket {
         Some(bucket) => Some(Payloads::from_sdk(&sluice::aws::load().await, bucket)),
         None => None,
+    };
+    let outbox = Outbox::new(store.clone(), config.webhook_policy);
+    let outbox = match &payloads {
+        Some(p) => outbox.with_payloads(p.clone()),
+        None => outbox,
     };
     let result = Worker {
         payloads,
@@ -114,6 +118,15 @@ async fn fetch_input(
     })?;
     let path = std::env::temp_dir().join(format!("sluice-input-{id}-{attempt}"));
     let started = tokio::time::Instant::now();
+    // An object in another bucket (a pipeline's) is read with the same client.
+    let other;
+    let payloads = match &object.bucket {
+        Some(bucket) => {
+            other = Payloads::new(payloads.client().clone(), bucket.as_str());
+            &other
+        }
+        None => payloads,
+    };
     match payloads.download_to_file(&object.key, &path).await {
         Ok(size) => {
             info!(size, took = ?started.elapsed(), "input file downloaded");
@@ -1103,15 +1116,15 @@ impl<H: Handler> Worker<H> {
     /// jobs (it holds no slot). The announcement is already recorded due: should this worker
     /// die first, the backlog function delivers it.
     fn announce(&self, ended: JobRecord) {
-        if ended.webhook.is_none() {
+        if ended.webhook.is_none() && ended.sink.is_none() {
             return;
         }
         let outbox = self.outbox.clone();
-        let span = tracing::info_span!("webhook", job_id = %ended.id);
+        let span = tracing::info_span!("announce", job_id = %ended.id);
         self.notices.spawn(
             async move {
                 if let Err(e) = outbox.deliver_ended(&ended).await {
-                    warn!(error = %DisplayErrorContext(&e), "could not deliver the webhook; the backlog function will");
+                    warn!(error = %DisplayErrorContext(&e), "could not announce the job's end; the backlog function will");
                 }
             }
             .instrument(span),

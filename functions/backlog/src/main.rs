@@ -53,10 +53,13 @@ async fn main() -> Result<(), Error> {
         budget: SWEEP_TIME,
     });
     // And the webhook announcements due are delivered.
-    let outbox = config
-        .table_name
-        .as_ref()
-        .map(|table| Outbox::new(JobStore::from_sdk(&aws, table), config.webhook_policy));
+    let outbox = config.table_name.as_ref().map(|table| {
+        let outbox = Outbox::new(JobStore::from_sdk(&aws, table), config.webhook_policy);
+        match &config.payload_bucket {
+            Some(bucket) => outbox.with_payloads(sluice::payload::Payloads::from_sdk(&aws, bucket)),
+            None => outbox,
+        }
+    });
     let (sampler, interval, dead_letters, sweeper, outbox) = (
         &sampler,
         config.sample_interval,
