@@ -66,7 +66,7 @@ pub struct Dimensions {
 }
 
 /// The metric data of one sample, as (name, value, unit). Pure.
-pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 8] {
+pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 9] {
     [
         ("Backlog", f64::from(m.backlog), StandardUnit::Count),
         ("InFlight", f64::from(m.in_flight), StandardUnit::Count),
@@ -96,6 +96,7 @@ pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 8] {
             f64::from(m.needed_tasks),
             StandardUnit::Count,
         ),
+        ("Paused", f64::from(m.paused), StandardUnit::Count),
     ]
 }
 

@@ -21,6 +21,7 @@ pub mod local;
 pub mod nudge;
 pub mod outbox;
 pub mod payload;
+pub mod pipeline;
 pub mod queue;
 pub mod scaling;
 pub mod store;

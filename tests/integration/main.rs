@@ -10,6 +10,7 @@ mod faults;
 mod http;
 mod model;
 mod payload;
+mod pipeline;
 mod scaling;
 mod store;
 mod support;

@@ -25,6 +25,7 @@ pub mod health;
 mod http;
 mod lines;
 pub mod metrics;
+mod pause;
 mod process;
 pub mod protection;
 pub mod reaper;
