@@ -281,7 +281,7 @@ async fn only_operators_may_read_pause_or_resume_the_pipeline() {
 /// `sluice pause` and `sluice resume` against the local API, as the README shows them (the
 /// report's view of the pipeline is in the scaling tests, beside its ECS service).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_pauses_resumes_and_reports_the_pipeline() {
+async fn the_cli_pauses_and_resumes_the_pipeline() {
     let s = Stack::new("pipeline_cli").await;
     let api = sluice::api::Api::new(
         s.store.clone(),
