@@ -142,6 +142,8 @@ enum Command {
     },
     /// Resume a paused pipeline (operators only): workers take the waiting jobs again.
     Resume,
+    /// Show whether the pipeline runs or is paused, since when, by whom and why (operators only).
+    Pipeline,
     /// Show the queue, the worker service, the pipeline (running or paused), what the scaling
     /// controller would do now, and what it decided on the samples of the last minutes, and why.
     Report {
@@ -361,10 +363,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.sigv4 {
         client = client.with_sigv4(sluice::client::Sigv4::for_url(&cli.url).await?);
     }
-    if matches!(cli.command, Command::Pause { .. } | Command::Resume) {
+    if matches!(
+        cli.command,
+        Command::Pause { .. } | Command::Resume | Command::Pipeline
+    ) {
         let view = match &cli.command {
             Command::Pause { reason } => client.pause(reason.as_deref()).await?,
-            _ => client.resume().await?,
+            Command::Resume => client.resume().await?,
+            _ => client.pipeline().await?,
         };
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&view)?);
@@ -437,6 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev { .. }
         | Command::Pause { .. }
         | Command::Resume
+        | Command::Pipeline
         | Command::Report { .. }
         | Command::Simulate { .. }
         | Command::Dlq { .. } => {
@@ -822,7 +829,7 @@ mod report {
     use sluice::ecs::{Service, TaskCounts};
     use sluice::pipeline::{PipelineState, PipelineView};
     use sluice::queue::{Depth, JobQueue};
-    use sluice::scaling::{replay, tasks_for_backlog, Memory, Policy};
+    use sluice::scaling::{replay_with_pauses, tasks_for_backlog, Memory, Policy};
     use sluice::time::Millis;
 
     pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
@@ -951,14 +958,14 @@ mod report {
                 .with_context(|| {
                     format!("cannot read the scaling samples in {}", policy.namespace)
                 })?;
-            let timed: Vec<(f64, sluice::scaling::Sample)> = samples
+            let timed: Vec<(f64, sluice::scaling::Sample, bool)> = samples
                 .iter()
-                .map(|(t, s)| (t.0 as f64 / 1000.0, *s))
+                .map(|(t, s, paused)| (t.0 as f64 / 1000.0, *s, *paused))
                 .collect();
             self.recent = samples
                 .iter()
-                .zip(replay(policy, &timed))
-                .map(|((t, s), d)| Explained {
+                .zip(replay_with_pauses(policy, &timed))
+                .map(|((t, s, _), d)| Explained {
                     at: t.to_rfc3339(),
                     visible: s.visible,
                     in_flight: s.in_flight,

@@ -421,11 +421,22 @@ pub fn decide_paused(policy: &Policy, sample: &Sample, memory: &Memory, now: f64
 /// fresh execution environment would, so a replay lowers no sooner than the
 /// function did.
 pub fn replay(policy: &Policy, samples: &[(f64, Sample)]) -> Vec<Decision> {
+    let running: Vec<(f64, Sample, bool)> = samples.iter().map(|&(t, s)| (t, s, false)).collect();
+    replay_with_pauses(policy, &running)
+}
+
+/// [`replay`], with whether the pipeline was paused at each sample: a paused one is decided by
+/// [`decide_paused`], as the backlog function decided it.
+pub fn replay_with_pauses(policy: &Policy, samples: &[(f64, Sample, bool)]) -> Vec<Decision> {
     let mut memory = Memory::default();
     samples
         .iter()
-        .map(|(t, s)| {
-            let d = decide(policy, s, &memory, *t);
+        .map(|(t, s, paused)| {
+            let d = if *paused {
+                decide_paused(policy, s, &memory, *t)
+            } else {
+                decide(policy, s, &memory, *t)
+            };
             memory = d.memory.clone();
             d
         })
@@ -531,6 +542,16 @@ mod tests {
                 "{visible} visible, {in_flight} in flight, {running} running, {desired} desired"
             );
         }
+        // A replay decides each sample by the state it was published in.
+        let samples = [
+            (0.0, sample(600, 0, 0, 0, 0), true),
+            (10.0, sample(600, 0, 0, 0, 0), false),
+        ];
+        let replayed: Vec<(u32, Reason)> = replay_with_pauses(&p, &samples)
+            .iter()
+            .map(|d| (d.desired_tasks, d.reason))
+            .collect();
+        assert_eq!(replayed, [(0, Reason::Paused), (20, Reason::WorkNeedsMore)]);
         // On resume, the next sample raises to the need at once.
         let s = sample(600, 0, 0, 0, 0);
         let paused = decide_paused(&p, &s, &Memory::default(), 0.0);

@@ -322,6 +322,13 @@ async fn the_cli_pauses_and_resumes_the_pipeline() {
     let out = cli(vec!["pause"]).await.unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("pipeline already paused"));
 
+    let out = cli(vec!["pipeline"]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("pipeline paused since ") && text.contains("(nightly maintenance)"),
+        "{text}"
+    );
+
     let out = cli(vec!["--json", "resume"]).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
