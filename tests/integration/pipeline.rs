@@ -54,7 +54,20 @@ async fn until_logged(w: &WorkerProcess, line: &str, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_pipeline_finishes_what_it_holds_and_resume_runs_what_waited() {
     let s = Stack::new("pause_resume").await;
-    let w = s.worker("w1", &[("SLUICE_CONCURRENCY", "2")]);
+    // Its own temporary directory, where it writes its health report.
+    let tmp = std::env::temp_dir().join(format!("sluice-pause-{}", s.name));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let w = s.worker(
+        "w1",
+        &[
+            ("SLUICE_CONCURRENCY", "2"),
+            ("TMPDIR", tmp.to_str().unwrap()),
+        ],
+    );
+    let health = || {
+        let text = std::fs::read_to_string(tmp.join("sluice-worker.health")).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+    };
 
     // A long job starts, then the operator pauses.
     let long = s.submit(ALICE, json!({"sleep_ms": 4000})).await;
@@ -82,6 +95,13 @@ async fn a_paused_pipeline_finishes_what_it_holds_and_resume_runs_what_waited() 
         "{v}"
     );
     until_logged(&w, "pipeline paused: taking no new jobs", SOON).await;
+    // Paused is healthy, and the health report says so.
+    let start = Instant::now();
+    while !health()["note"].as_str().unwrap_or("").contains("paused") {
+        assert!(start.elapsed() < SOON, "no paused note in {}", health());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health()["problem"], json!(null), "{}", health());
 
     // Jobs are still accepted, and wait; one of them with a short deadline.
     let waiting = [
@@ -146,6 +166,7 @@ async fn a_paused_pipeline_finishes_what_it_holds_and_resume_runs_what_waited() 
     }
     until_logged(&w, "pipeline resumed: taking jobs again", SOON).await;
     s.until_queue_empty(SOON).await;
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// Only operators reach the pipeline's routes, and every refusal is a JSON error that says what
