@@ -103,6 +103,10 @@ async fn a_paused_pipeline_finishes_what_it_holds_and_resume_runs_what_waited() 
     }
     assert_eq!(health()["problem"], json!(null), "{}", health());
 
+    // A worker started while paused takes nothing either.
+    let w2 = s.worker("w2", &[]);
+    until_logged(&w2, "pipeline paused: taking no new jobs", SOON).await;
+
     // Jobs are still accepted, and wait; one of them with a short deadline.
     let waiting = [
         s.submit(ALICE, json!({"text": "first in line"})).await,

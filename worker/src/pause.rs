@@ -40,6 +40,16 @@ pub async fn watch(pipeline: Pipeline, every: Duration, tx: watch::Sender<Pipeli
     }
 }
 
+/// The state as a worker starts: read once, within `within`, so that a worker started while
+/// paused takes nothing at all; running when it cannot be read in time (the background reads
+/// then catch up, and a pause cuts a long poll short).
+pub async fn first(pipeline: &Pipeline, within: Duration) -> PipelineState {
+    match tokio::time::timeout(within, pipeline.read(false)).await {
+        Ok(Ok(state)) => state,
+        _ => PipelineState::default(),
+    }
+}
+
 /// Completes once the state is paused (at once when it is).
 pub async fn until_paused(rx: &mut watch::Receiver<PipelineState>) {
     if rx.wait_for(PipelineState::is_paused).await.is_err() {

@@ -367,10 +367,11 @@ impl<H: Handler> Worker<H> {
         let mut retired = false;
         // The pipeline's state, read in the background (`crate::pause`): while it is paused the
         // loop takes nothing new, and the jobs held finish.
+        let state = sluice::pipeline::Pipeline::of(&self.store);
         let (pipeline_tx, mut pipeline) =
-            watch::channel(sluice::pipeline::PipelineState::default());
+            watch::channel(crate::pause::first(&state, Duration::from_secs(5)).await);
         let _stop_watching = AbortOnDrop(tokio::spawn(crate::pause::watch(
-            sluice::pipeline::Pipeline::of(&self.store),
+            state,
             sluice::pipeline::WORKER_POLL,
             pipeline_tx,
         )));
