@@ -15,8 +15,9 @@ use crate::config::{number_or, required, ConfigError, ProcessEnv, Source};
 use crate::ecs::{Service, TaskCounts};
 use crate::env;
 use crate::nudge::{with_lease, SETTLE};
+use crate::pipeline::{Known, Pipeline};
 use crate::queue::{Depth, JobQueue};
-use crate::scaling::{decide, Action, Decision, Memory, Metrics, Policy, Sample};
+use crate::scaling::{decide, decide_paused, Action, Decision, Memory, Metrics, Policy, Sample};
 use crate::store::JobStore;
 use crate::time::Millis;
 
@@ -137,6 +138,10 @@ pub struct Sampler {
     /// execution environment, across runs; a fresh one starts empty and keeps spare tasks
     /// `keep_idle_startups` start-ups longer, never less ([`Memory`]).
     pub memory: Arc<Mutex<Memory>>,
+    /// The pipeline's state, read on every sample (the last one known when a read fails):
+    /// while paused the count is held at `min_tasks` and `Paused` is published as 1. Without
+    /// one (no table), the pipeline counts as running.
+    pub pipeline: Option<Arc<Known>>,
 }
 
 impl Sampler {
@@ -157,6 +162,12 @@ impl Sampler {
                 .as_ref()
                 .map(|t| JobStore::from_sdk(aws, t)),
             memory: Arc::default(),
+            pipeline: config.table_name.as_ref().map(|t| {
+                Arc::new(Known::new(
+                    Pipeline::of(&JobStore::from_sdk(aws, t)),
+                    Duration::ZERO,
+                ))
+            }),
         }
     }
 
@@ -175,13 +186,14 @@ impl Sampler {
     /// run reports it, so a scaling loop that cannot set the count fails its invocations and
     /// the errors alarm fires.
     pub async fn sample(&self) -> Result<Metrics, SampleError> {
-        let sample = self.read().await?;
+        let (sample, paused) = tokio::join!(self.read(), self.paused());
+        let sample = sample?;
         let now = seconds(Millis::now());
         let memory = self.memory().clone();
-        let decision = decide(&self.policy, &sample, &memory, now);
+        let decision = controller(paused)(&self.policy, &sample, &memory, now);
         let mut write_error = None;
         if decision.desired_tasks != sample.desired_tasks {
-            match self.apply(&sample, &memory, now).await {
+            match self.apply_as(&sample, &memory, now, paused).await {
                 Ok(Some(applied)) => {
                     info!(
                         from = sample.desired_tasks,
@@ -205,7 +217,10 @@ impl Sampler {
         } else {
             *self.memory() = decision.memory.clone();
         }
-        let metrics = sample.metrics(&self.policy);
+        let metrics = Metrics {
+            paused: u32::from(paused),
+            ..sample.metrics(&self.policy)
+        };
         self.publisher
             .publish(&metrics, &self.dims, Millis::now())
             .await
@@ -231,8 +246,27 @@ impl Sampler {
         memory: &Memory,
         now: f64,
     ) -> Result<Option<Decision>, SampleError> {
+        self.apply_as(seen, memory, now, false).await
+    }
+
+    /// Whether the pipeline is paused now, as far as the last read knows.
+    pub async fn paused(&self) -> bool {
+        match &self.pipeline {
+            Some(known) => known.current().await.is_paused(),
+            None => false,
+        }
+    }
+
+    /// [`Sampler::apply`], by the paused controller while the pipeline is paused.
+    async fn apply_as(
+        &self,
+        seen: &Sample,
+        memory: &Memory,
+        now: f64,
+        paused: bool,
+    ) -> Result<Option<Decision>, SampleError> {
         for tries_left in [1, 0] {
-            match self.apply_once(seen, memory, now).await? {
+            match self.apply_once(seen, memory, now, paused).await? {
                 Apply::Wrote(d) => return Ok(Some(d)),
                 Apply::NotNeeded => return Ok(None),
                 Apply::LeaseHeld if tries_left > 0 => tokio::time::sleep(SETTLE).await,
@@ -247,6 +281,7 @@ impl Sampler {
         seen: &Sample,
         memory: &Memory,
         now: f64,
+        paused: bool,
     ) -> Result<Apply, SampleError> {
         let write = async {
             let tasks = self.service.counts().await.map_err(SampleError::Raise)?;
@@ -256,7 +291,7 @@ impl Sampler {
                 desired_tasks: tasks.desired,
                 ..*seen
             };
-            let d = decide(&self.policy, &fresh, memory, now);
+            let d = controller(paused)(&self.policy, &fresh, memory, now);
             if d.action == Action::None || d.desired_tasks == tasks.desired {
                 return Ok(Apply::NotNeeded);
             }
@@ -299,6 +334,7 @@ impl Sampler {
                         backlog_per_task = m.backlog_per_task,
                         without_capacity = m.backlog_without_capacity,
                         needed = m.needed_tasks,
+                        paused = m.paused == 1,
                         "sample published"
                     );
                 }
@@ -333,6 +369,15 @@ enum Apply {
     Wrote(Decision),
     NotNeeded,
     LeaseHeld,
+}
+
+/// The controller for the pipeline's state: [`decide`], or [`decide_paused`] while paused.
+pub fn controller(paused: bool) -> fn(&Policy, &Sample, &Memory, f64) -> Decision {
+    if paused {
+        decide_paused
+    } else {
+        decide
+    }
 }
 
 /// Seconds since the epoch, the controller's clock.

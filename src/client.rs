@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::api::{CompleteRequest, CompletedPartRef, ErrorBody, JobView, UploadView, MAX_WAIT};
+use crate::pipeline::{PauseRequest, PipelineView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -477,6 +478,35 @@ impl Client {
     /// Cancels a job: at once when queued, at the worker's next heartbeat when running.
     pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
         self.send(self.http.delete(format!("{}/jobs/{}", self.base, id)))
+            .await
+    }
+
+    /// The pipeline's state: running, or paused since when, by whom and why (operators only).
+    pub async fn pipeline(&self) -> Result<PipelineView, ClientError> {
+        self.send_retrying(|| self.http.get(format!("{}/pipeline", self.base)))
+            .await
+    }
+
+    /// Pauses the pipeline (operators only): workers finish what they hold and take nothing
+    /// new; jobs are still accepted and wait. Pausing a paused pipeline changes nothing
+    /// (`changed` is `false`), so a retry is harmless.
+    pub async fn pause(&self, reason: Option<&str>) -> Result<PipelineView, ClientError> {
+        let body = serde_json::to_string(&PauseRequest {
+            reason: reason.map(str::to_owned),
+        })
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send_retrying(|| {
+            self.http
+                .post(format!("{}/pipeline/pause", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Resumes the pipeline (operators only): workers take jobs again.
+    pub async fn resume(&self) -> Result<PipelineView, ClientError> {
+        self.send_retrying(|| self.http.post(format!("{}/pipeline/resume", self.base)))
             .await
     }
 

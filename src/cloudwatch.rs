@@ -28,6 +28,19 @@ const SAMPLE_METRICS: [(&str, &str); 5] = [
     ("desired", "DesiredTasks"),
 ];
 
+/// The query id and name of the metric that says a sample was published while paused.
+const PAUSED_METRIC: (&str, &str) = ("paused", "Paused");
+
+/// The timestamps at which `Paused` was 1, from its series (the series of other metrics are
+/// ignored). Pure.
+pub fn paused_at(series: &[(&str, Vec<(i64, f64)>)]) -> std::collections::BTreeSet<i64> {
+    series
+        .iter()
+        .filter(|(id, _)| *id == PAUSED_METRIC.0)
+        .flat_map(|(_, points)| points.iter().filter(|(_, v)| *v >= 0.5).map(|(t, _)| *t))
+        .collect()
+}
+
 /// Samples from the values each metric had at each timestamp, oldest first. A timestamp
 /// without a backlog or a desired count is not a sample; a missing pending count (published
 /// before it was) is 0. Pure.
@@ -66,7 +79,7 @@ pub struct Dimensions {
 }
 
 /// The metric data of one sample, as (name, value, unit). Pure.
-pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 8] {
+pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 9] {
     [
         ("Backlog", f64::from(m.backlog), StandardUnit::Count),
         ("InFlight", f64::from(m.in_flight), StandardUnit::Count),
@@ -96,6 +109,7 @@ pub fn data(m: &Metrics) -> [(&'static str, f64, StandardUnit); 8] {
             f64::from(m.needed_tasks),
             StandardUnit::Count,
         ),
+        ("Paused", f64::from(m.paused), StandardUnit::Count),
     ]
 }
 
@@ -159,19 +173,20 @@ impl Publisher {
     }
 
     /// The samples published between `from` and `to`, oldest first (1 s resolution: the
-    /// samples themselves, kept three hours by CloudWatch).
+    /// samples themselves, kept three hours by CloudWatch), each with whether the pipeline was
+    /// paused then.
     pub async fn samples(
         &self,
         dims: &Dimensions,
         from: Millis,
         to: Millis,
-    ) -> Result<Vec<(Millis, Sample)>, ReadError> {
+    ) -> Result<Vec<(Millis, Sample, bool)>, ReadError> {
         let mut request = self
             .client
             .get_metric_data()
             .start_time(DateTime::from_millis(from.0))
             .end_time(DateTime::from_millis(to.0));
-        for (id, name) in SAMPLE_METRICS {
+        for (id, name) in SAMPLE_METRICS.into_iter().chain([PAUSED_METRIC]) {
             let metric = Metric::builder()
                 .namespace(&self.namespace)
                 .metric_name(name)
@@ -211,6 +226,7 @@ impl Publisher {
             .filter_map(|r| {
                 let id = SAMPLE_METRICS
                     .iter()
+                    .chain([&PAUSED_METRIC])
                     .map(|(q, _)| *q)
                     .find(|q| Some(*q) == r.id())?;
                 let points = r
@@ -222,7 +238,11 @@ impl Publisher {
                 Some((id, points))
             })
             .collect();
-        Ok(samples_of(&series))
+        let paused = paused_at(&series);
+        Ok(samples_of(&series)
+            .into_iter()
+            .map(|(t, s)| (t, s, paused.contains(&t.0)))
+            .collect())
     }
 }
 
@@ -266,5 +286,10 @@ mod tests {
             ],
             "3000 has no desired count: not a sample"
         );
+        let series = [
+            ("paused", vec![(1000, 0.0), (2000, 1.0)]),
+            ("visible", vec![(3000, 1.0)]),
+        ];
+        assert_eq!(paused_at(&series).into_iter().collect::<Vec<_>>(), [2000]);
     }
 }

@@ -111,6 +111,8 @@ pub struct ApiConfig {
     pub webhook_policy: crate::webhook::TargetPolicy,
     /// Where uploaded inputs go, and how large and how long-lived an upload may be.
     pub uploads: UploadSettings,
+    /// Who may pause and resume the pipeline (`SLUICE_OPERATORS`); empty: nobody.
+    pub operators: Vec<crate::api::Operator>,
 }
 
 /// The settings of `POST /uploads`.
@@ -199,6 +201,23 @@ pub fn owner_scope(src: &(impl Source + ?Sized)) -> Result<crate::api::OwnerScop
     Ok(crate::api::OwnerScope::Session { pinned })
 }
 
+/// `SLUICE_OPERATORS`: comma-separated IAM user and role ARNs; unset, nobody is an operator.
+pub fn operators(src: &(impl Source + ?Sized)) -> Result<Vec<crate::api::Operator>, ConfigError> {
+    let Some(list) = src.get(env::OPERATORS) else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| {
+            o.parse().map_err(|reason| ConfigError::Invalid {
+                name: env::OPERATORS,
+                value: list.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// `SLUICE_MAX_JOB_TIMEOUT_SECONDS`, at most [`MAX_JOB_TIMEOUT`](crate::job::MAX_JOB_TIMEOUT).
 pub fn max_job_timeout(src: &(impl Source + ?Sized)) -> Result<Duration, ConfigError> {
     let cap = crate::job::MAX_JOB_TIMEOUT.as_secs();
@@ -221,6 +240,7 @@ impl ApiConfig {
             owner_scope: owner_scope(src)?,
             webhook_policy: webhook_policy(src)?,
             uploads: upload_settings(src)?,
+            operators: operators(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,
@@ -307,6 +327,23 @@ mod tests {
                     (
                         "SLUICE_PINNED_SESSION_ROLES",
                         "arn:aws:iam::123456789012:role/Analysts, arn:aws:iam::123456789012:role/team/Okta",
+                    ),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_OPERATORS", "arn:aws:iam::123456789012:user/ops, ops"),
+                ],
+                Some("SLUICE_OPERATORS=\"arn:aws:iam::123456789012:user/ops, ops\" is not valid: expected IAM user or role ARNs"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    (
+                        "SLUICE_OPERATORS",
+                        "arn:aws:iam::123456789012:user/ops,arn:aws:iam::123456789012:role/Operators",
                     ),
                 ],
                 None,

@@ -91,6 +91,12 @@ pub const OWNER_SCOPE: &str = "SLUICE_OWNER_SCOPE";
 /// `sts:RoleSessionName`), so that each of their sessions is its own owner (default: none).
 /// Read by: submit, status, local API.
 pub const PINNED_SESSION_ROLES: &str = "SLUICE_PINNED_SESSION_ROLES";
+/// Comma-separated IAM ARNs of the operators, who alone may pause and resume the pipeline
+/// (`GET /pipeline`, `POST /pipeline/pause`, `POST /pipeline/resume`): users
+/// (`arn:aws:iam::123456789012:user/ops`), the account's root, or roles
+/// (`arn:aws:iam::123456789012:role/Operators`: every session of the role). Unset: nobody may.
+/// Read by: status, local API.
+pub const OPERATORS: &str = "SLUICE_OPERATORS";
 /// `true` lets webhooks reach loopback addresses (and plain http): the local stack's setting,
 /// where the receiver runs on the same machine. Unset or `false` (every deployment): webhooks go
 /// over https to public addresses only, checked at submit and again at each send.
@@ -152,6 +158,7 @@ pub const ALL: &[&str] = &[
     LOG_FORMAT,
     OWNER_SCOPE,
     PINNED_SESSION_ROLES,
+    OPERATORS,
     WEBHOOK_ALLOW_LOOPBACK,
     LISTEN_ADDR,
     DLQ_URL,

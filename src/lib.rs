@@ -23,6 +23,7 @@ pub mod nudge;
 pub mod outbox;
 pub mod output;
 pub mod payload;
+pub mod pipeline;
 pub mod queue;
 pub mod scaling;
 pub mod store;

@@ -82,12 +82,18 @@ pub async fn ensure_resources(
                 .key_type(kind)
                 .build()
         };
-        // The sparse indexes the CDK app's table has: the open jobs (for the sweeper) and the
-        // announcements due (for the webhook deliverers), each keyed by a shard and a time.
+        // The sparse indexes the CDK app's table has: the open jobs (for the sweeper), the
+        // announcements due (for the webhook deliverers) and the open jobs' deadlines (for the
+        // deadline pass), each keyed by a shard and a time.
         let indexes = [
             (crate::store::OPEN_INDEX, crate::store::OPEN_INDEX_KEYS),
             (crate::store::NOTIFY_INDEX, crate::store::NOTIFY_INDEX_KEYS),
+            (
+                crate::store::DEADLINE_INDEX,
+                crate::store::DEADLINE_INDEX_KEYS,
+            ),
         ];
+        let mut defined = std::collections::HashSet::new();
         let mut create = ddb
             .create_table()
             .table_name(&table_name)
@@ -95,21 +101,24 @@ pub async fn ensure_resources(
             .attribute_definitions(attribute("id", ScalarAttributeType::S)?)
             .key_schema(key("id", KeyType::Hash)?);
         for (index, (shard, at)) in indexes {
-            create = create
-                .attribute_definitions(attribute(shard, ScalarAttributeType::S)?)
-                .attribute_definitions(attribute(at, ScalarAttributeType::N)?)
-                .global_secondary_indexes(
-                    GlobalSecondaryIndex::builder()
-                        .index_name(index)
-                        .key_schema(key(shard, KeyType::Hash)?)
-                        .key_schema(key(at, KeyType::Range)?)
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::KeysOnly)
-                                .build(),
-                        )
-                        .build()?,
-                );
+            if defined.insert(shard) {
+                create = create.attribute_definitions(attribute(shard, ScalarAttributeType::S)?);
+            }
+            if defined.insert(at) {
+                create = create.attribute_definitions(attribute(at, ScalarAttributeType::N)?);
+            }
+            create = create.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(key(shard, KeyType::Hash)?)
+                    .key_schema(key(at, KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()?,
+            );
         }
         create.send().await?;
         ddb.update_time_to_live()

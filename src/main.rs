@@ -140,8 +140,20 @@ enum Command {
         #[arg(long)]
         to: Option<PathBuf>,
     },
-    /// Show the queue, the worker service, what the scaling controller would do now, and what
-    /// it decided on the samples of the last minutes, and why.
+    /// Pause the pipeline (operators only): workers finish the jobs they hold and take nothing
+    /// new, the service is held at min_tasks, jobs are still accepted and wait (their deadlines
+    /// still apply). Undo with `sluice resume`.
+    Pause {
+        /// Why, for whoever looks (`sluice report`, GET /pipeline, the dashboard's logs).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Resume a paused pipeline (operators only): workers take the waiting jobs again.
+    Resume,
+    /// Show whether the pipeline runs or is paused, since when, by whom and why (operators only).
+    Pipeline,
+    /// Show the queue, the worker service, the pipeline (running or paused), what the scaling
+    /// controller would do now, and what it decided on the samples of the last minutes, and why.
     Report {
         /// The jobs queue's URL.
         #[arg(long, env = "SLUICE_QUEUE_URL")]
@@ -152,6 +164,9 @@ enum Command {
         /// The workers' ECS service.
         #[arg(long, env = "SLUICE_SERVICE")]
         service: String,
+        /// The jobs table, where the pipeline's state (running or paused) is read.
+        #[arg(long, env = "SLUICE_TABLE_NAME")]
+        table: Option<String>,
         /// The scaling policy (default: the one built in, scaling/policy.json).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
@@ -323,13 +338,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         queue_url,
         cluster,
         service,
+        table,
         policy,
         minutes,
     } = &cli.command
     {
         let policy = report::load_policy(policy.as_deref())?;
         let aws = sluice::aws::load().await;
-        let mut r = report::Report::read(&aws, queue_url, cluster, service, &policy).await?;
+        let pipeline = match table {
+            None => None,
+            Some(t) => Some(
+                sluice::pipeline::Pipeline::of(&sluice::store::JobStore::from_sdk(&aws, t))
+                    .read(true)
+                    .await
+                    .with_context(|| format!("cannot read the pipeline's state in {t}"))?,
+            ),
+        };
+        let mut r =
+            report::Report::read(&aws, queue_url, cluster, service, &policy, pipeline).await?;
         if *minutes > 0 {
             r.explain_recent(&aws, queue_url, service, &policy, *minutes)
                 .await?;
@@ -344,6 +370,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(&cli.url)?;
     if cli.sigv4 {
         client = client.with_sigv4(sluice::client::Sigv4::for_url(&cli.url).await?);
+    }
+    if matches!(
+        cli.command,
+        Command::Pause { .. } | Command::Resume | Command::Pipeline
+    ) {
+        let view = match &cli.command {
+            Command::Pause { reason } => client.pause(reason.as_deref()).await?,
+            Command::Resume => client.resume().await?,
+            _ => client.pipeline().await?,
+        };
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&view)?);
+        } else if view.changed == Some(false) {
+            println!("pipeline already {view}");
+        } else {
+            println!("pipeline {view}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let (view, must_succeed) = match cli.command {
         Command::Submit {
@@ -409,6 +453,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Dev { .. }
+        | Command::Pause { .. }
+        | Command::Resume
+        | Command::Pipeline
         | Command::Report { .. }
         | Command::Simulate { .. }
         | Command::Dlq { .. } => {
@@ -895,11 +942,13 @@ mod report {
 
     use anyhow::Context;
     use serde::Serialize;
+    use sluice::backlog::controller;
     use sluice::backlog::sample_of;
     use sluice::cloudwatch::{Dimensions, Publisher};
     use sluice::ecs::{Service, TaskCounts};
+    use sluice::pipeline::{PipelineState, PipelineView};
     use sluice::queue::{Depth, JobQueue};
-    use sluice::scaling::{decide, replay, tasks_for_backlog, Memory, Policy};
+    use sluice::scaling::{replay_with_pauses, tasks_for_backlog, Memory, Policy};
     use sluice::time::Millis;
 
     pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
@@ -917,6 +966,10 @@ mod report {
     /// The state of the queue and the service, and the policy's verdict.
     #[derive(Debug, Serialize)]
     pub struct Report {
+        /// The pipeline's state, when the jobs table was given: while paused, the controller
+        /// holds the service at min_tasks.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub pipeline: Option<PipelineView>,
         pub queue: Depth,
         pub service: TaskCounts,
         pub backlog_per_task: f64,
@@ -961,6 +1014,7 @@ mod report {
             cluster: &str,
             service: &str,
             policy: &Policy,
+            pipeline: Option<PipelineState>,
         ) -> anyhow::Result<Report> {
             let queue = JobQueue::from_sdk(aws, queue_url);
             let svc = Service::from_sdk(aws, cluster, service);
@@ -968,15 +1022,22 @@ mod report {
             let depth = depth.with_context(|| format!("cannot read the queue {queue_url}"))?;
             let tasks =
                 tasks.with_context(|| format!("cannot read the service {service} in {cluster}"))?;
-            Ok(Report::of(depth, tasks, policy))
+            Ok(Report::of(depth, tasks, policy, pipeline))
         }
 
         /// Pure.
-        pub fn of(depth: Depth, tasks: TaskCounts, policy: &Policy) -> Report {
+        pub fn of(
+            depth: Depth,
+            tasks: TaskCounts,
+            policy: &Policy,
+            pipeline: Option<PipelineState>,
+        ) -> Report {
             let sample = sample_of(depth, tasks);
             let metrics = sample.metrics(policy);
-            let d = decide(policy, &sample, &Memory::default(), 0.0);
+            let paused = pipeline.as_ref().is_some_and(PipelineState::is_paused);
+            let d = controller(paused)(policy, &sample, &Memory::default(), 0.0);
             Report {
+                pipeline: pipeline.as_ref().map(PipelineState::view),
                 queue: depth,
                 service: tasks,
                 backlog_per_task: metrics.backlog_per_task,
@@ -1016,14 +1077,14 @@ mod report {
                 .with_context(|| {
                     format!("cannot read the scaling samples in {}", policy.namespace)
                 })?;
-            let timed: Vec<(f64, sluice::scaling::Sample)> = samples
+            let timed: Vec<(f64, sluice::scaling::Sample, bool)> = samples
                 .iter()
-                .map(|(t, s)| (t.0 as f64 / 1000.0, *s))
+                .map(|(t, s, paused)| (t.0 as f64 / 1000.0, *s, *paused))
                 .collect();
             self.recent = samples
                 .iter()
-                .zip(replay(policy, &timed))
-                .map(|((t, s), d)| Explained {
+                .zip(replay_with_pauses(policy, &timed))
+                .map(|((t, s, _), d)| Explained {
                     at: t.to_rfc3339(),
                     visible: s.visible,
                     in_flight: s.in_flight,
@@ -1043,6 +1104,10 @@ mod report {
 
     impl fmt::Display for Report {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.pipeline {
+                Some(p) => writeln!(f, "pipeline  {p}")?,
+                None => writeln!(f, "pipeline  unknown (give --table or SLUICE_TABLE_NAME)")?,
+            }
             writeln!(
                 f,
                 "queue     {} visible, {} in flight, {} delayed",
@@ -1144,6 +1209,13 @@ mod dev {
                 bucket: Some(res.payload_bucket.clone()),
                 ..sluice::config::upload_settings(&sluice::config::ProcessEnv)?
             },
+            // The local identity operates the local stack (`sluice pause`, `sluice resume`),
+            // beside any operators SLUICE_OPERATORS names.
+            operators: {
+                let mut ops = sluice::config::operators(&sluice::config::ProcessEnv)?;
+                ops.push(local::LOCAL_IDENTITY.parse().map_err(anyhow::Error::msg)?);
+                ops
+            },
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -1213,16 +1285,16 @@ mod dev {
             tracing::info!("stopping");
         };
         // As the backlog function does in AWS: deliver the webhook announcements that are due
-        // (retries, jobs cancelled while queued, a worker that died before delivering).
+        // (retries, jobs cancelled while queued, a worker that died before delivering), and end
+        // the queued jobs whose deadline passed (while paused, no worker meets them).
+        let store = sluice::store::JobStore::from_sdk(&aws, &res.table_name);
         let deliverer = tokio::spawn(deliver_webhooks(
-            sluice::outbox::Outbox::new(
-                sluice::store::JobStore::from_sdk(&aws, &res.table_name),
-                sluice::webhook::TargetPolicy::LOCAL_STACK,
-            )
-            .with_payloads(sluice::payload::Payloads::from_sdk(
-                &aws,
-                &res.payload_bucket,
-            )),
+            sluice::outbox::Outbox::new(store.clone(), sluice::webhook::TargetPolicy::LOCAL_STACK)
+                .with_payloads(sluice::payload::Payloads::from_sdk(
+                    &aws,
+                    &res.payload_bucket,
+                )),
+            store,
             stop.clone(),
         ));
         local::serve(api, listener, shutdown).await?;
@@ -1238,11 +1310,23 @@ mod dev {
     /// Delivers the due webhook announcements every few seconds until `stop`.
     async fn deliver_webhooks(
         outbox: sluice::outbox::Outbox,
+        store: sluice::store::JobStore,
         stop: tokio_util::sync::CancellationToken,
     ) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                () = stop.cancelled() => return,
+            }
+            let expire = sluice::pipeline::expire_overdue(
+                &store,
+                sluice::time::Millis::now(),
+                std::time::Duration::from_secs(10),
+            );
+            tokio::select! {
+                done = expire => if let Err(e) = done {
+                    tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not expire the jobs past their deadline");
+                },
                 () = stop.cancelled() => return,
             }
             let pass = outbox.deliver_due(

@@ -158,6 +158,14 @@ impl ScaleFromZero {
         ) {
             return false;
         }
+        // A paused pipeline takes no job: a task would only idle. A state that cannot be read
+        // does not stop the nudge.
+        if let Ok(state) = crate::pipeline::Pipeline::of(&self.store).read(false).await {
+            if state.is_paused() {
+                info!("scale from zero: the pipeline is paused; leaving the service at zero");
+                return false;
+            }
+        }
         match self.service.set_desired(1).await {
             Ok(()) => {
                 *self.last_nudge.lock().expect("lock is never poisoned") = Some(now);

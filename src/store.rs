@@ -46,7 +46,7 @@ impl StoreError {
     }
 }
 
-fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -190,6 +190,13 @@ pub const OPEN_INDEX: &str = "open-jobs";
 pub const OPEN_INDEX_KEYS: (&str, &str) = (attr::OPEN, attr::SENT_AT);
 /// The open-jobs index spreads its writes over this many partitions.
 pub const OPEN_SHARDS: u32 = 16;
+
+/// The sparse index over the jobs that have not ended and carry a deadline, by shard (the same
+/// `open` attribute) and by deadline: the jobs whose deadline passed are found without a scan
+/// ([`crate::pipeline::expire_overdue`]), so a deadline holds while no worker takes jobs.
+pub const DEADLINE_INDEX: &str = "open-deadlines";
+/// The index's partition key and sort key.
+pub const DEADLINE_INDEX_KEYS: (&str, &str) = (attr::OPEN, attr::DEADLINE);
 
 /// The open-jobs index partition of a job: from the random bits of its id. Pure.
 pub fn open_shard(id: &JobId) -> String {
@@ -882,6 +889,38 @@ impl JobStore {
         let keys = (attr::OPEN, attr::SENT_AT);
         self.index_page(OPEN_INDEX, keys, shard, "<", cutoff, limit, start)
             .await
+    }
+
+    /// One page of the open jobs in `shard` whose deadline is at or before `now`, earliest
+    /// first, with where the next page starts.
+    pub async fn open_deadline_before(
+        &self,
+        shard: &str,
+        now: Millis,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<(JobId, Millis)>, Option<Item>), StoreError> {
+        self.index_page(
+            DEADLINE_INDEX,
+            DEADLINE_INDEX_KEYS,
+            shard,
+            "<=",
+            now,
+            limit,
+            start,
+        )
+        .await
+    }
+
+    /// The DynamoDB client and the table, for the items beside the job records that live in the
+    /// same table ([`crate::pipeline`]).
+    pub fn client_and_table(&self) -> (&Client, &str) {
+        (&self.client, &self.table)
+    }
+
+    /// How long a finished job's record is kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
     }
 
     /// One page of a sparse index keyed by (`keys.0` = `shard`, `keys.1` a time in ms), the

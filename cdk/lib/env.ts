@@ -36,6 +36,7 @@ export const ENV = {
   LOG_FORMAT: 'SLUICE_LOG_FORMAT',
   OWNER_SCOPE: 'SLUICE_OWNER_SCOPE',
   PINNED_SESSION_ROLES: 'SLUICE_PINNED_SESSION_ROLES',
+  OPERATORS: 'SLUICE_OPERATORS',
   WEBHOOK_ALLOW_LOOPBACK: 'SLUICE_WEBHOOK_ALLOW_LOOPBACK',
   LISTEN_ADDR: 'SLUICE_LISTEN_ADDR',
   CLUSTER: 'SLUICE_CLUSTER',
@@ -99,7 +100,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.PINNED_SESSION_ROLES,
     ENV.LOG_FORMAT,
   ],
-  status: [ENV.TABLE_NAME, ENV.PAYLOAD_BUCKET, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.LOG_FORMAT],
+  status: [ENV.TABLE_NAME, ENV.PAYLOAD_BUCKET, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.OPERATORS, ENV.LOG_FORMAT],
   worker: [
     ENV.TABLE_NAME,
     ENV.QUEUE_URL,
@@ -187,6 +188,8 @@ export interface StatusEnv {
   readonly payloadBucket: string;
   readonly ownerScope: OwnerScope;
   readonly pinnedSessionRoleArns: readonly string[];
+  /** IAM user and role ARNs of the operators, who alone may pause and resume the pipeline. */
+  readonly operatorArns: readonly string[];
 }
 
 /** What the worker reads. */
@@ -274,6 +277,7 @@ export function statusEnv(e: StatusEnv): Record<string, string> {
     [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
     [ENV.OWNER_SCOPE]: e.ownerScope,
     [ENV.PINNED_SESSION_ROLES]: e.pinnedSessionRoleArns.join(','),
+    [ENV.OPERATORS]: e.operatorArns.join(','),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

@@ -19,6 +19,11 @@ export const BacklogMetricName = {
    * numerator.
    */
   NEEDED_TASKS: 'NeededTasks',
+  /**
+   * 1 while the pipeline is paused (`sluice pause`: workers take no job, jobs wait on purpose),
+   * else 0. The alarms on waiting jobs are multiplied by `1 - Paused`.
+   */
+  PAUSED: 'Paused',
 } as const;
 
 /** Published by the worker as Embedded Metric Format log lines, dimension `QueueName`. */

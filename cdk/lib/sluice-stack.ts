@@ -245,6 +245,13 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly pinnedSessionRoleArns?: string[];
   /**
+   * IAM user or role ARNs of the operators, who alone may pause and resume the pipeline (see
+   * JobApiProps.operators); give them the `OperatorPolicyArn` output's policy too.
+   *
+   * @default - none: nobody may pause or resume
+   */
+  readonly operatorArns?: string[];
+  /**
    * How long a stopping worker drains; below the container's 120 s stop timeout.
    *
    * @default Duration.seconds(90)
@@ -437,6 +444,7 @@ export class SluiceStack extends Stack {
       pinnedSessionRoles: (props.pinnedSessionRoleArns ?? []).map((arn, i) =>
         iam.Role.fromRoleArn(this, `PinnedSessionRole${i}`, checkPinnedSessionRole(arn), { mutable: false }),
       ),
+      operators: props.operatorArns,
       jwt: props.jwt,
       throttleRateLimit: props.apiRateLimit,
       throttleBurstLimit: props.apiBurstLimit,
@@ -500,6 +508,12 @@ export class SluiceStack extends Stack {
     new CfnOutput(this, 'CallerPolicyArn', {
       value: this.jobApi.callerPolicy.managedPolicyArn,
       description: 'Attach to the roles and users that call the API (execute-api:Invoke on its three routes)',
+    });
+    new CfnOutput(this, 'OperatorPolicyArn', {
+      value: this.jobApi.operatorPolicy.managedPolicyArn,
+      description:
+        'Attach to the operators (the operators context key): execute-api:Invoke on GET /pipeline, ' +
+        'POST /pipeline/pause and POST /pipeline/resume',
     });
     new CfnOutput(this, 'TableName', { value: this.jobTable.table.tableName });
     new CfnOutput(this, 'QueueUrl', { value: this.jobQueue.queue.queueUrl });

@@ -206,13 +206,13 @@ test('the backlog lambda runs every minute with the policy, and only its permiss
     assert.equal(grants.length, 1, action);
     assert.equal(j(grants[0].Resource), j({ Ref: logicalId(stack.workers.service) }), action);
   }
-  // The jobs table, its open-jobs index (the sweeper's Query) and its notify-due index (the
-  // webhook deliverer's), nothing else.
+  // The jobs table, its open-jobs index (the sweeper's Query), its notify-due index (the webhook
+  // deliverer's) and its open-deadlines index (the deadline pass's), nothing else.
   const table = j({ 'Fn::GetAtt': [logicalId(stack.jobTable.table), 'Arn'] });
   assert.equal(j(grantsOf(t, role, 'dynamodb:PutItem')[0].Resource), table);
   const queried = grantsOf(t, role, 'dynamodb:Query').flatMap((g) => [g.Resource].flat().map(j));
-  assert.equal(queried.length, 2, queried.join(' '));
-  for (const index of ['/index/open-jobs', '/index/notify-due']) {
+  assert.equal(queried.length, 3, queried.join(' '));
+  for (const index of ['/index/open-jobs', '/index/notify-due', '/index/open-deadlines']) {
     const query = queried.find((q) => q.includes(index)) ?? '';
     assert.ok(query.includes(logicalId(stack.jobTable.table)), `${index}: ${queried.join(' ')}`);
   }

@@ -102,6 +102,9 @@ test('owners come from context: the scope, and the roles whose session names are
   const arns = ['arn:aws:iam::123456789012:role/Analysts', 'arn:aws:iam::123456789012:role/teams/OktaDevelopers'];
   assert.deepEqual(config({ pinnedSessionRoles: arns.join(', ') }).pinnedSessionRoleArns, arns);
   assert.deepEqual(config({ pinnedSessionRoles: arns }).pinnedSessionRoleArns, arns);
+  const operators = ['arn:aws:iam::123456789012:user/ops', 'arn:aws:iam::123456789012:role/Operators'];
+  assert.deepEqual(config({ operators: operators.join(',') }).operatorArns, operators);
+  assert.equal(config({}).operatorArns, undefined);
   assert.equal(config({}).pinnedSessionRoleArns, undefined);
 });
 

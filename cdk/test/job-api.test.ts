@@ -14,12 +14,14 @@ const ROUTES = [
   'POST /uploads',
   'POST /uploads/{id}/complete',
 ];
+/** The operators' routes: IAM-authorized whatever authorizes the callers, to the status function. */
+const OPERATOR_ROUTES = ['GET /pipeline', 'POST /pipeline/pause', 'POST /pipeline/resume'];
 const LOG_WRITE = ['logs:CreateLogStream', 'logs:PutLogEvents'];
 
 test('the routes go to submit and status with payload format 2.0', () => {
   const { stack, t } = template();
   const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
-  assert.deepEqual(routes.map((r) => r.Properties.RouteKey).sort(), [...ROUTES].sort());
+  assert.deepEqual(routes.map((r) => r.Properties.RouteKey).sort(), [...ROUTES, ...OPERATOR_ROUTES].sort());
   const integrations = t.findResources('AWS::ApiGatewayV2::Integration');
   for (const route of routes) {
     const target = route.Properties.Target['Fn::Join'][1][1].Ref as string;
@@ -35,7 +37,7 @@ test('the routes go to submit and status with payload format 2.0', () => {
 test('every route requires iam authorization by default', () => {
   const { t } = template();
   const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
-  assert.equal(routes.length, ROUTES.length);
+  assert.equal(routes.length, ROUTES.length + OPERATOR_ROUTES.length);
   for (const route of routes) {
     assert.equal(route.Properties.AuthorizationType, 'AWS_IAM', route.Properties.RouteKey);
   }
@@ -54,10 +56,60 @@ test('every route requires a jwt when a jwt authorizer is configured', () => {
   });
   assert.deepEqual(authorizer.Properties.IdentitySource, ['$request.header.Authorization']);
   const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route'));
-  assert.equal(routes.length, ROUTES.length);
+  assert.equal(routes.length, ROUTES.length + OPERATOR_ROUTES.length);
   for (const route of routes) {
+    if (OPERATOR_ROUTES.includes(route.Properties.RouteKey)) {
+      // The operators are IAM principals, whatever authorizes the callers.
+      assert.equal(route.Properties.AuthorizationType, 'AWS_IAM', route.Properties.RouteKey);
+      assert.equal(route.Properties.AuthorizerId, undefined);
+      continue;
+    }
     assert.equal(route.Properties.AuthorizationType, 'JWT', route.Properties.RouteKey);
     assert.deepEqual(route.Properties.AuthorizerId, { Ref: authorizerId });
+  }
+});
+
+test('operators get a policy of their own for the pipeline routes, which the callers policy never grants', () => {
+  const { stack, t } = template();
+  const resources = t.toJSON().Resources;
+  const operator = resources[logicalId(stack.jobApi.operatorPolicy)].Properties.PolicyDocument.Statement;
+  assert.equal(operator.length, 1);
+  assert.equal(operator[0].Action, 'execute-api:Invoke');
+  const granted = operator[0].Resource.map(j);
+  assert.equal(granted.length, 3, 'nothing but the pipeline routes');
+  for (const route of ['/GET/pipeline"', '/POST/pipeline/pause"', '/POST/pipeline/resume"']) {
+    assert.ok(granted.some((r: string) => r.includes(route)), `${route} in ${granted}`);
+  }
+  const callers = j(resources[logicalId(stack.jobApi.callerPolicy)].Properties.PolicyDocument);
+  assert.ok(!callers.includes('pipeline'), `the callers policy grants no pipeline route: ${callers}`);
+  // The pipeline routes go to the status function, which reads the operators.
+  const routes = Object.values(t.findResources('AWS::ApiGatewayV2::Route')).filter((r) =>
+    OPERATOR_ROUTES.includes(r.Properties.RouteKey),
+  );
+  assert.equal(routes.length, 3);
+  const integrations = t.findResources('AWS::ApiGatewayV2::Integration');
+  for (const route of routes) {
+    const target = route.Properties.Target['Fn::Join'][1][1].Ref as string;
+    assert.equal(
+      j(integrations[target].Properties.IntegrationUri),
+      j({ 'Fn::GetAtt': [logicalId(stack.jobApi.statusFunction), 'Arn'] }),
+    );
+  }
+  const outputs = t.toJSON().Outputs;
+  assert.deepEqual(outputs.OperatorPolicyArn.Value, { Ref: logicalId(stack.jobApi.operatorPolicy) });
+});
+
+test('the operators reach the status function, and nothing but iam user or role arns is taken', () => {
+  const statusEnv = ({ stack, t }: ReturnType<typeof template>) =>
+    t.toJSON().Resources[logicalId(stack.jobApi.statusFunction)].Properties.Environment.Variables;
+  assert.equal(statusEnv(template()).SLUICE_OPERATORS, '', 'nobody by default');
+  const arns = ['arn:aws:iam::123456789012:user/ops', 'arn:aws:iam::123456789012:role/team/Operators'];
+  assert.equal(statusEnv(template({ operatorArns: arns })).SLUICE_OPERATORS, arns.join(','));
+  const submit = ({ stack, t }: ReturnType<typeof template>) =>
+    t.toJSON().Resources[logicalId(stack.jobApi.submitFunction)].Properties.Environment.Variables;
+  assert.equal(submit(template({ operatorArns: arns })).SLUICE_OPERATORS, undefined, 'submit serves no operator');
+  for (const bad of ['ops', 'arn:aws:sts::123456789012:assumed-role/Operators/alice', 'arn:aws:iam::123456789012:group/ops']) {
+    assert.throws(() => template({ operatorArns: [bad] }), new RegExp(`operators must be IAM user or role ARNs, got ${bad}`));
   }
 });
 

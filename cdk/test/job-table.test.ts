@@ -26,7 +26,7 @@ test('the table is on-demand, keyed by id, with ttl, point-in-time recovery and 
   });
 });
 
-test('two sparse indexes, the open jobs and the webhooks due, keys only, and no provisioned throughput', () => {
+test('three sparse indexes, the open jobs, the webhooks due and the open deadlines, keys only, and no provisioned throughput', () => {
   const props = Object.values(tableTemplate().findResources('AWS::DynamoDB::Table'))[0].Properties;
   // The names the Rust side writes (src/store.rs: OPEN_INDEX, OPEN_INDEX_KEYS).
   const store = readFileSync(join(__dirname, '..', '..', 'src', 'store.rs'), 'utf8');
@@ -34,6 +34,8 @@ test('two sparse indexes, the open jobs and the webhooks due, keys only, and no 
   assert.ok(store.includes('pub const OPEN: &str = "open";') && store.includes('pub const SENT_AT: &str = "sent_at";'));
   assert.ok(store.includes('pub const NOTIFY_INDEX: &str = "notify-due";'));
   assert.ok(store.includes('pub const NOTIFY: &str = "notify";') && store.includes('pub const NOTIFY_AT: &str = "notify_at";'));
+  assert.ok(store.includes('pub const DEADLINE_INDEX: &str = "open-deadlines";'));
+  assert.ok(store.includes('pub const DEADLINE: &str = "deadline";'));
   assert.deepEqual(props.GlobalSecondaryIndexes, [
     {
       IndexName: 'open-jobs',
@@ -51,6 +53,14 @@ test('two sparse indexes, the open jobs and the webhooks due, keys only, and no 
       ],
       Projection: { ProjectionType: 'KEYS_ONLY' },
     },
+    {
+      IndexName: 'open-deadlines',
+      KeySchema: [
+        { AttributeName: 'open', KeyType: 'HASH' },
+        { AttributeName: 'deadline', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'KEYS_ONLY' },
+    },
   ]);
   assert.deepEqual(props.AttributeDefinitions, [
     { AttributeName: 'id', AttributeType: 'S' },
@@ -58,6 +68,7 @@ test('two sparse indexes, the open jobs and the webhooks due, keys only, and no 
     { AttributeName: 'sent_at', AttributeType: 'N' },
     { AttributeName: 'notify', AttributeType: 'S' },
     { AttributeName: 'notify_at', AttributeType: 'N' },
+    { AttributeName: 'deadline', AttributeType: 'N' },
   ]);
   assert.equal(props.ProvisionedThroughput, undefined);
 });

@@ -5,6 +5,8 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { j, logicalId, policyFile, sluiceStack, template } from './helpers';
 import { Construct } from 'constructs';
 import { Observability } from '../lib/constructs/observability';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const file = policyFile();
 
@@ -60,7 +62,7 @@ test('alarms cover the dead-letter queue, old messages and failed jobs, and noti
   assert.equal(dlq.stat.Metric?.MetricName ?? dlq.MetricName, 'ApproximateNumberOfMessagesVisible');
   assert.ok(j(dlq).includes(logicalId(stack.jobQueue.deadLetterQueue)));
   assert.equal(dlq.Threshold, 1);
-  assert.equal(oldest.stat.Metric?.MetricName ?? oldest.MetricName, 'ApproximateAgeOfOldestMessage');
+  assert.ok(j(oldest).includes('"ApproximateAgeOfOldestMessage"'), j(oldest));
   assert.equal(oldest.Threshold, 15 * 60);
   assert.equal(failed.stat.Metric?.MetricName ?? failed.MetricName, 'JobsFailed');
   assert.ok(j(failed).includes(`"${file.namespace}"`));
@@ -68,6 +70,38 @@ test('alarms cover the dead-letter queue, old messages and failed jobs, and noti
   for (const a of [stack.scaling.backstopAlarm]) {
     assert.ok(!j(t.toJSON().Resources[logicalId(a)].Properties.AlarmActions).includes(logicalId(stack.observability.topic)));
   }
+});
+
+test('the waiting-jobs alarm is silenced while the pipeline is paused, and the dashboard shows the state', () => {
+  const { stack, t } = template();
+  const oldest = t.toJSON().Resources[logicalId(stack.observability.oldestMessageAlarm)].Properties;
+  const queries: any[] = oldest.Metrics;
+  const expr = queries.find((q) => q.Expression !== undefined);
+  assert.equal(expr.Expression, 'age * (1 - FILL(paused, 0))', 'no sample counts as running');
+  assert.equal(expr.ReturnData ?? true, true);
+  const byId = (id: string) => queries.find((q) => q.Id === id);
+  assert.equal(byId('age').MetricStat.Metric.MetricName, 'ApproximateAgeOfOldestMessage');
+  assert.equal(byId('age').ReturnData, false);
+  const paused = byId('paused').MetricStat;
+  assert.equal(paused.Metric.MetricName, 'Paused');
+  assert.equal(paused.Metric.Namespace, file.namespace);
+  assert.deepEqual(paused.Metric.Dimensions.map((d: any) => d.Name).sort(), ['QueueName', 'ServiceName']);
+  assert.equal(paused.Stat, 'Maximum', 'paused at any time in the minute');
+  assert.equal(paused.Period, 60);
+  assert.ok(oldest.AlarmDescription.includes('not while the pipeline is paused'));
+  // The Rust side publishes the metric by that name (src/cloudwatch.rs).
+  const cloudwatch = readFileSync(join(__dirname, '..', '..', 'src', 'cloudwatch.rs'), 'utf8');
+  assert.ok(cloudwatch.includes('("Paused", f64::from(m.paused), StandardUnit::Count)'));
+
+  const dash = Object.values(t.findResources('AWS::CloudWatch::Dashboard'))[0];
+  const body = dash.Properties.DashboardBody;
+  const text =
+    typeof body === 'string' ? body : body['Fn::Join'][1].map((p: unknown) => (typeof p === 'string' ? p : 'REF')).join('');
+  const widgets: any[] = JSON.parse(text).widgets;
+  const state = widgets.find((w) => w.properties.title?.startsWith('Pipeline'));
+  assert.ok(state, 'a pipeline widget');
+  assert.equal(state.properties.view, 'singleValue');
+  assert.ok(j(state.properties.metrics).includes('"Paused"'));
 });
 
 /** The tasks graph of the dashboard, with the metric names and stats it plots. */

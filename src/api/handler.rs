@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use super::budget::Budget;
 use super::{
-    caller, job_url, parse_job_id, parse_wait, sha256_hex, upload_refused,
+    caller, job_url, operator, parse_job_id, parse_wait, sha256_hex, upload_refused,
     validate_idempotency_key, validate_submit, validate_upload, validate_webhook, ApiError,
-    CompleteRequest, JobView, PartUrl, UploadView,
+    CompleteRequest, JobView, NotOperator, PartUrl, UploadView,
 };
 use crate::config::ApiConfig;
 use crate::ecs::Service;
@@ -24,6 +24,7 @@ use crate::job::{JobId, JobRecord, Owner, Status};
 use crate::nudge::{ScaleFromZero, NUDGE_INTERVAL};
 use crate::outbox::{OutboxError, Secrets};
 use crate::payload::{PayloadError, Payloads, UploadedPart};
+use crate::pipeline::{check_reason, PauseRequest, Pipeline, PipelineView, State};
 use crate::queue::{Envelope, JobQueue};
 use crate::store::{Created, IdempotencyRecord, JobStore, StoreError};
 use crate::time::Millis;
@@ -145,6 +146,7 @@ impl Api {
                 "method_not_allowed",
                 format!("{} is not allowed here: use GET /webhook-secret or POST /webhook-secret/rotate", req.method()),
             )),
+            (_, ["pipeline", ..]) => self.pipeline(req).await,
             (_, ["jobs"] | ["jobs", _]) => respond_error(ApiError::bad_request(
                 "method_not_allowed",
                 format!("{} is not allowed here: use POST /jobs, GET /jobs/{{id}} or DELETE /jobs/{{id}}", req.method()),
@@ -414,17 +416,92 @@ impl Api {
     /// The status function's routes: `GET /jobs/{id}`, `DELETE /jobs/{id}` and the webhook
     /// secret's.
     pub async fn status_routes(&self, req: Request) -> Response<Body> {
-        let secret = req
-            .uri()
-            .path()
-            .trim_end_matches('/')
-            .split('/')
-            .any(|s| s == "webhook-secret");
-        if secret {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let secret = path.split('/').any(|s| s == "webhook-secret");
+        if path.split('/').any(|s| s == "pipeline") {
+            self.pipeline(req).await
+        } else if secret {
             self.webhook_secret(req).await
         } else {
             self.job(req).await
         }
+    }
+
+    /// The operators' routes: `GET /pipeline`, `POST /pipeline/pause` (an optional
+    /// `{"reason": "…"}`) and `POST /pipeline/resume`. Only the deployment's operators
+    /// (`SLUICE_OPERATORS`) may call them; anyone else gets `403 not_operator`.
+    pub async fn pipeline(&self, req: Request) -> Response<Body> {
+        match Box::pin(self.try_pipeline(&req)).await {
+            Ok(view) => json_response(StatusCode::OK, &view),
+            Err(e) => respond_error(e),
+        }
+    }
+
+    async fn try_pipeline(&self, req: &Request) -> Result<PipelineView, ApiError> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // The last segments: behind a stage the path may carry its name first.
+        let to = match (req.method(), segments.as_slice()) {
+            (&Method::GET, [.., "pipeline"]) => None,
+            (&Method::POST, [.., "pipeline", "pause"]) => Some(State::Paused),
+            (&Method::POST, [.., "pipeline", "resume"]) => Some(State::Running),
+            (_, [.., "pipeline"] | [.., "pipeline", "pause" | "resume"]) => {
+                return Err(ApiError::bad_request(
+                    "method_not_allowed",
+                    format!(
+                        "{} is not allowed here: use GET /pipeline, POST /pipeline/pause or POST /pipeline/resume",
+                        req.method()
+                    ),
+                ))
+            }
+            _ => {
+                return Err(ApiError::NoRoute {
+                    method: req.method().to_string(),
+                    path: path.chars().take(200).collect(),
+                })
+            }
+        };
+        let by = operator(req.request_context_ref(), &self.config.operators).map_err(|why| {
+            ApiError::NotOperator(match why {
+                _ if self.config.operators.is_empty() => {
+                    "this deployment names no operators, so nobody may pause or resume it: list \
+                     IAM users or roles in SLUICE_OPERATORS (the CDK app's operators)"
+                        .to_owned()
+                }
+                NotOperator::NoIamIdentity => {
+                    "only the deployment's operators may pause or resume the pipeline, and they \
+                     are IAM principals: sign the request with SigV4 as one"
+                        .to_owned()
+                }
+                NotOperator::Other(arn) => format!(
+                    "only the deployment's operators (SLUICE_OPERATORS) may pause or resume the \
+                     pipeline; {arn} is not one"
+                ),
+            })
+        })?;
+        let reason = match to {
+            Some(State::Paused) => pause_reason(req)?,
+            _ => None,
+        };
+        let budget = budget_of(req, crate::limits::STATUS_FUNCTION_TIMEOUT);
+        let pipeline = Pipeline::of(&self.store);
+        let Some(to) = to else {
+            let state = within(&budget, Duration::ZERO, pipeline.read(true)).await??;
+            return Ok(state.view());
+        };
+        let (state, changed) = within(
+            &budget,
+            Duration::ZERO,
+            pipeline.set(to, &by, reason.as_deref(), Millis::now()),
+        )
+        .await??;
+        if changed {
+            tracing::warn!(by = %by, state = %state.state, reason = state.reason.as_deref().unwrap_or(""), "pipeline {}", if to == State::Paused { "paused" } else { "resumed" });
+        }
+        Ok(PipelineView {
+            changed: Some(changed),
+            ..state.view()
+        })
     }
 
     /// `GET /webhook-secret` (made on first use) and `POST /webhook-secret/rotate`: the
@@ -845,6 +922,33 @@ fn upload_path_id(req: &Request) -> Result<UploadId, ApiError> {
     };
     raw.parse()
         .map_err(|e: String| ApiError::bad_request("invalid_upload_id", e))
+}
+
+/// A pause's reason from its optional body: none, or `{"reason": "…"}` as JSON.
+fn pause_reason(req: &Request) -> Result<Option<String>, ApiError> {
+    let body = req.body().as_ref();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Some(ct) = content_type {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "a pause's body is JSON (Content-Type: application/json), not {ct}"
+            )));
+        }
+    }
+    let asked: PauseRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a pause ({e}); expected nothing, or {{\"reason\": \"…\"}}"),
+        )
+    })?;
+    check_reason(asked.reason.as_deref()).map_err(|e| ApiError::bad_request("invalid_reason", e))
 }
 
 /// The URL of `path` (no leading slash) as seen from the caller's side of the gateway.

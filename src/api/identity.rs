@@ -238,6 +238,84 @@ impl<'a> Principal<'a> {
     }
 }
 
+/// Who may pause and resume the pipeline (`SLUICE_OPERATORS`): IAM principals only, named apart
+/// from the callers' owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    /// An IAM user or the account's root user, by its ARN as `aws sts get-caller-identity`
+    /// shows it.
+    User(String),
+    /// Every session of a role: its trust policy says who may act as an operator.
+    Role(RoleArn),
+}
+
+impl FromStr for Operator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(role) = s.parse::<RoleArn>() {
+            return Ok(Operator::Role(role));
+        }
+        match Principal::parse(s) {
+            Some(Principal::User) => Ok(Operator::User(s.to_owned())),
+            _ => Err(format!(
+                "expected IAM user or role ARNs (arn:aws:iam::123456789012:user/ops, \
+                 arn:aws:iam::123456789012:role/Operators), got {s}"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operator::User(arn) => f.write_str(arn),
+            Operator::Role(role) => write!(f, "{role}"),
+        }
+    }
+}
+
+/// Why a request is no operator's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotOperator {
+    /// No IAM (SigV4) identity: operators are IAM principals.
+    NoIamIdentity,
+    /// An IAM principal not among the operators, by its ARN.
+    Other(String),
+}
+
+/// The operator making a request, by its IAM ARN (what the pipeline records as `by`); or why it
+/// is none. Only the authorizer's part of the request context counts, as for [`caller`].
+pub fn operator(
+    ctx: Option<&RequestContext>,
+    operators: &[Operator],
+) -> Result<String, NotOperator> {
+    let Some(RequestContext::ApiGatewayV2(ctx)) = ctx else {
+        return Err(NotOperator::NoIamIdentity);
+    };
+    let arn = ctx
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.iam.as_ref())
+        .and_then(|iam| iam.user_arn.as_deref())
+        .filter(|a| !a.is_empty())
+        .ok_or(NotOperator::NoIamIdentity)?;
+    let listed = match Principal::parse(arn) {
+        Some(Principal::User) => operators
+            .iter()
+            .any(|o| matches!(o, Operator::User(u) if u == arn)),
+        Some(Principal::AssumedRole(s)) => operators
+            .iter()
+            .any(|o| matches!(o, Operator::Role(r) if r.is_role_of(&s))),
+        Some(Principal::FederatedUser { .. }) | None => false,
+    };
+    if listed {
+        Ok(arn.to_owned())
+    } else {
+        Err(NotOperator::Other(arn.to_owned()))
+    }
+}
+
 /// The request context the local stack gives every request: one fixed IAM identity, as if
 /// API Gateway's IAM authorizer had vouched for it.
 pub fn local_context(user_arn: &str) -> RequestContext {
@@ -323,6 +401,83 @@ mod tests {
         OwnerScope::Session {
             pinned: roles.iter().map(|r| r.parse().unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn only_listed_iam_principals_are_operators() {
+        let operators: Vec<Operator> = [
+            "arn:aws:iam::123456789012:user/ops",
+            "arn:aws:iam::123456789012:role/team/Operators",
+        ]
+        .iter()
+        .map(|o| o.parse().unwrap())
+        .collect();
+        let check = |authorizer: Value| {
+            let req = request(authorizer);
+            operator(req.request_context_ref(), &operators)
+        };
+        let not = |arn: &str| Err(NotOperator::Other(arn.to_owned()));
+        let user = |arn: &str| iam(arn, "AIDAEXAMPLE", Value::Null);
+        let cases: Vec<(&str, Value, Result<String, NotOperator>)> = vec![
+            (
+                "a listed user",
+                user("arn:aws:iam::123456789012:user/ops"),
+                Ok("arn:aws:iam::123456789012:user/ops".into()),
+            ),
+            (
+                "any session of a listed role",
+                session("Operators", "alice"),
+                Ok("arn:aws:sts::123456789012:assumed-role/Operators/alice".into()),
+            ),
+            (
+                "another user",
+                user("arn:aws:iam::123456789012:user/caller"),
+                not("arn:aws:iam::123456789012:user/caller"),
+            ),
+            (
+                "the listed role in another account",
+                user("arn:aws:sts::210987654321:assumed-role/Operators/alice"),
+                not("arn:aws:sts::210987654321:assumed-role/Operators/alice"),
+            ),
+            (
+                "a role named like the user",
+                session("ops", "x"),
+                not("arn:aws:sts::123456789012:assumed-role/ops/x"),
+            ),
+            (
+                "a federated user",
+                user("arn:aws:sts::123456789012:federated-user/ops"),
+                not("arn:aws:sts::123456789012:federated-user/ops"),
+            ),
+            (
+                "a JWT caller",
+                json!({"jwt": {"claims": {"sub": "ops", "iss": "https://idp"}, "scopes": null}}),
+                Err(NotOperator::NoIamIdentity),
+            ),
+            (
+                "no authorizer",
+                Value::Null,
+                Err(NotOperator::NoIamIdentity),
+            ),
+        ];
+        for (name, authorizer, want) in cases {
+            assert_eq!(check(authorizer), want, "{name}");
+        }
+        for bad in [
+            "ops",
+            "arn:aws:sts::123456789012:assumed-role/Operators/alice",
+            "arn:aws:iam::123456789012:group/ops",
+        ] {
+            let e = bad.parse::<Operator>().unwrap_err();
+            assert!(
+                e.starts_with("expected IAM user or role ARNs"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            operators[1].to_string(),
+            "arn:aws:iam::123456789012:role/Operators"
+        );
     }
 
     #[test]

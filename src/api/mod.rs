@@ -8,7 +8,7 @@ mod identity;
 pub use budget::{Budget, ANSWER_MARGIN};
 pub(crate) use handler::respond_error;
 pub use handler::Api;
-pub use identity::{caller, local_context, OwnerScope, RoleArn};
+pub use identity::{caller, local_context, operator, NotOperator, Operator, OwnerScope, RoleArn};
 
 use std::time::Duration;
 
@@ -369,6 +369,9 @@ pub enum ApiError {
         "the local API answers only loopback host names (localhost, 127.0.0.1, [::1]), not {0:?}"
     )]
     ForbiddenHost(String),
+    /// The pipeline's routes, called by someone who is not an operator.
+    #[error("{0}")]
+    NotOperator(String),
     #[error("no job with id {0}")]
     NotFound(String),
     #[error("no upload with id {0}; create one with POST /uploads (an upload is usable only by the caller that created it)")]
@@ -407,6 +410,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (400, code),
             ApiError::Unauthenticated => (403, "forbidden"),
             ApiError::ForbiddenHost(_) => (403, "forbidden_host"),
+            ApiError::NotOperator(_) => (403, "not_operator"),
             ApiError::NotFound(_) => (404, "not_found"),
             ApiError::NoRoute { .. } => (404, "no_route"),
             ApiError::UploadNotFound(_) => (404, "upload_not_found"),
@@ -1029,6 +1033,7 @@ mod tests {
                 403,
                 "forbidden_host",
             ),
+            (ApiError::NotOperator("x".into()), 403, "not_operator"),
             (ApiError::NotFound("x".into()), 404, "not_found"),
             (
                 ApiError::Conflict {

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub backlog_without_capacity: u32,
     /// The capacity the work needs now: [`needed_tasks`].
     pub needed_tasks: u32,
+    /// 1 while the pipeline is paused (jobs wait on purpose), else 0: the deployment's alarms on
+    /// waiting jobs are multiplied by `1 - Paused`.
+    #[serde(default)]
+    pub paused: u32,
 }
 
 impl Metrics {
@@ -93,6 +97,7 @@ impl Sample {
                 self.visible > 0 && self.running_tasks == 0 && self.pending_tasks == 0,
             ),
             needed_tasks: needed_tasks(policy, self),
+            paused: 0,
         }
     }
 }
@@ -190,6 +195,8 @@ pub enum Reason {
     SpareReleased,
     /// The desired count is what the work holds.
     Matched,
+    /// The pipeline is paused: held at `min_tasks`, never below the tasks that hold jobs.
+    Paused,
 }
 
 impl Reason {
@@ -202,6 +209,7 @@ impl Reason {
             Reason::KeepingSpare => "keeping-spare",
             Reason::SpareReleased => "spare-released",
             Reason::Matched => "matched",
+            Reason::Paused => "paused",
         }
     }
 
@@ -214,6 +222,7 @@ impl Reason {
             Reason::KeepingSpare => "spare tasks are kept until they have been unused for keep_idle_startups start-ups",
             Reason::SpareReleased => "tasks unused for keep_idle_startups start-ups released, never below the tasks that hold jobs",
             Reason::Matched => "the desired count is what the work holds",
+            Reason::Paused => "the pipeline is paused: held at min_tasks, never below the tasks that still hold jobs",
         }
     }
 }
@@ -379,17 +388,55 @@ pub fn decide(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> De
     decision(target, Action::ScaleIn, Reason::SpareReleased, None, memory)
 }
 
+/// The controller while the pipeline is paused: workers take no job, so the work in the queue
+/// needs no task. The count goes to `min_tasks` at once, never below the tasks that may still
+/// hold jobs (`min(running, in_flight)`, of the desired ones: a paused pipeline never raises
+/// for them) and never above it but to reach `min_tasks`. What it keeps is remembered, so a
+/// resume scales out to the need on its first sample.
+pub fn decide_paused(policy: &Policy, sample: &Sample, memory: &Memory, now: f64) -> Decision {
+    let mut memory = memory.at(policy, now);
+    let desired = sample.desired_tasks;
+    let holders = sample.running_tasks.min(sample.in_flight).min(desired);
+    let kept = holders.max(policy.min_tasks);
+    memory.remember(now, kept);
+    let action = match kept.cmp(&desired) {
+        std::cmp::Ordering::Less => Action::ScaleIn,
+        std::cmp::Ordering::Greater => Action::ScaleOut,
+        std::cmp::Ordering::Equal => Action::None,
+    };
+    Decision {
+        desired_tasks: kept,
+        action,
+        reason: Reason::Paused,
+        needed_tasks: needed_tasks(policy, sample),
+        floor_tasks: kept,
+        release_at: None,
+        memory,
+    }
+}
+
 /// The controller's decisions over a run of samples, oldest first, from an
 /// empty memory: what `sluice report` shows for the samples the backlog
 /// function published. The first samples of a replay keep spare tasks as a
 /// fresh execution environment would, so a replay lowers no sooner than the
 /// function did.
 pub fn replay(policy: &Policy, samples: &[(f64, Sample)]) -> Vec<Decision> {
+    let running: Vec<(f64, Sample, bool)> = samples.iter().map(|&(t, s)| (t, s, false)).collect();
+    replay_with_pauses(policy, &running)
+}
+
+/// [`replay`], with whether the pipeline was paused at each sample: a paused one is decided by
+/// [`decide_paused`], as the backlog function decided it.
+pub fn replay_with_pauses(policy: &Policy, samples: &[(f64, Sample, bool)]) -> Vec<Decision> {
     let mut memory = Memory::default();
     samples
         .iter()
-        .map(|(t, s)| {
-            let d = decide(policy, s, &memory, *t);
+        .map(|(t, s, paused)| {
+            let d = if *paused {
+                decide_paused(policy, s, &memory, *t)
+            } else {
+                decide(policy, s, &memory, *t)
+            };
             memory = d.memory.clone();
             d
         })
@@ -462,6 +509,57 @@ mod tests {
             memory = d.memory;
             t += f64::from(p.metric_period_seconds);
         }
+    }
+
+    #[test]
+    fn a_paused_pipeline_holds_min_tasks_and_the_tasks_that_hold_jobs() {
+        let p = policy();
+        let warm = Policy {
+            min_tasks: 2,
+            ..policy()
+        };
+        // (policy, visible, in_flight, running, desired) → (desired after, action)
+        let cases: [(&Policy, u32, u32, u32, u32, u32, Action); 8] = [
+            // Jobs wait, nothing runs: parked at min_tasks, no raise for the backlog.
+            (&p, 600, 0, 0, 0, 0, Action::None),
+            (&p, 600, 0, 10, 10, 0, Action::ScaleIn),
+            // Tasks still finish what they hold: kept until they are done.
+            (&p, 50, 3, 10, 10, 3, Action::ScaleIn),
+            (&p, 50, 3, 3, 3, 3, Action::None),
+            // In-flight beyond the running tasks holds no more than run.
+            (&p, 0, 8, 2, 2, 2, Action::None),
+            // A warm pool stays warm, and is filled to min_tasks.
+            (&warm, 100, 0, 5, 5, 2, Action::ScaleIn),
+            (&warm, 100, 0, 0, 0, 2, Action::ScaleOut),
+            (&warm, 100, 5, 5, 5, 5, Action::None),
+        ];
+        for (policy, visible, in_flight, running, desired, want, action) in cases {
+            let s = sample(visible, in_flight, running, 0, desired);
+            let d = decide_paused(policy, &s, &Memory::default(), 100.0);
+            assert_eq!(
+                (d.desired_tasks, d.action, d.reason),
+                (want, action, Reason::Paused),
+                "{visible} visible, {in_flight} in flight, {running} running, {desired} desired"
+            );
+        }
+        // A replay decides each sample by the state it was published in.
+        let samples = [
+            (0.0, sample(600, 0, 0, 0, 0), true),
+            (10.0, sample(600, 0, 0, 0, 0), false),
+        ];
+        let replayed: Vec<(u32, Reason)> = replay_with_pauses(&p, &samples)
+            .iter()
+            .map(|d| (d.desired_tasks, d.reason))
+            .collect();
+        assert_eq!(replayed, [(0, Reason::Paused), (20, Reason::WorkNeedsMore)]);
+        // On resume, the next sample raises to the need at once.
+        let s = sample(600, 0, 0, 0, 0);
+        let paused = decide_paused(&p, &s, &Memory::default(), 0.0);
+        let resumed = decide(&p, &s, &paused.memory, 10.0);
+        assert_eq!(
+            (resumed.desired_tasks, resumed.action),
+            (20, Action::ScaleOut)
+        );
     }
 
     #[test]

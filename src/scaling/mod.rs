@@ -10,8 +10,8 @@ pub mod policy;
 pub mod sim;
 
 pub use decide::{
-    backlog_per_task, decide, needed_tasks, replay, should_nudge_from_zero, tasks_for_backlog,
-    Action, Decision, Memory, Metrics, Reason, Sample,
+    backlog_per_task, decide, decide_paused, needed_tasks, replay, replay_with_pauses,
+    should_nudge_from_zero, tasks_for_backlog, Action, Decision, Memory, Metrics, Reason, Sample,
 };
 pub use policy::{Policy, PolicyError, BUILTIN_POLICY_JSON};
 pub use sim::{simulate, Report, ScalerKind, SimOptions, Workload, WorkloadError};

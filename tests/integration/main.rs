@@ -11,6 +11,7 @@ mod http;
 mod ingest;
 mod model;
 mod payload;
+mod pipeline;
 mod scaling;
 mod store;
 mod support;

@@ -77,6 +77,7 @@ async fn the_backlog_metrics_can_be_read_back() {
         policy: Policy::builtin().unwrap(),
         lease: Some(s.store.clone()),
         memory: Default::default(),
+        pipeline: None,
     };
     let start = Millis::now();
     let m = sampler.sample().await.unwrap();
@@ -156,6 +157,7 @@ async fn the_backlog_metrics_can_be_read_back() {
             "DesiredTasks",
             "InFlight",
             "NeededTasks",
+            "Paused",
             "PendingTasks",
             "RunningTasks"
         ]
@@ -213,7 +215,76 @@ fn sampler_for(s: &Stack, service: &Service, policy: Policy, lease: bool) -> Sam
         policy,
         lease: lease.then(|| s.store.clone()),
         memory: Default::default(),
+        pipeline: None,
     }
+}
+
+/// While the pipeline is paused the controller holds the service at `min_tasks` whatever waits,
+/// publishes `Paused` = 1, and a submit does not raise the service from zero; on resume the next
+/// sample raises it to the need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipeline_holds_the_service_at_min_tasks_and_says_so() {
+    use sluice::pipeline::{Known, Pipeline, State};
+    let s = Stack::new("paused_scaling").await;
+    let counter = RequestCounter::default();
+    let service = worker_service(&s, Some(&counter)).await;
+    for i in 0..7 {
+        s.submit(ALICE, json!({ "n": i })).await;
+    }
+    service.set_desired(3).await.unwrap();
+    let pipeline = Pipeline::of(&s.store);
+    pipeline
+        .set(State::Paused, OPERATOR, Some("a test"), Millis::now())
+        .await
+        .unwrap();
+    let policy = Policy {
+        min_tasks: 0,
+        ..Policy::builtin().unwrap()
+    };
+    let sampler = Sampler {
+        pipeline: Some(Arc::new(Known::new(pipeline.clone(), Duration::ZERO))),
+        ..sampler_for(&s, &service, policy, true)
+    };
+    let m = sampler.sample().await.unwrap();
+    assert_eq!((m.backlog, m.paused), (7, 1));
+    assert_eq!(
+        service.counts().await.unwrap().desired,
+        0,
+        "jobs wait, no task holds one: parked at min_tasks"
+    );
+    // A second sample of the same work changes nothing.
+    let before = counter.count("UpdateService");
+    sampler.sample().await.unwrap();
+    assert_eq!(counter.count("UpdateService"), before);
+
+    // A submit while paused is accepted and raises nothing.
+    let api = s.api.clone().with_scale_from_zero(ScaleFromZero::new(
+        service.clone(),
+        s.store.clone(),
+        Duration::from_secs(60),
+    ));
+    let (status, v) = crate::support::decode(
+        api.handle(post_json(ALICE, r#"{"input": {"n": 8}}"#, None))
+            .await,
+    );
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(
+        counter.count("UpdateService"),
+        before,
+        "no nudge while paused"
+    );
+    assert_eq!(service.counts().await.unwrap().desired, 0);
+
+    pipeline
+        .set(State::Running, OPERATOR, None, Millis::now())
+        .await
+        .unwrap();
+    let m = sampler.sample().await.unwrap();
+    assert_eq!((m.backlog, m.paused), (8, 0));
+    assert!(
+        service.counts().await.unwrap().desired >= 1,
+        "resumed: raised to the need"
+    );
 }
 
 /// A burst larger than 24 times the running capacity asks for all it needs on the first
@@ -396,6 +467,7 @@ async fn a_sample_that_fails_publishes_nothing() {
             service_name: "missing-service".into(),
         },
         memory: Default::default(),
+        pipeline: None,
     };
     let err = sampler.sample().await.unwrap_err();
     assert!(
@@ -492,6 +564,48 @@ async fn report_shows_the_queue_the_service_and_the_policys_verdict() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("recent samples"), "{text}");
     assert!(text.contains("scale-out to "), "{text}");
+
+    // With the jobs table, the report shows the pipeline; paused, the controller's verdict is
+    // to hold min_tasks.
+    let with_table = [
+        &args[..],
+        &["--table", s.res.table_name.as_str(), "--minutes", "0"][..],
+    ]
+    .concat();
+    let out = sluice_cli(&[&["--json", "report"][..], &with_table[..]].concat());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["pipeline"]["state"], "running", "{r}");
+    sluice::pipeline::Pipeline::of(&s.store)
+        .set(
+            sluice::pipeline::State::Paused,
+            OPERATOR,
+            Some("maintenance"),
+            Millis::now(),
+        )
+        .await
+        .unwrap();
+    let out = sluice_cli(&[&["--json", "report"][..], &with_table[..]].concat());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &r["pipeline"]["state"],
+            &r["pipeline"]["by"],
+            &r["pipeline"]["reason"]
+        ),
+        (&json!("paused"), &json!(OPERATOR), &json!("maintenance")),
+        "{r}"
+    );
+    assert!(
+        r["policy_reason"].as_str().unwrap().contains("paused"),
+        "{r}"
+    );
+    assert_eq!(r["policy_desired_tasks"], json!(policy.min_tasks), "{r}");
+    let text = sluice_cli(&[&["report"][..], &with_table[..]].concat());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("pipeline  paused since ") && text.contains("(maintenance)"),
+        "{text}"
+    );
 
     let bad = sluice_cli(&[
         "report",

@@ -24,6 +24,8 @@ use sluice::store::JobStore;
 
 pub const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
 pub const BOB: &str = "arn:aws:iam::123456789012:user/bob";
+/// The one operator of every test stack (`SLUICE_OPERATORS`).
+pub const OPERATOR: &str = "arn:aws:iam::123456789012:user/ops";
 
 /// An emulator process on a free loopback port, stopped when this value is dropped (or the test
 /// process exits).
@@ -202,6 +204,7 @@ pub fn api_config(res: &Resources) -> ApiConfig {
             bucket: Some(res.payload_bucket.clone()),
             ..Default::default()
         },
+        operators: vec![OPERATOR.parse().expect("an operator's ARN")],
     }
 }
 

@@ -724,6 +724,7 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             owner_scope: Default::default(),
             webhook_policy: sluice::webhook::TargetPolicy::DEPLOYED,
             uploads: Default::default(),
+            operators: Vec::new(),
         },
     )
 }

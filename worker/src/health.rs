@@ -27,6 +27,9 @@ pub enum Phase {
     Pausing,
     /// Stopping: no new jobs, running ones finish.
     Draining,
+    /// The pipeline is paused: no new jobs, running ones finish, the loop waits for a resume.
+    /// Healthy for as long as it lasts.
+    Paused,
 }
 
 /// How long each phase may last before the loop counts as stuck, and each heartbeat may lag.
@@ -68,6 +71,8 @@ struct State {
     /// Stopped handlers that have not returned yet, since when.
     lingering: HashMap<u64, Instant>,
     next: u64,
+    /// A healthy state worth telling (the pipeline is paused), written beside the verdict.
+    note: Option<String>,
 }
 
 /// How long a stopped handler may go on running (a blocking call cannot be interrupted) before
@@ -83,6 +88,7 @@ impl Default for Vitals {
                 beats: HashMap::new(),
                 lingering: HashMap::new(),
                 next: 0,
+                note: None,
             }),
         }
     }
@@ -129,6 +135,16 @@ impl Vitals {
         // Every turn of the loop counts as progress, even into the same phase.
         s.phase = phase;
         s.since = Instant::now();
+    }
+
+    /// Sets what the health report tells beside its verdict (`None`: nothing).
+    pub fn set_note(&self, note: Option<String>) {
+        self.lock().note = note;
+    }
+
+    /// What the health report tells beside its verdict.
+    pub fn note(&self) -> Option<String> {
+        self.lock().note.clone()
     }
 
     /// Registers a running attempt; its heartbeat must turn within the heartbeat limit.
@@ -182,7 +198,7 @@ pub fn assess(
         Phase::Starting => Some(limits.starting),
         Phase::Receiving => Some(limits.receiving),
         Phase::Pausing => Some(limits.pausing),
-        Phase::WaitingForSlot | Phase::Draining => None,
+        Phase::WaitingForSlot | Phase::Draining | Phase::Paused => None,
     };
     if let Some(limit) = limit.filter(|l| stuck > *l) {
         let what = match phase {
@@ -218,10 +234,13 @@ pub struct Report {
     pub stale_after_ms: u64,
     /// What is wrong, `None` when healthy.
     pub problem: Option<String>,
+    /// A healthy state worth telling: the pipeline is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// Judges a report read at `now_ms`. Pure.
-pub fn verdict(text: &str, now_ms: u64) -> Result<(), String> {
+/// Judges a report read at `now_ms`; a healthy one's note, if any. Pure.
+pub fn verdict(text: &str, now_ms: u64) -> Result<Option<String>, String> {
     let r: Report = serde_json::from_str(text)
         .map_err(|e| format!("the health report is unreadable ({e}); is this a sluice worker?"))?;
     let age = now_ms.saturating_sub(r.at_ms);
@@ -234,7 +253,7 @@ pub fn verdict(text: &str, now_ms: u64) -> Result<(), String> {
     }
     match r.problem {
         Some(p) => Err(p),
-        None => Ok(()),
+        None => Ok(r.note),
     }
 }
 
@@ -252,10 +271,20 @@ fn now_ms() -> u64 {
 
 /// Writes a report atomically (a reader never sees half of one).
 pub fn write(problem: Option<String>, stale_after: Duration) -> std::io::Result<()> {
+    write_with_note(problem, None, stale_after)
+}
+
+/// [`write`], with a healthy state worth telling (`note`).
+pub fn write_with_note(
+    problem: Option<String>,
+    note: Option<String>,
+    stale_after: Duration,
+) -> std::io::Result<()> {
     let report = Report {
         at_ms: now_ms(),
         stale_after_ms: stale_after.as_millis() as u64,
         problem,
+        note,
     };
     let p = path();
     let tmp = p.with_extension(format!("tmp{}", std::process::id()));
@@ -263,8 +292,9 @@ pub fn write(problem: Option<String>, stale_after: Duration) -> std::io::Result<
     std::fs::rename(tmp, p)
 }
 
-/// What `sluice-worker healthcheck` answers; the error says why not healthy.
-pub fn check() -> Result<(), String> {
+/// What `sluice-worker healthcheck` answers (with a healthy state worth telling); the error
+/// says why not healthy.
+pub fn check() -> Result<Option<String>, String> {
     let p = path();
     let text = std::fs::read_to_string(&p)
         .map_err(|e| format!("{}: {e} (has the worker started?)", p.display()))?;
@@ -308,6 +338,24 @@ mod tests {
             (
                 "busy, a heartbeat stalled",
                 Phase::WaitingForSlot,
+                0,
+                Some(0),
+                100,
+                ok(),
+                Some("heartbeat has not turned for 100 s"),
+            ),
+            (
+                "paused for a day, idle",
+                Phase::Paused,
+                0,
+                None,
+                86_400,
+                ok(),
+                None,
+            ),
+            (
+                "paused, a held job's heartbeat stalled",
+                Phase::Paused,
                 0,
                 Some(0),
                 100,
@@ -386,10 +434,23 @@ mod tests {
                 at_ms,
                 stale_after_ms: 20_000,
                 problem: problem.map(Into::into),
+                note: None,
             })
             .unwrap()
         };
-        assert_eq!(verdict(&report(100_000, None), 110_000), Ok(()));
+        assert_eq!(verdict(&report(100_000, None), 110_000), Ok(None));
+        // A paused worker is healthy, and says so.
+        let paused = serde_json::to_string(&Report {
+            at_ms: 100_000,
+            stale_after_ms: 20_000,
+            problem: None,
+            note: Some("the pipeline is paused".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            verdict(&paused, 110_000),
+            Ok(Some("the pipeline is paused".into()))
+        );
         let stale = verdict(&report(100_000, None), 121_000).unwrap_err();
         assert!(stale.contains("has not reported for 21 s"), "{stale}");
         assert_eq!(

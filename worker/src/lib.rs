@@ -26,6 +26,7 @@ mod http;
 mod lines;
 pub mod metrics;
 mod outputs;
+mod pause;
 mod process;
 pub mod protection;
 pub mod reaper;

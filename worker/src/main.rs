@@ -12,7 +12,12 @@ async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("healthcheck") => {
             return match health::check() {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(note) => {
+                    if let Some(note) = note {
+                        println!("healthy: {note}");
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("unhealthy: {e}");
                     ExitCode::FAILURE

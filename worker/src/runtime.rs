@@ -406,10 +406,35 @@ impl<H: Handler> Worker<H> {
             .map(|age| crate::config::retire_after(age, &self.config.worker_id));
         let mut age = retire_in.map(|d| Box::pin(tokio::time::sleep(d)));
         let mut retired = false;
+        // The pipeline's state, read in the background (`crate::pause`): while it is paused the
+        // loop takes nothing new, and the jobs held finish.
+        let state = sluice::pipeline::Pipeline::of(&self.store);
+        let (pipeline_tx, mut pipeline) =
+            watch::channel(crate::pause::first(&state, Duration::from_secs(5)).await);
+        let _stop_watching = AbortOnDrop(tokio::spawn(crate::pause::watch(
+            state,
+            sluice::pipeline::WORKER_POLL,
+            pipeline_tx,
+        )));
         loop {
             if age.as_ref().is_some_and(|a| a.is_elapsed()) {
                 retired = true;
                 break;
+            }
+            if pipeline.borrow().is_paused() {
+                let state = pipeline.borrow().clone();
+                self.vitals.phase(Phase::Paused);
+                self.vitals.set_note(Some(crate::pause::note(&state)));
+                info!(held = jobs.len(), pipeline = %state.describe(), "pipeline paused: taking no new jobs; the jobs held finish");
+                tokio::select! {
+                    () = crate::pause::until_resumed(&mut pipeline) => {
+                        self.vitals.set_note(None);
+                        info!("pipeline resumed: taking jobs again");
+                        continue;
+                    }
+                    () = &mut shutdown => break,
+                    () = until_aged(&mut age) => continue,
+                }
             }
             self.vitals.phase(Phase::WaitingForSlot);
             let first = tokio::select! {
@@ -441,6 +466,18 @@ impl<H: Handler> Worker<H> {
             tokio::pin!(receive);
             let received = tokio::select! {
                 r = &mut receive => r,
+                () = crate::pause::until_paused(&mut pipeline) => {
+                    // Paused during a long poll: what the receive took goes back at once.
+                    if let Ok(Ok(taken)) = tokio::time::timeout(RECEIVE_HANDBACK_WAIT, receive).await {
+                        for msg in &taken {
+                            self.hide(msg, Duration::ZERO).await;
+                        }
+                        if !taken.is_empty() {
+                            info!(count = taken.len(), "pipeline paused: handed back the messages the last receive took");
+                        }
+                    }
+                    continue;
+                }
                 () = &mut shutdown => {
                     // The receive may already have taken messages, its answer on the way: let
                     // it end and hand them back at once, not after their visibility timeout. A
@@ -1250,7 +1287,7 @@ async fn report_health<H: Handler>(vitals: Arc<Vitals>, handler: Arc<H>, cfg: Ar
                 Err(problem) => warn!(%problem, "unhealthy"),
             }
         }
-        if let Err(e) = health::write(verdict.clone().err(), stale_after) {
+        if let Err(e) = health::write_with_note(verdict.clone().err(), vitals.note(), stale_after) {
             warn!(error = %e, path = %health::path().display(), "could not write the health report");
         }
         was = verdict;

@@ -200,6 +200,8 @@ export class BacklogScaling extends Construct {
     );
     JobTable.grantOpenIndexQuery(props.table, this.function);
     JobTable.grantNotifyIndexQuery(props.table, this.function);
+    // The deadline pass: queued jobs whose deadline passed end EXPIRED, paused or not.
+    JobTable.grantDeadlineIndexQuery(props.table, this.function);
     // The controller: read the desired count and set it, both ways.
     iam.Grant.addToPrincipal({
       grantee: this.function,

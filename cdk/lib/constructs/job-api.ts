@@ -42,6 +42,17 @@ export function checkPinnedSessionRole(arn: string): string {
   return arn;
 }
 
+/** Rejects an operator's ARN that is not an IAM user's, the root user's or a role's (a token passes). */
+export function checkOperator(arn: string): string {
+  if (
+    !Token.isUnresolved(arn) &&
+    !/^arn:[a-z-]+:iam::\d{12}:(?:root|(?:user|role)\/(?:[^/]+\/)*[\w+=,.@-]+)$/.test(arn)
+  ) {
+    throw new Error(`operators must be IAM user or role ARNs, got ${arn}`);
+  }
+  return arn;
+}
+
 /** Properties of {@link JobApi}. */
 export interface JobApiProps {
   readonly table: dynamodb.ITable;
@@ -101,6 +112,15 @@ export interface JobApiProps {
    */
   readonly pinnedSessionRoles?: iam.IRole[];
   /**
+   * The operators: IAM user or role ARNs (a role: every session of it) who alone may pause and
+   * resume the pipeline (`GET /pipeline`, `POST /pipeline/pause`, `POST /pipeline/resume`).
+   * Those routes are IAM-authorized routes of their own, whatever authorizes the callers; grant
+   * {@link JobApi.operatorPolicy} to the operators as well (the callers' policy never covers them).
+   *
+   * @default - none: nobody may pause or resume
+   */
+  readonly operators?: string[];
+  /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
    * @default - IAM authorization on every route
@@ -137,7 +157,8 @@ export interface JobApiProps {
 
 /**
  * The HTTP API: `POST /jobs` → submit; `GET|DELETE /jobs/{id}`, `GET /webhook-secret` and
- * `POST /webhook-secret/rotate` → status.
+ * `POST /webhook-secret/rotate` → status; the operators' `GET /pipeline`, `POST /pipeline/pause`
+ * and `POST /pipeline/resume` → status, IAM-authorized routes of their own.
  */
 export class JobApi extends Construct {
   public readonly api: apigwv2.HttpApi;
@@ -156,6 +177,10 @@ export class JobApi extends Construct {
   public readonly routeArns: string[];
   /** A managed policy to give callers: `execute-api:Invoke` on the API's routes, nothing more. */
   public readonly callerPolicy: iam.ManagedPolicy;
+  /** `execute-api:Invoke` ARNs of the operators' routes: `GET /pipeline`, `POST /pipeline/pause|resume`. */
+  public readonly operatorRouteArns: string[];
+  /** A managed policy to give operators: `execute-api:Invoke` on the pipeline's routes, nothing more. */
+  public readonly operatorPolicy: iam.ManagedPolicy;
 
   constructor(scope: Construct, id: string, props: JobApiProps) {
     super(scope, id);
@@ -190,6 +215,7 @@ export class JobApi extends Construct {
       throw new Error('pinnedSessionRoles needs ownerScope session: role makes every session of a role one owner');
     }
     pinnedSessionRoleArns.forEach(checkPinnedSessionRole);
+    const operatorArns = (props.operators ?? []).map(checkOperator);
     const maxUploadBytes = props.maxUploadBytes ?? MAX_OBJECT_BYTES;
     if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1 || maxUploadBytes > MAX_OBJECT_BYTES) {
       throw new Error(`maxUploadBytes must be a whole number from 1 to ${MAX_OBJECT_BYTES} (5 TiB), got ${maxUploadBytes}`);
@@ -271,9 +297,11 @@ export class JobApi extends Construct {
         payloadBucket: props.payloadBucket.bucketName,
         ownerScope,
         pinnedSessionRoleArns,
+        operatorArns,
       }),
     });
-    // UpdateItem: cancels, and the caller's webhook signing secret (made on first use, rotated).
+    // UpdateItem: cancels, the caller's webhook signing secret (made on first use, rotated), and
+    // the pipeline's state item (an operator's pause or resume).
     JobTable.grantItems(props.table, status.function, 'dynamodb:GetItem', 'dynamodb:UpdateItem');
     // The download URLs of a job's result file and output files act with this role: read only,
     // and only what workers store (results/, outputs/), never another caller's uploads.
@@ -364,6 +392,28 @@ export class JobApi extends Construct {
       integration: secretIntegration,
     });
 
+    // The operators' routes: IAM-authorized whatever authorizes the callers, so that only the
+    // principals given the operator policy reach the function, which lets only the listed
+    // operators (SLUICE_OPERATORS) through.
+    const pipelineIntegration = new HttpLambdaIntegration('PipelineIntegration', this.statusFunction, {
+      payloadFormatVersion,
+    });
+    const operatorAuthorizer = new HttpIamAuthorizer();
+    this.api.addRoutes({
+      path: '/pipeline',
+      methods: [apigwv2.HttpMethod.GET],
+      integration: pipelineIntegration,
+      authorizer: operatorAuthorizer,
+    });
+    for (const action of ['pause', 'resume']) {
+      this.api.addRoutes({
+        path: `/pipeline/${action}`,
+        methods: [apigwv2.HttpMethod.POST],
+        integration: pipelineIntegration,
+        authorizer: operatorAuthorizer,
+      });
+    }
+
     const stageName = '$default';
     this.routeArns = [
       this.api.arnForExecuteApi('POST', '/jobs', stageName),
@@ -377,6 +427,15 @@ export class JobApi extends Construct {
     this.callerPolicy = new iam.ManagedPolicy(this, 'CallerPolicy', {
       description: 'Call the sluice jobs API: uploads, submit, status, cancel and the webhook secret (SigV4)',
       statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: this.routeArns })],
+    });
+    this.operatorRouteArns = [
+      this.api.arnForExecuteApi('GET', '/pipeline', stageName),
+      this.api.arnForExecuteApi('POST', '/pipeline/pause', stageName),
+      this.api.arnForExecuteApi('POST', '/pipeline/resume', stageName),
+    ];
+    this.operatorPolicy = new iam.ManagedPolicy(this, 'OperatorPolicy', {
+      description: 'Operate the sluice pipeline: read its state, pause and resume it (SigV4)',
+      statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: this.operatorRouteArns })],
     });
     acknowledge(
       this.callerPolicy,

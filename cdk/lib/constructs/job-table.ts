@@ -34,6 +34,16 @@ export class JobTable extends Construct {
    */
   public static readonly NOTIFY_INDEX = 'notify-due';
   public static readonly NOTIFY_INDEX_KEYS = { partition: 'notify', sort: 'notify_at' } as const;
+  /**
+   * The sparse index of the jobs that have not ended and carry a deadline, by shard (`open`) and
+   * by deadline (`deadline`, epoch ms): the backlog Lambda ends `EXPIRED` the queued jobs whose
+   * deadline passed without scanning the table, so deadlines hold while the pipeline is paused
+   * (`src/store.rs`, `DEADLINE_INDEX`; `src/pipeline.rs`, `expire_overdue`).
+   */
+  public static readonly DEADLINE_INDEX = 'open-deadlines';
+  public static readonly DEADLINE_INDEX_KEYS = { partition: 'open', sort: 'deadline' } as const;
+  /** The key of the pipeline's state item (`src/pipeline.rs`, `ITEM_ID`): running or paused. */
+  public static readonly PIPELINE_ITEM_ID = 'control:pipeline';
 
   public readonly table: dynamodb.ITable;
 
@@ -63,6 +73,15 @@ export class JobTable extends Construct {
     });
   }
 
+  /** Grants `dynamodb:Query` on the open-deadlines index alone: the deadline pass's one read of it. */
+  public static grantDeadlineIndexQuery(table: dynamodb.ITable, grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['dynamodb:Query'],
+      resourceArns: [`${table.tableArn}/index/${JobTable.DEADLINE_INDEX}`],
+    });
+  }
+
   constructor(scope: Construct, id: string, props: JobTableProps = {}) {
     super(scope, id);
     this.table = new dynamodb.Table(this, 'Table', {
@@ -83,6 +102,12 @@ export class JobTable extends Construct {
       indexName: JobTable.NOTIFY_INDEX,
       partitionKey: { name: JobTable.NOTIFY_INDEX_KEYS.partition, type: dynamodb.AttributeType.STRING },
       sortKey: { name: JobTable.NOTIFY_INDEX_KEYS.sort, type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
+    (this.table as dynamodb.Table).addGlobalSecondaryIndex({
+      indexName: JobTable.DEADLINE_INDEX,
+      partitionKey: { name: JobTable.DEADLINE_INDEX_KEYS.partition, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: JobTable.DEADLINE_INDEX_KEYS.sort, type: dynamodb.AttributeType.NUMBER },
       projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
   }

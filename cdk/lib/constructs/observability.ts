@@ -151,6 +151,9 @@ export class Observability extends Construct {
       label: 'Oldest message age (s)',
     });
     const m = props.metrics;
+    // 1 while the pipeline is paused: jobs then wait on purpose. No sample (a dead backlog
+    // function, alarmed on its own) counts as running, so the alarms below still fire.
+    const paused = backlogMetric(m, BacklogMetricName.PAUSED, cloudwatch.Stats.MAXIMUM, minute, 'Paused');
     const failed5m = workerMetric(m, WorkerMetricName.JOBS_FAILED, cloudwatch.Stats.SUM, Duration.minutes(5), 'Failed');
 
     this.deadLetterAlarm = new cloudwatch.Alarm(this, 'DeadLetterAlarm', {
@@ -162,8 +165,13 @@ export class Observability extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     this.oldestMessageAlarm = new cloudwatch.Alarm(this, 'OldestMessageAlarm', {
-      alarmDescription: `sluice: a queued job has waited more than ${maxAgeSeconds} s`,
-      metric: oldestAge,
+      alarmDescription: `sluice: a queued job has waited more than ${maxAgeSeconds} s (not while the pipeline is paused)`,
+      metric: new cloudwatch.MathExpression({
+        expression: 'age * (1 - FILL(paused, 0))',
+        usingMetrics: { age: oldestAge, paused },
+        period: minute,
+        label: 'Oldest message age while running (s)',
+      }),
       threshold: maxAgeSeconds,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
       evaluationPeriods: 1,
@@ -234,13 +242,15 @@ export class Observability extends Construct {
       widgets: [
         [
           new cloudwatch.GraphWidget({
-            title: 'Backlog and in flight',
+            title: 'Backlog and in flight (and paused)',
             width,
             height,
             left: [
               b(BacklogMetricName.BACKLOG, cloudwatch.Stats.MAXIMUM, 'Backlog'),
               b(BacklogMetricName.IN_FLIGHT, cloudwatch.Stats.MAXIMUM, 'In flight'),
             ],
+            right: [paused],
+            rightYAxis: { min: 0, max: 1, label: 'Paused' },
           }),
           new cloudwatch.GraphWidget({
             title: 'Backlog per task',
@@ -314,9 +324,15 @@ export class Observability extends Construct {
           }),
         ],
         [
+          new cloudwatch.SingleValueWidget({
+            title: 'Pipeline: 1 paused (sluice pause), 0 running',
+            width: 6,
+            height: 3,
+            metrics: [paused],
+          }),
           new cloudwatch.AlarmStatusWidget({
             title: 'Alarms',
-            width: 24,
+            width: 18,
             height: 3,
             alarms: operatorAlarms,
           }),

@@ -5,7 +5,10 @@
 //! execution environment and lives across runs. A run in which a write of the count failed ends
 //! with an error, so the function's errors alarm says the loop cannot scale.
 //!
-//! With the jobs table, every run also delivers the webhook announcements that are due
+//! With the jobs table, every run also ends `EXPIRED` the queued jobs whose deadline passed
+//! (`sluice::pipeline::expire_overdue`, through the open-deadlines index), so deadlines hold
+//! while the pipeline is paused or the fleet is saturated; holds the service at `min_tasks`
+//! while the pipeline is paused, publishing `Paused` = 1; and delivers the webhook announcements that are due
 //! (`sluice::outbox`): retries on their schedule, and the jobs whose worker died between the
 //! outcome and its delivery.
 //!
@@ -24,6 +27,8 @@ use sluice::sweep::Sweeper;
 
 /// The longest a run's sweep takes, beside its sampling (the function has 90 s).
 const SWEEP_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest a run's pass over the deadlines takes, after its sweep.
+const EXPIRY_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 /// The longest a run's webhook deliveries take, beside the rest.
 const DELIVERY_TIME: std::time::Duration = std::time::Duration::from_secs(45);
 
@@ -82,16 +87,24 @@ async fn main() -> Result<(), Error> {
                 }
             };
             let sweep = async {
-                match sweeper {
-                    None => 0,
-                    Some(s) => match s.sweep(sluice::time::Millis::now()).await {
-                        Ok(swept) => swept.ended.len(),
-                        Err(e) => {
-                            lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not sweep the open jobs");
-                            0
-                        }
-                    },
-                }
+                let Some(s) = sweeper else {
+                    return (0, 0);
+                };
+                let swept = match s.sweep(sluice::time::Millis::now()).await {
+                    Ok(swept) => swept.ended.len(),
+                    Err(e) => {
+                        lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not sweep the open jobs");
+                        0
+                    }
+                };
+                let expired = match sluice::pipeline::expire_overdue(&s.store, sluice::time::Millis::now(), EXPIRY_TIME).await {
+                    Ok(ended) => ended.len(),
+                    Err(e) => {
+                        lambda_runtime::tracing::warn!(error = %sluice::aws::DisplayErrorContext(&e), "could not expire the jobs past their deadline");
+                        0
+                    }
+                };
+                (swept, expired)
             };
             let deliver = async {
                 match outbox {
@@ -105,7 +118,7 @@ async fn main() -> Result<(), Error> {
                     },
                 }
             };
-            let (summary, reconciled, swept, delivered) =
+            let (summary, reconciled, (swept, expired), delivered) =
                 tokio::join!(sampler.run(interval, WINDOW), reconcile, sweep, deliver);
             if let Some(last) = &summary.last_raise_error {
                 return Err(Error::from(format!(
@@ -113,7 +126,7 @@ async fn main() -> Result<(), Error> {
                     summary.raise_failures, summary.published
                 )));
             }
-            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled, "swept": swept, "webhook_attempts": delivered }))
+            Ok::<_, Error>(serde_json::json!({ "published": summary.published, "dead_letters_seen": reconciled, "swept": swept, "expired": expired, "webhook_attempts": delivered }))
         },
     ))
     .await
