@@ -79,15 +79,21 @@ grid:
 
 # Benchmarks against the emulator (not part of `make test`): one table, also bench-results/bench.json.
 # SLUICE_BENCH_LAMBDA_INIT=1 also builds the functions for this machine to time their start-up.
+# It ends with the payload figures: S3 throughput on loopback, and a JOB_FILE_SIZE job through a
+# worker process with that worker's peak memory.
 bench: setup
 	@if [ "$(SLUICE_BENCH_LAMBDA_INIT)" = 1 ]; then cargo build --profile lambda-release -p submit -p status -p backlog; fi
 	cargo bench -p sluice-worker --bench pipeline
+	$(MAKE) bench-payload PAYLOAD_SIZES=1GiB
 
 # The S3 payload adapter against the emulator (not part of `make test`): upload and download MiB/s
-# and memory for each size in PAYLOAD_SIZES (bench/README.md).
+# and memory for each size in PAYLOAD_SIZES, then one job with a JOB_FILE_SIZE file through a
+# release worker process, with the worker's peak memory (bench/README.md).
 PAYLOAD_SIZES ?= 64MiB 256MiB 1GiB
+JOB_FILE_SIZE ?= 1GiB
 bench-payload: setup
-	cargo bench -p sluice --bench payload -- $(addprefix --size ,$(PAYLOAD_SIZES))
+	cargo build --release -p sluice-worker --bin sluice-worker
+	cargo bench -p sluice --bench payload -- $(addprefix --size ,$(PAYLOAD_SIZES)) --job-size $(JOB_FILE_SIZE)
 
 # The chaos run at full size (tests/chaos/main.rs; `make test` runs a short version): bounded in
 # jobs and time, loopback only. Override with SLUICE_CHAOS_JOBS, _SECONDS, _LONGEST_MS, _SEED,

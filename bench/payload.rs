@@ -8,7 +8,14 @@
 //! never asserted; the program exits non-zero only when a transfer fails or the file comes back
 //! changed.
 //!
-//! `cargo bench -p sluice --bench payload -- --size 256MiB --size 1GiB`
+//! Then, with `--job-size`, one job with a file of that size through a real `sluice-worker`
+//! process (the built-in Rust handler, asked to copy its file to an output file): the client
+//! uploads the file through `POST /uploads` (presigned parts), the worker downloads it, the
+//! handler copies it, the worker uploads the copy, and the client downloads it from the job's
+//! presigned URL. Prints each leg and the worker's peak resident memory (`VmHWM`), which must
+//! not grow with the file. Needs the release worker (`make bench-payload` builds it).
+//!
+//! `cargo bench -p sluice --bench payload -- --size 256MiB --size 1GiB --job-size 1GiB`
 
 #[allow(dead_code)]
 #[path = "../tests/integration/support.rs"]
@@ -36,9 +43,92 @@ struct Args {
     /// unless given.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also run one job with a file of this size through a worker process (0: none).
+    #[arg(long = "job-size", value_parser = parse_size, default_value = "0")]
+    job_size: u64,
     /// Ignored: cargo's bench runner passes it.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// A process's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// One job with a file of `size` bytes through a worker process; prints each leg.
+async fn through_worker(dir: &Path, size: u64) -> anyhow::Result<()> {
+    use sluice::client::{Client, SubmitOptions};
+    let s = support::Stack::new("bench_job_file").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(sluice::local::serve(
+        s.api.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let worker = s.worker("bench", &[("SLUICE_HANDLER", "demo")]);
+    let src = dir.join(format!("job-bench-{size}.in"));
+    let out = dir.join(format!("job-bench-{size}.out"));
+    let result = async {
+        let sum = write_file(&src, size)?;
+        let client = Client::new(&url)?;
+        let input = serde_json::value::to_raw_value(&serde_json::json!({"copy_input": "copy.bin"}))?;
+        let start = Instant::now();
+        let view = client
+            .submit_file(&src, "application/octet-stream", Some(&input), &SubmitOptions::default(), |_| {})
+            .await?;
+        let up = start.elapsed();
+        let start = Instant::now();
+        let done = client.wait(&view.id, Some(Duration::from_secs(1800))).await?;
+        let ran = start.elapsed();
+        anyhow::ensure!(
+            done.status == sluice::job::Status::Succeeded,
+            "the job ended {}: {:?}",
+            done.status,
+            done.error
+        );
+        let peak = peak_of(worker.child.id());
+        let copy = done
+            .outputs
+            .iter()
+            .find(|f| f.name.as_deref() == Some("copy.bin"))
+            .and_then(|f| f.url.clone())
+            .ok_or_else(|| anyhow::anyhow!("the job listed no copy.bin"))?;
+        let start = Instant::now();
+        let got = client.download(&copy, &out, |_| {}).await?;
+        let down = start.elapsed();
+        anyhow::ensure!(got == size, "{got} bytes came back of {size}");
+        anyhow::ensure!(file_sha256(&out)? == sum, "the file came back changed");
+        println!(
+            "a job with a {:.0} MiB file through a worker process (Rust handler, file copied to an output file):",
+            size as f64 / MIB as f64
+        );
+        println!(
+            "  client upload {:.1} s ({:.1} MiB/s); the job (worker download, copy, worker upload) {:.1} s; \
+             client download {:.1} s ({:.1} MiB/s)",
+            up.as_secs_f64(),
+            mib_s(size, up),
+            ran.as_secs_f64(),
+            down.as_secs_f64(),
+            mib_s(size, down)
+        );
+        println!(
+            "  worker peak resident memory: {:.1} MiB ({:.2}% of the file)",
+            peak as f64 / MIB as f64,
+            peak as f64 * 100.0 / size as f64
+        );
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&out);
+    result
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -219,6 +309,12 @@ fn main() -> ExitCode {
                     eprintln!("{size} bytes: {e:#}");
                     failed = true;
                 }
+            }
+        }
+        if args.job_size > 0 {
+            if let Err(e) = through_worker(&dir, args.job_size).await {
+                eprintln!("the job through a worker: {e:#}");
+                failed = true;
             }
         }
         if failed {

@@ -170,7 +170,7 @@ async fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
             Some("application/json"),
             413,
             "payload_too_large",
-            "put large inputs in S3",
+            "upload a larger input (POST /uploads",
         ),
         (
             "bad deadline",

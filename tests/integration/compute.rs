@@ -460,16 +460,31 @@ async fn a_sagemaker_style_model_server_serves_jobs_once_it_answers_ping() {
         view.error.as_deref(),
         Some("the job ran past its time limit of 2 s and was stopped")
     );
-    // An answer over the result limit fails the job, read only up to the limit.
+    // An answer over the inline result limit is the job's result file, streamed to disk and
+    // stored with its content type; the view gives a URL to fetch it.
     let huge = s
         .submit(ALICE, json!({"status": 200, "say": "x".repeat(400_000)}))
         .await;
     let view = s.wait_terminal(ALICE, &huge, SOON).await;
-    assert_eq!((view.status, view.attempt), (Status::Failed, 1), "{view:?}");
     assert_eq!(
-        view.error.as_deref(),
-        Some("the model server answered with more than 350000 bytes; results up to 350000 bytes are stored")
+        (view.status, view.attempt),
+        (Status::Succeeded, 1),
+        "{view:?}"
     );
+    assert_eq!(view.result, None);
+    let file = view.result_file.expect("the answer is a file");
+    assert_eq!(
+        (file.size, file.content_type.as_str()),
+        (400_000, "text/plain")
+    );
+    let got = reqwest::get(file.url.unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 400_000);
+    assert!(got.iter().all(|b| *b == b'x'));
     let busy = s.submit(ALICE, json!({"status": 503, "say": "busy"})).await;
     let view = s.wait_terminal(ALICE, &busy, Duration::from_secs(40)).await;
     assert_eq!((view.status, view.attempt), (Status::Failed, 3), "{view:?}");
