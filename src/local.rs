@@ -141,15 +141,7 @@ pub async fn ensure_resources(
         .await?
         .queue_url
         .unwrap_or_default();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let dlq_arn = queue_arn(&sqs, &dlq_url).await?;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": settings.max_receive_count,
@@ -174,6 +166,19 @@ pub async fn ensure_resources(
         dlq_url,
         payload_bucket,
     })
+}
+
+/// The ARN of the queue at `url`.
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
+    Ok(sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default())
 }
 
 /// The bucket name for `prefix`: `<prefix>-payloads`, lowercased, with what S3 refuses in a name
@@ -226,15 +231,7 @@ pub async fn ensure_pipeline(
         .await?
         .queue_url
         .unwrap_or_default();
-    let events_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&events_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let events_arn = queue_arn(&sqs, &events_url).await?;
     let filter = NotificationConfigurationFilter::builder()
         .key(
             S3KeyFilter::builder()

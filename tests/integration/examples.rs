@@ -100,31 +100,10 @@ async fn the_resize_example_makes_a_224_square_with_pillow() {
 /// example makes its 224x224 image as an output file, and the outcome lands under `out/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_12_megapixel_photo_dropped_in_the_pipeline_comes_out_resized() {
-    use sluice::ingest::{Ingest, PipelineConfig};
-    use sluice::payload::Payloads;
-    use sluice::queue::JobQueue;
-
     let s = Stack::new("example_pipeline").await;
-    let pipe = sluice::local::ensure_pipeline(&s.aws, &s.name, "in/")
-        .await
-        .unwrap();
-    let bucket = Payloads::from_sdk(&s.aws, &pipe.bucket);
-    let ingest = Ingest {
-        store: s.store.clone(),
-        queue: s.queue.clone(),
-        objects: bucket.clone(),
-        config: PipelineConfig {
-            bucket: pipe.bucket.clone(),
-            input_prefix: "in/".into(),
-            output_prefix: "out/".into(),
-            owner: sluice::job::Owner::new(format!("iam:{ALICE}")),
-            max_attempts: 3,
-            retention: s.retention,
-        },
-    };
+    let (bucket, events, ingest) = s.pipeline().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let poller = {
-        let events = JobQueue::from_sdk(&s.aws, &pipe.events_url);
         let (ingest, stop) = (ingest.clone(), stop.clone());
         tokio::spawn(async move { ingest.poll(&events, stop).await })
     };
@@ -154,7 +133,7 @@ async fn a_12_megapixel_photo_dropped_in_the_pipeline_comes_out_resized() {
         let got = bucket
             .client()
             .get_object()
-            .bucket(&pipe.bucket)
+            .bucket(bucket.bucket())
             .key("out/holiday/beach.jpg.success")
             .send()
             .await;
@@ -177,7 +156,7 @@ async fn a_12_megapixel_photo_dropped_in_the_pipeline_comes_out_resized() {
     let png = bucket
         .client()
         .get_object()
-        .bucket(&pipe.bucket)
+        .bucket(bucket.bucket())
         .key("out/holiday/beach.jpg/resized.png")
         .send()
         .await

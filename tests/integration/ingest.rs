@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice::ingest::{Ingest, Ingested, PipelineConfig};
-use sluice::job::{Owner, Status};
+use sluice::ingest::Ingested;
+use sluice::job::Status;
 use sluice::payload::Payloads;
 use sluice::queue::JobQueue;
 
@@ -58,24 +58,7 @@ async fn object(bucket: &Payloads, key: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_dropped_in_the_bucket_become_one_job_each_and_their_outcomes_land_beside() {
     let s = Stack::new("pipeline").await;
-    let pipe = sluice::local::ensure_pipeline(&s.aws, &s.name, "in/")
-        .await
-        .unwrap();
-    let bucket = Payloads::from_sdk(&s.aws, &pipe.bucket);
-    let events = JobQueue::from_sdk(&s.aws, &pipe.events_url);
-    let ingest = Ingest {
-        store: s.store.clone(),
-        queue: s.queue.clone(),
-        objects: bucket.clone(),
-        config: PipelineConfig {
-            bucket: pipe.bucket.clone(),
-            input_prefix: "in/".into(),
-            output_prefix: "out/".into(),
-            owner: Owner::new(format!("iam:{ALICE}")),
-            max_attempts: 3,
-            retention: s.retention,
-        },
-    };
+    let (bucket, events, ingest) = s.pipeline().await;
     let command = json!(["python3", fixture("pipeline_handler.py")]).to_string();
     let _worker = s.worker(
         "pipeline",

@@ -251,6 +251,33 @@ impl Stack {
         }
     }
 
+    /// The stack's pipeline, as the local stack sets it up: a bucket whose objects created under
+    /// `in/` become ALICE's jobs (outcomes under `out/`), its event queue, and its ingest.
+    pub async fn pipeline(&self) -> (sluice::payload::Payloads, JobQueue, sluice::ingest::Ingest) {
+        let pipe = sluice::local::ensure_pipeline(&self.aws, &self.name, "in/")
+            .await
+            .unwrap();
+        let bucket = sluice::payload::Payloads::from_sdk(&self.aws, &pipe.bucket);
+        let ingest = sluice::ingest::Ingest {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            objects: bucket.clone(),
+            config: sluice::ingest::PipelineConfig {
+                bucket: pipe.bucket.clone(),
+                input_prefix: "in/".into(),
+                output_prefix: "out/".into(),
+                owner: sluice::job::Owner::new(format!("iam:{ALICE}")),
+                max_attempts: 3,
+                retention: self.retention,
+            },
+        };
+        (
+            bucket,
+            JobQueue::from_sdk(&self.aws, &pipe.events_url),
+            ingest,
+        )
+    }
+
     /// The payload bucket's adapter.
     pub fn api_payloads(&self) -> sluice::payload::Payloads {
         sluice::payload::Payloads::from_sdk(&self.aws, &self.res.payload_bucket)
