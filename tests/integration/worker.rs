@@ -448,3 +448,74 @@ async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
         (ended - second.1) / 1_000_000
     );
 }
+
+/// A model server is told a run stopped only by its closed connection, and needs a moment to
+/// notice. A job a stopping worker hands back starts elsewhere only once the server has had
+/// that moment: never beside the run it is still finishing.
+#[tokio::test]
+async fn a_job_released_in_http_mode_starts_elsewhere_only_after_the_server_could_stop() {
+    let s = Stack::new("http_release").await;
+    let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
+    std::fs::write(&ledger, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A server that looks for a closed connection every 3 s.
+    let mut server = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/fixtures/chaos_model_server.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(port.to_string())
+        .env("CHAOS_LOG", &ledger)
+        .env("CHAOS_WORKER", "w1")
+        .env("CHAOS_HANGUP_POLL_MS", "3000")
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let w1 = s.worker(
+        "w1",
+        &[
+            ("SLUICE_HANDLER", "http"),
+            ("SLUICE_MODEL_URL", url.as_str()),
+            ("SLUICE_CONCURRENCY", "1"),
+            ("SLUICE_DRAIN_SECONDS", "1"),
+        ],
+    );
+    let id = s
+        .submit(
+            ALICE,
+            json!({"text": "one run at a time", "sleep_ms": 6000}),
+        )
+        .await;
+    s.until(&id, SOON, "the job runs on w1", |j| {
+        j.status == Status::Running && j.worker_id.as_deref() == Some("w1")
+    })
+    .await;
+    let env = ledger_handler(&ledger);
+    let mut other: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    other.push(("CHAOS_WORKER", "w2"));
+    let _w2 = s.worker("w2", &other);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // w1 stops: at its drain deadline it hands the job back.
+    w1.signal("TERM");
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(40)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(view.status, Status::Succeeded, "{view:?}");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let runs = runs_in(&text, &id);
+    let first = runs.iter().find(|r| r.0 == "w1").expect("w1 ran the job");
+    let second = runs.iter().find(|r| r.0 == "w2").expect("w2 ran it after");
+    let (ended, _) = first
+        .2
+        .clone()
+        .unwrap_or_else(|| panic!("w1's run never ended: {text}"));
+    assert!(
+        ended < second.1,
+        "the server's run ended before w2's began (ended {} ms after it): {text}",
+        (ended - second.1) / 1_000_000
+    );
+}

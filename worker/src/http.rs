@@ -83,13 +83,30 @@ impl HttpHandler {
 struct Running<'a> {
     map: &'a Mutex<HashMap<String, JobContext>>,
     id: String,
+    /// The call came to its end (an answer, or no server to ask); otherwise it was stopped
+    /// mid-request (its time limit, a cancel, a drain, a lease it could not renew).
+    ended: bool,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.map.lock().expect("running lock").remove(&self.id);
+        let ctx = self.map.lock().expect("running lock").remove(&self.id);
+        // Stopped mid-request: the closed connection is all the server is told. The run counts
+        // as going on (its context held, so the job is not handed back to start elsewhere) for
+        // [`HANG_UP_GRACE`], time for a server that stops work when its client hangs up.
+        if let (false, Some(ctx), Ok(rt)) = (self.ended, ctx, tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(async move {
+                tokio::time::sleep(HANG_UP_GRACE).await;
+                drop(ctx);
+            });
+        }
     }
 }
+
+/// How long a request the worker stopped still counts as running on the model server: the
+/// child process's cancel grace, for the same reason.
+pub const HANG_UP_GRACE: Duration = crate::process::CANCEL_GRACE;
 
 impl Handler for HttpHandler {
     type Input = Box<RawValue>;
@@ -145,75 +162,14 @@ impl Handler for HttpHandler {
             .lock()
             .expect("running lock")
             .insert(id.clone(), ctx.clone());
-        let _running = Running {
+        let mut running = Running {
             map: &self.running,
             id,
+            ended: false,
         };
-        let mut resp = match req.send().await {
-            Ok(r) => r,
-            // Refused, or closed before any answer: the server is not there (restarting, say).
-            // The job never ran; it goes back to the queue without spending an attempt.
-            Err(e) if not_there(&e) => {
-                let why = error_chain(&e);
-                went_away(&self.away, &why);
-                return Err(JobError::unavailable(format!(
-                    "the model server could not be reached ({why}); the job goes back to the queue"
-                )));
-            }
-            Err(e) => {
-                return Err(JobError::retryable(format!(
-                    "the model server could not be reached: {}",
-                    error_chain(&e)
-                )))
-            }
-        };
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // A successful answer that is not text (an image, say), or too large to keep in the
-        // job, is the job's result file, streamed to disk (as SageMaker Async stores its
-        // answers in S3).
-        let as_file = |body: &[u8]| {
-            status.is_success()
-                && ctx.output_dir().is_some()
-                && (body.len() > self.max_answer_bytes || !textual(content_type.as_deref()))
-        };
-        // At most one byte past the limit is held: an answer too large is never held whole.
-        let mut body: Vec<u8> = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.max_answer_bytes + 1 - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if as_file(&body) {
-                        let rest = &chunk[chunk.len().min(room)..];
-                        return self
-                            .answer_to_file(resp, &body, rest, content_type, &ctx)
-                            .await;
-                    }
-                    if body.len() > self.max_answer_bytes {
-                        return Err(JobError::permanent(format!(
-                            "the model server answered with more than {} bytes; results up to {} bytes are stored \
-                             unless the worker has a payload bucket ({} is not set)",
-                            self.max_answer_bytes,
-                            self.max_answer_bytes,
-                            sluice::env::PAYLOAD_BUCKET
-                        )));
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(broke_off(&e)),
-            }
-        }
-        if as_file(&body) {
-            return self
-                .answer_to_file(resp, &body, &[], content_type, &ctx)
-                .await;
-        }
-        interpret(status.as_u16(), &body)
+        let answered = self.answer(req, &ctx).await;
+        running.ended = true;
+        answered
     }
 
     async fn ready(&self) -> Result<(), String> {
@@ -289,6 +245,79 @@ pub fn server_health(away: Option<Duration>, pinged: Option<Duration>) -> Result
 }
 
 impl HttpHandler {
+    /// Sends the job's request and makes its answer the job's result (or error).
+    async fn answer(
+        &self,
+        req: reqwest::RequestBuilder,
+        ctx: &JobContext,
+    ) -> Result<Box<RawValue>, JobError> {
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            // Refused, or closed before any answer: the server is not there (restarting, say).
+            // The job never ran; it goes back to the queue without spending an attempt.
+            Err(e) if not_there(&e) => {
+                let why = error_chain(&e);
+                went_away(&self.away, &why);
+                return Err(JobError::unavailable(format!(
+                    "the model server could not be reached ({why}); the job goes back to the queue"
+                )));
+            }
+            Err(e) => {
+                return Err(JobError::retryable(format!(
+                    "the model server could not be reached: {}",
+                    error_chain(&e)
+                )))
+            }
+        };
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // A successful answer that is not text (an image, say), or too large to keep in the
+        // job, is the job's result file, streamed to disk (as SageMaker Async stores its
+        // answers in S3).
+        let as_file = |body: &[u8]| {
+            status.is_success()
+                && ctx.output_dir().is_some()
+                && (body.len() > self.max_answer_bytes || !textual(content_type.as_deref()))
+        };
+        // At most one byte past the limit is held: an answer too large is never held whole.
+        let mut body: Vec<u8> = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_answer_bytes + 1 - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if as_file(&body) {
+                        let rest = &chunk[chunk.len().min(room)..];
+                        return self
+                            .answer_to_file(resp, &body, rest, content_type, ctx)
+                            .await;
+                    }
+                    if body.len() > self.max_answer_bytes {
+                        return Err(JobError::permanent(format!(
+                            "the model server answered with more than {} bytes; results up to {} bytes are stored \
+                             unless the worker has a payload bucket ({} is not set)",
+                            self.max_answer_bytes,
+                            self.max_answer_bytes,
+                            sluice::env::PAYLOAD_BUCKET
+                        )));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(broke_off(&e)),
+            }
+        }
+        if as_file(&body) {
+            return self
+                .answer_to_file(resp, &body, &[], content_type, ctx)
+                .await;
+        }
+        interpret(status.as_u16(), &body)
+    }
+
     /// Streams the rest of a successful answer (after `head` and `more`, read already) to the
     /// job's output directory and makes it the job's result file.
     async fn answer_to_file(
