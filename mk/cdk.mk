@@ -3,7 +3,7 @@
 #
 #   make cdk-test              type-check, unit tests, synth on stub assets (the default stack and
 #                              the GPU option), cfn-lint, hadolint
-#   make lambdas               cargo lambda build (arm64) of submit, status and backlog, with Rust
+#   make lambdas               cargo lambda build (arm64) of submit, status, backlog and ingest, with Rust
 #                              $(LAMBDA_RUST_VERSION) and the pinned cargo-lambda and zig
 #   make bootstrap             cdk bootstrap of the account and region of your credentials (once)
 #   make preflight             what a deploy with CDK_ARGS needs from this machine and the account
@@ -27,9 +27,10 @@ CDK_STUB_ASSETS := cdk/test/fixtures/lambda
 CDK_ARGS ?=
 # The stack outputs of the last `make deploy`, read by `make smoke` (relative to cdk/).
 CDK_OUTPUTS := outputs.json
-# The GPU option, synthesized by cdk-test on stub assets (no Docker, no account).
-CDK_GPU_ARGS := -c gpuInstanceTypes=g5.xlarge,g6.xlarge -c spot=true -c workerImageDirectory=examples/gpu-onnx -c handlerMode=process -c "handlerCommand=python3 /app/handler.py"
-LAMBDA_PACKAGES := submit status backlog
+# The GPU option, with the S3 pipeline on an existing bucket, synthesized by cdk-test on stub assets
+# (no Docker, no account).
+CDK_GPU_ARGS := -c gpuInstanceTypes=g5.xlarge,g6.xlarge -c spot=true -c workerImageDirectory=examples/gpu-onnx -c handlerMode=process -c "handlerCommand=python3 /app/handler.py" -c 'pipeline={"owner": "iam:arn:aws:sts::123456789012:assumed-role/Ops", "bucketName": "sluice-example-photos"}'
+LAMBDA_PACKAGES := submit status backlog ingest
 CFN_LINT_VERSION := 1.58.0
 HADOLINT_VERSION := 2.15.1
 CARGO_LAMBDA_VERSION := 1.9.2

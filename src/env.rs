@@ -4,15 +4,18 @@
 //! Every variable a binary reads is named here and nowhere else; the CDK app keeps the same list
 //! on its side and a test compares the two. Resource names have no default; tuning knobs do.
 
-/// DynamoDB table holding the job records. Read by: submit, status, worker, backlog, local API.
+/// DynamoDB table holding the job records. Read by: submit, status, worker, backlog, ingest,
+/// local API.
 pub const TABLE_NAME: &str = "SLUICE_TABLE_NAME";
-/// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog.
+/// URL of the SQS jobs queue. Read by: submit, worker, local API, backlog, ingest.
 pub const QUEUE_URL: &str = "SLUICE_QUEUE_URL";
 
 /// S3 bucket holding uploaded job inputs (`POST /uploads`, `uploads/<owner>/<id>` keys) and what
-/// jobs produce (`results/…`, `outputs/…`, which the status route presigns downloads of). Unset:
-/// the API refuses uploads, the worker runs only jobs without a file and stores no output files.
-/// Read by: submit, status, worker, local API.
+/// jobs produce (`results/…`, `outputs/…`, which the status route presigns downloads of, and the
+/// outbox copies to a pipeline job's sink). Unset: the API refuses uploads, the worker runs only
+/// jobs without a file and stores no output files, and the backlog function's outbox writes a
+/// pipeline job's view but copies none of its files. Read by: submit, status, worker, backlog,
+/// local API.
 pub const PAYLOAD_BUCKET: &str = "SLUICE_PAYLOAD_BUCKET";
 /// The largest upload `POST /uploads` accepts, in bytes (default and upper bound 5 TiB, S3's
 /// largest object). Read by: submit, local API.
@@ -21,10 +24,10 @@ pub const MAX_UPLOAD_BYTES: &str = "SLUICE_MAX_UPLOAD_BYTES";
 /// (default 3600, at most 7 days: SigV4's limit). Read by: submit, local API.
 pub const UPLOAD_EXPIRY_SECONDS: &str = "SLUICE_UPLOAD_EXPIRY_SECONDS";
 
-/// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, local API.
+/// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, ingest, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
 /// Days a finished job's record is kept before DynamoDB's TTL removes it (default 7).
-/// Read by: submit, worker, backlog, local API.
+/// Read by: submit, worker, backlog, ingest, local API.
 pub const RETENTION_DAYS: &str = "SLUICE_RETENTION_DAYS";
 
 /// Jobs one worker runs at once (default 4). Read by: worker.
@@ -118,14 +121,17 @@ pub const SCALING_POLICY: &str = "SLUICE_SCALING_POLICY";
 pub const SAMPLE_INTERVAL_SECONDS: &str = "SLUICE_SAMPLE_INTERVAL_SECONDS";
 
 /// The pipeline's bucket: objects created under its input prefix become jobs (unset: no
-/// pipeline). Read by: local API.
+/// pipeline; the ingest function refuses to start). Read by: ingest (the local stack sets its
+/// own pipeline up: its bucket, `in/`, `out/` and the local identity).
 pub const PIPELINE_BUCKET: &str = "SLUICE_PIPELINE_BUCKET";
-/// The key prefix whose new objects become jobs (default `in/`). Read by: local API.
+/// The key prefix whose new objects become jobs (default `in/`). Read by: ingest.
 pub const PIPELINE_INPUT_PREFIX: &str = "SLUICE_PIPELINE_INPUT_PREFIX";
-/// The key prefix pipeline jobs' outcomes are written under (default `out/`). Read by: local
-/// API.
+/// The key prefix pipeline jobs' outcomes are written under (default `out/`); it must not
+/// overlap the input prefix. Read by: ingest.
 pub const PIPELINE_OUTPUT_PREFIX: &str = "SLUICE_PIPELINE_OUTPUT_PREFIX";
-/// The owner of the pipeline's jobs, as the API names callers. Read by: local API.
+/// The owner of the pipeline's jobs, as the API names callers (`iam:` and an IAM user's ARN,
+/// `iam:arn:aws:sts::123456789012:assumed-role/Role` for every session of a role, `jwt:…`,
+/// `lambda:…`): the caller who sees them through the API and the CLI. Read by: ingest.
 pub const PIPELINE_OWNER: &str = "SLUICE_PIPELINE_OWNER";
 
 /// Every variable above, for the contract test against the CDK app's list.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{number_or, required, ConfigError, Source};
+use crate::config::{number_or, required, ConfigError, ProcessEnv, Source};
 use crate::env;
 use crate::job::{JobId, JobRecord, Owner, Sink};
 use crate::payload::Payloads;
@@ -41,6 +41,12 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// The pipeline's settings from the process environment, or `None` when
+    /// `SLUICE_PIPELINE_BUCKET` is unset.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
     /// The pipeline's settings, or `None` when `SLUICE_PIPELINE_BUCKET` is unset.
     pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Option<Self>, ConfigError> {
         let Some(bucket) = src.get(env::PIPELINE_BUCKET) else {
@@ -66,7 +72,7 @@ impl PipelineConfig {
             src,
             env::PIPELINE_OWNER,
             "set it to the owner whose jobs the pipeline makes, as the API names callers \
-             (e.g. iam:arn:aws:iam::123456789012:role/ops)",
+             (e.g. iam:arn:aws:sts::123456789012:assumed-role/ops for every session of the role ops)",
         )?;
         Ok(Some(PipelineConfig {
             bucket,
@@ -77,6 +83,36 @@ impl PipelineConfig {
             retention: Duration::from_secs(86_400)
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
         }))
+    }
+}
+
+/// What the ingest function reads: where jobs go, and the pipeline it makes them for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    pub table_name: String,
+    pub queue_url: String,
+    pub pipeline: PipelineConfig,
+}
+
+impl IngestConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    /// Unlike the local stack, the ingest function has nothing to do without a pipeline: its
+    /// bucket is required.
+    pub fn from_source(src: &(impl Source + ?Sized)) -> Result<Self, ConfigError> {
+        let table_name = required(src, env::TABLE_NAME, "set it to the jobs table's name")?;
+        let queue_url = required(src, env::QUEUE_URL, "set it to the jobs queue's URL")?;
+        let pipeline = PipelineConfig::from_source(src)?.ok_or(ConfigError::Missing {
+            name: env::PIPELINE_BUCKET,
+            hint: "set it to the bucket whose new objects become jobs",
+        })?;
+        Ok(IngestConfig {
+            table_name,
+            queue_url,
+            pipeline,
+        })
     }
 }
 
@@ -234,6 +270,44 @@ pub enum IngestError {
     Event(String),
 }
 
+/// What becomes of a message of the events queue once its objects were handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every object it tells of became a job (or needs none): the message is done.
+    Done,
+    /// It is not an S3 event notification: logged and dropped, since no try can make it one.
+    Discard,
+    /// Some object could not become a job (S3, SQS or DynamoDB failed): the message is read
+    /// again, and after the queue's receive limit it goes to the dead-letter queue. The objects
+    /// that did become jobs are found again on the next try, not made twice.
+    Retry,
+}
+
+impl Disposition {
+    /// What to do with a message given what handling it gave. Pure.
+    pub fn of(result: &Result<Vec<Ingested>, IngestError>) -> Self {
+        match result {
+            Ok(_) => Disposition::Done,
+            Err(IngestError::Event(_)) => Disposition::Discard,
+            Err(_) => Disposition::Retry,
+        }
+    }
+}
+
+/// The partial batch response of a batch of messages (their ids, in the batch's order, with
+/// their dispositions): the ids of the messages to read again. SQS deletes the others. A message
+/// without an id (never sent by SQS) is reported as `""`, which makes Lambda retry the whole
+/// batch rather than lose it. Pure.
+pub fn batch_item_failures<'a>(
+    handled: impl IntoIterator<Item = (Option<&'a str>, Disposition)>,
+) -> Vec<String> {
+    handled
+        .into_iter()
+        .filter(|(_, d)| *d == Disposition::Retry)
+        .map(|(id, _)| id.unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Makes jobs of objects.
 #[derive(Debug, Clone)]
 pub struct Ingest {
@@ -253,6 +327,38 @@ impl Ingest {
             done.push(self.ingest(object).await?);
         }
         Ok(done)
+    }
+
+    /// Handles a batch of messages of the events queue (id and body each, as the function's
+    /// SQS trigger gives them), one after the other, and logs what became of each: the ids of
+    /// the messages to read again ([`batch_item_failures`]).
+    pub async fn handle_batch<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+    ) -> Vec<String> {
+        let mut handled = Vec::new();
+        for (id, body) in messages {
+            let result = self.handle_message(body).await;
+            let disposition = Disposition::of(&result);
+            let message_id = id.unwrap_or_default();
+            match &result {
+                Ok(done) => {
+                    tracing::debug!(
+                        message_id,
+                        objects = done.len(),
+                        "a pipeline event was handled"
+                    );
+                }
+                Err(IngestError::Event(why)) => {
+                    tracing::warn!(message_id, %why, "a message in the pipeline's event queue is not an S3 event; dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(message_id, error = %crate::aws::DisplayErrorContext(e), "an object could not become a job; its event is read again");
+                }
+            }
+            handled.push((id, disposition));
+        }
+        batch_item_failures(handled)
     }
 
     /// The job of one object: made once, however often its event comes.
@@ -445,6 +551,125 @@ mod tests {
         let mut other = object("in/cat.jpg");
         other.bucket = "else".into();
         assert_eq!(plan(&c, &other), Err("another bucket"));
+    }
+
+    #[test]
+    fn a_batch_reports_failed_only_the_events_whose_objects_could_not_all_become_jobs() {
+        let unavailable = || {
+            Err(IngestError::Store(StoreError::Unavailable(
+                "dynamodb is down".into(),
+            )))
+        };
+        let corrupt = || {
+            Err(IngestError::Store(StoreError::Corrupt {
+                id: "j".into(),
+                reason: "r".into(),
+            }))
+        };
+        let id = || JobId::generate();
+        type Handled = Result<Vec<Ingested>, IngestError>;
+        let cases: Vec<(&str, Handled, Disposition)> = vec![
+            (
+                "made jobs",
+                Ok(vec![Ingested::Created(id()), Ingested::Existing(id())]),
+                Disposition::Done,
+            ),
+            ("test event or no object", Ok(vec![]), Disposition::Done),
+            (
+                "skipped objects",
+                Ok(vec![Ingested::Skipped("a folder")]),
+                Disposition::Done,
+            ),
+            (
+                "not an s3 event",
+                Err(IngestError::Event("no Records".into())),
+                Disposition::Discard,
+            ),
+            ("dynamodb failed", unavailable(), Disposition::Retry),
+            ("a record it cannot read", corrupt(), Disposition::Retry),
+            (
+                "sqs failed",
+                Err(IngestError::Queue(crate::queue::QueueError::Throttled(
+                    "slow down".into(),
+                ))),
+                Disposition::Retry,
+            ),
+        ];
+        for (what, result, expected) in &cases {
+            assert_eq!(Disposition::of(result), *expected, "{what}");
+        }
+
+        type Batch<'a> = &'a [(Option<&'a str>, Disposition)];
+        let table: &[(Batch, &[&str])] = &[
+            (&[], &[]),
+            (
+                &[
+                    (Some("m1"), Disposition::Done),
+                    (Some("m2"), Disposition::Discard),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    (Some("m1"), Disposition::Retry),
+                    (Some("m2"), Disposition::Done),
+                    (Some("m3"), Disposition::Discard),
+                    (Some("m4"), Disposition::Retry),
+                ],
+                &["m1", "m4"],
+            ),
+            // No id to name: the whole batch is read again rather than the event lost.
+            (
+                &[(None, Disposition::Retry), (Some("m2"), Disposition::Done)],
+                &[""],
+            ),
+            (&[(None, Disposition::Discard)], &[]),
+        ];
+        for (handled, failed) in table {
+            assert_eq!(
+                batch_item_failures(handled.iter().copied()),
+                failed.to_vec(),
+                "{handled:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ingest_function_needs_the_table_the_queue_and_the_pipeline() {
+        let all: &[(&str, &str)] = &[
+            ("SLUICE_TABLE_NAME", "jobs"),
+            ("SLUICE_QUEUE_URL", "https://sqs/jobs"),
+            ("SLUICE_PIPELINE_BUCKET", "photos"),
+            ("SLUICE_PIPELINE_OWNER", "iam:ops"),
+            ("SLUICE_PIPELINE_OUTPUT_PREFIX", "results/"),
+            ("SLUICE_MAX_ATTEMPTS", "5"),
+        ];
+        let c = IngestConfig::from_source(all).unwrap();
+        assert_eq!(
+            (c.table_name.as_str(), c.queue_url.as_str()),
+            ("jobs", "https://sqs/jobs")
+        );
+        assert_eq!(
+            (
+                c.pipeline.bucket.as_str(),
+                c.pipeline.output_prefix.as_str(),
+                c.pipeline.max_attempts
+            ),
+            ("photos", "results/", 5)
+        );
+        for missing in [
+            "SLUICE_TABLE_NAME",
+            "SLUICE_QUEUE_URL",
+            "SLUICE_PIPELINE_BUCKET",
+            "SLUICE_PIPELINE_OWNER",
+        ] {
+            let rest: Vec<(&str, &str)> =
+                all.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let e = IngestConfig::from_source(rest.as_slice())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(missing), "{missing}: {e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { CpuArchitecture } from './capacity';
 import { GpuAmi } from './constructs/gpu-capacity';
+import { PipelineOptions } from './constructs/pipeline';
 import { GpuWorkers, SpotStrategy } from './constructs/workers';
 import { Node } from 'constructs';
 import { OwnerScope } from './env';
@@ -77,6 +78,7 @@ export const CONTEXT_KEYS = [
   'efsAccessPointId',
   'efsMountPath',
   'efsSecurityGroupId',
+  'pipeline',
 ] as const;
 
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
@@ -348,6 +350,35 @@ function gpuWorkers(get: Lookup): GpuWorkers | undefined {
   };
 }
 
+const PIPELINE_KEYS = ['owner', 'bucketName', 'inputPrefix', 'outputPrefix'] as const;
+
+/**
+ * The S3 pipeline from context: a JSON object (cdk.json), or JSON text holding one (the command
+ * line), with `owner` and optionally `bucketName`, `inputPrefix`, `outputPrefix`, all strings.
+ */
+function pipeline(get: Lookup): PipelineOptions | undefined {
+  if (!given(get, 'pipeline')) return undefined;
+  const v = jsonish(get, 'pipeline', () => true);
+  const example = '{"owner": "iam:arn:aws:sts::123456789012:assumed-role/Ops"}';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new Error(`context pipeline must be a json object such as ${example}, got ${JSON.stringify(v)}`);
+  }
+  const o = v as Record<string, unknown>;
+  const stray = Object.keys(o).find((k) => !(PIPELINE_KEYS as readonly string[]).includes(k));
+  if (stray !== undefined) {
+    throw new Error(`context pipeline has an unknown key ${stray}: it takes ${PIPELINE_KEYS.join(', ')}`);
+  }
+  for (const k of PIPELINE_KEYS) {
+    if (o[k] !== undefined && typeof o[k] !== 'string') {
+      throw new Error(`context pipeline.${k} must be a string, got ${JSON.stringify(o[k])}`);
+    }
+  }
+  if (o.owner === undefined || o.owner === '') {
+    throw new Error(`context pipeline needs an owner, the caller who sees its jobs: ${example}`);
+  }
+  return o as unknown as PipelineOptions;
+}
+
 /** Relative paths in context are relative to the repository root. */
 function repoPath(p: string | undefined): string | undefined {
   return p === undefined ? undefined : path.resolve(REPO_ROOT, p);
@@ -456,6 +487,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
             mountPath: str(get, 'efsMountPath'),
             securityGroupId: str(get, 'efsSecurityGroupId'),
           },
+    pipeline: pipeline(get),
   };
   return { name, props };
 }

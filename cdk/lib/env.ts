@@ -66,15 +66,10 @@ export const NOT_DEPLOYED: readonly EnvName[] = [
   ENV.RECEIVE_WAIT_SECONDS,
   ENV.RETRY_BASE_SECONDS,
   ENV.RETRY_MAX_SECONDS,
-  // The pipeline's settings: read by the local stack; no deployed binary reads them yet.
-  ENV.PIPELINE_BUCKET,
-  ENV.PIPELINE_INPUT_PREFIX,
-  ENV.PIPELINE_OUTPUT_PREFIX,
-  ENV.PIPELINE_OWNER,
 ];
 
 /** The binaries this app deploys. */
-export type Binary = 'submit' | 'status' | 'worker' | 'backlog';
+export type Binary = 'submit' | 'status' | 'worker' | 'backlog' | 'ingest';
 
 /** Log format every deployed binary gets: CloudWatch Logs Insights parses JSON lines. */
 const LOG_FORMAT_IN_AWS = 'json';
@@ -129,6 +124,18 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.SAMPLE_INTERVAL_SECONDS,
     ENV.DLQ_URL,
     ENV.TABLE_NAME,
+    ENV.RETENTION_DAYS,
+    ENV.PAYLOAD_BUCKET,
+    ENV.LOG_FORMAT,
+  ],
+  ingest: [
+    ENV.TABLE_NAME,
+    ENV.QUEUE_URL,
+    ENV.PIPELINE_BUCKET,
+    ENV.PIPELINE_INPUT_PREFIX,
+    ENV.PIPELINE_OUTPUT_PREFIX,
+    ENV.PIPELINE_OWNER,
+    ENV.MAX_ATTEMPTS,
     ENV.RETENTION_DAYS,
     ENV.LOG_FORMAT,
   ],
@@ -249,6 +256,26 @@ export interface BacklogEnv {
   readonly deadLetterQueueUrl: string;
   readonly tableName: string;
   readonly retentionDays: number;
+  /**
+   * The payload bucket: the outbox copies a pipeline job's stored result and output files from
+   * it to the job's sink.
+   */
+  readonly payloadBucket: string;
+}
+
+/** What the ingest Lambda reads: where jobs go, and the pipeline it makes them for. */
+export interface IngestEnv {
+  readonly tableName: string;
+  readonly queueUrl: string;
+  /** The bucket whose new objects under `inputPrefix` become jobs. */
+  readonly pipelineBucket: string;
+  readonly inputPrefix: string;
+  /** Where the outcomes of its jobs are written; never overlaps `inputPrefix`. */
+  readonly outputPrefix: string;
+  /** The owner of its jobs, as the API names callers (`iam:arn:aws:sts::…:assumed-role/ops`). */
+  readonly owner: string;
+  readonly maxAttempts: number;
+  readonly retentionDays: number;
 }
 
 /** Environment of the submit Lambda. */
@@ -317,6 +344,22 @@ export function backlogEnv(e: BacklogEnv): Record<string, string> {
     [ENV.SAMPLE_INTERVAL_SECONDS]: String(e.sampleIntervalSeconds),
     [ENV.DLQ_URL]: e.deadLetterQueueUrl,
     [ENV.TABLE_NAME]: e.tableName,
+    [ENV.RETENTION_DAYS]: String(e.retentionDays),
+    [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
+    [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
+  };
+}
+
+/** Environment of the ingest Lambda. */
+export function ingestEnv(e: IngestEnv): Record<string, string> {
+  return {
+    [ENV.TABLE_NAME]: e.tableName,
+    [ENV.QUEUE_URL]: e.queueUrl,
+    [ENV.PIPELINE_BUCKET]: e.pipelineBucket,
+    [ENV.PIPELINE_INPUT_PREFIX]: e.inputPrefix,
+    [ENV.PIPELINE_OUTPUT_PREFIX]: e.outputPrefix,
+    [ENV.PIPELINE_OWNER]: e.owner,
+    [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };

@@ -13,6 +13,7 @@ import { JobApi, JwtAuthorization, checkPinnedSessionRole } from './constructs/j
 import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
+import { Pipeline, PipelineOptions } from './constructs/pipeline';
 import { GpuWorkers, SpotStrategy, Workers } from './constructs/workers';
 import { WorkerHandler } from './handler';
 import { acknowledge } from './nag';
@@ -65,7 +66,8 @@ export interface ModelFileSystemIds {
 /** Properties of {@link SluiceStack}. */
 export interface SluiceStackProps extends StackProps {
   /**
-   * Folder with cargo-lambda's output (`submit/bootstrap`, `status/bootstrap`, `backlog/bootstrap`).
+   * Folder with cargo-lambda's output (`submit/bootstrap`, `status/bootstrap`, `backlog/bootstrap`,
+   * `ingest/bootstrap`).
    *
    * @default DEFAULT_LAMBDA_ASSET_DIR (`<repo>/target/lambda`)
    */
@@ -312,6 +314,14 @@ export interface SluiceStackProps extends StackProps {
    * image's Dockerfile (each example has one); else none, and `make smoke` asks for one
    */
   readonly smokeInput?: unknown;
+  /**
+   * The S3 pipeline: objects created in a bucket under `inputPrefix` become jobs of `owner` (one
+   * per object version), and each job's outcome is written back under `outputPrefix` (see
+   * {@link PipelineOptions}).
+   *
+   * @default - none
+   */
+  readonly pipeline?: PipelineOptions;
 }
 
 /** The file beside a Dockerfile that holds a job input its handler accepts. */
@@ -340,6 +350,8 @@ export class SluiceStack extends Stack {
   public readonly jobApi: JobApi;
   public readonly scaling: BacklogScaling;
   public readonly observability: Observability;
+  /** The S3 pipeline, with the `pipeline` option. */
+  public readonly pipeline?: Pipeline;
 
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
@@ -457,6 +469,7 @@ export class SluiceStack extends Stack {
       deadLetterQueue: this.jobQueue.deadLetterQueue,
       table: this.jobTable.table,
       retentionDays,
+      payloadBucket: this.jobQueue.payloadBucket,
       service: this.workers.service,
       lambdaAssetDir,
       policy,
@@ -467,6 +480,24 @@ export class SluiceStack extends Stack {
       logRetention,
     });
 
+    if (props.pipeline !== undefined) {
+      const backlogRole = this.scaling.function.role;
+      if (backlogRole === undefined) throw new Error('the backlog function has no role to grant the outbox to');
+      this.pipeline = new Pipeline(this, 'Pipeline', {
+        ...props.pipeline,
+        table: this.jobTable.table,
+        queue: this.jobQueue.queue,
+        payloadBucket: this.jobQueue.payloadBucket,
+        workers: this.workers.taskDefinition.taskRole,
+        outbox: backlogRole,
+        lambdaAssetDir,
+        maxAttempts,
+        retentionDays,
+        logRetention,
+        logRemovalPolicy,
+      });
+    }
+
     this.observability = new Observability(this, 'Observability', {
       metrics: this.scaling.metricSource,
       queue: this.jobQueue.queue,
@@ -476,7 +507,9 @@ export class SluiceStack extends Stack {
         submit: this.jobApi.submitFunction,
         status: this.jobApi.statusFunction,
         backlog: this.scaling.function,
+        ...(this.pipeline === undefined ? {} : { ingest: this.pipeline.function }),
       },
+      pipelineDeadLetterQueue: this.pipeline?.eventsDeadLetterQueue,
       alarmEmail: props.alarmEmail,
       workerService: this.workers.service,
     });
@@ -523,6 +556,13 @@ export class SluiceStack extends Stack {
     new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
     new CfnOutput(this, 'PayloadBucketName', { value: this.jobQueue.payloadBucket.bucketName });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
+    if (this.pipeline !== undefined) {
+      new CfnOutput(this, 'PipelineBucketName', {
+        value: this.pipeline.bucket.bucketName,
+        description: `Objects put under ${this.pipeline.inputPrefix} become jobs; outcomes land under ${this.pipeline.outputPrefix}`,
+      });
+      new CfnOutput(this, 'PipelineDeadLetterQueueUrl', { value: this.pipeline.eventsDeadLetterQueue.queueUrl });
+    }
     const smokeInput = props.smokeInput ?? defaultSmokeInput(props.workerImage, props.workerHandler);
     if (smokeInput !== undefined) {
       new CfnOutput(this, 'SmokeInput', {

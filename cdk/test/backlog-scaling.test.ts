@@ -276,6 +276,7 @@ test('the construct on its own: the policy\'s bounds by default', () => {
     deadLetterQueue: stack.jobQueue.deadLetterQueue,
     table: stack.jobTable.table,
     retentionDays: 7,
+    payloadBucket: stack.jobQueue.payloadBucket,
     service: stack.workers.service,
     lambdaAssetDir: STUB_LAMBDAS,
     policy,

@@ -29,6 +29,9 @@ function rustVars(): RustVar[] {
   return vars;
 }
 
+/** The S3 pipeline, which every stack of these tests has, so that the ingest function is deployed. */
+const PIPELINE = { owner: 'iam:arn:aws:sts::123456789012:assumed-role/Ops' };
+
 /** One stack per handler mode, with everything the mode can have. */
 const HANDLERS: Record<HandlerMode, WorkerHandler> = {
   demo: { mode: 'demo' },
@@ -38,7 +41,7 @@ const HANDLERS: Record<HandlerMode, WorkerHandler> = {
 
 /** The variables a synthesized stack gives each binary (the worker in one handler mode). */
 function deployedEnvIn(mode: HandlerMode): Record<Binary, Record<string, unknown>> {
-  const { stack, t } = mode === 'demo' ? template() : template({ workerHandler: HANDLERS[mode] });
+  const { stack, t } = template({ workerHandler: HANDLERS[mode], pipeline: PIPELINE });
   const resources = t.toJSON().Resources;
   const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
   const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
@@ -47,6 +50,7 @@ function deployedEnvIn(mode: HandlerMode): Record<Binary, Record<string, unknown
     submit: lambdaEnv(stack.jobApi.submitFunction),
     status: lambdaEnv(stack.jobApi.statusFunction),
     backlog: lambdaEnv(stack.scaling.function),
+    ingest: lambdaEnv(stack.pipeline!.function),
     worker: Object.fromEntries(worker.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
   };
 }
@@ -57,7 +61,13 @@ const MODES = Object.keys(HANDLERS) as HandlerMode[];
 function deployedEnv(): Record<Binary, Record<string, unknown>> {
   const all = MODES.map(deployedEnvIn);
   const union = (b: Binary) => Object.assign({}, ...all.map((e) => e[b]));
-  return { submit: union('submit'), status: union('status'), backlog: union('backlog'), worker: union('worker') };
+  return {
+    submit: union('submit'),
+    status: union('status'),
+    backlog: union('backlog'),
+    ingest: union('ingest'),
+    worker: union('worker'),
+  };
 }
 
 test('src/env.rs parses into the variables the rust side declares', () => {
@@ -90,10 +100,6 @@ test('every deployed variable exists in src/env.rs, and every rust variable but 
     [
       'SLUICE_HEARTBEAT_SECONDS',
       'SLUICE_LISTEN_ADDR',
-      'SLUICE_PIPELINE_BUCKET',
-      'SLUICE_PIPELINE_INPUT_PREFIX',
-      'SLUICE_PIPELINE_OUTPUT_PREFIX',
-      'SLUICE_PIPELINE_OWNER',
       'SLUICE_RECEIVE_WAIT_SECONDS',
       'SLUICE_RETRY_BASE_SECONDS',
       'SLUICE_RETRY_MAX_SECONDS',
@@ -110,6 +116,11 @@ test('each binary gets exactly the variables it reads', () => {
   }
   assert.equal(env.worker.SLUICE_LOG_FORMAT, 'json');
   assert.equal(env.status.SLUICE_QUEUE_URL, undefined, 'status does not read the queue');
+  assert.equal(env.ingest.SLUICE_PIPELINE_OWNER, PIPELINE.owner);
+  assert.equal(env.ingest.SLUICE_PIPELINE_INPUT_PREFIX, 'in/');
+  assert.equal(env.ingest.SLUICE_PIPELINE_OUTPUT_PREFIX, 'out/');
+  assert.equal(env.ingest.SLUICE_PAYLOAD_BUCKET, undefined, 'ingest reads the pipeline bucket, not the payload bucket');
+  assert.ok('SLUICE_PAYLOAD_BUCKET' in env.backlog, 'the backlog function\'s outbox copies from the payload bucket');
 });
 
 test('in each handler mode the worker gets the common variables and only that mode\'s own', () => {

@@ -148,3 +148,47 @@ async fn objects_dropped_in_the_bucket_become_one_job_each_and_their_outcomes_la
     let record = s.store.get(id).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_failed_only_the_events_whose_objects_could_not_become_jobs() {
+    let s = Stack::new("pipeline-batch").await;
+    let (bucket, events, ingest) = s.pipeline().await;
+    let mut bodies = Vec::new();
+    for key in ["in/a.txt", "in/b.txt"] {
+        // One at a time: a receive hides every message it takes, returned or not.
+        bucket
+            .put_bytes(key, b"x".to_vec(), "text/plain")
+            .await
+            .unwrap();
+        bodies.push(next_event(&events).await);
+    }
+    let [a, b] = [&bodies[0], &bodies[1]];
+
+    // All well: the event's object became a job, and a stray message is dropped, not retried.
+    let failed = ingest
+        .handle_batch([(Some("m-a"), a.as_str()), (Some("m-stray"), "hello")])
+        .await;
+    assert_eq!(failed, Vec::<String>::new());
+
+    // The jobs queue unreachable: the event is read again (and its object is not lost), the
+    // stray message still is not, and an event already handled is found again.
+    let broken = sluice::ingest::Ingest {
+        queue: JobQueue::from_sdk(&s.aws, format!("{}-gone", s.res.queue_url)),
+        ..ingest.clone()
+    };
+    let failed = broken
+        .handle_batch([
+            (Some("m-b"), b.as_str()),
+            (Some("m-stray"), "{\"Records\": 1}"),
+        ])
+        .await;
+    assert_eq!(failed, vec!["m-b".to_owned()]);
+    // Read again once the queue is back: one job, as if nothing had happened.
+    let failed = ingest.handle_batch([(Some("m-b"), b.as_str())]).await;
+    assert_eq!(failed, Vec::<String>::new());
+    let again = ingest.handle_message(b).await.unwrap();
+    assert!(
+        matches!(again.as_slice(), [Ingested::Existing(_)]),
+        "{again:?}"
+    );
+}

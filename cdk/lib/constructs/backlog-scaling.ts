@@ -10,6 +10,7 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
 import { Construct } from 'constructs';
@@ -47,6 +48,11 @@ export interface BacklogScalingProps {
   readonly table: dynamodb.ITable;
   /** Days a finished job's record is kept. */
   readonly retentionDays: number;
+  /**
+   * The payload bucket, which the outbox copies a pipeline job's files from (the grants come
+   * with the pipeline, which alone has sinks).
+   */
+  readonly payloadBucket: s3.IBucket;
   /** The worker service to scale. */
   readonly service: ecs.IBaseService;
   /** The folder with cargo-lambda's output: `<lambdaAssetDir>/backlog/bootstrap`. */
@@ -168,6 +174,7 @@ export class BacklogScaling extends Construct {
         deadLetterQueueUrl: props.deadLetterQueue.queueUrl,
         tableName: props.table.tableName,
         retentionDays: props.retentionDays,
+        payloadBucket: props.payloadBucket.bucketName,
       }),
     });
     this.function = backlog.function;

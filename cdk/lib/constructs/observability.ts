@@ -20,6 +20,12 @@ export interface ObservabilityProps {
   readonly metrics: MetricSource;
   readonly queue: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
+  /**
+   * The S3 pipeline's events dead-letter queue: events whose objects could not become jobs.
+   *
+   * @default - no pipeline
+   */
+  readonly pipelineDeadLetterQueue?: sqs.IQueue;
   /** The Lambdas whose errors and duration the dashboard shows, by label. */
   readonly functions: Record<string, lambda.IFunction>;
   /**
@@ -70,6 +76,8 @@ export class Observability extends Construct {
   public readonly topic: sns.Topic;
   public readonly topicKey: kms.Key;
   public readonly deadLetterAlarm: cloudwatch.Alarm;
+  /** Events of the S3 pipeline in its dead-letter queue, with the `pipeline` option. */
+  public readonly pipelineDeadLetterAlarm?: cloudwatch.Alarm;
   public readonly oldestMessageAlarm: cloudwatch.Alarm;
   public readonly failedJobsAlarm: cloudwatch.Alarm;
   /** The backlog Lambda fails in 3 of 5 minutes. */
@@ -145,6 +153,11 @@ export class Observability extends Construct {
       period: minute,
       label: 'DLQ depth',
     });
+    const pipelineDlqDepth = props.pipelineDeadLetterQueue?.metricApproximateNumberOfMessagesVisible({
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: minute,
+      label: 'Pipeline events DLQ depth',
+    });
     const oldestAge = props.queue.metricApproximateAgeOfOldestMessage({
       statistic: cloudwatch.Stats.MAXIMUM,
       period: minute,
@@ -164,6 +177,16 @@ export class Observability extends Construct {
       evaluationPeriods: 1,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
+    if (pipelineDlqDepth !== undefined) {
+      this.pipelineDeadLetterAlarm = new cloudwatch.Alarm(this, 'PipelineDeadLetterAlarm', {
+        alarmDescription: 'sluice: pipeline events in their dead-letter queue (objects that did not become jobs)',
+        metric: pipelineDlqDepth,
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    }
     this.oldestMessageAlarm = new cloudwatch.Alarm(this, 'OldestMessageAlarm', {
       alarmDescription: `sluice: a queued job has waited more than ${maxAgeSeconds} s (not while the pipeline is paused)`,
       metric: new cloudwatch.MathExpression({
@@ -225,6 +248,7 @@ export class Observability extends Construct {
       this.backlogErrorsAlarm,
       this.backlogThrottlesAlarm,
       this.missingSamplesAlarm,
+      ...(this.pipelineDeadLetterAlarm === undefined ? [] : [this.pipelineDeadLetterAlarm]),
     ];
     for (const alarm of operatorAlarms) {
       alarm.addAlarmAction(notify);
@@ -303,7 +327,7 @@ export class Observability extends Construct {
             title: 'Dead-letter queue and oldest message',
             width,
             height,
-            left: [dlqDepth],
+            left: pipelineDlqDepth === undefined ? [dlqDepth] : [dlqDepth, pipelineDlqDepth],
             right: [oldestAge],
           }),
         ],
