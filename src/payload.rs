@@ -480,6 +480,18 @@ impl Payloads {
         content_type: &str,
     ) -> Result<ObjectInfo, PayloadError> {
         let size = bytes.len() as u64;
+        self.put(key, ByteStream::from(bytes), size, content_type)
+            .await
+    }
+
+    /// One PUT of `body` (`size` bytes) to `key`, within the send limits of its size.
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        size: u64,
+        content_type: &str,
+    ) -> Result<ObjectInfo, PayloadError> {
         let out = self
             .client
             .put_object()
@@ -487,7 +499,7 @@ impl Payloads {
             .key(key)
             .content_type(content_type)
             .content_length(size as i64)
-            .body(ByteStream::from(bytes))
+            .body(body)
             .customize()
             .config_override(self.send_limits(size))
             .send()
@@ -536,25 +548,9 @@ impl Payloads {
                     path: path.to_owned(),
                     source: std::io::Error::other(e),
                 })?;
-            let out = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type(content_type)
-                .content_length(size as i64)
-                .body(body)
-                .customize()
-                .config_override(self.send_limits(size))
-                .send()
-                .await
-                .map_err(|e| classify(key, e))?;
+            let put = self.put(key, body, size, content_type).await?;
             progress(size);
-            return Ok(ObjectInfo {
-                size,
-                content_type: Some(content_type.to_owned()),
-                etag: out.e_tag.unwrap_or_default(),
-            });
+            return Ok(put);
         }
 
         let (part_size, parts) = part_plan(size)?;
