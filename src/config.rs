@@ -113,6 +113,9 @@ pub struct ApiConfig {
     pub uploads: UploadSettings,
     /// Who may pause and resume the pipeline (`SLUICE_OPERATORS`); empty: nobody.
     pub operators: Vec<crate::api::Operator>,
+    /// Whether the deployment publishes the ends of the jobs it accepts (it names an SNS topic
+    /// or an EventBridge bus): each job is marked so when it is accepted.
+    pub publishes: bool,
 }
 
 /// The settings of `POST /uploads`.
@@ -224,6 +227,34 @@ pub fn max_job_timeout(src: &(impl Source + ?Sized)) -> Result<Duration, ConfigE
     seconds_or(src, env::MAX_JOB_TIMEOUT_SECONDS, cap, 1..=cap)
 }
 
+/// The SNS topics and EventBridge bus the ends of jobs are published to
+/// (`SLUICE_SUCCESS_TOPIC_ARN`, `SLUICE_ERROR_TOPIC_ARN`, `SLUICE_EVENT_BUS`).
+pub fn event_targets(
+    src: &(impl Source + ?Sized),
+) -> Result<crate::events::EventTargets, ConfigError> {
+    use crate::events::TargetError;
+    crate::events::EventTargets::from_lookup(|name| src.get(name)).map_err(|e| {
+        let reason = match &e {
+            TargetError::Topic { .. } => {
+                "give an SNS topic's ARN: arn:aws:sns:<region>:<account>:<topic>"
+            }
+            TargetError::Bus { .. } => {
+                "give an EventBridge bus's name (1 to 256 of A-Z a-z 0-9 . _ -) or ARN \
+                 (arn:aws:events:<region>:<account>:event-bus/<name>)"
+            }
+        };
+        match e {
+            TargetError::Topic { var, value } | TargetError::Bus { var, value } => {
+                ConfigError::Invalid {
+                    name: var,
+                    value,
+                    reason: reason.into(),
+                }
+            }
+        }
+    })
+}
+
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&ProcessEnv)
@@ -241,6 +272,7 @@ impl ApiConfig {
             webhook_policy: webhook_policy(src)?,
             uploads: upload_settings(src)?,
             operators: operators(src)?,
+            publishes: event_targets(src)?.any(),
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,

@@ -105,6 +105,16 @@ pub const OPERATORS: &str = "SLUICE_OPERATORS";
 /// over https to public addresses only, checked at submit and again at each send.
 /// Read by: submit, worker, backlog, local API.
 pub const WEBHOOK_ALLOW_LOOPBACK: &str = "SLUICE_WEBHOOK_ALLOW_LOOPBACK";
+/// ARN of the SNS topic every job that `SUCCEEDED` is published to (unset: none).
+/// Read by: submit, ingest, local API (which mark the jobs they accept), worker, backlog (which
+/// publish).
+pub const SUCCESS_TOPIC_ARN: &str = "SLUICE_SUCCESS_TOPIC_ARN";
+/// ARN of the SNS topic every job that ended otherwise (`FAILED`, `CANCELLED`, `EXPIRED`) is
+/// published to (unset: none). Read by: submit, ingest, local API, worker, backlog.
+pub const ERROR_TOPIC_ARN: &str = "SLUICE_ERROR_TOPIC_ARN";
+/// Name or ARN of the EventBridge bus every job's end is put on, as source `sluice` (unset:
+/// none). Read by: submit, ingest, local API, worker, backlog.
+pub const EVENT_BUS: &str = "SLUICE_EVENT_BUS";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
@@ -166,6 +176,9 @@ pub const ALL: &[&str] = &[
     PINNED_SESSION_ROLES,
     OPERATORS,
     WEBHOOK_ALLOW_LOOPBACK,
+    SUCCESS_TOPIC_ARN,
+    ERROR_TOPIC_ARN,
+    EVENT_BUS,
     LISTEN_ADDR,
     DLQ_URL,
     CLUSTER,

@@ -92,6 +92,8 @@ pub struct IngestConfig {
     pub table_name: String,
     pub queue_url: String,
     pub pipeline: PipelineConfig,
+    /// Whether the deployment publishes the ends of jobs: the jobs made are marked so.
+    pub publishes: bool,
 }
 
 impl IngestConfig {
@@ -112,6 +114,7 @@ impl IngestConfig {
             table_name,
             queue_url,
             pipeline,
+            publishes: crate::config::event_targets(src)?.any(),
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod deadletter;
 pub mod ecs;
 pub mod env;
+pub mod events;
 pub mod ingest;
 pub mod job;
 pub mod limits;

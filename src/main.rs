@@ -1195,6 +1195,11 @@ mod dev {
         let res = local::ensure_resources(&aws, prefix, QueueSettings::default())
             .await
             .context("cannot create the table and queues (is the emulator running and AWS_ENDPOINT_URL set?)")?;
+        // Every job's end is published, as a deployment with topics and a bus does; the inbox
+        // queue gets what a subscriber would.
+        let published = local::ensure_events(&aws, prefix)
+            .await
+            .context("cannot create the event topics, bus and inbox")?;
         let config = ApiConfig {
             table_name: res.table_name.clone(),
             queue_url: Some(res.queue_url.clone()),
@@ -1216,6 +1221,7 @@ mod dev {
                 ops.push(local::LOCAL_IDENTITY.parse().map_err(anyhow::Error::msg)?);
                 ops
             },
+            publishes: true,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -1236,6 +1242,18 @@ mod dev {
                     .env(sluice::env::PAYLOAD_BUCKET, &res.payload_bucket)
                     .env(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true")
                     .kill_on_drop(true);
+                for (var, value) in [
+                    (
+                        sluice::env::SUCCESS_TOPIC_ARN,
+                        &published.targets.success_topic,
+                    ),
+                    (sluice::env::ERROR_TOPIC_ARN, &published.targets.error_topic),
+                    (sluice::env::EVENT_BUS, &published.targets.bus),
+                ] {
+                    if let Some(value) = value {
+                        cmd.env(var, value);
+                    }
+                }
                 let first = cmd
                     .spawn()
                     .with_context(|| format!("cannot start the worker {}", path.display()))?;
@@ -1248,7 +1266,7 @@ mod dev {
             .await
             .context("cannot create the pipeline's bucket and event queue")?;
         let ingest = sluice::ingest::Ingest {
-            store: sluice::store::JobStore::from_sdk(&aws, &res.table_name),
+            store: sluice::store::JobStore::from_sdk(&aws, &res.table_name).publishing(true),
             queue: sluice::queue::JobQueue::from_sdk(&aws, &res.queue_url),
             objects: sluice::payload::Payloads::from_sdk(&aws, &pipe.bucket),
             config: sluice::ingest::PipelineConfig {
@@ -1272,6 +1290,7 @@ mod dev {
             dlq = %res.dlq_url,
             bucket = %res.payload_bucket,
             pipeline = %format!("s3://{}/in/ -> s3://{}/out/", pipe.bucket, pipe.bucket),
+            events = %published.inbox_url,
             "local API ready; try: sluice submit '{{\"text\": \"hello\"}}' --wait"
         );
         let shutdown = async {
@@ -1293,6 +1312,10 @@ mod dev {
                 .with_payloads(sluice::payload::Payloads::from_sdk(
                     &aws,
                     &res.payload_bucket,
+                ))
+                .with_events(sluice::events::Publisher::from_sdk(
+                    &aws,
+                    published.targets.clone(),
                 )),
             store,
             stop.clone(),

@@ -75,7 +75,7 @@ pub struct Api {
 impl Api {
     pub fn new(store: JobStore, queue: Option<JobQueue>, config: ApiConfig) -> Self {
         Api {
-            store,
+            store: store.publishing(config.publishes),
             queue,
             config,
             scale_from_zero: None,

@@ -205,6 +205,7 @@ pub fn api_config(res: &Resources) -> ApiConfig {
             ..Default::default()
         },
         operators: vec![OPERATOR.parse().expect("an operator's ARN")],
+        publishes: false,
     }
 }
 

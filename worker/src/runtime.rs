@@ -75,6 +75,13 @@ pub async fn run_with<H: Handler>(
         None => None,
     };
     let outbox = Outbox::new(store.clone(), config.webhook_policy);
+    let outbox = match config.events.any() {
+        true => outbox.with_events(sluice::events::Publisher::from_sdk(
+            &sluice::aws::load().await,
+            config.events.clone(),
+        )),
+        false => outbox,
+    };
     let outbox = match &payloads {
         Some(p) => outbox.with_payloads(p.clone()),
         None => outbox,
@@ -1153,7 +1160,7 @@ impl<H: Handler> Worker<H> {
     /// jobs (it holds no slot). The announcement is already recorded due: should this worker
     /// die first, the backlog function delivers it.
     fn announce(&self, ended: JobRecord) {
-        if ended.webhook.is_none() && ended.sink.is_none() {
+        if !ended.is_announced() {
             return;
         }
         let outbox = self.outbox.clone();
