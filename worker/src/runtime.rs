@@ -729,6 +729,12 @@ impl<H: Handler> Worker<H> {
                     AttemptEnd::Retry(delay) => {
                         warn!(error = %e, ?delay, attempt = job.attempt, "job failed; retrying");
                         metrics::job_finished(cfg, Outcome::Retried, ran, &job);
+                        // A run stopped mid-way (its time limit) may still be going on: a child
+                        // in its cancel grace, a model server yet to notice the closed
+                        // connection. The next attempt may start only once it has stopped.
+                        if !self.stopped_within(msg, &job, &handler_alive).await {
+                            return self.linger(handler_alive).await;
+                        }
                         match self.requeue(msg, &job, Some(e.message.clone())).await {
                             Ok(_) => self.later(msg, delay).await,
                             Err(err) => {
