@@ -82,20 +82,6 @@ pub fn sink_suffix(status: crate::job::Status) -> &'static str {
     }
 }
 
-/// The `x-amz-copy-source` of `key` in `bucket`: the key percent-encoded but its slashes. Pure.
-pub fn copy_source(bucket: &str, key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    format!(
-        "{bucket}/{}",
-        percent_encoding::utf8_percent_encode(key, KEEP)
-    )
-}
-
 /// The hash that keys an owner's secret item.
 fn owner_hash(owner: &Owner) -> String {
     sha256_hex(&[b"webhook-secret", owner.as_str().as_bytes()])
@@ -357,25 +343,28 @@ impl Outbox {
                 crate::env::PAYLOAD_BUCKET
             )
         })?;
-        let mut copies: Vec<(&str, String)> = job
+        let mut copies: Vec<(&str, u64, String)> = job
             .outputs
             .iter()
-            .map(|f| (f.object.key.as_str(), format!("{}/{}", sink.base, f.name)))
+            .map(|f| {
+                (
+                    f.object.key.as_str(),
+                    f.object.size,
+                    format!("{}/{}", sink.base, f.name),
+                )
+            })
             .collect();
         if let Some(r) = &job.result_object {
             copies.push((
                 r.key.as_str(),
+                r.size,
                 format!("{}/{}", sink.base, SINK_RESULT_NAME),
             ));
         }
         let client = payloads.client();
-        for (from, to) in copies {
-            client
-                .copy_object()
-                .copy_source(copy_source(payloads.bucket(), from))
-                .bucket(&sink.bucket)
-                .key(&to)
-                .send()
+        for (from, size, to) in copies {
+            payloads
+                .copy_to(from, size, &sink.bucket, &to)
                 .await
                 .map_err(|e| {
                     format!(
