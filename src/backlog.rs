@@ -41,6 +41,9 @@ pub struct BacklogConfig {
     pub payload_bucket: Option<String>,
     /// The SNS topics and EventBridge bus the ends of the jobs marked so are published to.
     pub events: crate::events::EventTargets,
+    /// Days a finished job's record is kept: a pending announcement keeps it that long past its
+    /// next attempt.
+    pub retention: Duration,
 }
 
 /// Where the reconciler looks.
@@ -84,6 +87,8 @@ impl BacklogConfig {
             table_name: src.get(env::TABLE_NAME),
             payload_bucket: src.get(env::PAYLOAD_BUCKET),
             events: crate::config::event_targets(src)?,
+            retention: Duration::from_secs(86_400)
+                * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             dead_letters: match src.get(env::DLQ_URL) {
                 None => None,
                 Some(dlq_url) => Some(DeadLetterConfig {

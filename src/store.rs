@@ -1430,7 +1430,10 @@ impl JobStore {
             } => with_answer(
                 Update::default()
                     .set(attr::NOTIFY_AT, n(next_at.0))
-                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str())),
+                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str()))
+                    // The record is the outbox: it outlives the next attempt by the retention
+                    // (a retention shorter than the schedule would delete it under a retry).
+                    .set(attr::EXPIRES_AT, n(expires_at(*next_at, self.retention))),
                 *status,
             ),
             DeliveryEnd::GiveUp { status, error } => with_answer(
