@@ -397,6 +397,7 @@ impl Ingest {
                 .content_type
                 .clone()
                 .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
+            version_id: None,
         });
         record.sink = Some(planned.sink);
         // As a submit does: the message first, then the record; a record that cannot be made
