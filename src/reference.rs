@@ -219,11 +219,10 @@ fn s3_host_bucket(host: &str) -> Option<Option<String>> {
         .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
     let labels: Vec<&str> = rest.split('.').collect();
     let n = labels.len();
-    let endpoint_labels = if labels[n - 1] == "s3" {
+    let last = labels[n - 1];
+    let endpoint_labels = if last == "s3" || last.strip_prefix("s3-").is_some_and(is_region) {
         1
-    } else if labels[n - 1].strip_prefix("s3-").is_some_and(is_region) {
-        1
-    } else if n >= 2 && labels[n - 2] == "s3" && is_region(labels[n - 1]) {
+    } else if n >= 2 && labels[n - 2] == "s3" && is_region(last) {
         2
     } else {
         return None;
@@ -850,7 +849,8 @@ mod tests {
                 version_id: v.map(str::to_owned),
             })
         };
-        let cases: Vec<(u16, HeaderMap, &[u8], Result<Found, String>)> = vec![
+        type Case<'a> = (u16, HeaderMap, &'a [u8], Result<Found, String>);
+        let cases: Vec<Case> = vec![
             (
                 206,
                 h(&[

@@ -1097,7 +1097,8 @@ mod tests {
     fn a_jobs_file_is_an_upload_or_an_object_in_s3() {
         let up = "01JDQ3ZV1T8Y3G7Q0M9K2D4XWE";
         let url = "https://data.s3.amazonaws.com/a?X-Amz-Signature=x";
-        let cases: Vec<(String, Result<&str, (u16, &str)>)> = vec![
+        type Case<'a> = (String, Result<&'a str, (u16, &'a str)>);
+        let cases: Vec<Case> = vec![
             (
                 format!(r#"{{"input_file": {{"upload_id": "{up}"}}}}"#),
                 Ok(up),
