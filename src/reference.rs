@@ -683,6 +683,28 @@ mod tests {
                 Err("not S3's"),
             ),
             (format!("https://52.216.0.1/data/a?{qs}"), Err("not S3's")),
+            // S3's other endpoints are not the object's own GET: a website endpoint serves
+            // without checking signatures, an access point or directory bucket is another name.
+            (
+                format!("https://data.s3-website-us-east-1.amazonaws.com/a?{qs}"),
+                Err("not S3's"),
+            ),
+            (
+                format!("https://data.s3-website.eu-west-1.amazonaws.com/a?{qs}"),
+                Err("not S3's"),
+            ),
+            (
+                format!("https://ap-123456789012.s3-accesspoint.us-east-1.amazonaws.com/a?{qs}"),
+                Err("not S3's"),
+            ),
+            (
+                format!("https://data.s3.dualstack.us-east-1.amazonaws.com/a?{qs}"),
+                Err("not S3's"),
+            ),
+            (
+                format!("https://data.s3-fips.us-east-1.amazonaws.com/a?{qs}"),
+                Err("not S3's"),
+            ),
             (format!("https://localhost/data/a?{qs}"), Err("not S3's")),
             (
                 format!("https://data.s3.amazonaws.com:8443/a?{qs}"),

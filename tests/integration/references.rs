@@ -506,3 +506,62 @@ async fn urls_s3_refuses_are_refused_403_and_say_what_to_do() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_s3_showed_is_recorded_with_the_job() {
+    let s = Stack::new("refs_version").await;
+    let data = bucket(&s, "version").await;
+    data.client()
+        .put_bucket_versioning()
+        .bucket(data.bucket())
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let put = data
+        .client()
+        .put_object()
+        .bucket(data.bucket())
+        .key("model.bin")
+        .body(b"first".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let version = put
+        .version_id
+        .expect("a versioned bucket answers a version");
+    let api = api_listing(&s, &[data.bucket()], None);
+    let url = presign(&data, "model.bin", Duration::from_secs(900)).await;
+    let (status, v) = submit_ref(&api, &format!("s3://{}/model.bin", data.bucket()), &url).await;
+    assert_eq!(status, 202, "{v}");
+    let id: JobId = v["id"].as_str().unwrap().parse().unwrap();
+    let object = s
+        .store
+        .get(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .input_object
+        .unwrap();
+    assert_eq!(object.version_id.as_deref(), Some(version.as_str()));
+    assert_eq!(object.size, 5);
+
+    // Overwritten since, the object is still read as it was when the job was accepted.
+    data.put_bytes("model.bin", b"second!".to_vec(), "application/octet-stream")
+        .await
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("sluice-refs-version-{id}"));
+    let size = data
+        .download_version_to_file("model.bin", object.version_id.as_deref(), &path)
+        .await
+        .unwrap();
+    assert_eq!(
+        (size, std::fs::read(&path).unwrap()),
+        (5, b"first".to_vec())
+    );
+    std::fs::remove_file(&path).unwrap();
+}
