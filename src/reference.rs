@@ -482,6 +482,14 @@ pub fn judge(
         }
         403 => return Err(ProbeError::Forbidden),
         404 => return Err(ProbeError::NotFound),
+        400 => {
+            return Err(ProbeError::Status {
+                status,
+                hint: "S3 found the request malformed, as it does a GET presigned for another \
+                       region than the bucket's: presign with the bucket's region"
+                    .into(),
+            })
+        }
         301 | 307 => {
             return Err(ProbeError::Status {
                 status,
@@ -872,7 +880,8 @@ mod tests {
             })
         };
         type Case<'a> = (u16, HeaderMap, &'a [u8], Result<Found, String>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case> =
+            vec![
             (
                 206,
                 h(&[
@@ -929,6 +938,7 @@ mod tests {
             (403, h(&[]), b"", Err("HTTP 403".into())),
             (404, h(&[]), b"", Err("HTTP 404".into())),
             (301, h(&[]), b"", Err("bucket's region".into())),
+            (400, h(&[]), b"", Err("HTTP 400 (S3 found the request malformed".into())),
             (500, h(&[]), b"", Err("HTTP 500".into())),
         ];
         for (status, headers, body, want) in cases {
