@@ -167,11 +167,11 @@ impl Emulator {
 /// Why a presigned URL is refused before any request is made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefusal {
-    #[error("the presigned URL is over {MAX_URL_LEN} characters")]
+    #[error("the presigned URL is over {MAX_URL_LEN} characters: presign a plain GET of the object, without extra parameters")]
     TooLong,
     #[error("the presigned URL is not a URL ({0}): send the URL your S3 client's presign gave, unchanged")]
     Invalid(String),
-    #[error("the presigned URL must use https, not {0}")]
+    #[error("the presigned URL must use https, not {0}: presign with S3's own https endpoint")]
     Scheme(String),
     #[error("the presigned URL carries a user name or password; send S3's URL as presigned")]
     Userinfo,

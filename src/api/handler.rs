@@ -429,8 +429,10 @@ impl Api {
             .min(crate::payload::MAX_OBJECT_SIZE);
         if found.size > max {
             return Err(ApiError::PayloadTooLarge(format!(
-                "{name} is {} bytes, over this deployment's limit of {max} bytes for a job's file",
-                found.size
+                "{name} is {} bytes, over this deployment's limit of {max} bytes for a job's file: \
+                 name a smaller object, or ask the operator to raise {}",
+                found.size,
+                crate::env::MAX_UPLOAD_BYTES
             )));
         }
         Ok(InputObject {
