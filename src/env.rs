@@ -23,6 +23,12 @@ pub const MAX_UPLOAD_BYTES: &str = "SLUICE_MAX_UPLOAD_BYTES";
 /// Seconds an upload's presigned URLs stay valid and within which a job must reference it
 /// (default 3600, at most 7 days: SigV4's limit). Read by: submit, local API.
 pub const UPLOAD_EXPIRY_SECONDS: &str = "SLUICE_UPLOAD_EXPIRY_SECONDS";
+/// Comma-separated names of the S3 buckets whose objects jobs may name (`"input_file": {"s3":
+/// "s3://bucket/key", "presigned_url": …}`), for data that already sits there; the caller proves
+/// it may read the object with a GET presigned by its own credentials, and the worker reads it
+/// with its role (the CDK app's `inputBuckets` grants it). Unset: jobs may name no such object.
+/// Read by: submit, local API.
+pub const INPUT_BUCKETS: &str = "SLUICE_INPUT_BUCKETS";
 
 /// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, ingest, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
@@ -151,6 +157,7 @@ pub const ALL: &[&str] = &[
     PAYLOAD_BUCKET,
     MAX_UPLOAD_BYTES,
     UPLOAD_EXPIRY_SECONDS,
+    INPUT_BUCKETS,
     MAX_ATTEMPTS,
     RETENTION_DAYS,
     CONCURRENCY,

@@ -26,6 +26,7 @@ pub mod output;
 pub mod payload;
 pub mod pipeline;
 pub mod queue;
+pub mod reference;
 pub mod scaling;
 pub mod store;
 pub mod sweep;

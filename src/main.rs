@@ -84,6 +84,11 @@ enum Command {
         /// optional (`null` when not given). A progress bar shows on a terminal.
         #[arg(long, value_name = "PATH")]
         upload: Option<PathBuf>,
+        /// Let the handler read this object already in S3 (`s3://bucket/key`, in a bucket the
+        /// deployment lists) instead of an upload; the JSON input is then optional. A GET of it is
+        /// presigned with your own AWS credentials, which the API checks may read it.
+        #[arg(long, value_name = "S3_URI", conflicts_with = "upload", value_parser = parse_s3_name)]
+        s3: Option<sluice::reference::S3Name>,
         /// The uploaded file's media type, told to the handler (a model server gets it as the
         /// body's Content-Type).
         #[arg(
@@ -394,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             file,
             upload,
+            s3,
             content_type,
             deadline,
             max_attempts,
@@ -410,9 +416,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 retry_on_timeout,
                 idempotency_key,
             };
-            let view = match upload {
-                None => client.submit(&read_input(input, file)?, &opts).await?,
-                Some(path) => {
+            let view = match (upload, s3) {
+                (None, Some(name)) => {
+                    let input = match (&input, &file) {
+                        (None, None) => None,
+                        _ => Some(read_input(input, file)?),
+                    };
+                    client.submit_object(&name, input.as_deref(), &opts).await?
+                }
+                (None, None) => client.submit(&read_input(input, file)?, &opts).await?,
+                (Some(path), _) => {
                     let input = match (&input, &file) {
                         (None, None) => None,
                         _ => Some(read_input(input, file)?),
@@ -750,6 +763,11 @@ fn upload_bar(path: &std::path::Path, json: bool) -> anyhow::Result<indicatif::P
             .unwrap_or_default(),
     );
     Ok(bar)
+}
+
+/// `--s3`: an object's name, `s3://bucket/key`.
+fn parse_s3_name(text: &str) -> Result<sluice::reference::S3Name, String> {
+    text.parse()
 }
 
 fn read_input(arg: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Box<RawValue>> {
@@ -1222,6 +1240,9 @@ mod dev {
                 ops
             },
             publishes: true,
+            // SLUICE_INPUT_BUCKETS names buckets of the emulator, whose presigned URLs (on the
+            // loopback AWS_ENDPOINT_URL) the local API checks objects through.
+            references: sluice::config::reference_settings(&sluice::config::ProcessEnv)?,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)

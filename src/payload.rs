@@ -832,6 +832,17 @@ impl Payloads {
         self.download_to_file_with_progress(key, path, |_| {}).await
     }
 
+    /// [`Payloads::download_to_file`] of one version of the object (`None`: the latest), as a
+    /// job that named an object in a versioned bucket recorded it.
+    pub async fn download_version_to_file(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        path: &Path,
+    ) -> Result<u64, PayloadError> {
+        self.download_version(key, version_id, path, |_| {}).await
+    }
+
     /// [`Payloads::download_to_file`], calling `progress` with the bytes written so far at
     /// most once a MiB, and once at the end.
     pub async fn download_to_file_with_progress(
@@ -840,11 +851,22 @@ impl Payloads {
         path: &Path,
         progress: impl Fn(u64) + Send + Sync,
     ) -> Result<u64, PayloadError> {
+        self.download_version(key, None, path, progress).await
+    }
+
+    async fn download_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> Result<u64, PayloadError> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version_id.map(str::to_owned))
             .send()
             .await
             .map_err(|e| classify(key, e))?;

@@ -177,6 +177,8 @@ mod attr {
     pub const INPUT_KEY: &str = "input_key";
     /// The bucket of the job's file, when not the payload bucket.
     pub const INPUT_BUCKET: &str = "input_bucket";
+    /// The S3 version of the job's file, when one was recorded.
+    pub const INPUT_VERSION: &str = "input_version";
     /// A pipeline job's sink: the bucket and the key its outcome is written under.
     pub const SINK_BUCKET: &str = "sink_bucket";
     pub const SINK_BASE: &str = "sink_base";
@@ -1874,6 +1876,13 @@ pub fn to_item(job: &JobRecord) -> Item {
                 .map(s),
         ),
         (
+            attr::INPUT_VERSION,
+            job.input_object
+                .as_ref()
+                .and_then(|o| o.version_id.clone())
+                .map(s),
+        ),
+        (
             attr::INPUT_SIZE,
             job.input_object.as_ref().map(|o| n(o.size)),
         ),
@@ -2014,6 +2023,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
                     .map_err(|_| corrupt("input_size is out of range".into()))?,
                 content_type: text(attr::INPUT_CONTENT_TYPE)
                     .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
+                version_id: text(attr::INPUT_VERSION),
             }),
         },
         result_object: match text(attr::RESULT_KEY) {

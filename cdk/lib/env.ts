@@ -13,6 +13,7 @@ export const ENV = {
   PAYLOAD_BUCKET: 'SLUICE_PAYLOAD_BUCKET',
   MAX_UPLOAD_BYTES: 'SLUICE_MAX_UPLOAD_BYTES',
   UPLOAD_EXPIRY_SECONDS: 'SLUICE_UPLOAD_EXPIRY_SECONDS',
+  INPUT_BUCKETS: 'SLUICE_INPUT_BUCKETS',
   MAX_ATTEMPTS: 'SLUICE_MAX_ATTEMPTS',
   RETENTION_DAYS: 'SLUICE_RETENTION_DAYS',
   CONCURRENCY: 'SLUICE_CONCURRENCY',
@@ -86,6 +87,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.PAYLOAD_BUCKET,
     ENV.MAX_UPLOAD_BYTES,
     ENV.UPLOAD_EXPIRY_SECONDS,
+    ENV.INPUT_BUCKETS,
     ENV.MAX_ATTEMPTS,
     ENV.RETENTION_DAYS,
     ENV.CLUSTER,
@@ -167,6 +169,8 @@ export interface SubmitEnv {
   readonly maxUploadBytes: number;
   /** How long an upload's URLs last, and within which a job must name it. */
   readonly uploadExpirySeconds: number;
+  /** The buckets whose objects jobs may name (`s3://bucket/key`); empty: none. */
+  readonly inputBuckets: readonly string[];
   readonly maxAttempts: number;
   readonly retentionDays: number;
   /** Cluster of the worker service, for the scale-from-zero nudge. */
@@ -286,6 +290,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
     [ENV.MAX_UPLOAD_BYTES]: String(e.maxUploadBytes),
     [ENV.UPLOAD_EXPIRY_SECONDS]: String(e.uploadExpirySeconds),
+    [ENV.INPUT_BUCKETS]: e.inputBuckets.join(','),
     [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.CLUSTER]: e.clusterName,

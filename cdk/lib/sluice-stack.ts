@@ -254,6 +254,16 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly operatorArns?: string[];
   /**
+   * Names of S3 buckets whose objects jobs may name (`s3://bucket/key`), for data that already sits
+   * there: submit gets them as `SLUICE_INPUT_BUCKETS` and accepts an object only through a GET its
+   * caller presigned with its own credentials; the workers' role may read their objects (see
+   * JobApiProps.inputBuckets and WorkersProps.inputBuckets). A bucket of another account must
+   * also allow the workers' role in its bucket policy.
+   *
+   * @default - none: jobs may name no object in S3
+   */
+  readonly inputBuckets?: string[];
+  /**
    * How long a stopping worker drains; below the container's 120 s stop timeout.
    *
    * @default Duration.seconds(90)
@@ -399,6 +409,7 @@ export class SluiceStack extends Stack {
     });
 
     this.workers = new Workers(this, 'Workers', {
+      inputBuckets: props.inputBuckets,
       vpc: this.vpc,
       vpcSubnets: network.subnets,
       assignPublicIp: network.assignPublicIp,
@@ -447,6 +458,7 @@ export class SluiceStack extends Stack {
       table: this.jobTable.table,
       queue: this.jobQueue.queue,
       payloadBucket: this.jobQueue.payloadBucket,
+      inputBuckets: props.inputBuckets,
       workerService: this.workers.service,
       lambdaAssetDir,
       maxAttempts,

@@ -547,3 +547,38 @@ test('an image from a directory inside the repository builds with the repository
   assert.equal(images[0].source.platform, 'linux/arm64');
   assert.deepEqual(images[0].source.dockerBuildArgs, { PIP_INDEX_URL: 'https://pypi.org/simple' });
 });
+
+test('listed input buckets: submit gets their names, the workers read their objects and nothing more', () => {
+  const buckets = ['data-lake', 'raw.images.example'];
+  const { stack, t } = template({ inputBuckets: buckets });
+  const role = stack.workers.taskDefinition.taskRole;
+  const statements = grantsOf(t, role, 's3:GetObjectVersion');
+  const resources = statements.flatMap((s) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource])).map(j);
+  for (const s of statements) {
+    assert.deepEqual([...s.Action].sort(), ['s3:GetObject', 's3:GetObjectVersion']);
+  }
+  assert.deepEqual(
+    resources.sort(),
+    buckets.map((b) => j({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${b}/*`]] })).sort(),
+    'by name: no lookup, the stack stays environment-agnostic',
+  );
+  // Never a write or a delete in them.
+  for (const action of ['s3:PutObject', 's3:DeleteObject', 's3:DeleteObjectVersion']) {
+    for (const g of grantsOf(t, role, action)) {
+      assert.ok(!buckets.some((b) => j(g.Resource).includes(b)), `${action} on ${j(g.Resource)}`);
+    }
+  }
+  const submit = t.toJSON().Resources[logicalId(stack.jobApi.submitFunction)].Properties.Environment.Variables;
+  assert.equal(submit.SLUICE_INPUT_BUCKETS, 'data-lake,raw.images.example');
+  // Without the option: the variable is empty (no references), and no grant.
+  const plain = template();
+  const plainSubmit = plain.t.toJSON().Resources[logicalId(plain.stack.jobApi.submitFunction)].Properties.Environment.Variables;
+  assert.equal(plainSubmit.SLUICE_INPUT_BUCKETS, '');
+  assert.equal(grantsOf(plain.t, plain.stack.workers.taskDefinition.taskRole, 's3:GetObjectVersion').length, 0);
+});
+
+test('input buckets must be bucket names', () => {
+  for (const bad of ['Data', 'ab', 'data_lake', '-data', 'arn:aws:s3:::data', 's3://data']) {
+    assert.throws(() => sluiceStack({ inputBuckets: [bad] }), /inputBuckets must be s3 bucket names/, bad);
+  }
+});

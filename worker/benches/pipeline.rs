@@ -726,6 +726,7 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             uploads: Default::default(),
             operators: Vec::new(),
             publishes: false,
+            references: Default::default(),
         },
     )
 }

@@ -18,6 +18,8 @@ import { maxJobTimeoutSeconds } from '../handler';
 import { grantScalingLease } from '../lease';
 import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
+import { checkInputBucket } from '../validate';
+export { checkInputBucket } from '../validate';
 import { STATUS_FUNCTION_TIMEOUT, SUBMIT_FUNCTION_TIMEOUT } from '../limits';
 
 /** The key prefix of upload records in the jobs table (`src/store.rs`, `upload_item_id`). */
@@ -121,6 +123,15 @@ export interface JobApiProps {
    */
   readonly operators?: string[];
   /**
+   * Names of the S3 buckets whose objects jobs may name (`"input_file": {"s3": "s3://bucket/key",
+   * "presigned_url": …}`), for data that already sits there: submit gets them as
+   * `SLUICE_INPUT_BUCKETS` and accepts an object only through a GET the caller presigned with its
+   * own credentials. Grant the workers read access too (WorkersProps.inputBuckets).
+   *
+   * @default - none: jobs may name no object in S3
+   */
+  readonly inputBuckets?: string[];
+  /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
    * @default - IAM authorization on every route
@@ -216,6 +227,7 @@ export class JobApi extends Construct {
     }
     pinnedSessionRoleArns.forEach(checkPinnedSessionRole);
     const operatorArns = (props.operators ?? []).map(checkOperator);
+    const inputBuckets = (props.inputBuckets ?? []).map(checkInputBucket);
     const maxUploadBytes = props.maxUploadBytes ?? MAX_OBJECT_BYTES;
     if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1 || maxUploadBytes > MAX_OBJECT_BYTES) {
       throw new Error(`maxUploadBytes must be a whole number from 1 to ${MAX_OBJECT_BYTES} (5 TiB), got ${maxUploadBytes}`);
@@ -242,6 +254,7 @@ export class JobApi extends Construct {
         payloadBucket: props.payloadBucket.bucketName,
         maxUploadBytes,
         uploadExpirySeconds,
+        inputBuckets,
         maxAttempts,
         retentionDays,
         clusterName: props.workerService.cluster.clusterName,

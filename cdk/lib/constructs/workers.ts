@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
+import { Aws, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -12,7 +12,7 @@ import { Construct } from 'constructs';
 import { workerEnv } from '../env';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
-import { wholeSeconds } from '../validate';
+import { checkInputBucket, wholeSeconds } from '../validate';
 import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
 import { desiredCount } from '../deploy-helper';
 import { REPO_ROOT } from '../policy';
@@ -294,6 +294,14 @@ export interface WorkersProps {
    * @default - no file system
    */
   readonly modelFileSystem?: ModelFileSystem;
+  /**
+   * Names of the S3 buckets whose objects jobs may name (JobApiProps.inputBuckets): the task role
+   * may read any object in them (`s3:GetObject`, `s3:GetObjectVersion` for a job that recorded a
+   * version), by name, without a lookup. It never writes or deletes there.
+   *
+   * @default - none
+   */
+  readonly inputBuckets?: string[];
   /**
    * Grace period before failed health checks count (model loading), at most 300 s (ECS's limit).
    *
@@ -736,6 +744,22 @@ export class Workers extends Construct {
       'the wildcard is the uploaded file of any job: the worker reads the object its job names, which submit checked ' +
         'belongs to the job\'s owner',
     );
+    // The objects jobs name in the listed buckets (submit checked each with a GET the caller
+    // presigned), read only, any version a job recorded.
+    for (const bucket of (props.inputBuckets ?? []).map(checkInputBucket)) {
+      iam.Grant.addToPrincipal({
+        grantee: taskRole,
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resourceArns: [`arn:${Aws.PARTITION}:s3:::${bucket}/*`],
+      });
+      acknowledge(
+        taskRole,
+        `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${bucket}/*]`,
+        `the wildcard is any object of ${bucket}, a bucket the deployment lists for jobs to name objects in: the ` +
+          'worker reads the object its job names, which submit checked its caller may read (a GET the caller ' +
+          'presigned with its own credentials)',
+      );
+    }
     // Scale-in protection through the ECS agent endpoint: only tasks of this cluster.
     const stack = Stack.of(this);
     iam.Grant.addToPrincipal({
