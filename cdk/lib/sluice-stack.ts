@@ -527,6 +527,10 @@ export class SluiceStack extends Stack {
         ...(this.pipeline === undefined ? {} : { ingest: this.pipeline.function }),
       },
       pipelineDeadLetterQueue: this.pipeline?.eventsDeadLetterQueue,
+      eventTopics:
+        this.events?.successTopic === undefined || this.events.errorTopic === undefined
+          ? undefined
+          : { Success: this.events.successTopic, Error: this.events.errorTopic },
       alarmEmail: props.alarmEmail,
       workerService: this.workers.service,
     });

@@ -136,6 +136,21 @@ test('topics: the workers and the backlog function may publish to exactly the tw
   }
 });
 
+test('topics: the dashboard shows each topic\'s failed deliveries, and no graph without topics', () => {
+  const { stack, t } = withEvents({ topics: true });
+  const e = stack.events!;
+  const body = j(t.toJSON().Resources[logicalId(stack.observability.dashboard)].Properties.DashboardBody);
+  assert.ok(body.includes('NumberOfNotificationsFailed'), body);
+  assert.ok(body.includes('NumberOfMessagesPublished'), body);
+  for (const topic of [e.successTopic!, e.errorTopic!]) {
+    assert.ok(body.includes(j({ 'Fn::GetAtt': [logicalId(topic), 'TopicName'] })), logicalId(topic));
+  }
+  for (const none of [withEvents(), withEvents({ eventBus: 'default' })]) {
+    const text = j(none.t.toJSON().Resources[logicalId(none.stack.observability.dashboard)].Properties.DashboardBody);
+    assert.equal(text.includes('NumberOfNotificationsFailed'), false);
+  }
+});
+
 test('eventBus default: the default bus of the stack\'s account and region, by arn, in the grant and the variable', () => {
   const { stack, t } = withEvents({ eventBus: 'default' });
   // No topic but the alarm topic.
