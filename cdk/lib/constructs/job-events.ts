@@ -26,7 +26,7 @@ export interface EventsOptions {
    * `Job Failed`, `Job Cancelled` or `Job Expired`: `'default'` (the account's default bus in the
    * stack's region), the name of a bus of the stack's account and region, or a bus's ARN (in the
    * stack's region; a bus of another account must let this account put events on it). The bus is
-   * not created: it must exist.
+   * not created: it must exist. A token (another construct's attribute) is taken as a name.
    *
    * @default - no bus
    */
@@ -78,11 +78,11 @@ export class JobEvents extends Construct {
     }
 
     if (topics) {
-      // The AWS managed key: the publishers are this stack's roles, which SNS lets use it with
-      // no key grant, and SNS delivers to SQS, Lambda, e-mail and HTTPS subscribers decrypted.
-      // It costs nothing at rest, where a key of the stack costs a dollar a month. Only AWS
-      // services publishing (CloudWatch alarms, EventBridge rules) would need a key of the
-      // stack, as the alarm topic has.
+      // The AWS managed key: the publishers are this stack's roles, which may use it through SNS
+      // (see grantPublish), and SNS delivers to SQS, Lambda, e-mail and HTTPS subscribers
+      // decrypted. It costs nothing at rest, where a key of the stack costs a dollar a month.
+      // Only AWS services publishing (CloudWatch alarms, EventBridge rules) would need a key of
+      // the stack, as the alarm topic has.
       const key = kms.Alias.fromAliasName(this, 'TopicKey', 'alias/aws/sns');
       this.successTopic = new sns.Topic(this, 'SuccessTopic', { masterKey: key, enforceSSL: true });
       this.errorTopic = new sns.Topic(this, 'ErrorTopic', { masterKey: key, enforceSSL: true });
