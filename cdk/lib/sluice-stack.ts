@@ -10,6 +10,7 @@ import { CpuArchitecture } from './capacity';
 import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
 import { JobApi, JwtAuthorization, checkPinnedSessionRole } from './constructs/job-api';
+import { EventsOptions, JobEvents } from './constructs/job-events';
 import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
@@ -332,6 +333,15 @@ export interface SluiceStackProps extends StackProps {
    * @default - none
    */
   readonly pipeline?: PipelineOptions;
+  /**
+   * Publish every job's end: to a success topic and an error topic the stack makes
+   * (`{ topics: true }`, as SageMaker Asynchronous Inference does), to an EventBridge bus of the
+   * account (`{ eventBus: 'default' }`, a bus name or ARN), or both (see {@link EventsOptions}).
+   * The workers and the backlog function publish; submit and ingest mark the jobs they accept.
+   *
+   * @default - none: no topic is made, nothing is published
+   */
+  readonly events?: EventsOptions;
 }
 
 /** The file beside a Dockerfile that holds a job input its handler accepts. */
@@ -362,6 +372,8 @@ export class SluiceStack extends Stack {
   public readonly observability: Observability;
   /** The S3 pipeline, with the `pipeline` option. */
   public readonly pipeline?: Pipeline;
+  /** Where every job's end is published, with the `events` option. */
+  public readonly events?: JobEvents;
 
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
@@ -402,6 +414,7 @@ export class SluiceStack extends Stack {
     this.vpc = network.vpc;
 
     this.jobTable = new JobTable(this, 'JobTable');
+    this.events = props.events === undefined ? undefined : new JobEvents(this, 'Events', props.events);
     this.jobQueue = new JobQueue(this, 'JobQueue', {
       maxReceiveCount,
       leaseDuration: props.leaseDuration,
@@ -440,6 +453,7 @@ export class SluiceStack extends Stack {
           : { ...props.gpu, maxInstances: props.gpu.maxInstances ?? props.maxTasks ?? policy.maxTasks },
       logRetention,
       logRemovalPolicy,
+      events: this.events,
       modelFileSystem:
         props.modelFileSystem === undefined
           ? undefined
@@ -474,6 +488,7 @@ export class SluiceStack extends Stack {
       throttleBurstLimit: props.apiBurstLimit,
       logRetention,
       logRemovalPolicy,
+      events: this.events,
     });
 
     this.scaling = new BacklogScaling(this, 'BacklogScaling', {
@@ -490,6 +505,7 @@ export class SluiceStack extends Stack {
       nudgers: [this.jobApi.submitFunction],
       reservedConcurrency: reserved,
       logRetention,
+      events: this.events,
     });
 
     if (props.pipeline !== undefined) {
@@ -507,6 +523,7 @@ export class SluiceStack extends Stack {
         retentionDays,
         logRetention,
         logRemovalPolicy,
+        events: this.events,
       });
     }
 
@@ -522,6 +539,10 @@ export class SluiceStack extends Stack {
         ...(this.pipeline === undefined ? {} : { ingest: this.pipeline.function }),
       },
       pipelineDeadLetterQueue: this.pipeline?.eventsDeadLetterQueue,
+      eventTopics:
+        this.events?.successTopic === undefined || this.events.errorTopic === undefined
+          ? undefined
+          : { Success: this.events.successTopic, Error: this.events.errorTopic },
       alarmEmail: props.alarmEmail,
       workerService: this.workers.service,
     });
@@ -574,6 +595,24 @@ export class SluiceStack extends Stack {
         description: `Objects put under ${this.pipeline.inputPrefix} become jobs; outcomes land under ${this.pipeline.outputPrefix}`,
       });
       new CfnOutput(this, 'PipelineDeadLetterQueueUrl', { value: this.pipeline.eventsDeadLetterQueue.queueUrl });
+    }
+    if (this.events?.successTopic !== undefined) {
+      new CfnOutput(this, 'SuccessTopicArn', {
+        value: this.events.successTopic.topicArn,
+        description: 'Every job that SUCCEEDED is published here: subscribe a queue, a function or an address',
+      });
+    }
+    if (this.events?.errorTopic !== undefined) {
+      new CfnOutput(this, 'ErrorTopicArn', {
+        value: this.events.errorTopic.topicArn,
+        description: 'Every job that ended FAILED, CANCELLED or EXPIRED is published here',
+      });
+    }
+    if (this.events?.eventBus !== undefined) {
+      new CfnOutput(this, 'EventBusArn', {
+        value: this.events.eventBus.eventBusArn,
+        description: 'Every job\'s end is put on this bus as source sluice: match it with a rule on {"source": ["sluice"]}',
+      });
     }
     const smokeInput = props.smokeInput ?? defaultSmokeInput(props.workerImage, props.workerHandler);
     if (smokeInput !== undefined) {

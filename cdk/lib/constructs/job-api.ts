@@ -12,6 +12,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
+import { JobEvents } from './job-events';
 import { Construct } from 'constructs';
 import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
@@ -164,6 +165,13 @@ export interface JobApiProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * The topics and bus every job's end is published to: submit marks each job it accepts as one
+   * to publish (it publishes nothing itself, and gets no grant).
+   *
+   * @default - none
+   */
+  readonly events?: JobEvents;
 }
 
 /**
@@ -262,6 +270,7 @@ export class JobApi extends Construct {
         maxJobTimeoutSeconds: maxJobTimeout,
         ownerScope,
         pinnedSessionRoleArns,
+        events: props.events?.env,
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling

@@ -10,6 +10,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
 import { Construct } from 'constructs';
 import { workerEnv } from '../env';
+import { JobEvents } from './job-events';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
 import { checkInputBucket, wholeSeconds } from '../validate';
@@ -320,6 +321,13 @@ export interface WorkersProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * The topics and bus every job's end is published to: the workers' outbox publishes the ends
+   * it announces (granted here).
+   *
+   * @default - none: no job's end is published
+   */
+  readonly events?: JobEvents;
 }
 
 /** Fargate CPU units → allowed memory (MiB). */
@@ -576,6 +584,7 @@ export class Workers extends Construct {
         jobTimeoutSeconds,
         maxJobTimeoutSeconds,
         metricNamespace: props.metricNamespace ?? 'Sluice',
+        events: props.events?.env,
       }),
       stopTimeout,
       healthCheck: {
@@ -718,6 +727,8 @@ export class Workers extends Construct {
     // PutItem: retiring the id of a message whose record never came (an orphan), so that no
     // record can come after its message is deleted.
     JobTable.grantItems(props.table, taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem');
+    // The outbox publishes each end it announces to the topics and the bus, and only there.
+    props.events?.grantPublish(taskRole);
     // A job's uploaded file, read only: every upload lies under uploads/.
     taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [props.payloadBucket.arnForObjects('uploads/*')] }),
