@@ -183,6 +183,12 @@ pub fn new_idempotency_key() -> String {
 const RETRY_TIMES: usize = 5;
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(8);
+/// How long the client keeps asking to complete a multipart upload while the answers are worth
+/// another try: S3 may take minutes to join the parts of a large file, and API Gateway answers
+/// 504 after 30 s while the join goes on. Each try finds the file joined, or joins it.
+pub const COMPLETE_PATIENCE: Duration = Duration::from_secs(15 * 60);
+/// The longest pause between two of those tries.
+const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl ClientError {
     /// Whether trying the same request again may succeed: the network failed, or the API answered
@@ -412,13 +418,28 @@ impl Client {
     ) -> Result<UploadView, ClientError> {
         let body = serde_json::to_string(&CompleteRequest { parts })
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.send_retrying(|| {
-            self.http
-                .post(format!("{}/uploads/{upload_id}/complete", self.base))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        })
-        .await
+        use backon::Retryable;
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(COMPLETE_RETRY_MAX)
+            .without_max_times()
+            .with_total_delay(Some(COMPLETE_PATIENCE))
+            .with_jitter();
+        let request = || {
+            self.send(
+                self.http
+                    .post(format!("{}/uploads/{upload_id}/complete", self.base))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+            )
+        };
+        request
+            .retry(backoff)
+            .when(ClientError::is_retryable)
+            .notify(|e, pause| {
+                tracing::warn!(error = %e, ?pause, "the upload's completion did not answer; asking again")
+            })
+            .await
     }
 
     /// Uploads the file at `path`: asks for an upload, sends the file to its presigned URL (or
