@@ -302,6 +302,7 @@ export class Observability extends Construct {
               b(BacklogMetricName.NEEDED_TASKS, cloudwatch.Stats.MAXIMUM, 'Needed'),
               b(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM, 'Desired'),
               b(BacklogMetricName.RUNNING_TASKS, cloudwatch.Stats.MAXIMUM, 'Running'),
+              b(BacklogMetricName.PENDING_TASKS, cloudwatch.Stats.MAXIMUM, 'Pending'),
               b(BacklogMetricName.BACKLOG_WITHOUT_CAPACITY, cloudwatch.Stats.MAXIMUM, 'Backlog without capacity'),
             ],
           }),
