@@ -107,6 +107,13 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly taskMemoryMiB?: number;
   /**
+   * Worker task ephemeral storage (GiB, 21 to 200): room for the files of the jobs a task runs at
+   * once.
+   *
+   * @default 20
+   */
+  readonly taskStorageGiB?: number;
+  /**
    * Jobs one worker runs at once (`SLUICE_CONCURRENCY`). It must equal the scaling policy's
    * `jobs_per_task`, from which the scaling targets are computed: a different value fails synth
    * (set `jobs_per_task` in the policy file to the worker's concurrency).
@@ -435,6 +442,7 @@ export class SluiceStack extends Stack {
       image: props.workerImage,
       cpu: props.taskCpu,
       memoryLimitMiB: props.taskMemoryMiB,
+      ephemeralStorageGiB: props.taskStorageGiB,
       concurrency,
       maxTaskAge: props.maxTaskAge,
       retentionDays,

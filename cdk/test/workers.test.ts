@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Duration } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { Match } from 'aws-cdk-lib/assertions';
 import { validateFargateSize } from '../lib/constructs/workers';
 import { READS, withoutEvents, workerReads } from '../lib/env';
@@ -40,6 +41,27 @@ test('the task runs on linux/arm64 with the configured size', () => {
     Memory: '8192',
     RuntimePlatform: { CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' },
   });
+});
+
+test('a task keeps fargate\'s 20 gib of storage unless told, and takes 21 to 200', () => {
+  const { t } = template();
+  const [def] = Object.values(t.findResources('AWS::ECS::TaskDefinition'));
+  assert.equal(def.Properties.EphemeralStorage, undefined);
+  template({ taskStorageGiB: 100 }).t.hasResourceProperties('AWS::ECS::TaskDefinition', {
+    EphemeralStorage: { SizeInGiB: 100 },
+  });
+  for (const bad of [20, 201, 50.5]) {
+    assert.throws(() => sluiceStack({ taskStorageGiB: bad }), /task storage must be a whole number of GiB from 21 to 200/);
+  }
+  assert.throws(
+    () =>
+      sluiceStack({
+        taskStorageGiB: 100,
+        gpu: { instanceTypes: [new ec2.InstanceType('g5.xlarge')] },
+        workerHandler: { mode: 'process', command: ['python3', '/app/handler.py'] },
+      }),
+    /Fargate workers only/,
+  );
 });
 
 test('the service leaves the desired count to scaling', () => {

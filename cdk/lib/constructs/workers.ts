@@ -192,6 +192,14 @@ export interface WorkersProps {
    */
   readonly memoryLimitMiB?: number;
   /**
+   * Fargate ephemeral storage of a task, in GiB (21 to 200): a job's file and its outputs sit on it
+   * while the job runs (`concurrency` jobs at once), so jobs of several GB each need more than the
+   * default. Fargate only: GPU instances use their own volume.
+   *
+   * @default 20 GiB, Fargate's own default
+   */
+  readonly ephemeralStorageGiB?: number;
+  /**
    * Jobs one worker runs at once. Keep it equal to the scaling policy's `jobs_per_task` (the stack
    * does), or the service scales for a fleet it does not have.
    *
@@ -427,6 +435,15 @@ export class Workers extends Construct {
         throw new Error(`task memory must be an integer of at least 512 MiB on gpu instances, got ${memoryLimitMiB}`);
       }
     }
+    const storage = props.ephemeralStorageGiB;
+    if (storage !== undefined) {
+      if (gpu !== undefined) {
+        throw new Error('task storage applies to Fargate workers only: GPU workers use their instances\' volumes');
+      }
+      if (!Number.isInteger(storage) || storage < 21 || storage > 200) {
+        throw new Error(`task storage must be a whole number of GiB from 21 to 200 (Fargate's range; 20 is the default), got ${storage}`);
+      }
+    }
     const gpusPerTask = gpu?.gpusPerTask ?? 1;
     if (gpu !== undefined && (!Number.isInteger(gpusPerTask) || gpusPerTask < 1 || gpusPerTask > 16)) {
       throw new Error(`gpusPerTask must be an integer from 1 to 16, got ${gpusPerTask}`);
@@ -529,6 +546,7 @@ export class Workers extends Construct {
         ? new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
             cpu,
             memoryLimitMiB,
+            ephemeralStorageGiB: storage,
             runtimePlatform: {
               cpuArchitecture: this.capacity.cpuArchitecture,
               operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
