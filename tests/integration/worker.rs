@@ -449,6 +449,32 @@ async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
     );
 }
 
+/// The chaos run's model server as w1's, on a free loopback port, writing the run ledger at
+/// `ledger` (made empty) and looking for a closed connection every `hangup_poll_ms`; and its URL.
+fn ledger_model_server(
+    ledger: &std::path::Path,
+    hangup_poll_ms: u32,
+) -> (std::process::Child, String) {
+    std::fs::write(ledger, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/fixtures/chaos_model_server.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(port.to_string())
+        .env("CHAOS_LOG", ledger)
+        .env("CHAOS_WORKER", "w1")
+        .env("CHAOS_HANGUP_POLL_MS", hangup_poll_ms.to_string())
+        .spawn()
+        .unwrap();
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
 /// A job stopped at its time limit and retried (`on_timeout: retry`) starts its next attempt
 /// only once the model server has had its moment to notice the closed connection: never beside
 /// the run it is still finishing.
@@ -456,25 +482,8 @@ async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
 async fn a_job_timed_out_in_http_mode_is_retried_only_after_the_server_could_stop() {
     let s = Stack::new("http_timeout_retry").await;
     let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
-    std::fs::write(&ledger, "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A server that looks for a closed connection 4 s into a run, and every 4 s after.
-    let mut server = std::process::Command::new("python3")
-        .arg(format!(
-            "{}/tests/fixtures/chaos_model_server.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(port.to_string())
-        .env("CHAOS_LOG", &ledger)
-        .env("CHAOS_WORKER", "w1")
-        .env("CHAOS_HANGUP_POLL_MS", "4000")
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut server, url) = ledger_model_server(&ledger, 4000);
     let _w1 = s.worker(
         "w1",
         &[
@@ -534,25 +543,8 @@ async fn a_job_timed_out_in_http_mode_is_retried_only_after_the_server_could_sto
 async fn a_job_released_in_http_mode_starts_elsewhere_only_after_the_server_could_stop() {
     let s = Stack::new("http_release").await;
     let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
-    std::fs::write(&ledger, "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A server that looks for a closed connection every 3 s.
-    let mut server = std::process::Command::new("python3")
-        .arg(format!(
-            "{}/tests/fixtures/chaos_model_server.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(port.to_string())
-        .env("CHAOS_LOG", &ledger)
-        .env("CHAOS_WORKER", "w1")
-        .env("CHAOS_HANGUP_POLL_MS", "3000")
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut server, url) = ledger_model_server(&ledger, 3000);
     let w1 = s.worker(
         "w1",
         &[
