@@ -67,7 +67,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: setup lint build python-test cdk-test docker-context-check
-	target/debug/sluice simulate --grid short
+	"$${CARGO_TARGET_DIR:-target}/debug/sluice" simulate --grid short
 	cargo test --workspace
 
 # The scaling policy over the full grid of workloads (scaling/README.md): one line per case and a

@@ -39,6 +39,11 @@ pub struct BacklogConfig {
     pub webhook_policy: crate::webhook::TargetPolicy,
     /// The payload bucket, whose output files pipeline jobs' sinks get copies of.
     pub payload_bucket: Option<String>,
+    /// The SNS topics and EventBridge bus the ends of the jobs marked so are published to.
+    pub events: crate::events::EventTargets,
+    /// Days a finished job's record is kept: a pending announcement keeps it that long past its
+    /// next attempt.
+    pub retention: Duration,
 }
 
 /// Where the reconciler looks.
@@ -81,6 +86,9 @@ impl BacklogConfig {
             webhook_policy: crate::config::webhook_policy(src)?,
             table_name: src.get(env::TABLE_NAME),
             payload_bucket: src.get(env::PAYLOAD_BUCKET),
+            events: crate::config::event_targets(src)?,
+            retention: Duration::from_secs(86_400)
+                * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             dead_letters: match src.get(env::DLQ_URL) {
                 None => None,
                 Some(dlq_url) => Some(DeadLetterConfig {

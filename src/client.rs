@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{CompleteRequest, CompletedPartRef, ErrorBody, JobView, UploadView, MAX_WAIT};
 use crate::pipeline::{PauseRequest, PipelineView};
+use crate::reference::S3Name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,6 +50,25 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How long the GET [`Client::submit_object`] presigns lasts: the API uses it once, at submit.
+pub const REFERENCE_URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// A GET of the object `name` presigned with the caller's credentials from the SDK's default
+/// chain (and its endpoint: the emulator's on the local stack, path style).
+pub async fn presign_get(name: &S3Name, lifetime: Duration) -> Result<String, ClientError> {
+    let aws = crate::aws::load().await;
+    crate::payload::Payloads::from_sdk(&aws, name.bucket.as_str())
+        .presigned_get(&name.key, lifetime)
+        .await
+        .map(|p| p.url)
+        .map_err(|e| {
+            ClientError::Signing(format!(
+                "cannot presign a GET of {name}: {}",
+                crate::aws::DisplayErrorContext(&e)
+            ))
+        })
 }
 
 /// Signs requests with AWS Signature Version 4 for API Gateway's IAM authorization, with
@@ -163,6 +183,12 @@ pub fn new_idempotency_key() -> String {
 const RETRY_TIMES: usize = 5;
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(8);
+/// How long the client keeps asking to complete a multipart upload while the answers are worth
+/// another try: S3 may take minutes to join the parts of a large file, and API Gateway answers
+/// 504 after 30 s while the join goes on. Each try finds the file joined, or joins it.
+pub const COMPLETE_PATIENCE: Duration = Duration::from_secs(15 * 60);
+/// The longest pause between two of those tries.
+const COMPLETE_RETRY_MAX: Duration = Duration::from_secs(15);
 
 impl ClientError {
     /// Whether trying the same request again may succeed: the network failed, or the API answered
@@ -311,7 +337,44 @@ impl Client {
         input: Option<&RawValue>,
         opts: &SubmitOptions,
     ) -> Result<JobView, ClientError> {
-        let mut body = serde_json::json!({ "input_file": { "upload_id": upload_id } });
+        let file = serde_json::json!({ "upload_id": upload_id });
+        self.submit_with_file(file, input, opts).await
+    }
+
+    /// Submits a job that reads the object `name`, already in S3 in a bucket the deployment
+    /// lists, as its file: a GET of it is presigned for [`REFERENCE_URL_LIFETIME`] with the
+    /// caller's own credentials (the SDK's default chain, which the API checks the object with),
+    /// then sent with the job ([`Client::submit_s3`]).
+    pub async fn submit_object(
+        &self,
+        name: &S3Name,
+        input: Option<&RawValue>,
+        opts: &SubmitOptions,
+    ) -> Result<JobView, ClientError> {
+        let url = presign_get(name, REFERENCE_URL_LIFETIME).await?;
+        self.submit_s3(name, &url, input, opts).await
+    }
+
+    /// Submits a job that reads the object `name` as its file, with `presigned_url`, a GET of
+    /// it presigned with credentials that may read it.
+    pub async fn submit_s3(
+        &self,
+        name: &S3Name,
+        presigned_url: &str,
+        input: Option<&RawValue>,
+        opts: &SubmitOptions,
+    ) -> Result<JobView, ClientError> {
+        let file = serde_json::json!({ "s3": name.to_string(), "presigned_url": presigned_url });
+        self.submit_with_file(file, input, opts).await
+    }
+
+    async fn submit_with_file(
+        &self,
+        file: serde_json::Value,
+        input: Option<&RawValue>,
+        opts: &SubmitOptions,
+    ) -> Result<JobView, ClientError> {
+        let mut body = serde_json::json!({ "input_file": file });
         if let Some(input) = input {
             body["input"] = serde_json::from_str(input.get())
                 .map_err(|e| ClientError::Decode(e.to_string()))?;
@@ -355,13 +418,28 @@ impl Client {
     ) -> Result<UploadView, ClientError> {
         let body = serde_json::to_string(&CompleteRequest { parts })
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.send_retrying(|| {
-            self.http
-                .post(format!("{}/uploads/{upload_id}/complete", self.base))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        })
-        .await
+        use backon::Retryable;
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(COMPLETE_RETRY_MAX)
+            .without_max_times()
+            .with_total_delay(Some(COMPLETE_PATIENCE))
+            .with_jitter();
+        let request = || {
+            self.send(
+                self.http
+                    .post(format!("{}/uploads/{upload_id}/complete", self.base))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+            )
+        };
+        request
+            .retry(backoff)
+            .when(ClientError::is_retryable)
+            .notify(|e, pause| {
+                tracing::warn!(error = %e, ?pause, "the upload's completion did not answer; asking again")
+            })
+            .await
     }
 
     /// Uploads the file at `path`: asks for an upload, sends the file to its presigned URL (or

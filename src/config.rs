@@ -113,6 +113,43 @@ pub struct ApiConfig {
     pub uploads: UploadSettings,
     /// Who may pause and resume the pipeline (`SLUICE_OPERATORS`); empty: nobody.
     pub operators: Vec<crate::api::Operator>,
+    /// Whether the deployment publishes the ends of the jobs it accepts (it names an SNS topic
+    /// or an EventBridge bus): each job is marked so when it is accepted.
+    pub publishes: bool,
+    /// Which objects already in S3 jobs may name.
+    pub references: ReferenceSettings,
+}
+
+/// The settings of jobs that name objects already in S3 (`s3://bucket/key`).
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceSettings {
+    /// The buckets jobs may name objects of (`SLUICE_INPUT_BUCKETS`); empty: none.
+    pub buckets: crate::reference::InputBuckets,
+    /// The local emulator's S3 endpoint, whose presigned URLs are accepted beside S3's own:
+    /// `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` when on a loopback address; else `None`.
+    pub emulator: Option<crate::reference::Emulator>,
+}
+
+/// The SDK's endpoint overrides, read to recognise the local emulator's presigned URLs.
+const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
+
+/// `SLUICE_INPUT_BUCKETS`, and the emulator a loopback `AWS_ENDPOINT_URL(_S3)` names.
+pub fn reference_settings(src: &(impl Source + ?Sized)) -> Result<ReferenceSettings, ConfigError> {
+    let buckets = match src.get(env::INPUT_BUCKETS) {
+        None => Default::default(),
+        Some(list) => {
+            crate::reference::InputBuckets::parse(&list).map_err(|reason| ConfigError::Invalid {
+                name: env::INPUT_BUCKETS,
+                value: list.clone(),
+                reason: format!("{reason}; expected comma-separated bucket names"),
+            })?
+        }
+    };
+    let emulator = ENDPOINT_VARS
+        .iter()
+        .find_map(|v| src.get(v))
+        .and_then(|e| crate::reference::Emulator::from_endpoint(&e));
+    Ok(ReferenceSettings { buckets, emulator })
 }
 
 /// The settings of `POST /uploads`.
@@ -224,6 +261,34 @@ pub fn max_job_timeout(src: &(impl Source + ?Sized)) -> Result<Duration, ConfigE
     seconds_or(src, env::MAX_JOB_TIMEOUT_SECONDS, cap, 1..=cap)
 }
 
+/// The SNS topics and EventBridge bus the ends of jobs are published to
+/// (`SLUICE_SUCCESS_TOPIC_ARN`, `SLUICE_ERROR_TOPIC_ARN`, `SLUICE_EVENT_BUS`).
+pub fn event_targets(
+    src: &(impl Source + ?Sized),
+) -> Result<crate::events::EventTargets, ConfigError> {
+    use crate::events::TargetError;
+    crate::events::EventTargets::from_lookup(|name| src.get(name)).map_err(|e| {
+        let reason = match &e {
+            TargetError::Topic { .. } => {
+                "give an SNS topic's ARN: arn:aws:sns:<region>:<account>:<topic>"
+            }
+            TargetError::Bus { .. } => {
+                "give an EventBridge bus's name (1 to 256 of A-Z a-z 0-9 . _ -) or ARN \
+                 (arn:aws:events:<region>:<account>:event-bus/<name>)"
+            }
+        };
+        match e {
+            TargetError::Topic { var, value } | TargetError::Bus { var, value } => {
+                ConfigError::Invalid {
+                    name: var,
+                    value,
+                    reason: reason.into(),
+                }
+            }
+        }
+    })
+}
+
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&ProcessEnv)
@@ -241,6 +306,8 @@ impl ApiConfig {
             webhook_policy: webhook_policy(src)?,
             uploads: upload_settings(src)?,
             operators: operators(src)?,
+            publishes: event_targets(src)?.any(),
+            references: reference_settings(src)?,
             workers: match (src.get(env::CLUSTER), src.get(env::SERVICE)) {
                 (Some(c), Some(s)) => Some((c, s)),
                 (None, None) => None,
@@ -349,6 +416,20 @@ mod tests {
                 None,
             ),
             (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_INPUT_BUCKETS", "data-lake,Raw_Images"),
+                ],
+                Some("SLUICE_INPUT_BUCKETS=\"data-lake,Raw_Images\" is not valid: \"Raw_Images\" is not an S3 bucket name"),
+            ),
+            (
+                &[
+                    ("SLUICE_TABLE_NAME", "jobs"),
+                    ("SLUICE_INPUT_BUCKETS", "data-lake, raw.images"),
+                ],
+                None,
+            ),
+            (
                 &[("SLUICE_TABLE_NAME", "jobs"), ("SLUICE_CLUSTER", "c")],
                 Some("SLUICE_SERVICE is not set; set it with SLUICE_CLUSTER"),
             ),
@@ -371,6 +452,18 @@ mod tests {
         assert_eq!(c.queue_url, None);
         assert_eq!(c.max_job_timeout, crate::job::MAX_JOB_TIMEOUT);
         assert_eq!(c.webhook_policy, crate::webhook::TargetPolicy::DEPLOYED);
+        assert!(c.references.buckets.is_empty() && c.references.emulator.is_none());
+        for (endpoint, emulator) in [
+            ("http://127.0.0.1:4566", true),
+            ("https://s3.vpce.example.com", false),
+        ] {
+            let vars = [
+                ("SLUICE_TABLE_NAME", "jobs"),
+                ("AWS_ENDPOINT_URL", endpoint),
+            ];
+            let c = ApiConfig::from_source(&vars[..]).unwrap();
+            assert_eq!(c.references.emulator.is_some(), emulator, "{endpoint}");
+        }
         for (value, want) in [
             ("true", Ok(crate::webhook::TargetPolicy::LOCAL_STACK)),
             ("false", Ok(crate::webhook::TargetPolicy::DEPLOYED)),

@@ -23,6 +23,12 @@ pub const MAX_UPLOAD_BYTES: &str = "SLUICE_MAX_UPLOAD_BYTES";
 /// Seconds an upload's presigned URLs stay valid and within which a job must reference it
 /// (default 3600, at most 7 days: SigV4's limit). Read by: submit, local API.
 pub const UPLOAD_EXPIRY_SECONDS: &str = "SLUICE_UPLOAD_EXPIRY_SECONDS";
+/// Comma-separated names of the S3 buckets whose objects jobs may name (`"input_file": {"s3":
+/// "s3://bucket/key", "presigned_url": …}`), for data that already sits there; the caller proves
+/// it may read the object with a GET presigned by its own credentials, and the worker reads it
+/// with its role (the CDK app's `inputBuckets` grants it). Unset: jobs may name no such object.
+/// Read by: submit, local API.
+pub const INPUT_BUCKETS: &str = "SLUICE_INPUT_BUCKETS";
 
 /// Attempts a job gets before it ends `FAILED` (default 3). Read by: submit, ingest, local API.
 pub const MAX_ATTEMPTS: &str = "SLUICE_MAX_ATTEMPTS";
@@ -105,6 +111,16 @@ pub const OPERATORS: &str = "SLUICE_OPERATORS";
 /// over https to public addresses only, checked at submit and again at each send.
 /// Read by: submit, worker, backlog, local API.
 pub const WEBHOOK_ALLOW_LOOPBACK: &str = "SLUICE_WEBHOOK_ALLOW_LOOPBACK";
+/// ARN of the SNS topic every job that `SUCCEEDED` is published to (unset: none).
+/// Read by: submit, ingest, local API (which mark the jobs they accept), worker, backlog (which
+/// publish).
+pub const SUCCESS_TOPIC_ARN: &str = "SLUICE_SUCCESS_TOPIC_ARN";
+/// ARN of the SNS topic every job that ended otherwise (`FAILED`, `CANCELLED`, `EXPIRED`) is
+/// published to (unset: none). Read by: submit, ingest, local API, worker, backlog.
+pub const ERROR_TOPIC_ARN: &str = "SLUICE_ERROR_TOPIC_ARN";
+/// Name or ARN of the EventBridge bus every job's end is put on, as source `sluice` (unset:
+/// none). Read by: submit, ingest, local API, worker, backlog.
+pub const EVENT_BUS: &str = "SLUICE_EVENT_BUS";
 /// Address the local API server listens on (default `127.0.0.1:8080`). Read by: local API.
 pub const LISTEN_ADDR: &str = "SLUICE_LISTEN_ADDR";
 
@@ -141,6 +157,7 @@ pub const ALL: &[&str] = &[
     PAYLOAD_BUCKET,
     MAX_UPLOAD_BYTES,
     UPLOAD_EXPIRY_SECONDS,
+    INPUT_BUCKETS,
     MAX_ATTEMPTS,
     RETENTION_DAYS,
     CONCURRENCY,
@@ -166,6 +183,9 @@ pub const ALL: &[&str] = &[
     PINNED_SESSION_ROLES,
     OPERATORS,
     WEBHOOK_ALLOW_LOOPBACK,
+    SUCCESS_TOPIC_ARN,
+    ERROR_TOPIC_ARN,
+    EVENT_BUS,
     LISTEN_ADDR,
     DLQ_URL,
     CLUSTER,

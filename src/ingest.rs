@@ -92,6 +92,8 @@ pub struct IngestConfig {
     pub table_name: String,
     pub queue_url: String,
     pub pipeline: PipelineConfig,
+    /// Whether the deployment publishes the ends of jobs: the jobs made are marked so.
+    pub publishes: bool,
 }
 
 impl IngestConfig {
@@ -112,6 +114,7 @@ impl IngestConfig {
             table_name,
             queue_url,
             pipeline,
+            publishes: crate::config::event_targets(src)?.any(),
         })
     }
 }
@@ -392,11 +395,17 @@ impl Ingest {
             upload_id: String::new(),
             bucket: Some(object.bucket.clone()),
             key: object.key.clone(),
-            size: info.size,
+            // In a versioned bucket, the job reads the version whose creation made it, even
+            // when the key is written again before the job runs.
+            size: match object.version_id {
+                Some(_) => object.size,
+                None => info.size,
+            },
             content_type: info
                 .content_type
                 .clone()
                 .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
+            version_id: object.version_id.clone(),
         });
         record.sink = Some(planned.sink);
         // As a submit does: the message first, then the record; a record that cannot be made

@@ -223,6 +223,9 @@ pub struct JobRecord {
     pub outputs: Vec<crate::output::OutputFile>,
     /// Where a pipeline job's outcome is written when it ends (see [`crate::ingest`]).
     pub sink: Option<Sink>,
+    /// Whether the deployment publishes the job's end to its SNS topics or EventBridge bus
+    /// ([`crate::events`]): decided when the job is accepted.
+    pub publish: bool,
 }
 
 /// Where the outcome of a job made from an object in a pipeline's bucket is written: the job's
@@ -252,6 +255,9 @@ pub struct Delivery {
     pub delivered_at: Option<Millis>,
     /// When the delivery was given up: the schedule was spent, or the receiver answered 410.
     pub gave_up_at: Option<Millis>,
+    /// The targets of this announcement already done (`sink`, `webhook`, `sns`,
+    /// `eventbridge`), sorted.
+    pub done: Vec<String>,
 }
 
 pub use crate::limits::MAX_JOB_TIMEOUT;
@@ -311,6 +317,12 @@ impl Progress {
 }
 
 impl JobRecord {
+    /// Whether the job's end is announced: to its webhook, to its pipeline's sink, or on the
+    /// deployment's topics and bus.
+    pub fn is_announced(&self) -> bool {
+        self.webhook.is_some() || self.sink.is_some() || self.publish
+    }
+
     /// A freshly submitted job.
     pub fn queued(
         id: JobId,
@@ -349,6 +361,7 @@ impl JobRecord {
             result_object: None,
             outputs: Vec::new(),
             sink: None,
+            publish: false,
         }
     }
 

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -169,7 +170,7 @@ pub async fn ensure_resources(
 }
 
 /// The ARN of the queue at `url`.
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
     Ok(sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -266,6 +267,92 @@ pub async fn ensure_pipeline(
             ))
         })?;
     Ok(PipelineResources { bucket, events_url })
+}
+
+/// The local stack's event targets, and the queue that gets everything published to them.
+#[derive(Debug, Clone)]
+pub struct EventResources {
+    pub targets: crate::events::EventTargets,
+    /// Subscribed to both topics and the target of a rule that matches every sluice event on
+    /// the bus: what a subscriber would get, to read back.
+    pub inbox_url: String,
+}
+
+/// Creates (or finds) the topics `<prefix>-job-succeeded` and `<prefix>-job-ended-otherwise`,
+/// the EventBridge bus `<prefix>-events`, and the queue `<prefix>-events-inbox` that gets
+/// every message and event published to them.
+pub async fn ensure_events(aws: &SdkConfig, prefix: &str) -> anyhow::Result<EventResources> {
+    let sns = aws_sdk_sns::Client::new(aws);
+    let bridge = aws_sdk_eventbridge::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let inbox_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-events-inbox"))
+        .send()
+        .await
+        .context("cannot create the events inbox queue")?
+        .queue_url
+        .unwrap_or_default();
+    let inbox_arn = queue_arn(&sqs, &inbox_url).await?;
+    let mut topics = Vec::new();
+    for name in ["job-succeeded", "job-ended-otherwise"] {
+        let arn = sns
+            .create_topic()
+            .name(format!("{prefix}-{name}"))
+            .send()
+            .await
+            .with_context(|| format!("cannot create the topic {prefix}-{name}"))?
+            .topic_arn
+            .unwrap_or_default();
+        sns.subscribe()
+            .topic_arn(&arn)
+            .protocol("sqs")
+            .endpoint(&inbox_arn)
+            .send()
+            .await
+            .with_context(|| format!("cannot subscribe the inbox to {arn}"))?;
+        topics.push(arn);
+    }
+    let bus = format!("{prefix}-events");
+    match bridge.create_event_bus().name(&bus).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot create the bus {bus}"))),
+    }
+    let rule = format!("{prefix}-every-job-end");
+    bridge
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(serde_json::json!({"source": [crate::events::SOURCE]}).to_string())
+        .send()
+        .await
+        .with_context(|| format!("cannot create the rule {rule}"))?;
+    bridge
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("inbox")
+                .arn(&inbox_arn)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("cannot point the rule {rule} at the inbox"))?;
+    let error_topic = topics.pop();
+    let success_topic = topics.pop();
+    Ok(EventResources {
+        targets: crate::events::EventTargets {
+            success_topic,
+            error_topic,
+            bus: Some(bus),
+        },
+        inbox_url,
+    })
 }
 
 /// Creates (or finds) the payload bucket of `prefix` ([`bucket_name`]).

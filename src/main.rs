@@ -84,6 +84,11 @@ enum Command {
         /// optional (`null` when not given). A progress bar shows on a terminal.
         #[arg(long, value_name = "PATH")]
         upload: Option<PathBuf>,
+        /// Let the handler read this object already in S3 (`s3://bucket/key`, in a bucket the
+        /// deployment lists) instead of an upload; the JSON input is then optional. A GET of it is
+        /// presigned with your own AWS credentials, which the API checks may read it.
+        #[arg(long, value_name = "S3_URI", conflicts_with = "upload", value_parser = parse_s3_name)]
+        s3: Option<sluice::reference::S3Name>,
         /// The uploaded file's media type, told to the handler (a model server gets it as the
         /// body's Content-Type).
         #[arg(
@@ -394,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             file,
             upload,
+            s3,
             content_type,
             deadline,
             max_attempts,
@@ -410,9 +416,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 retry_on_timeout,
                 idempotency_key,
             };
-            let view = match upload {
-                None => client.submit(&read_input(input, file)?, &opts).await?,
-                Some(path) => {
+            let view = match (upload, s3) {
+                (None, Some(name)) => {
+                    let input = match (&input, &file) {
+                        (None, None) => None,
+                        _ => Some(read_input(input, file)?),
+                    };
+                    client.submit_object(&name, input.as_deref(), &opts).await?
+                }
+                (None, None) => client.submit(&read_input(input, file)?, &opts).await?,
+                (Some(path), _) => {
                     let input = match (&input, &file) {
                         (None, None) => None,
                         _ => Some(read_input(input, file)?),
@@ -750,6 +763,11 @@ fn upload_bar(path: &std::path::Path, json: bool) -> anyhow::Result<indicatif::P
             .unwrap_or_default(),
     );
     Ok(bar)
+}
+
+/// `--s3`: an object's name, `s3://bucket/key`.
+fn parse_s3_name(text: &str) -> Result<sluice::reference::S3Name, String> {
+    text.parse()
 }
 
 fn read_input(arg: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Box<RawValue>> {
@@ -1195,6 +1213,11 @@ mod dev {
         let res = local::ensure_resources(&aws, prefix, QueueSettings::default())
             .await
             .context("cannot create the table and queues (is the emulator running and AWS_ENDPOINT_URL set?)")?;
+        // Every job's end is published, as a deployment with topics and a bus does; the inbox
+        // queue gets what a subscriber would.
+        let published = local::ensure_events(&aws, prefix)
+            .await
+            .context("cannot create the event topics, bus and inbox")?;
         let config = ApiConfig {
             table_name: res.table_name.clone(),
             queue_url: Some(res.queue_url.clone()),
@@ -1216,6 +1239,10 @@ mod dev {
                 ops.push(local::LOCAL_IDENTITY.parse().map_err(anyhow::Error::msg)?);
                 ops
             },
+            publishes: true,
+            // SLUICE_INPUT_BUCKETS names buckets of the emulator, whose presigned URLs (on the
+            // loopback AWS_ENDPOINT_URL) the local API checks objects through.
+            references: sluice::config::reference_settings(&sluice::config::ProcessEnv)?,
         };
         let api = Api::from_config(config).await;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -1236,6 +1263,18 @@ mod dev {
                     .env(sluice::env::PAYLOAD_BUCKET, &res.payload_bucket)
                     .env(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true")
                     .kill_on_drop(true);
+                for (var, value) in [
+                    (
+                        sluice::env::SUCCESS_TOPIC_ARN,
+                        &published.targets.success_topic,
+                    ),
+                    (sluice::env::ERROR_TOPIC_ARN, &published.targets.error_topic),
+                    (sluice::env::EVENT_BUS, &published.targets.bus),
+                ] {
+                    if let Some(value) = value {
+                        cmd.env(var, value);
+                    }
+                }
                 let first = cmd
                     .spawn()
                     .with_context(|| format!("cannot start the worker {}", path.display()))?;
@@ -1248,7 +1287,7 @@ mod dev {
             .await
             .context("cannot create the pipeline's bucket and event queue")?;
         let ingest = sluice::ingest::Ingest {
-            store: sluice::store::JobStore::from_sdk(&aws, &res.table_name),
+            store: sluice::store::JobStore::from_sdk(&aws, &res.table_name).publishing(true),
             queue: sluice::queue::JobQueue::from_sdk(&aws, &res.queue_url),
             objects: sluice::payload::Payloads::from_sdk(&aws, &pipe.bucket),
             config: sluice::ingest::PipelineConfig {
@@ -1272,6 +1311,7 @@ mod dev {
             dlq = %res.dlq_url,
             bucket = %res.payload_bucket,
             pipeline = %format!("s3://{}/in/ -> s3://{}/out/", pipe.bucket, pipe.bucket),
+            events = %published.inbox_url,
             "local API ready; try: sluice submit '{{\"text\": \"hello\"}}' --wait"
         );
         let shutdown = async {
@@ -1293,6 +1333,10 @@ mod dev {
                 .with_payloads(sluice::payload::Payloads::from_sdk(
                     &aws,
                     &res.payload_bucket,
+                ))
+                .with_events(sluice::events::Publisher::from_sdk(
+                    &aws,
+                    published.targets.clone(),
                 )),
             store,
             stop.clone(),

@@ -19,6 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::api::{sha256_hex, JobView};
+use crate::events::Publisher;
 use crate::job::{JobId, JobRecord, Owner, Sink};
 use crate::payload::Payloads;
 use crate::store::{DeliveryEnd, JobStore, StoreError, StoredSecret, NOTIFY_SHARDS};
@@ -79,20 +80,6 @@ pub fn sink_suffix(status: crate::job::Status) -> &'static str {
     } else {
         ".failed"
     }
-}
-
-/// The `x-amz-copy-source` of `key` in `bucket`: the key percent-encoded but its slashes. Pure.
-pub fn copy_source(bucket: &str, key: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    format!(
-        "{bucket}/{}",
-        percent_encoding::utf8_percent_encode(key, KEEP)
-    )
 }
 
 /// The hash that keys an owner's secret item.
@@ -225,6 +212,55 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text.chars().take(ERROR_CHARS).collect()
 }
 
+/// The done-set name of a job's webhook.
+const WEBHOOK_TARGET: &str = "webhook";
+
+/// How an attempt ends when its webhook (if it had one to make) ended as `webhook` and its
+/// events were published but for `unpublished` (the first error): the end to record, and the
+/// webhook's own end to record done when the attempt goes on for the events alone. Pure.
+pub fn settle(
+    webhook: Option<DeliveryEnd>,
+    unpublished: Option<String>,
+    attempts: u32,
+    now: Millis,
+    unit: f64,
+) -> (DeliveryEnd, Option<DeliveryEnd>) {
+    // The webhook's last answer stays on record while the events alone are retried.
+    let retry_publish = |error: String, answered: Option<u16>| {
+        let outcome = Ok(DeliveryOutcome::Retry {
+            reason: RetryReason::Publish(error),
+            retry_after: None,
+        });
+        match after_attempt(&outcome, attempts, now, unit) {
+            DeliveryEnd::Retry { error, next_at, .. } => DeliveryEnd::Retry {
+                status: answered,
+                error,
+                next_at,
+            },
+            DeliveryEnd::GiveUp { error, .. } => DeliveryEnd::GiveUp {
+                status: answered,
+                error,
+            },
+            delivered => delivered,
+        }
+    };
+    match (webhook, unpublished) {
+        (None, None) => (DeliveryEnd::Delivered { status: 200 }, None),
+        (Some(end), None) => (end, None),
+        // The webhook is tried again anyway, and the events with it.
+        (Some(end @ DeliveryEnd::Retry { .. }), Some(_)) => (end, None),
+        // The webhook is done (delivered, or given up): the events alone are tried again.
+        (Some(end), Some(error)) => {
+            let answered = match &end {
+                DeliveryEnd::Delivered { status } => Some(*status),
+                DeliveryEnd::GiveUp { status, .. } | DeliveryEnd::Retry { status, .. } => *status,
+            };
+            (retry_publish(error, answered), Some(end))
+        }
+        (None, Some(error)) => (retry_publish(error, None), None),
+    }
+}
+
 /// A number in `[0, 1)` from the job and the attempt, to spread the retries of announcements
 /// that failed together. Pure.
 fn spread(id: &JobId, attempts: u32) -> f64 {
@@ -243,6 +279,8 @@ pub struct Outbox {
     pub timeout: Duration,
     /// The payload bucket, whose outputs a pipeline job's sink gets copies of.
     pub payloads: Option<Payloads>,
+    /// The deployment's SNS topics and EventBridge bus, for the jobs it publishes.
+    pub events: Option<Publisher>,
 }
 
 /// What one attempt came to; `None` from [`Outbox::deliver`] when it made none (another
@@ -268,7 +306,14 @@ impl Outbox {
             policy,
             timeout: DELIVERY_TIMEOUT,
             payloads: None,
+            events: None,
         }
+    }
+
+    /// Publishes the ends of the jobs marked so with `publisher` (when it has any target).
+    pub fn with_events(mut self, publisher: Publisher) -> Self {
+        self.events = publisher.targets.any().then_some(publisher);
+        self
     }
 
     /// Writes pipeline jobs' outcomes with `payloads`' client, copying their outputs from its
@@ -279,12 +324,10 @@ impl Outbox {
     }
 
     /// The fast path, right after `job` was recorded ended: its announcement, when it has a
-    /// webhook or a sink and the announcement is due.
+    /// webhook, a sink or published events and the announcement is due.
     pub async fn deliver_ended(&self, job: &JobRecord) -> Result<Option<Attempted>, OutboxError> {
         match job.delivery.due_at {
-            Some(due) if job.webhook.is_some() || job.sink.is_some() => {
-                self.deliver(&job.id, due, Millis::now()).await
-            }
+            Some(due) if job.is_announced() => self.deliver(&job.id, due, Millis::now()).await,
             _ => Ok(None),
         }
     }
@@ -300,25 +343,28 @@ impl Outbox {
                 crate::env::PAYLOAD_BUCKET
             )
         })?;
-        let mut copies: Vec<(&str, String)> = job
+        let mut copies: Vec<(&str, u64, String)> = job
             .outputs
             .iter()
-            .map(|f| (f.object.key.as_str(), format!("{}/{}", sink.base, f.name)))
+            .map(|f| {
+                (
+                    f.object.key.as_str(),
+                    f.object.size,
+                    format!("{}/{}", sink.base, f.name),
+                )
+            })
             .collect();
         if let Some(r) = &job.result_object {
             copies.push((
                 r.key.as_str(),
+                r.size,
                 format!("{}/{}", sink.base, SINK_RESULT_NAME),
             ));
         }
         let client = payloads.client();
-        for (from, to) in copies {
-            client
-                .copy_object()
-                .copy_source(copy_source(payloads.bucket(), from))
-                .bucket(&sink.bucket)
-                .key(&to)
-                .send()
+        for (from, size, to) in copies {
+            payloads
+                .copy_to(from, size, &sink.bucket, &to)
                 .await
                 .map_err(|e| {
                     format!(
@@ -364,8 +410,7 @@ impl Outbox {
             Err(StoreError::Conflict { current }) => {
                 // Not terminal any more (redriven) or without a webhook: nothing to announce.
                 if let Some(cur) = current {
-                    let stale =
-                        !cur.status.is_terminal() || (cur.webhook.is_none() && cur.sink.is_none());
+                    let stale = !cur.status.is_terminal() || !cur.is_announced();
                     if stale && cur.delivery.due_at == Some(due_at) {
                         self.store.drop_delivery(id, due_at).await?;
                     }
@@ -375,45 +420,131 @@ impl Outbox {
             Err(e) => return Err(e.into()),
         };
         let attempts = job.delivery.attempts;
-        // The sink first: a webhook tells of an outcome whose files are where they belong.
-        let sunk = match &job.sink {
-            Some(sink) => self.write_sink(&job, sink).await.err(),
-            None => None,
+        let done = |target: &str| job.delivery.done.iter().any(|d| d == target);
+        // The sink first: a webhook or an event tells of an outcome whose files are where they
+        // belong. Writing it again is harmless, so it is not recorded done.
+        if let Some(sink) = &job.sink {
+            if let Err(e) = self.write_sink(&job, sink).await {
+                let outcome = Ok(DeliveryOutcome::Retry {
+                    reason: RetryReason::Sink(e),
+                    retry_after: None,
+                });
+                let now = Millis::now().max(now);
+                let end = after_attempt(&outcome, attempts, now, spread(id, attempts));
+                return self.finish(id, lease_until, end, attempts, now).await;
+            }
+        }
+        let webhook_end = match &job.webhook {
+            Some(url) if !done(WEBHOOK_TARGET) => {
+                let outcome = self.send_webhook(&job, url, now).await?;
+                Some(after_attempt(
+                    &outcome,
+                    attempts,
+                    Millis::now().max(now),
+                    spread(id, attempts),
+                ))
+            }
+            _ => None,
         };
-        let outcome = match (&sunk, &job.webhook) {
-            (Some(e), _) => Ok(DeliveryOutcome::Retry {
-                reason: RetryReason::Sink(e.clone()),
-                retry_after: None,
-            }),
-            (None, None) => Ok(DeliveryOutcome::Delivered(reqwest::StatusCode::OK)),
-            (None, Some(url)) => match self.sign(&job, now).await {
-                Ok((headers, body)) => {
-                    let sent = webhook::send(url, self.policy, &headers, body, self.timeout);
-                    // The send's own timeout bounds it; this bounds the lookup before it too.
-                    match tokio::time::timeout(self.timeout + Duration::from_secs(5), sent).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Ok(DeliveryOutcome::Retry {
-                            reason: RetryReason::Status {
-                                status: reqwest::StatusCode::GATEWAY_TIMEOUT,
-                                excerpt: "the attempt took too long".into(),
-                            },
-                            retry_after: None,
-                        }),
+        // Then the deployment's topic and bus, each recorded done as soon as it is, so that a
+        // webhook that keeps failing does not publish the event again on every retry.
+        let mut unpublished = None;
+        if let (true, Some(publisher)) = (job.publish, &self.events) {
+            let mut view = JobView::of(&job);
+            view.delivery = None;
+            // The caller's webhook URL may carry its own token: it stays between the two.
+            view.webhook = None;
+            let msg_id = match webhook::EventType::of(job.status) {
+                Some(kind) => webhook::message_id(&job.id, kind, job.redrives),
+                None => return Ok(None),
+            };
+            for target in publisher.targets.targets_for(job.status) {
+                if done(target.as_str()) {
+                    continue;
+                }
+                match publisher.publish(target, &view, &msg_id).await {
+                    Ok(()) => {
+                        tracing::info!(job_id = %id, target = target.as_str(), "job's end published");
+                        match self
+                            .store
+                            .announced(id, lease_until, target.as_str(), None, Millis::now())
+                            .await
+                        {
+                            Ok(()) => {}
+                            // Another deliverer took over: it records its own attempt.
+                            Err(StoreError::Conflict { .. }) => return Ok(None),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(job_id = %id, target = target.as_str(), %error, "job's end not published");
+                        unpublished.get_or_insert(error);
                     }
                 }
-                Err(e) => {
-                    // The attempt stays counted and the lease runs out: the next pass tries again.
-                    tracing::warn!(job_id = %id, error = %crate::aws::DisplayErrorContext(&e), "could not sign the webhook");
-                    return Err(e);
-                }
-            },
-        };
-        let end = after_attempt(
-            &outcome,
+            }
+        }
+        let now = Millis::now().max(now);
+        let (end, webhook_done) = settle(
+            webhook_end,
+            unpublished,
             attempts,
-            Millis::now().max(now),
+            now,
             spread(id, attempts),
         );
+        if let Some(webhook) = webhook_done {
+            match self
+                .store
+                .announced(id, lease_until, WEBHOOK_TARGET, Some(&webhook), now)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.finish(id, lease_until, end, attempts, now).await
+    }
+
+    /// Signs and sends one attempt at `job`'s webhook to `url`.
+    async fn send_webhook(
+        &self,
+        job: &JobRecord,
+        url: &str,
+        now: Millis,
+    ) -> Result<Result<DeliveryOutcome, webhook::TargetError>, OutboxError> {
+        let (headers, body) = match self.sign(job, now).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                // The attempt stays counted and the lease runs out: the next pass tries again.
+                tracing::warn!(job_id = %job.id, error = %crate::aws::DisplayErrorContext(&e), "could not sign the webhook");
+                return Err(e);
+            }
+        };
+        let sent = webhook::send(url, self.policy, &headers, body, self.timeout);
+        // The send's own timeout bounds it; this bounds the lookup before it too.
+        Ok(
+            match tokio::time::timeout(self.timeout + Duration::from_secs(5), sent).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(DeliveryOutcome::Retry {
+                    reason: RetryReason::Status {
+                        status: reqwest::StatusCode::GATEWAY_TIMEOUT,
+                        excerpt: "the attempt took too long".into(),
+                    },
+                    retry_after: None,
+                }),
+            },
+        )
+    }
+
+    /// Logs and records how the attempt taken until `lease_until` ended.
+    async fn finish(
+        &self,
+        id: &JobId,
+        lease_until: Millis,
+        end: DeliveryEnd,
+        attempts: u32,
+        now: Millis,
+    ) -> Result<Option<Attempted>, OutboxError> {
         match &end {
             DeliveryEnd::Delivered { status } => {
                 tracing::info!(job_id = %id, attempts, status, "job's end announced")
@@ -425,11 +556,7 @@ impl Outbox {
                 tracing::warn!(job_id = %id, attempts, %error, "job's end announcement given up")
             }
         }
-        match self
-            .store
-            .record_delivery(id, lease_until, &end, Millis::now().max(now))
-            .await
-        {
+        match self.store.record_delivery(id, lease_until, &end, now).await {
             // The lease ran out and another deliverer took over, or the job was redriven: that
             // one records its own attempt.
             Ok(_) | Err(StoreError::Conflict { .. }) => {}
@@ -610,6 +737,64 @@ mod tests {
         ];
         for (name, outcome, attempts, want) in cases {
             assert_eq!(after_attempt(&outcome, attempts, now, 0.0), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_attempt_goes_on_for_whatever_is_not_done() {
+        let now = Millis(1_000_000);
+        let delivered = DeliveryEnd::Delivered { status: 204 };
+        let gone = DeliveryEnd::GiveUp {
+            status: Some(410),
+            error: "gone".into(),
+        };
+        let webhook_retry = DeliveryEnd::Retry {
+            status: Some(503),
+            error: "busy".into(),
+            next_at: now.plus(Duration::from_secs(5)),
+        };
+        let publish_retry = |attempts: u32, status: Option<u16>| DeliveryEnd::Retry {
+            status,
+            error: "the job's end could not be published: denied".into(),
+            next_at: now.plus(webhook::next_attempt(attempts).unwrap()),
+        };
+        let denied = || Some("denied".to_string());
+        // The case, the webhook's end, the first publishing error, the attempt, and what it comes to.
+        type Case = (
+            &'static str,
+            Option<DeliveryEnd>,
+            Option<String>,
+            u32,
+            (DeliveryEnd, Option<DeliveryEnd>),
+        );
+        let cases: Vec<Case> = vec![
+            ("nothing left to do", None, None, 1, (DeliveryEnd::Delivered { status: 200 }, None)),
+            ("the webhook alone", Some(delivered.clone()), None, 1, (delivered.clone(), None)),
+            ("the webhook given up", Some(gone.clone()), None, 1, (gone.clone(), None)),
+            ("both to try again", Some(webhook_retry.clone()), denied(), 1, (webhook_retry.clone(), None)),
+            ("the events alone go on", Some(delivered.clone()), denied(), 2, (publish_retry(2, Some(204)), Some(delivered.clone()))),
+            ("a webhook gone, the events go on", Some(gone.clone()), denied(), 1, (publish_retry(1, Some(410)), Some(gone.clone()))),
+            ("events only", None, denied(), 3, (publish_retry(3, None), None)),
+            (
+                "events only, the schedule spent",
+                None,
+                denied(),
+                8,
+                (
+                    DeliveryEnd::GiveUp {
+                        status: None,
+                        error: "the job's end could not be published: denied; given up after 8 attempts".into(),
+                    },
+                    None,
+                ),
+            ),
+        ];
+        for (name, webhook, unpublished, attempts, want) in cases {
+            assert_eq!(
+                settle(webhook, unpublished, attempts, now, 0.0),
+                want,
+                "{name}"
+            );
         }
     }
 

@@ -46,6 +46,39 @@ pub const PART_CONCURRENCY: usize = 4;
 /// for an attempt: 32 KiB/s, so that a part or a small file still goes up over a poor link
 /// (a connection that stops moving at all is cut sooner, by the SDK's stalled-stream protection).
 pub const MIN_SEND_RATE: u64 = 32 * 1024;
+/// The largest object one CopyObject copies; a larger one is copied in parts.
+pub const SINGLE_COPY_LIMIT: u64 = 5 * GIB;
+/// The part size a copy in parts prefers: few requests, each a server-side copy.
+pub const COPY_PART_SIZE: u64 = 512 * MIB;
+
+/// How a copy in parts of `size` bytes is cut: `(part_size, parts)`, parts of `preferred`
+/// bytes, larger when that would make more than [`MAX_PARTS`]. Pure.
+pub fn copy_plan(size: u64, preferred: u64) -> Result<(u64, u32), PayloadError> {
+    if size > MAX_OBJECT_SIZE {
+        return Err(PayloadError::TooLarge { size });
+    }
+    let part = preferred
+        .max(MIN_PART_SIZE)
+        .max(size.div_ceil(u64::from(MAX_PARTS)).div_ceil(MIB) * MIB)
+        .min(MAX_PART_SIZE);
+    let parts = size.div_ceil(part).max(1);
+    Ok((part, u32::try_from(parts).expect("at most MAX_PARTS parts")))
+}
+
+/// The `x-amz-copy-source` of `key` in `bucket`: the key percent-encoded but its slashes. Pure.
+pub fn copy_source(bucket: &str, key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(key, KEEP)
+    )
+}
+
 /// How long one attempt to complete a multipart upload may take: S3 can take minutes to join
 /// the parts of a large object.
 pub const COMPLETE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -435,6 +468,116 @@ impl Payloads {
         Ok(())
     }
 
+    /// Copies the object at `key` (`size` bytes) to `to_key` in `to_bucket`, server-side: one
+    /// CopyObject up to [`SINGLE_COPY_LIMIT`], a copy in parts above it.
+    pub async fn copy_to(
+        &self,
+        key: &str,
+        size: u64,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), PayloadError> {
+        self.copy_to_with(
+            key,
+            size,
+            to_bucket,
+            to_key,
+            SINGLE_COPY_LIMIT,
+            COPY_PART_SIZE,
+        )
+        .await
+    }
+
+    /// [`Payloads::copy_to`] with its limit and part size given.
+    pub async fn copy_to_with(
+        &self,
+        key: &str,
+        size: u64,
+        to_bucket: &str,
+        to_key: &str,
+        single_copy_limit: u64,
+        part_size: u64,
+    ) -> Result<(), PayloadError> {
+        let source = copy_source(&self.bucket, key);
+        if size <= single_copy_limit {
+            self.client
+                .copy_object()
+                .copy_source(&source)
+                .bucket(to_bucket)
+                .key(to_key)
+                .send()
+                .await
+                .map_err(|e| classify(key, e))?;
+            return Ok(());
+        }
+        let (part_size, parts) = copy_plan(size, part_size)?;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(to_bucket)
+            .key(to_key)
+            .set_content_type(head.content_type)
+            .send()
+            .await
+            .map_err(|e| classify(to_key, e))?;
+        let upload = UploadId(out.upload_id.ok_or_else(|| {
+            PayloadError::Unavailable("s3 started a multipart upload without an id".into())
+        })?);
+        let dest = Payloads::new(self.client.clone(), to_bucket);
+        let copied = async {
+            let mut running = tokio::task::JoinSet::new();
+            let mut done = Vec::with_capacity(parts as usize);
+            let mut next = 1u32;
+            loop {
+                while next <= parts && running.len() < PART_CONCURRENCY {
+                    let (offset, length) = part_range(size, part_size, next);
+                    let copy = self
+                        .client
+                        .upload_part_copy()
+                        .bucket(to_bucket)
+                        .key(to_key)
+                        .upload_id(&upload.0)
+                        .part_number(next as i32)
+                        .copy_source(&source)
+                        .copy_source_range(format!("bytes={offset}-{}", offset + length - 1));
+                    let number = next;
+                    let to_key = to_key.to_owned();
+                    running.spawn(async move {
+                        let out = copy.send().await.map_err(|e| classify(&to_key, e))?;
+                        Ok::<_, PayloadError>(
+                            CompletedPart::builder()
+                                .part_number(number as i32)
+                                .set_e_tag(out.copy_part_result.and_then(|r| r.e_tag))
+                                .build(),
+                        )
+                    });
+                    next += 1;
+                }
+                let Some(joined) = running.join_next().await else {
+                    break;
+                };
+                done.push(joined.map_err(|e| PayloadError::Unavailable(Box::new(e)))??);
+            }
+            done.sort_by_key(|p| p.part_number());
+            dest.complete(to_key, &upload, done).await
+        };
+        match copied.await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                dest.abort_quietly(to_key, &upload).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Abandons a multipart upload and frees its parts' storage.
     pub async fn abort_multipart(&self, key: &str, upload: &UploadId) -> Result<(), PayloadError> {
         self.client
@@ -689,6 +832,17 @@ impl Payloads {
         self.download_to_file_with_progress(key, path, |_| {}).await
     }
 
+    /// [`Payloads::download_to_file`] of one version of the object (`None`: the latest), as a
+    /// job that named an object in a versioned bucket recorded it.
+    pub async fn download_version_to_file(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        path: &Path,
+    ) -> Result<u64, PayloadError> {
+        self.download_version(key, version_id, path, |_| {}).await
+    }
+
     /// [`Payloads::download_to_file`], calling `progress` with the bytes written so far at
     /// most once a MiB, and once at the end.
     pub async fn download_to_file_with_progress(
@@ -697,11 +851,22 @@ impl Payloads {
         path: &Path,
         progress: impl Fn(u64) + Send + Sync,
     ) -> Result<u64, PayloadError> {
+        self.download_version(key, None, path, progress).await
+    }
+
+    async fn download_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync,
+    ) -> Result<u64, PayloadError> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version_id.map(str::to_owned))
             .send()
             .await
             .map_err(|e| classify(key, e))?;
@@ -833,6 +998,26 @@ async fn write_stream(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn copy_plans() {
+        const GIB: u64 = 1 << 30;
+        let cases: &[(u64, u64, (u64, u32))] = &[
+            (0, COPY_PART_SIZE, (COPY_PART_SIZE, 1)),
+            (6 * GIB, COPY_PART_SIZE, (COPY_PART_SIZE, 12)),
+            (12 * MIB + 7, 5 * MIB, (5 * MIB, 3)),
+            // Smaller than S3's smallest part: the smallest.
+            (12 * MIB, MIB, (5 * MIB, 3)),
+            // 5 TiB in 512 MiB parts would be 10,240: the parts grow.
+            (MAX_OBJECT_SIZE, COPY_PART_SIZE, (525 * MIB, 9987)),
+        ];
+        for &(size, preferred, want) in cases {
+            let got = copy_plan(size, preferred).unwrap();
+            assert_eq!(got, want, "size {size}");
+            assert!(got.1 <= MAX_PARTS && got.0 <= MAX_PART_SIZE);
+        }
+        assert!(copy_plan(MAX_OBJECT_SIZE + 1, COPY_PART_SIZE).is_err());
+    }
 
     #[test]
     fn part_plans() {

@@ -90,6 +90,9 @@ pub struct JobStore {
     table: String,
     /// How long a finished job's record is kept; also counted into the TTL of an unfinished one.
     retention: Duration,
+    /// Whether the jobs this store creates are published when they end (the deployment names
+    /// SNS topics or an EventBridge bus, [`crate::events`]).
+    publishes: bool,
 }
 
 /// The retention of a store that is not told otherwise: 7 days, `SLUICE_RETENTION_DAYS`'s default.
@@ -144,6 +147,11 @@ mod attr {
     /// sort key of the notify-due index, which therefore holds only the jobs with a webhook and
     /// an announcement still to deliver.
     pub const NOTIFY_AT: &str = "notify_at";
+    /// On a job the deployment publishes the end of ([`crate::events`]): `true`.
+    pub const PUBLISH: &str = "publish";
+    /// The targets of the current announcement already done (a string set: `sink`, `webhook`,
+    /// `sns`, `eventbridge`), so an attempt made again skips them.
+    pub const ANNOUNCED: &str = "announced";
     pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
     pub const WEBHOOK_LAST_AT: &str = "webhook_last_at";
     pub const WEBHOOK_LAST_STATUS: &str = "webhook_last_status";
@@ -169,6 +177,8 @@ mod attr {
     pub const INPUT_KEY: &str = "input_key";
     /// The bucket of the job's file, when not the payload bucket.
     pub const INPUT_BUCKET: &str = "input_bucket";
+    /// The S3 version of the job's file, when one was recorded.
+    pub const INPUT_VERSION: &str = "input_version";
     /// A pipeline job's sink: the bucket and the key its outcome is written under.
     pub const SINK_BUCKET: &str = "sink_bucket";
     pub const SINK_BASE: &str = "sink_base";
@@ -325,6 +335,13 @@ impl Update {
         self.add.push(format!("{n} {one}"));
         self
     }
+    fn add_to_set(mut self, a: &str, member: &str) -> Self {
+        self.first_mention(a);
+        let n = self.name(a);
+        let v = self.value(a, AttributeValue::Ss(vec![member.to_owned()]));
+        self.add.push(format!("{n} {v}"));
+        self
+    }
     fn remove(mut self, a: &str) -> Self {
         self.first_mention(a);
         let n = self.name(a);
@@ -420,6 +437,7 @@ impl Update {
             .remove(attr::WEBHOOK_LAST_ERROR)
             .remove(attr::WEBHOOK_DELIVERED_AT)
             .remove(attr::WEBHOOK_GAVE_UP_AT)
+            .remove(attr::ANNOUNCED)
     }
 }
 
@@ -432,7 +450,15 @@ impl JobStore {
             client,
             table: table.into(),
             retention: DEFAULT_RETENTION,
+            publishes: false,
         }
+    }
+
+    /// Marks the jobs this store creates as published when they end: every job, once a
+    /// deployment names a topic or a bus.
+    pub fn publishing(mut self, publishes: bool) -> Self {
+        self.publishes = publishes;
+        self
     }
 
     /// The deployment's retention of finished records (`SLUICE_RETENTION_DAYS`).
@@ -486,6 +512,10 @@ impl JobStore {
         // The submit sent its message just before: the job is open, its message as old as it.
         item.insert(attr::OPEN.into(), s(open_shard(&job.id)));
         item.insert(attr::SENT_AT.into(), n(job.submitted_at.0));
+        if self.publishes {
+            item.insert(attr::PUBLISH.into(), AttributeValue::Bool(true));
+            item.insert(attr::NOTIFY.into(), s(open_shard(&job.id)));
+        }
         let Some((key_hash, request_hash)) = idempotency else {
             return match self
                 .client
@@ -1363,7 +1393,8 @@ impl JobStore {
             .set(attr::WEBHOOK_LAST_AT, n(now.0))
             .increment(attr::WEBHOOK_ATTEMPTS)
             .when(
-                "#notify_at = :due AND (attribute_exists(#webhook) OR attribute_exists(#sink_base)) \
+                "#notify_at = :due \
+                 AND (attribute_exists(#webhook) OR attribute_exists(#sink_base) OR attribute_exists(#publish)) \
                  AND #status IN (:succeeded, :failed, :cancelled, :expired)",
             )
             .bind("due", n(due_at.0))
@@ -1401,7 +1432,10 @@ impl JobStore {
             } => with_answer(
                 Update::default()
                     .set(attr::NOTIFY_AT, n(next_at.0))
-                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str())),
+                    .set(attr::WEBHOOK_LAST_ERROR, s(error.as_str()))
+                    // The record is the outbox: it outlives the next attempt by the retention
+                    // (a retention shorter than the schedule would delete it under a retry).
+                    .set(attr::EXPIRES_AT, n(expires_at(*next_at, self.retention))),
                 *status,
             ),
             DeliveryEnd::GiveUp { status, error } => with_answer(
@@ -1416,6 +1450,37 @@ impl JobStore {
             .when("#notify_at = :lease")
             .bind("lease", n(lease_until.0));
         self.update(id, update).await
+    }
+
+    /// Records `target` of the announcement taken until `lease_until` done, so an attempt made
+    /// again skips it; a webhook done is also recorded delivered (its `status`), or given up.
+    pub async fn announced(
+        &self,
+        id: &JobId,
+        lease_until: Millis,
+        target: &str,
+        webhook: Option<&DeliveryEnd>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut update = Update::default().add_to_set(attr::ANNOUNCED, target);
+        match webhook {
+            Some(DeliveryEnd::Delivered { status }) => {
+                update = update
+                    .set(attr::WEBHOOK_DELIVERED_AT, n(now.0))
+                    .set(attr::WEBHOOK_LAST_STATUS, n(*status))
+            }
+            Some(DeliveryEnd::GiveUp { status, .. }) => {
+                update = update.set(attr::WEBHOOK_GAVE_UP_AT, n(now.0));
+                if let Some(code) = status {
+                    update = update.set(attr::WEBHOOK_LAST_STATUS, n(*code));
+                }
+            }
+            Some(DeliveryEnd::Retry { .. }) | None => {}
+        }
+        let update = update
+            .when("#notify_at = :lease")
+            .bind("lease", n(lease_until.0));
+        self.update(id, update).await.map(|_| ())
     }
 
     /// Takes a job out of the notify-due index without an attempt: it has no announcement to
@@ -1749,8 +1814,18 @@ pub fn to_item(job: &JobRecord) -> Item {
         item.insert(attr::SINK_BUCKET.into(), s(sink.bucket.as_str()));
         item.insert(attr::SINK_BASE.into(), s(sink.base.as_str()));
     }
-    // A job whose end is announced (a webhook, a sink) is in the notify-due index.
-    if job.webhook.is_some() || job.sink.is_some() {
+    if job.publish {
+        item.insert(attr::PUBLISH.into(), AttributeValue::Bool(true));
+    }
+    if !job.delivery.done.is_empty() {
+        item.insert(
+            attr::ANNOUNCED.into(),
+            AttributeValue::Ss(job.delivery.done.clone()),
+        );
+    }
+    // A job whose end is announced (a webhook, a sink, the deployment's events) is in the
+    // notify-due index.
+    if job.is_announced() {
         item.insert(attr::NOTIFY.into(), s(open_shard(&job.id)));
     }
     let d = &job.delivery;
@@ -1798,6 +1873,13 @@ pub fn to_item(job: &JobRecord) -> Item {
             job.input_object
                 .as_ref()
                 .and_then(|o| o.bucket.clone())
+                .map(s),
+        ),
+        (
+            attr::INPUT_VERSION,
+            job.input_object
+                .as_ref()
+                .and_then(|o| o.version_id.clone())
                 .map(s),
         ),
         (
@@ -1876,6 +1958,11 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
         .ok_or_else(|| corrupt("no status".into()))?
         .parse::<Status>()
         .map_err(|e| corrupt(e.to_string()))?;
+    let publish = item
+        .get(attr::PUBLISH)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false);
     Ok(JobRecord {
         id,
         owner: Owner::new(text(attr::OWNER).ok_or_else(|| corrupt("no owner".into()))?),
@@ -1936,6 +2023,7 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
                     .map_err(|_| corrupt("input_size is out of range".into()))?,
                 content_type: text(attr::INPUT_CONTENT_TYPE)
                     .unwrap_or_else(|| crate::upload::DEFAULT_CONTENT_TYPE.into()),
+                version_id: text(attr::INPUT_VERSION),
             }),
         },
         result_object: match text(attr::RESULT_KEY) {
@@ -1958,11 +2046,28 @@ pub fn from_item(item: &Item) -> Result<JobRecord, StoreError> {
                 outputs_of(v).ok_or_else(|| corrupt("outputs is not a list of files".into()))?
             }
         },
+        publish,
         delivery: Delivery {
-            // Only a job with a webhook or a sink has an announcement to deliver.
+            // Only a job with a webhook, a sink or published events has an announcement to
+            // deliver.
             due_at: num(attr::NOTIFY_AT)?
-                .filter(|_| item.contains_key(attr::WEBHOOK) || item.contains_key(attr::SINK_BASE))
+                .filter(|_| {
+                    item.contains_key(attr::WEBHOOK)
+                        || item.contains_key(attr::SINK_BASE)
+                        || publish
+                })
                 .map(Millis),
+            done: match item.get(attr::ANNOUNCED) {
+                None => Vec::new(),
+                Some(v) => {
+                    let mut done = v
+                        .as_ss()
+                        .map_err(|_| corrupt("announced is not a string set".into()))?
+                        .clone();
+                    done.sort();
+                    done
+                }
+            },
             attempts: count(attr::WEBHOOK_ATTEMPTS)?,
             last_attempt_at: num(attr::WEBHOOK_LAST_AT)?.map(Millis),
             last_status: num(attr::WEBHOOK_LAST_STATUS)?.and_then(|v| u16::try_from(v).ok()),

@@ -166,13 +166,18 @@ pub fn valid_content_type(ct: &str) -> bool {
 /// The object a job reads its file from, as recorded on the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputObject {
-    /// The upload it came from; empty for an object a pipeline found in its bucket.
+    /// The upload it came from; empty for an object a pipeline found in its bucket, or one a
+    /// job named (`s3://bucket/key`).
     pub upload_id: String,
-    /// The bucket, when not the payload bucket (an object a pipeline found in its bucket).
+    /// The bucket, when not the payload bucket (an object a pipeline found in its bucket, or one
+    /// a job named).
     pub bucket: Option<String>,
     pub key: String,
     pub size: u64,
     pub content_type: String,
+    /// The version S3 showed when the job was accepted (a versioned bucket), which the worker
+    /// reads rather than whatever is latest then.
+    pub version_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -523,6 +523,9 @@ pub enum RetryReason {
     /// A pipeline job's outcome could not be written to its sink (the webhook, if any, waits).
     #[error("the outcome could not be written to its bucket: {0}")]
     Sink(String),
+    /// The job's end could not be published to the deployment's topic or bus.
+    #[error("the job's end could not be published: {0}")]
+    Publish(String),
 }
 
 /// POSTs one signed attempt with `client` (from [`pinned_client`]) and classifies the answer.

@@ -4,6 +4,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { CpuArchitecture } from './capacity';
 import { GpuAmi } from './constructs/gpu-capacity';
+import { EventsOptions } from './constructs/job-events';
 import { PipelineOptions } from './constructs/pipeline';
 import { GpuWorkers, SpotStrategy } from './constructs/workers';
 import { Node } from 'constructs';
@@ -27,6 +28,7 @@ export const CONTEXT_KEYS = [
   'assignPublicIp',
   'taskCpu',
   'taskMemory',
+  'taskStorage',
   'workerConcurrency',
   'maxTaskAgeSeconds',
   'workerImageDirectory',
@@ -67,6 +69,7 @@ export const CONTEXT_KEYS = [
   'ownerScope',
   'pinnedSessionRoles',
   'operators',
+  'inputBuckets',
   'drainSeconds',
   'jwtIssuer',
   'jwtAudience',
@@ -79,6 +82,7 @@ export const CONTEXT_KEYS = [
   'efsMountPath',
   'efsSecurityGroupId',
   'pipeline',
+  'events',
 ] as const;
 
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
@@ -379,6 +383,40 @@ function pipeline(get: Lookup): PipelineOptions | undefined {
   return o as unknown as PipelineOptions;
 }
 
+const EVENTS_KEYS = ['topics', 'eventBus'] as const;
+
+/**
+ * Where job ends are published, from context: a JSON object (cdk.json), or JSON text holding one
+ * (the command line), with `topics` (true or false) and `eventBus` (`"default"`, a bus name or
+ * ARN, or true for the default bus).
+ */
+function events(get: Lookup): EventsOptions | undefined {
+  if (!given(get, 'events')) return undefined;
+  const v = jsonish(get, 'events', () => true);
+  const example = '{"topics": true, "eventBus": "default"}';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new Error(`context events must be a json object such as ${example}, got ${JSON.stringify(v)}`);
+  }
+  const o = v as Record<string, unknown>;
+  const stray = Object.keys(o).find((k) => !(EVENTS_KEYS as readonly string[]).includes(k));
+  if (stray !== undefined) {
+    throw new Error(`context events has an unknown key ${stray}: it takes ${EVENTS_KEYS.join(', ')}, e.g. ${example}`);
+  }
+  if (o.topics !== undefined && typeof o.topics !== 'boolean') {
+    throw new Error(`context events.topics must be true or false, got ${JSON.stringify(o.topics)}`);
+  }
+  const bus = o.eventBus;
+  if (bus !== undefined && bus !== true && bus !== false && (typeof bus !== 'string' || bus === '')) {
+    throw new Error(
+      `context events.eventBus must be "default", a bus name or ARN, or true (the default bus), got ${JSON.stringify(bus)}`,
+    );
+  }
+  return {
+    ...(o.topics === undefined ? {} : { topics: o.topics }),
+    ...(bus === undefined || bus === false ? {} : { eventBus: bus === true ? 'default' : bus }),
+  };
+}
+
 /** Relative paths in context are relative to the repository root. */
 function repoPath(p: string | undefined): string | undefined {
   return p === undefined ? undefined : path.resolve(REPO_ROOT, p);
@@ -450,6 +488,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
           },
     taskCpu: num(get, 'taskCpu'),
     taskMemoryMiB: num(get, 'taskMemory'),
+    taskStorageGiB: num(get, 'taskStorage'),
     workerConcurrency: num(get, 'workerConcurrency'),
     maxTaskAge: seconds('maxTaskAgeSeconds'),
     workerImage: image,
@@ -472,6 +511,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
     ownerScope: ownerScope(str(get, 'ownerScope')),
     pinnedSessionRoleArns: list(get, 'pinnedSessionRoles'),
     operatorArns: list(get, 'operators'),
+    inputBuckets: list(get, 'inputBuckets'),
     drainTimeout: seconds('drainSeconds'),
     jwt: jwtIssuer === undefined ? undefined : { issuer: jwtIssuer, audience: jwtAudience ?? [] },
     apiRateLimit: num(get, 'apiRateLimit'),
@@ -488,6 +528,7 @@ export function stackConfigFromContext(node: Node): { name: string; props: Sluic
             securityGroupId: str(get, 'efsSecurityGroupId'),
           },
     pipeline: pipeline(get),
+    events: events(get),
   };
   return { name, props };
 }

@@ -13,6 +13,7 @@ export const ENV = {
   PAYLOAD_BUCKET: 'SLUICE_PAYLOAD_BUCKET',
   MAX_UPLOAD_BYTES: 'SLUICE_MAX_UPLOAD_BYTES',
   UPLOAD_EXPIRY_SECONDS: 'SLUICE_UPLOAD_EXPIRY_SECONDS',
+  INPUT_BUCKETS: 'SLUICE_INPUT_BUCKETS',
   MAX_ATTEMPTS: 'SLUICE_MAX_ATTEMPTS',
   RETENTION_DAYS: 'SLUICE_RETENTION_DAYS',
   CONCURRENCY: 'SLUICE_CONCURRENCY',
@@ -48,6 +49,9 @@ export const ENV = {
   PIPELINE_INPUT_PREFIX: 'SLUICE_PIPELINE_INPUT_PREFIX',
   PIPELINE_OUTPUT_PREFIX: 'SLUICE_PIPELINE_OUTPUT_PREFIX',
   PIPELINE_OWNER: 'SLUICE_PIPELINE_OWNER',
+  SUCCESS_TOPIC_ARN: 'SLUICE_SUCCESS_TOPIC_ARN',
+  ERROR_TOPIC_ARN: 'SLUICE_ERROR_TOPIC_ARN',
+  EVENT_BUS: 'SLUICE_EVENT_BUS',
 } as const;
 
 /** One variable name of the contract. */
@@ -86,6 +90,7 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.PAYLOAD_BUCKET,
     ENV.MAX_UPLOAD_BYTES,
     ENV.UPLOAD_EXPIRY_SECONDS,
+    ENV.INPUT_BUCKETS,
     ENV.MAX_ATTEMPTS,
     ENV.RETENTION_DAYS,
     ENV.CLUSTER,
@@ -93,6 +98,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.MAX_JOB_TIMEOUT_SECONDS,
     ENV.OWNER_SCOPE,
     ENV.PINNED_SESSION_ROLES,
+    ENV.SUCCESS_TOPIC_ARN,
+    ENV.ERROR_TOPIC_ARN,
+    ENV.EVENT_BUS,
     ENV.LOG_FORMAT,
   ],
   status: [ENV.TABLE_NAME, ENV.PAYLOAD_BUCKET, ENV.OWNER_SCOPE, ENV.PINNED_SESSION_ROLES, ENV.OPERATORS, ENV.LOG_FORMAT],
@@ -114,6 +122,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.JOB_TIMEOUT_SECONDS,
     ENV.MAX_JOB_TIMEOUT_SECONDS,
     ENV.METRIC_NAMESPACE,
+    ENV.SUCCESS_TOPIC_ARN,
+    ENV.ERROR_TOPIC_ARN,
+    ENV.EVENT_BUS,
     ENV.LOG_FORMAT,
   ],
   backlog: [
@@ -126,6 +137,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.TABLE_NAME,
     ENV.RETENTION_DAYS,
     ENV.PAYLOAD_BUCKET,
+    ENV.SUCCESS_TOPIC_ARN,
+    ENV.ERROR_TOPIC_ARN,
+    ENV.EVENT_BUS,
     ENV.LOG_FORMAT,
   ],
   ingest: [
@@ -137,6 +151,9 @@ export const READS: Readonly<Record<Binary, readonly EnvName[]>> = {
     ENV.PIPELINE_OWNER,
     ENV.MAX_ATTEMPTS,
     ENV.RETENTION_DAYS,
+    ENV.SUCCESS_TOPIC_ARN,
+    ENV.ERROR_TOPIC_ARN,
+    ENV.EVENT_BUS,
     ENV.LOG_FORMAT,
   ],
 };
@@ -151,10 +168,34 @@ export const WORKER_MODE_READS: Readonly<Record<HandlerMode, readonly EnvName[]>
   http: [ENV.MODEL_URL, ENV.STARTUP_SECONDS],
 };
 
+/**
+ * Variables set only with the `events` option, and then only for the targets the deployment has
+ * (a success and an error topic, a bus): without it the binaries that read them get none.
+ */
+export const EVENTS_READS: readonly EnvName[] = [ENV.SUCCESS_TOPIC_ARN, ENV.ERROR_TOPIC_ARN, ENV.EVENT_BUS];
+
+/** Variables a binary reads, less those of the `events` option: what a deployment without it sets. */
+export function withoutEvents(names: readonly EnvName[]): EnvName[] {
+  return names.filter((n) => !EVENTS_READS.includes(n));
+}
+
 /** The variables the worker reads in one handler mode, in the builder's order. */
 export function workerReads(mode: HandlerMode): EnvName[] {
   const modal = new Set(Object.values(WORKER_MODE_READS).flat());
   return READS.worker.filter((n) => !modal.has(n) || WORKER_MODE_READS[mode].includes(n));
+}
+
+/**
+ * Where every job's end is published (src/events.rs): a success topic, an error topic and a bus,
+ * each optional. A variable whose target the deployment does not have is not set at all.
+ */
+export interface EventsEnv {
+  /** SNS topic of the jobs that `SUCCEEDED`. */
+  readonly successTopicArn?: string;
+  /** SNS topic of the jobs that ended otherwise (`FAILED`, `CANCELLED`, `EXPIRED`). */
+  readonly errorTopicArn?: string;
+  /** EventBridge bus (name or ARN) every end is put on. */
+  readonly eventBus?: string;
 }
 
 /** What the submit Lambda reads. */
@@ -167,6 +208,8 @@ export interface SubmitEnv {
   readonly maxUploadBytes: number;
   /** How long an upload's URLs last, and within which a job must name it. */
   readonly uploadExpirySeconds: number;
+  /** The buckets whose objects jobs may name (`s3://bucket/key`); empty: none. */
+  readonly inputBuckets: readonly string[];
   readonly maxAttempts: number;
   readonly retentionDays: number;
   /** Cluster of the worker service, for the scale-from-zero nudge. */
@@ -179,6 +222,12 @@ export interface SubmitEnv {
   readonly ownerScope: OwnerScope;
   /** ARNs of the roles whose trust policies pin their session names. */
   readonly pinnedSessionRoleArns: readonly string[];
+  /**
+   * Where job ends are published: submit marks each job it accepts as one to publish.
+   *
+   * @default - none: no job is published
+   */
+  readonly events?: EventsEnv;
 }
 
 /**
@@ -226,6 +275,12 @@ export interface WorkerEnv {
   readonly maxJobTimeoutSeconds: number;
   /** Namespace of the job metrics (EMF), the scaling policy's. */
   readonly metricNamespace: string;
+  /**
+   * Where job ends are published: the worker's outbox publishes each end it announces.
+   *
+   * @default - none
+   */
+  readonly events?: EventsEnv;
 }
 
 /** The handler settings in the worker's environment, one shape per mode. */
@@ -261,6 +316,12 @@ export interface BacklogEnv {
    * it to the job's sink.
    */
   readonly payloadBucket: string;
+  /**
+   * Where job ends are published: the outbox publishes the ends that are due.
+   *
+   * @default - none
+   */
+  readonly events?: EventsEnv;
 }
 
 /** What the ingest Lambda reads: where jobs go, and the pipeline it makes them for. */
@@ -276,6 +337,21 @@ export interface IngestEnv {
   readonly owner: string;
   readonly maxAttempts: number;
   readonly retentionDays: number;
+  /**
+   * Where job ends are published: ingest marks each job it makes as one to publish.
+   *
+   * @default - none
+   */
+  readonly events?: EventsEnv;
+}
+
+/** The event targets' variables: only those of the targets the deployment has. */
+function eventsVars(e: EventsEnv | undefined): Record<string, string> {
+  return {
+    ...(e?.successTopicArn === undefined ? {} : { [ENV.SUCCESS_TOPIC_ARN]: e.successTopicArn }),
+    ...(e?.errorTopicArn === undefined ? {} : { [ENV.ERROR_TOPIC_ARN]: e.errorTopicArn }),
+    ...(e?.eventBus === undefined ? {} : { [ENV.EVENT_BUS]: e.eventBus }),
+  };
 }
 
 /** Environment of the submit Lambda. */
@@ -286,6 +362,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
     [ENV.MAX_UPLOAD_BYTES]: String(e.maxUploadBytes),
     [ENV.UPLOAD_EXPIRY_SECONDS]: String(e.uploadExpirySeconds),
+    [ENV.INPUT_BUCKETS]: e.inputBuckets.join(','),
     [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.CLUSTER]: e.clusterName,
@@ -293,6 +370,7 @@ export function submitEnv(e: SubmitEnv): Record<string, string> {
     [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
     [ENV.OWNER_SCOPE]: e.ownerScope,
     [ENV.PINNED_SESSION_ROLES]: e.pinnedSessionRoleArns.join(','),
+    ...eventsVars(e.events),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -330,6 +408,7 @@ export function workerEnv(e: WorkerEnv): Record<string, string> {
     [ENV.JOB_TIMEOUT_SECONDS]: String(e.jobTimeoutSeconds),
     [ENV.MAX_JOB_TIMEOUT_SECONDS]: String(e.maxJobTimeoutSeconds),
     [ENV.METRIC_NAMESPACE]: e.metricNamespace,
+    ...eventsVars(e.events),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -346,6 +425,7 @@ export function backlogEnv(e: BacklogEnv): Record<string, string> {
     [ENV.TABLE_NAME]: e.tableName,
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
     [ENV.PAYLOAD_BUCKET]: e.payloadBucket,
+    ...eventsVars(e.events),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }
@@ -361,6 +441,7 @@ export function ingestEnv(e: IngestEnv): Record<string, string> {
     [ENV.PIPELINE_OWNER]: e.owner,
     [ENV.MAX_ATTEMPTS]: String(e.maxAttempts),
     [ENV.RETENTION_DAYS]: String(e.retentionDays),
+    ...eventsVars(e.events),
     [ENV.LOG_FORMAT]: LOG_FORMAT_IN_AWS,
   };
 }

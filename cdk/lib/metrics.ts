@@ -9,6 +9,11 @@ export const BacklogMetricName = {
   BACKLOG: 'Backlog',
   IN_FLIGHT: 'InFlight',
   RUNNING_TASKS: 'RunningTasks',
+  /**
+   * Tasks started but not yet running (pulling the image, placing on capacity): with `RunningTasks`,
+   * where a scale-out stands while it takes effect.
+   */
+  PENDING_TASKS: 'PendingTasks',
   DESIRED_TASKS: 'DesiredTasks',
   BACKLOG_PER_TASK: 'BacklogPerTask',
   BACKLOG_WITHOUT_CAPACITY: 'BacklogWithoutCapacity',

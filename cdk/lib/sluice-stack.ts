@@ -10,6 +10,7 @@ import { CpuArchitecture } from './capacity';
 import { OwnerScope } from './env';
 import { BacklogScaling } from './constructs/backlog-scaling';
 import { JobApi, JwtAuthorization, checkPinnedSessionRole } from './constructs/job-api';
+import { EventsOptions, JobEvents } from './constructs/job-events';
 import { JobQueue } from './constructs/job-queue';
 import { JobTable } from './constructs/job-table';
 import { Observability } from './constructs/observability';
@@ -105,6 +106,13 @@ export interface SluiceStackProps extends StackProps {
    * @default 2048
    */
   readonly taskMemoryMiB?: number;
+  /**
+   * Worker task ephemeral storage (GiB, 21 to 200): room for the files of the jobs a task runs at
+   * once.
+   *
+   * @default 20
+   */
+  readonly taskStorageGiB?: number;
   /**
    * Jobs one worker runs at once (`SLUICE_CONCURRENCY`). It must equal the scaling policy's
    * `jobs_per_task`, from which the scaling targets are computed: a different value fails synth
@@ -254,6 +262,16 @@ export interface SluiceStackProps extends StackProps {
    */
   readonly operatorArns?: string[];
   /**
+   * Names of S3 buckets whose objects jobs may name (`s3://bucket/key`), for data that already sits
+   * there: submit gets them as `SLUICE_INPUT_BUCKETS` and accepts an object only through a GET its
+   * caller presigned with its own credentials; the workers' role may read their objects (see
+   * JobApiProps.inputBuckets and WorkersProps.inputBuckets). A bucket of another account must
+   * also allow the workers' role in its bucket policy.
+   *
+   * @default - none: jobs may name no object in S3
+   */
+  readonly inputBuckets?: string[];
+  /**
    * How long a stopping worker drains; below the container's 120 s stop timeout.
    *
    * @default Duration.seconds(90)
@@ -322,6 +340,15 @@ export interface SluiceStackProps extends StackProps {
    * @default - none
    */
   readonly pipeline?: PipelineOptions;
+  /**
+   * Publish every job's end: to a success topic and an error topic the stack makes
+   * (`{ topics: true }`, as SageMaker Asynchronous Inference does), to an EventBridge bus of the
+   * account (`{ eventBus: 'default' }`, a bus name or ARN), or both (see {@link EventsOptions}).
+   * The workers and the backlog function publish; submit and ingest mark the jobs they accept.
+   *
+   * @default - none: no topic is made, nothing is published
+   */
+  readonly events?: EventsOptions;
 }
 
 /** The file beside a Dockerfile that holds a job input its handler accepts. */
@@ -352,6 +379,8 @@ export class SluiceStack extends Stack {
   public readonly observability: Observability;
   /** The S3 pipeline, with the `pipeline` option. */
   public readonly pipeline?: Pipeline;
+  /** Where every job's end is published, with the `events` option. */
+  public readonly events?: JobEvents;
 
   constructor(scope: Construct, id: string, props: SluiceStackProps = {}) {
     super(scope, id, props);
@@ -392,6 +421,7 @@ export class SluiceStack extends Stack {
     this.vpc = network.vpc;
 
     this.jobTable = new JobTable(this, 'JobTable');
+    this.events = props.events === undefined ? undefined : new JobEvents(this, 'Events', props.events);
     this.jobQueue = new JobQueue(this, 'JobQueue', {
       maxReceiveCount,
       leaseDuration: props.leaseDuration,
@@ -399,6 +429,7 @@ export class SluiceStack extends Stack {
     });
 
     this.workers = new Workers(this, 'Workers', {
+      inputBuckets: props.inputBuckets,
       vpc: this.vpc,
       vpcSubnets: network.subnets,
       assignPublicIp: network.assignPublicIp,
@@ -411,6 +442,7 @@ export class SluiceStack extends Stack {
       image: props.workerImage,
       cpu: props.taskCpu,
       memoryLimitMiB: props.taskMemoryMiB,
+      ephemeralStorageGiB: props.taskStorageGiB,
       concurrency,
       maxTaskAge: props.maxTaskAge,
       retentionDays,
@@ -429,6 +461,7 @@ export class SluiceStack extends Stack {
           : { ...props.gpu, maxInstances: props.gpu.maxInstances ?? props.maxTasks ?? policy.maxTasks },
       logRetention,
       logRemovalPolicy,
+      events: this.events,
       modelFileSystem:
         props.modelFileSystem === undefined
           ? undefined
@@ -447,6 +480,7 @@ export class SluiceStack extends Stack {
       table: this.jobTable.table,
       queue: this.jobQueue.queue,
       payloadBucket: this.jobQueue.payloadBucket,
+      inputBuckets: props.inputBuckets,
       workerService: this.workers.service,
       lambdaAssetDir,
       maxAttempts,
@@ -462,6 +496,7 @@ export class SluiceStack extends Stack {
       throttleBurstLimit: props.apiBurstLimit,
       logRetention,
       logRemovalPolicy,
+      events: this.events,
     });
 
     this.scaling = new BacklogScaling(this, 'BacklogScaling', {
@@ -478,6 +513,7 @@ export class SluiceStack extends Stack {
       nudgers: [this.jobApi.submitFunction],
       reservedConcurrency: reserved,
       logRetention,
+      events: this.events,
     });
 
     if (props.pipeline !== undefined) {
@@ -495,6 +531,7 @@ export class SluiceStack extends Stack {
         retentionDays,
         logRetention,
         logRemovalPolicy,
+        events: this.events,
       });
     }
 
@@ -510,6 +547,10 @@ export class SluiceStack extends Stack {
         ...(this.pipeline === undefined ? {} : { ingest: this.pipeline.function }),
       },
       pipelineDeadLetterQueue: this.pipeline?.eventsDeadLetterQueue,
+      eventTopics:
+        this.events?.successTopic === undefined || this.events.errorTopic === undefined
+          ? undefined
+          : { Success: this.events.successTopic, Error: this.events.errorTopic },
       alarmEmail: props.alarmEmail,
       workerService: this.workers.service,
     });
@@ -562,6 +603,24 @@ export class SluiceStack extends Stack {
         description: `Objects put under ${this.pipeline.inputPrefix} become jobs; outcomes land under ${this.pipeline.outputPrefix}`,
       });
       new CfnOutput(this, 'PipelineDeadLetterQueueUrl', { value: this.pipeline.eventsDeadLetterQueue.queueUrl });
+    }
+    if (this.events?.successTopic !== undefined) {
+      new CfnOutput(this, 'SuccessTopicArn', {
+        value: this.events.successTopic.topicArn,
+        description: 'Every job that SUCCEEDED is published here: subscribe a queue, a function or an address',
+      });
+    }
+    if (this.events?.errorTopic !== undefined) {
+      new CfnOutput(this, 'ErrorTopicArn', {
+        value: this.events.errorTopic.topicArn,
+        description: 'Every job that ended FAILED, CANCELLED or EXPIRED is published here',
+      });
+    }
+    if (this.events?.eventBus !== undefined) {
+      new CfnOutput(this, 'EventBusArn', {
+        value: this.events.eventBus.eventBusArn,
+        description: 'Every job\'s end is put on this bus as source sluice: match it with a rule on {"source": ["sluice"]}',
+      });
     }
     const smokeInput = props.smokeInput ?? defaultSmokeInput(props.workerImage, props.workerHandler);
     if (smokeInput !== undefined) {

@@ -105,6 +105,9 @@ test('owners come from context: the scope, and the roles whose session names are
   const operators = ['arn:aws:iam::123456789012:user/ops', 'arn:aws:iam::123456789012:role/Operators'];
   assert.deepEqual(config({ operators: operators.join(',') }).operatorArns, operators);
   assert.equal(config({}).operatorArns, undefined);
+  assert.deepEqual(config({ inputBuckets: 'data-lake, raw.images' }).inputBuckets, ['data-lake', 'raw.images']);
+  assert.deepEqual(config({ inputBuckets: ['data-lake'] }).inputBuckets, ['data-lake']);
+  assert.equal(config({}).inputBuckets, undefined);
   assert.equal(config({}).pinnedSessionRoleArns, undefined);
 });
 

@@ -32,6 +32,9 @@ function rustVars(): RustVar[] {
 /** The S3 pipeline, which every stack of these tests has, so that the ingest function is deployed. */
 const PIPELINE = { owner: 'iam:arn:aws:sts::123456789012:assumed-role/Ops' };
 
+/** Both kinds of event target, which every stack of these tests has, so that their variables are set. */
+const EVENTS = { topics: true, eventBus: 'default' };
+
 /** One stack per handler mode, with everything the mode can have. */
 const HANDLERS: Record<HandlerMode, WorkerHandler> = {
   demo: { mode: 'demo' },
@@ -41,7 +44,7 @@ const HANDLERS: Record<HandlerMode, WorkerHandler> = {
 
 /** The variables a synthesized stack gives each binary (the worker in one handler mode). */
 function deployedEnvIn(mode: HandlerMode): Record<Binary, Record<string, unknown>> {
-  const { stack, t } = template({ workerHandler: HANDLERS[mode], pipeline: PIPELINE });
+  const { stack, t } = template({ workerHandler: HANDLERS[mode], pipeline: PIPELINE, events: EVENTS });
   const resources = t.toJSON().Resources;
   const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
   const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;

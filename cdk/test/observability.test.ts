@@ -25,6 +25,7 @@ test('the dashboard shows scaling, jobs, queues and lambdas', () => {
     'InFlight',
     'BacklogPerTask',
     'RunningTasks',
+    'PendingTasks',
     'DesiredTasks',
     'NeededTasks',
     'BacklogWithoutCapacity',
@@ -117,11 +118,11 @@ function tasksGraph(t: Template): { metrics: string[][] } {
   return { metrics: tasks.properties.metrics };
 }
 
-test('the dashboard shows needed tasks beside desired and running', () => {
+test('the dashboard shows needed tasks beside desired, running and pending', () => {
   const { t } = template();
   const names = tasksGraph(t).metrics.map((m) => m[1]);
-  assert.deepEqual(names.slice(0, 3), ['NeededTasks', 'DesiredTasks', 'RunningTasks']);
-  for (const m of tasksGraph(t).metrics.slice(0, 3)) {
+  assert.deepEqual(names.slice(0, 4), ['NeededTasks', 'DesiredTasks', 'RunningTasks', 'PendingTasks']);
+  for (const m of tasksGraph(t).metrics.slice(0, 4)) {
     assert.equal(m[0], file.namespace);
   }
 });

@@ -58,6 +58,7 @@ test('every option together passes cloudformation validation and the AwsSolution
     alarmEmail: 'oncall@example.com',
     minTasks: 1,
     maxTasks: 4,
+    inputBuckets: ['data-lake', 'raw.images.example'],
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   assert.doesNotThrow(() => app.synth());

@@ -4,9 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Duration } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { Match } from 'aws-cdk-lib/assertions';
 import { validateFargateSize } from '../lib/constructs/workers';
-import { READS, workerReads } from '../lib/env';
+import { READS, withoutEvents, workerReads } from '../lib/env';
 import { MAX_JOB_TIMEOUT_LIMIT } from '../lib/handler';
 import { WorkerImage } from '../lib/worker-image';
 import { REPO, actionsOf, grantsOf, j, logicalId, policyFile, policyWith, sluiceStack, template, testApp } from './helpers';
@@ -40,6 +41,27 @@ test('the task runs on linux/arm64 with the configured size', () => {
     Memory: '8192',
     RuntimePlatform: { CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' },
   });
+});
+
+test('a task keeps fargate\'s 20 gib of storage unless told, and takes 21 to 200', () => {
+  const { t } = template();
+  const [def] = Object.values(t.findResources('AWS::ECS::TaskDefinition'));
+  assert.equal(def.Properties.EphemeralStorage, undefined);
+  template({ taskStorageGiB: 100 }).t.hasResourceProperties('AWS::ECS::TaskDefinition', {
+    EphemeralStorage: { SizeInGiB: 100 },
+  });
+  for (const bad of [20, 201, 50.5]) {
+    assert.throws(() => sluiceStack({ taskStorageGiB: bad }), /task storage must be a whole number of GiB from 21 to 200/);
+  }
+  assert.throws(
+    () =>
+      sluiceStack({
+        taskStorageGiB: 100,
+        gpu: { instanceTypes: [new ec2.InstanceType('g5.xlarge')] },
+        workerHandler: { mode: 'process', command: ['python3', '/app/handler.py'] },
+      }),
+    /Fargate workers only/,
+  );
 });
 
 test('the service leaves the desired count to scaling', () => {
@@ -111,7 +133,7 @@ test('the container drains within its stop timeout, checks its health and logs t
   assert.equal(env.SLUICE_LOG_FORMAT, 'json');
   // Job metrics land where the dashboard and the failed-jobs alarm look: the policy's namespace.
   assert.equal(env.SLUICE_METRIC_NAMESPACE, policyFile().namespace);
-  assert.deepEqual(Object.keys(env).sort(), workerReads('demo').sort());
+  assert.deepEqual(Object.keys(env).sort(), withoutEvents(workerReads('demo')).sort());
 });
 
 test('the worker gets the queue visibility and a shorter lease', () => {
@@ -318,7 +340,7 @@ test('the process mode writes its command as a json array and its startup timeou
   assert.deepEqual(JSON.parse(env.SLUICE_COMMAND as string), ['python3', '/app/handler.py', '--model', 'a b']);
   assert.equal(env.SLUICE_STARTUP_SECONDS, '120');
   assert.equal(env.SLUICE_MODEL_URL, undefined);
-  assert.deepEqual(Object.keys(env).sort(), workerReads('process').sort());
+  assert.deepEqual(Object.keys(env).sort(), withoutEvents(workerReads('process')).sort());
   // The start period covers the startup timeout and the worker's own start.
   assert.equal(c.HealthCheck.StartPeriod, 150);
   assert.deepEqual(c.HealthCheck.Command, ['CMD', '/usr/local/bin/sluice-worker', 'healthcheck']);
@@ -342,7 +364,7 @@ test('the http mode without a model server points at the sagemaker port on loopb
   assert.equal(env.SLUICE_MODEL_URL, 'http://127.0.0.1:8080');
   assert.equal(env.SLUICE_STARTUP_SECONDS, '600');
   assert.equal(env.SLUICE_COMMAND, undefined);
-  assert.deepEqual(Object.keys(env).sort(), workerReads('http').sort());
+  assert.deepEqual(Object.keys(env).sort(), withoutEvents(workerReads('http')).sort());
   const remote = envOf(container(template({ workerHandler: { mode: 'http', modelUrl: 'https://models.internal.example.com/v1' } }).t));
   assert.equal(remote.SLUICE_MODEL_URL, 'https://models.internal.example.com/v1');
 });
@@ -413,7 +435,7 @@ test('the job time limits reach the worker and the submit lambda', () => {
   assert.equal(env.SLUICE_MAX_JOB_TIMEOUT_SECONDS, '7200');
   const submit = t.toJSON().Resources[logicalId(stack.jobApi.submitFunction)].Properties.Environment.Variables;
   assert.equal(submit.SLUICE_MAX_JOB_TIMEOUT_SECONDS, '7200');
-  assert.deepEqual(Object.keys(submit).sort(), [...READS.submit].sort());
+  assert.deepEqual(Object.keys(submit).sort(), withoutEvents(READS.submit).sort());
   // The default time limit never exceeds the longest.
   const short = envOf(container(template({ maxJobTimeout: Duration.minutes(30) }).t));
   assert.equal(short.SLUICE_JOB_TIMEOUT_SECONDS, '1800');
@@ -546,4 +568,39 @@ test('an image from a directory inside the repository builds with the repository
   assert.equal(images[0].source.dockerFile, 'examples/sentiment/Dockerfile');
   assert.equal(images[0].source.platform, 'linux/arm64');
   assert.deepEqual(images[0].source.dockerBuildArgs, { PIP_INDEX_URL: 'https://pypi.org/simple' });
+});
+
+test('listed input buckets: submit gets their names, the workers read their objects and nothing more', () => {
+  const buckets = ['data-lake', 'raw.images.example'];
+  const { stack, t } = template({ inputBuckets: buckets });
+  const role = stack.workers.taskDefinition.taskRole;
+  const statements = grantsOf(t, role, 's3:GetObjectVersion');
+  const resources = statements.flatMap((s) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource])).map(j);
+  for (const s of statements) {
+    assert.deepEqual([...s.Action].sort(), ['s3:GetObject', 's3:GetObjectVersion']);
+  }
+  assert.deepEqual(
+    resources.sort(),
+    buckets.map((b) => j({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${b}/*`]] })).sort(),
+    'by name: no lookup, the stack stays environment-agnostic',
+  );
+  // Never a write or a delete in them.
+  for (const action of ['s3:PutObject', 's3:DeleteObject', 's3:DeleteObjectVersion']) {
+    for (const g of grantsOf(t, role, action)) {
+      assert.ok(!buckets.some((b) => j(g.Resource).includes(b)), `${action} on ${j(g.Resource)}`);
+    }
+  }
+  const submit = t.toJSON().Resources[logicalId(stack.jobApi.submitFunction)].Properties.Environment.Variables;
+  assert.equal(submit.SLUICE_INPUT_BUCKETS, 'data-lake,raw.images.example');
+  // Without the option: the variable is empty (no references), and no grant.
+  const plain = template();
+  const plainSubmit = plain.t.toJSON().Resources[logicalId(plain.stack.jobApi.submitFunction)].Properties.Environment.Variables;
+  assert.equal(plainSubmit.SLUICE_INPUT_BUCKETS, '');
+  assert.equal(grantsOf(plain.t, plain.stack.workers.taskDefinition.taskRole, 's3:GetObjectVersion').length, 0);
+});
+
+test('input buckets must be bucket names', () => {
+  for (const bad of ['Data', 'ab', 'data_lake', '-data', 'arn:aws:s3:::data', 's3://data']) {
+    assert.throws(() => sluiceStack({ inputBuckets: [bad] }), /inputBuckets must be s3 bucket names/, bad);
+  }
 });

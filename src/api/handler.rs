@@ -14,9 +14,10 @@ use serde::Serialize;
 
 use super::budget::Budget;
 use super::{
-    caller, job_url, operator, parse_job_id, parse_wait, sha256_hex, upload_refused,
-    validate_idempotency_key, validate_submit, validate_upload, validate_webhook, ApiError,
-    CompleteRequest, JobView, NotOperator, PartUrl, UploadView,
+    caller, job_url, operator, parse_job_id, parse_wait, probe_refused, reference_refused,
+    sha256_hex, upload_refused, validate_idempotency_key, validate_submit, validate_upload,
+    validate_webhook, ApiError, CompleteRequest, InputFile, JobView, NotOperator, PartUrl,
+    UploadView,
 };
 use crate::config::ApiConfig;
 use crate::ecs::Service;
@@ -70,16 +71,19 @@ pub struct Api {
     config: ApiConfig,
     scale_from_zero: Option<Arc<ScaleFromZero>>,
     payloads: Option<Payloads>,
+    /// Checks jobs' objects in S3 through their presigned URLs: no redirects, a short timeout.
+    references: reqwest::Client,
 }
 
 impl Api {
     pub fn new(store: JobStore, queue: Option<JobQueue>, config: ApiConfig) -> Self {
         Api {
-            store,
+            store: store.publishing(config.publishes),
             queue,
             config,
             scale_from_zero: None,
             payloads: None,
+            references: crate::reference::http_client(),
         }
     }
 
@@ -390,6 +394,54 @@ impl Api {
             key: up.key,
             size: up.size,
             content_type: up.content_type,
+            version_id: None,
+        })
+    }
+
+    /// The job's object already in S3, checked: its bucket listed, its presigned URL one of S3's
+    /// own for exactly that object, and one GET of its first byte through the URL answered, which
+    /// S3 does only if the URL's credentials may read it. The URL itself is not kept.
+    async fn referenced_object(
+        &self,
+        name: &crate::reference::S3Name,
+        presigned_url: &str,
+        owner: &Owner,
+        budget: &Budget,
+    ) -> Result<InputObject, ApiError> {
+        let refs = &self.config.references;
+        let checked =
+            crate::reference::check(name, presigned_url, &refs.buckets, refs.emulator.as_ref())
+                .map_err(reference_refused)?;
+        let found = within(
+            budget,
+            RECORD_RESERVE,
+            crate::reference::probe(&self.references, &checked.url),
+        )
+        .await?
+        .map_err(|e| {
+            tracing::info!(object = %name, owner = %owner, error = %DisplayErrorContext(&e), "object reference refused");
+            probe_refused(name, e)
+        })?;
+        let max = self
+            .config
+            .uploads
+            .max_bytes
+            .min(crate::payload::MAX_OBJECT_SIZE);
+        if found.size > max {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "{name} is {} bytes, over this deployment's limit of {max} bytes for a job's file: \
+                 name a smaller object, or ask the operator to raise {}",
+                found.size,
+                crate::env::MAX_UPLOAD_BYTES
+            )));
+        }
+        Ok(InputObject {
+            upload_id: String::new(),
+            bucket: Some(name.bucket.clone()),
+            key: name.key.clone(),
+            size: found.size,
+            content_type: found.content_type,
+            version_id: found.version_id,
         })
     }
 
@@ -623,7 +675,16 @@ impl Api {
         }
 
         let input_object = match &valid.input_file {
-            Some(upload) => Some(self.input_object(upload, &owner, &budget).await?),
+            Some(InputFile::Upload(upload)) => {
+                Some(self.input_object(upload, &owner, &budget).await?)
+            }
+            Some(InputFile::S3 {
+                name,
+                presigned_url,
+            }) => Some(
+                self.referenced_object(name, presigned_url, &owner, &budget)
+                    .await?,
+            ),
             None => None,
         };
         let now = Millis::now();

@@ -43,7 +43,7 @@ pub struct SubmitRequest<'a> {
     /// `null`).
     #[serde(borrow, default, deserialize_with = "present")]
     pub input: Option<&'a RawValue>,
-    /// An upload (`POST /uploads`) the handler gets as a file.
+    /// An upload (`POST /uploads`), or an object already in S3, the handler gets as a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_file: Option<InputFileRef>,
     /// Seconds from now after which the job expires instead of starting.
@@ -68,11 +68,40 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&'de RawValue as Deserialize<'de>>::deserialize(d).map(Some)
 }
 
-/// A job's reference to its uploaded file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A job's file: `{"upload_id": …}` for an upload, or `{"s3": "s3://bucket/key",
+/// "presigned_url": "https://…"}` for an object already in S3 in a bucket the deployment lists,
+/// with a GET of it presigned by the caller's own credentials (the proof that the caller may read
+/// it; never stored).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputFileRef {
-    pub upload_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presigned_url: Option<String>,
+}
+
+/// A job's file, checked for form: an upload, or an object in S3 with its presigned GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputFile {
+    Upload(crate::upload::UploadId),
+    S3 {
+        name: crate::reference::S3Name,
+        presigned_url: String,
+    },
+}
+
+impl std::fmt::Display for InputFile {
+    /// What an idempotent retry is compared by: the upload, or the object's name (a retry may
+    /// carry a fresh presigned URL of the same object).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputFile::Upload(id) => write!(f, "{id}"),
+            InputFile::S3 { name, .. } => write!(f, "{name}"),
+        }
+    }
 }
 
 /// `POST /uploads`.
@@ -139,10 +168,13 @@ pub struct CompletedPartRef {
     pub etag: String,
 }
 
-/// A job's file as the API shows it.
+/// A job's file as the API shows it: its upload, or its object's name (`s3://bucket/key`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputFileView {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upload_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<String>,
     pub size: u64,
     pub content_type: String,
 }
@@ -318,6 +350,7 @@ impl JobView {
             progress: job.progress.clone(),
             input_file: job.input_object.as_ref().map(|o| InputFileView {
                 upload_id: o.upload_id.clone(),
+                s3: o.bucket.as_ref().map(|b| format!("s3://{b}/{}", o.key)),
                 size: o.size,
                 content_type: o.content_type.clone(),
             }),
@@ -378,6 +411,15 @@ pub enum ApiError {
     UploadNotFound(String),
     #[error("{0}")]
     Gone(String),
+    /// A job's object in S3 that the caller may not name or read.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// A job's object in S3 that is not there.
+    #[error("{0}")]
+    ObjectNotFound(String),
+    /// S3 answered the check of a job's object in a way that shows nothing.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
@@ -415,6 +457,9 @@ impl ApiError {
             ApiError::NoRoute { .. } => (404, "no_route"),
             ApiError::UploadNotFound(_) => (404, "upload_not_found"),
             ApiError::Gone(_) => (410, "upload_expired"),
+            ApiError::Forbidden { code, .. } => (403, code),
+            ApiError::ObjectNotFound(_) => (404, "object_not_found"),
+            ApiError::BadGateway(_) => (502, "s3_answer"),
             ApiError::Conflict { code, .. } => (409, code),
             ApiError::PayloadTooLarge(_) => (413, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (415, "unsupported_media_type"),
@@ -492,6 +537,67 @@ pub fn upload_refused(id: &crate::upload::UploadId, why: crate::upload::Refusal)
     }
 }
 
+/// What the caller is told when its reference to an object in S3 is refused before any request.
+/// Pure.
+pub fn reference_refused(why: crate::reference::Refusal) -> ApiError {
+    use crate::reference::Refusal;
+    match why {
+        Refusal::NoBuckets => ApiError::Forbidden {
+            code: "references_disabled",
+            message: format!(
+                "this deployment lists no buckets whose objects jobs may name: its operator lists \
+                 them in {} (the CDK app's inputBuckets); until then, upload the file \
+                 (POST /uploads) or send the input inline",
+                crate::env::INPUT_BUCKETS
+            ),
+        },
+        Refusal::NotListed(bucket) => ApiError::Forbidden {
+            code: "bucket_not_listed",
+            message: format!(
+                "jobs may not name objects in the bucket {bucket}: this deployment lists only \
+                 certain buckets ({}, the CDK app's inputBuckets); ask its operator to add it, or \
+                 upload the file (POST /uploads)",
+                crate::env::INPUT_BUCKETS
+            ),
+        },
+        Refusal::Url(e) => ApiError::bad_request("invalid_presigned_url", e.to_string()),
+        Refusal::Mismatch { named, signed } => ApiError::bad_request(
+            "presigned_url_mismatch",
+            format!(
+                "the presigned URL is for {signed}, not the {named} the job names: presign a GET \
+                 of exactly the object named in s3"
+            ),
+        ),
+    }
+}
+
+/// What the caller is told when S3 does not show its object through the presigned URL.
+pub fn probe_refused(name: &crate::reference::S3Name, e: crate::reference::ProbeError) -> ApiError {
+    use crate::reference::ProbeError;
+    match e {
+        ProbeError::Forbidden => ApiError::Forbidden {
+            code: "object_forbidden",
+            message: format!(
+                "the presigned URL does not grant read access to {name} (expired, or its \
+                 credentials may not read it): presign a fresh GET with credentials that may \
+                 read the object"
+            ),
+        },
+        ProbeError::NotFound => ApiError::ObjectNotFound(format!(
+            "S3 has no object {name}: check the bucket and key (and the object's version, if the \
+             URL names one)"
+        )),
+        ProbeError::Unreachable(_) => ApiError::BadGateway(format!(
+            "S3 did not answer the check of {name} within {} s; retry shortly",
+            crate::reference::PROBE_TIMEOUT.as_secs()
+        )),
+        other => ApiError::BadGateway(format!(
+            "{other} for the presigned GET of {name}, which shows neither the object nor a \
+             refusal: check the URL is a GET presign of the object, then retry"
+        )),
+    }
+}
+
 impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         use crate::queue::QueueError;
@@ -518,8 +624,8 @@ fn too_large_message(size: usize) -> String {
 #[derive(Debug)]
 pub struct ValidSubmit<'a> {
     pub input: &'a RawValue,
-    /// The upload the handler gets as a file.
-    pub input_file: Option<crate::upload::UploadId>,
+    /// The upload, or the object in S3, the handler gets as a file.
+    pub input_file: Option<InputFile>,
     pub deadline: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub timeout_seconds: Option<u64>,
@@ -623,7 +729,7 @@ pub fn validate_submit<'a>(
         };
         ApiError::bad_request(
             "invalid_json",
-            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"input_file\"?: {{\"upload_id\": \"…\"}}, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\", \"webhook\"?: \"https://…\"}}"),
+            format!("{what} ({e}); expected {{\"input\": <any JSON>, \"input_file\"?: {{\"upload_id\": \"…\"}} | {{\"s3\": \"s3://…\", \"presigned_url\": \"https://…\"}}, \"deadline_seconds\"?: N, \"max_attempts\"?: N, \"timeout_seconds\"?: N, \"on_timeout\"?: \"fail\" | \"retry\", \"webhook\"?: \"https://…\"}}"),
         )
     })?;
     let deadline = match req.deadline_seconds {
@@ -646,16 +752,7 @@ pub fn validate_submit<'a>(
     }
     let input_file = match req.input_file {
         None => None,
-        Some(f) => Some(
-            f.upload_id
-                .parse::<crate::upload::UploadId>()
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_upload_id",
-                        format!("{e}; use the upload_id POST /uploads answered"),
-                    )
-                })?,
-        ),
+        Some(f) => Some(validate_input_file(f)?),
     };
     let input = match (req.input, &input_file) {
         (Some(input), _) => input,
@@ -663,7 +760,8 @@ pub fn validate_submit<'a>(
         (None, None) => {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "the body has no input: send {\"input\": <any JSON>}, or {\"input_file\": {\"upload_id\": \"…\"}} for an uploaded file",
+                "the body has no input: send {\"input\": <any JSON>}, or {\"input_file\": {\"upload_id\": \"…\"}} for an uploaded file \
+                 ({\"s3\": \"s3://bucket/key\", \"presigned_url\": \"https://…\"} for an object already in S3)",
             ))
         }
     };
@@ -688,6 +786,52 @@ pub fn validate_submit<'a>(
         on_timeout: req.on_timeout.unwrap_or_default(),
         webhook: req.webhook,
     })
+}
+
+/// Checks the form of a job's file: exactly one of `{"upload_id": …}` and `{"s3": "s3://…",
+/// "presigned_url": "https://…"}`. Pure.
+fn validate_input_file(f: InputFileRef) -> Result<InputFile, ApiError> {
+    const FORMS: &str =
+        "send {\"upload_id\": \"…\"} for an upload, or {\"s3\": \"s3://bucket/key\", \
+                         \"presigned_url\": \"https://…\"} for an object already in S3";
+    match (f.upload_id, f.s3, f.presigned_url) {
+        (Some(id), None, None) => id
+            .parse::<crate::upload::UploadId>()
+            .map(InputFile::Upload)
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_upload_id",
+                    format!("{e}; use the upload_id POST /uploads answered"),
+                )
+            }),
+        (None, Some(name), Some(url)) => {
+            let name = name.parse::<crate::reference::S3Name>().map_err(|e| {
+                ApiError::bad_request("invalid_s3_name", format!("input_file.s3 {e}"))
+            })?;
+            Ok(InputFile::S3 {
+                name,
+                presigned_url: url,
+            })
+        }
+        (None, Some(_), None) => Err(ApiError::bad_request(
+            "missing_presigned_url",
+            "input_file names an object in S3 without a presigned_url: add a GET of it presigned \
+             with your own credentials (`aws s3 presign s3://bucket/key`), which proves you may \
+             read it; `sluice submit --s3` does this for you",
+        )),
+        (None, None, Some(_)) => Err(ApiError::bad_request(
+            "invalid_input_file",
+            format!("input_file has a presigned_url but no s3 name of its object: {FORMS}"),
+        )),
+        (Some(_), _, _) => Err(ApiError::bad_request(
+            "invalid_input_file",
+            format!("input_file names both an upload and an object in S3: {FORMS}"),
+        )),
+        (None, None, None) => Err(ApiError::bad_request(
+            "invalid_input_file",
+            format!("input_file names no file: {FORMS}"),
+        )),
+    }
 }
 
 /// The input of a job that sends only a file: `null`.
@@ -942,6 +1086,64 @@ mod tests {
                 (Ok(()), Ok(())) => {}
                 (Err(e), Err((status, text))) => {
                     assert_eq!(e.status_and_code().0, *status, "{body}: {e}");
+                    assert!(e.to_string().contains(text), "{body}: {e}");
+                }
+                (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_jobs_file_is_an_upload_or_an_object_in_s3() {
+        let up = "01JDQ3ZV1T8Y3G7Q0M9K2D4XWE";
+        let url = "https://data.s3.amazonaws.com/a?X-Amz-Signature=x";
+        type Case<'a> = (String, Result<&'a str, (u16, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (
+                format!(r#"{{"input_file": {{"upload_id": "{up}"}}}}"#),
+                Ok(up),
+            ),
+            (
+                format!(r#"{{"input_file": {{"s3": "s3://data/a", "presigned_url": "{url}"}}}}"#),
+                Ok("s3://data/a"),
+            ),
+            (
+                r#"{"input_file": {"s3": "s3://data/a"}}"#.into(),
+                Err((400, "without a presigned_url")),
+            ),
+            (
+                format!(r#"{{"input_file": {{"presigned_url": "{url}"}}}}"#),
+                Err((400, "no s3 name")),
+            ),
+            (
+                format!(
+                    r#"{{"input_file": {{"upload_id": "{up}", "s3": "s3://data/a", "presigned_url": "{url}"}}}}"#
+                ),
+                Err((400, "both an upload and an object")),
+            ),
+            (r#"{"input_file": {}}"#.into(), Err((400, "names no file"))),
+            (
+                format!(r#"{{"input_file": {{"s3": "s3://Data/a", "presigned_url": "{url}"}}}}"#),
+                Err((400, "not an S3 bucket name")),
+            ),
+            (
+                format!(r#"{{"input_file": {{"s3": "data/a", "presigned_url": "{url}"}}}}"#),
+                Err((400, "write s3://bucket/key")),
+            ),
+            (
+                r#"{"input_file": {"s3": "s3://data/a", "url": "x"}}"#.into(),
+                Err((400, "unknown field `url`")),
+            ),
+        ];
+        for (body, want) in cases {
+            let got = validate_submit(Some("application/json"), body.as_bytes(), MAX_JOB_TIMEOUT);
+            match (got, want) {
+                (Ok(v), Ok(shown)) => {
+                    assert_eq!(v.input_file.unwrap().to_string(), shown, "{body}");
+                    assert_eq!(v.input.get(), "null");
+                }
+                (Err(e), Err((status, text))) => {
+                    assert_eq!(e.status_and_code().0, status, "{body}: {e}");
                     assert!(e.to_string().contains(text), "{body}: {e}");
                 }
                 (got, want) => panic!("{body}: got {got:?}, want {want:?}"),

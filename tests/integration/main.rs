@@ -12,6 +12,7 @@ mod ingest;
 mod model;
 mod payload;
 mod pipeline;
+mod references;
 mod scaling;
 mod store;
 mod support;

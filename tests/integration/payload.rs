@@ -319,6 +319,66 @@ async fn a_small_file_round_trips_in_one_put() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
 }
 
+/// An object over the single-copy limit (5 GiB in S3, a few MiB here) is copied to another
+/// bucket in parts, byte for byte and with its content type; one under it in one copy.
+#[tokio::test]
+async fn an_object_over_the_single_copy_limit_is_copied_in_parts() {
+    let from = bucket("copy_from").await;
+    let to = bucket("copy_to").await;
+    let dir = TempDir::new("copy_parts");
+    let src = dir.join("in.bin");
+    let size = 12 * MIB + 7;
+    let sum = write_file(&src, 9, size);
+    from.upload_file(&src, "outputs/big.bin", "video/mp4")
+        .await
+        .unwrap();
+    from.copy_to_with(
+        "outputs/big.bin",
+        size,
+        to.bucket(),
+        "out/a b/big.bin",
+        5 * MIB,
+        5 * MIB,
+    )
+    .await
+    .unwrap();
+    let copied = to.head("out/a b/big.bin").await.unwrap().unwrap();
+    assert_eq!(copied.size, size);
+    assert_eq!(copied.content_type.as_deref(), Some("video/mp4"));
+    assert!(
+        copied.etag.ends_with("-3\""),
+        "three parts: {}",
+        copied.etag
+    );
+    let out = dir.join("out.bin");
+    to.download_to_file("out/a b/big.bin", &out).await.unwrap();
+    assert_eq!(file_sha256(&out), sum);
+
+    from.copy_to("outputs/big.bin", size, to.bucket(), "out/one.bin")
+        .await
+        .unwrap();
+    let one = to.head("out/one.bin").await.unwrap().unwrap();
+    assert!(!one.etag.ends_with("-3\""), "one copy: {}", one.etag);
+    to.download_to_file("out/one.bin", &out).await.unwrap();
+    assert_eq!(file_sha256(&out), sum);
+
+    // A copy of what is not there says so, and leaves no upload behind.
+    let missing = from
+        .copy_to_with(
+            "outputs/none",
+            size,
+            to.bucket(),
+            "out/none",
+            5 * MIB,
+            5 * MIB,
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(PayloadError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
 /// Files stream: a worker's memory must not grow with the payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_round_trips_without_growing_memory() {

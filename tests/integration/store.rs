@@ -341,6 +341,57 @@ async fn a_record_outlives_its_job_and_is_kept_for_the_retention_after_it_ends()
     assert_eq!(ttl_of(&s, &job.id).await, end.as_epoch_seconds() + day);
 }
 
+/// An announcement retried for longer than the retention (a day's retention, a webhook schedule
+/// of more than a day) keeps its record until its next attempt and a retention after: the
+/// record, which is the outbox, is never deleted under a pending delivery.
+#[tokio::test]
+async fn a_pending_announcement_keeps_its_record_past_the_retention() {
+    let s = Stack::new("ttl-webhook").await;
+    let retention = Duration::from_secs(86_400);
+    let store = s.store.clone().with_retention(retention);
+    let t0 = Millis::now();
+    let mut job = JobRecord::queued(JobId::generate(), Owner::new("o"), t0, None, 3, 1);
+    job.webhook = Some("https://example.com/hooks".into());
+    store.create(&job, retention, None).await.unwrap();
+    store
+        .claim(&job.id, "w", t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let end = t0.plus(Duration::from_secs(60));
+    let ended = store
+        .finish(
+            &job.id,
+            1,
+            Finish::Succeeded { result: "1".into() },
+            end,
+            retention,
+        )
+        .await
+        .unwrap();
+    let due = ended.delivery.due_at.expect("an announcement is due");
+    // The schedule's last retry comes more than a day after the end.
+    let lease = end.plus(Duration::from_secs(60));
+    store.take_delivery(&job.id, due, lease, end).await.unwrap();
+    let next_at = end.plus(Duration::from_secs(27 * 3600));
+    store
+        .record_delivery(
+            &job.id,
+            lease,
+            &sluice::store::DeliveryEnd::Retry {
+                status: Some(503),
+                error: "busy".into(),
+                next_at,
+            },
+            end,
+        )
+        .await
+        .unwrap();
+    assert!(
+        ttl_of(&s, &job.id).await >= next_at.as_epoch_seconds() + 86_400,
+        "the record outlives the pending attempt by the retention"
+    );
+}
+
 /// A claim and a cancel racing for one queued job: exactly one wins, as DynamoDB's conditional
 /// writes guarantee. The emulator runs with a tiny thread switch interval, so that its request
 /// threads interleave as often as they can; a plain moto server lets both writes pass their

@@ -205,6 +205,12 @@ pub fn api_config(res: &Resources) -> ApiConfig {
             ..Default::default()
         },
         operators: vec![OPERATOR.parse().expect("an operator's ARN")],
+        publishes: false,
+        // No buckets listed; the emulator's presigned URLs are S3's, as on the local stack.
+        references: sluice::config::ReferenceSettings {
+            buckets: Default::default(),
+            emulator: sluice::reference::Emulator::from_endpoint(&emulator().endpoint),
+        },
     }
 }
 

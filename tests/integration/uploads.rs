@@ -562,3 +562,107 @@ async fn the_cli_offloads_a_large_input_and_downloads_a_large_result() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&input).unwrap();
 }
+
+/// API Gateway cuts a request off at 30 s with a 504, while the function behind it goes on; S3
+/// may take minutes to join a large file's parts. A stand-in for that gateway in front of the
+/// local API forwards the first completions (so the join happens) and answers them 504: the
+/// client keeps asking, past its usual half minute of retries, and the API finds the file joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_the_gateway_cuts_off_is_asked_again_until_the_file_is_joined() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::new("upload_complete_504").await;
+    let mut config = api_config(&s.res);
+    config.uploads.single_put_limit = 0;
+    let api = Api::new(s.store.clone(), Some(s.queue.clone()), config.clone())
+        .with_payloads(s.api_payloads());
+    let upstream = serve(api.clone()).await;
+    // One more than the client's usual tries.
+    const CUT: u32 = 6;
+    let cut = Arc::new(AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = format!("http://{}", listener.local_addr().unwrap());
+    let counted = cut.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (http, upstream, cut) = (http.clone(), upstream.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                let (head, body) = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break (text[..end].to_owned(), buf[end + 4..end + 4 + len].to_vec());
+                        }
+                    }
+                };
+                let mut words = head.split(' ');
+                let (method, path) = (
+                    words.next().unwrap().to_owned(),
+                    words.next().unwrap().to_owned(),
+                );
+                let answer = http
+                    .request(method.parse().unwrap(), format!("{upstream}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status().as_u16();
+                let text = answer.text().await.unwrap();
+                let (status, text) =
+                    if path.ends_with("/complete") && cut.fetch_add(1, Ordering::SeqCst) < CUT {
+                        (
+                            504,
+                            r#"{"message":"Endpoint request timed out"}"#.to_owned(),
+                        )
+                    } else {
+                        (status, text)
+                    };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+
+    let (path, _) = pattern_file("complete-504", 12);
+    let client = Client::new(&front).unwrap();
+    let view = client
+        .upload_file(&path, "application/octet-stream", |_| {})
+        .await
+        .expect("the completion is asked again until it answers");
+    assert!(view.completed, "{view:?}");
+    assert!(
+        cut.load(Ordering::SeqCst) > CUT,
+        "every cut completion was asked again"
+    );
+    let (status, v) = submit(
+        &api,
+        sluice::local::LOCAL_IDENTITY,
+        json!({"input_file": {"upload_id": view.upload_id}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["input_file"]["size"], 12 * MIB);
+    let object = s.api_payloads().head(&view.key).await.unwrap().unwrap();
+    assert_eq!(object.size, 12 * MIB);
+    std::fs::remove_file(&path).unwrap();
+}

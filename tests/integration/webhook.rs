@@ -756,3 +756,388 @@ async fn a_job_redriven_out_of_failed_announces_its_next_end_as_a_new_message() 
         assert_eq!(reference_verdict(&secret, &r.headers, &r.body), Ok(()));
     }
 }
+
+// The deployment's own announcements: every job's end published to SNS topics and an
+// EventBridge bus, as the local stack sets them up (with an inbox queue subscribed to all).
+
+/// What the events inbox got: an SNS notification or an EventBridge event.
+#[derive(Debug, Clone, PartialEq)]
+enum Published {
+    Sns {
+        topic: String,
+        status: String,
+        event_id: String,
+        body: serde_json::Value,
+    },
+    Bus {
+        detail_type: String,
+        source: String,
+        detail: serde_json::Value,
+    },
+}
+
+impl Published {
+    fn job_id(&self) -> String {
+        let body = match self {
+            Published::Sns { body, .. } => body,
+            Published::Bus { detail, .. } => detail,
+        };
+        body["data"]["id"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// A stack whose API marks every job it accepts as published, and its topics, bus and inbox.
+async fn publishing(test: &str) -> (Stack, sluice::local::EventResources) {
+    let mut s = Stack::new(test).await;
+    let events = sluice::local::ensure_events(&s.aws, &s.name).await.unwrap();
+    s.api = Api::new(
+        s.store.clone(),
+        Some(s.queue.clone()),
+        sluice::config::ApiConfig {
+            publishes: true,
+            ..api_config(&s.res)
+        },
+    )
+    .with_payloads(s.api_payloads());
+    (s, events)
+}
+
+/// The worker's environment naming `targets`, with loopback webhooks allowed.
+fn event_env(targets: &sluice::events::EventTargets) -> Vec<(&'static str, String)> {
+    let mut env = vec![(sluice::env::WEBHOOK_ALLOW_LOOPBACK, "true".to_string())];
+    for (var, value) in [
+        (sluice::env::SUCCESS_TOPIC_ARN, &targets.success_topic),
+        (sluice::env::ERROR_TOPIC_ARN, &targets.error_topic),
+        (sluice::env::EVENT_BUS, &targets.bus),
+    ] {
+        if let Some(v) = value {
+            env.push((var, v.clone()));
+        }
+    }
+    env
+}
+
+fn publishing_worker(
+    s: &Stack,
+    id: &str,
+    targets: &sluice::events::EventTargets,
+) -> crate::support::WorkerProcess {
+    let env = event_env(targets);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.worker(id, &env)
+}
+
+/// As the backlog function runs it with the deployment's targets, `ahead` of now.
+async fn publishing_pass(
+    s: &Stack,
+    targets: &sluice::events::EventTargets,
+    ahead: Duration,
+) -> Pass {
+    outbox(s)
+        .with_events(sluice::events::Publisher::from_sdk(&s.aws, targets.clone()))
+        .deliver_due(Millis::now().plus(ahead), Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+/// Everything the inbox at `url` gets: at least `want` messages within `within`, then whatever
+/// else comes in the second after (a duplicate would).
+async fn inbox(s: &Stack, url: &str, want: usize, within: Duration) -> Vec<Published> {
+    let sqs = aws_sdk_sqs::Client::new(&s.aws);
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut settled_at: Option<Instant> = None;
+    loop {
+        if got.len() >= want && settled_at.is_none() {
+            settled_at = Some(Instant::now());
+        }
+        if settled_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+            || start.elapsed() > within
+        {
+            return got;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            let raw: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            got.push(if raw["Type"] == "Notification" {
+                Published::Sns {
+                    topic: raw["TopicArn"].as_str().unwrap().to_owned(),
+                    status: raw["MessageAttributes"]["status"]["Value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    event_id: raw["MessageAttributes"]["event_id"]["Value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    body: serde_json::from_str(raw["Message"].as_str().unwrap()).unwrap(),
+                }
+            } else {
+                Published::Bus {
+                    detail_type: raw["detail-type"].as_str().unwrap().to_owned(),
+                    source: raw["source"].as_str().unwrap().to_owned(),
+                    detail: raw["detail"].clone(),
+                }
+            });
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_end_is_published_once_to_its_topic_and_the_bus() {
+    let (s, events) = publishing("events-once").await;
+    let targets = &events.targets;
+    // Cancelled while queued: the backlog function publishes it.
+    let cancelled = s.submit(ALICE, json!({"text": "never"})).await;
+    let (status, v) = s.call(delete(ALICE, &format!("/jobs/{cancelled}"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        publishing_pass(&s, targets, Duration::ZERO)
+            .await
+            .attempted
+            .len(),
+        1
+    );
+
+    // Ended by a worker: it publishes them itself.
+    let _worker = publishing_worker(&s, "w1", targets);
+    let succeeded = s.submit(ALICE, json!({"text": "a b c"})).await;
+    let failed = s.submit(ALICE, json!({"fail": "permanent"})).await;
+    // Accepted where the deployment published nothing: never published.
+    let unpublished = Api::new(s.store.clone(), Some(s.queue.clone()), api_config(&s.res));
+    let (status, v) = decode(
+        unpublished
+            .handle(post_json(
+                ALICE,
+                &json!({"input": {"text": "quiet"}}).to_string(),
+                None,
+            ))
+            .await,
+    );
+    assert_eq!(status, 202, "{v}");
+    let quiet: JobId = v["id"].as_str().unwrap().parse().unwrap();
+    for id in [&succeeded, &failed, &quiet] {
+        s.wait_terminal(ALICE, id, Duration::from_secs(30)).await;
+    }
+
+    let got = inbox(&s, &events.inbox_url, 6, Duration::from_secs(20)).await;
+    assert_eq!(
+        got.len(),
+        6,
+        "one message per end on a topic, one on the bus: {got:#?}"
+    );
+    assert!(
+        got.iter().all(|p| p.job_id() != quiet.to_string()),
+        "{got:#?}"
+    );
+    for (id, kind, status, topic, detail_type) in [
+        (
+            &succeeded,
+            EventType::JobSucceeded,
+            "SUCCEEDED",
+            &targets.success_topic,
+            "Job Succeeded",
+        ),
+        (
+            &failed,
+            EventType::JobFailed,
+            "FAILED",
+            &targets.error_topic,
+            "Job Failed",
+        ),
+        (
+            &cancelled,
+            EventType::JobCancelled,
+            "CANCELLED",
+            &targets.error_topic,
+            "Job Cancelled",
+        ),
+    ] {
+        let mine: Vec<&Published> = got
+            .iter()
+            .filter(|p| p.job_id() == id.to_string())
+            .collect();
+        assert_eq!(mine.len(), 2, "{id}: {mine:#?}");
+        let msg_id = webhook::message_id(id, kind, 0);
+        let sns = mine
+            .iter()
+            .find_map(|p| match p {
+                Published::Sns {
+                    topic,
+                    status,
+                    event_id,
+                    body,
+                } => Some((topic, status, event_id, body)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{id} on no topic: {mine:#?}"));
+        assert_eq!(Some(sns.0), topic.as_ref(), "{id}");
+        assert_eq!((sns.1.as_str(), sns.2), (status, &msg_id));
+        assert_eq!(
+            (&sns.3["id"], &sns.3["type"]),
+            (&json!(msg_id), &json!(kind.as_str()))
+        );
+        assert_eq!(sns.3["data"]["status"], status);
+        let bus = mine
+            .iter()
+            .find_map(|p| match p {
+                Published::Bus {
+                    detail_type,
+                    source,
+                    detail,
+                } => Some((detail_type, source, detail)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{id} not on the bus: {mine:#?}"));
+        assert_eq!((bus.0.as_str(), bus.1.as_str()), (detail_type, "sluice"));
+        assert_eq!(bus.2["id"], json!(msg_id));
+        assert_eq!(bus.2["data"]["status"], status);
+    }
+    let (_, v) = s
+        .call(get(ALICE, &format!("/jobs/{succeeded}"), None))
+        .await;
+    assert!(
+        v.get("delivery").is_none(),
+        "a job without a webhook shows no delivery: {v}"
+    );
+
+    // Nothing is left to publish, even a day later.
+    let later = publishing_pass(&s, targets, Duration::from_secs(86_400)).await;
+    assert_eq!(later.attempted, vec![], "{later:?}");
+    assert_eq!(
+        inbox(&s, &events.inbox_url, 0, Duration::from_secs(2)).await,
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_retried_for_hours_publishes_the_end_once() {
+    let (s, events) = publishing("events-webhook-down").await;
+    let targets = &events.targets;
+    let rx = Receiver::start(DOWN_503).await;
+    let _worker = publishing_worker(&s, "w1", targets);
+    let id = s
+        .submit_job(ALICE, json!({"input": {"text": "hi"}, "webhook": rx.url}))
+        .await;
+    view_until(&s, &id, "a failed first attempt", |v| {
+        v.delivery.as_ref().is_some_and(|d| d.attempts == 1)
+    })
+    .await;
+    assert_eq!(
+        inbox(&s, &events.inbox_url, 2, Duration::from_secs(20))
+            .await
+            .len(),
+        2
+    );
+
+    // Retried twice more (down, then up): the webhook goes again, the events do not.
+    publishing_pass(&s, targets, Duration::from_secs(60)).await;
+    view_until(&s, &id, "a second attempt", |v| {
+        v.delivery.as_ref().is_some_and(|d| d.attempts == 2)
+    })
+    .await;
+    rx.set(UP);
+    let pass = publishing_pass(&s, targets, Duration::from_secs(60 + 6 * 60 + 60)).await;
+    assert_eq!(pass.attempted.len(), 1, "{pass:?}");
+    let view = view_until(&s, &id, "delivered", |v| {
+        state(v) == Some(DeliveryState::Delivered)
+    })
+    .await;
+    assert_eq!(view.delivery.unwrap().attempts, 3);
+    assert_eq!(rx.got().len(), 3);
+    let again = inbox(&s, &events.inbox_url, 0, Duration::from_secs(2)).await;
+    assert_eq!(
+        again,
+        vec![],
+        "published once, though announced three times"
+    );
+}
+
+#[tokio::test]
+async fn a_topic_out_of_reach_is_retried_without_sending_the_webhook_again() {
+    let (s, events) = publishing("events-topic-missing").await;
+    let region = s.aws.region().unwrap().to_string();
+    let missing = format!("{}-not-yet", s.name);
+    let targets = sluice::events::EventTargets {
+        success_topic: Some(format!("arn:aws:sns:{region}:123456789012:{missing}")),
+        ..events.targets.clone()
+    };
+    let rx = Receiver::start(UP).await;
+    let _worker = publishing_worker(&s, "w1", &targets);
+    let id = s
+        .submit_job(ALICE, json!({"input": {"text": "hi"}, "webhook": rx.url}))
+        .await;
+    // The webhook is delivered and shown so; the bus has the event; the topic is retried.
+    let view = view_until(&s, &id, "the webhook delivered", |v| {
+        state(v) == Some(DeliveryState::Delivered)
+    })
+    .await;
+    assert_eq!(view.delivery.unwrap().last_status, Some(204));
+    let got = inbox(&s, &events.inbox_url, 1, Duration::from_secs(20)).await;
+    assert!(
+        matches!(got.as_slice(), [Published::Bus { .. }]),
+        "{got:#?}"
+    );
+    let pass = publishing_pass(&s, &targets, Duration::from_secs(60)).await;
+    let [attempted] = pass.attempted.as_slice() else {
+        panic!("one attempt at the topic: {pass:?}")
+    };
+    assert!(
+        matches!(&attempted.end, sluice::store::DeliveryEnd::Retry { error, .. } if error.contains(&missing)),
+        "{attempted:?}"
+    );
+    assert_eq!(rx.got().len(), 1, "the webhook is not sent again");
+
+    // The topic comes: the next attempt on the schedule publishes, and only to it.
+    let sns = aws_sdk_sns::Client::new(&s.aws);
+    let arn = sns
+        .create_topic()
+        .name(&missing)
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    assert_eq!(Some(&arn), targets.success_topic.as_ref());
+    let inbox_arn = sluice::local::queue_arn(&aws_sdk_sqs::Client::new(&s.aws), &events.inbox_url)
+        .await
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&arn)
+        .protocol("sqs")
+        .endpoint(inbox_arn)
+        .send()
+        .await
+        .unwrap();
+    let pass = publishing_pass(&s, &targets, Duration::from_secs(3600)).await;
+    assert_eq!(pass.attempted.len(), 1, "{pass:?}");
+    assert!(
+        matches!(
+            pass.attempted[0].end,
+            sluice::store::DeliveryEnd::Delivered { .. }
+        ),
+        "{pass:?}"
+    );
+    let got = inbox(&s, &events.inbox_url, 1, Duration::from_secs(20)).await;
+    assert!(
+        matches!(got.as_slice(), [Published::Sns { topic, .. }] if *topic == arn),
+        "{got:#?}"
+    );
+    assert_eq!(rx.got().len(), 1);
+    let later = publishing_pass(&s, &targets, Duration::from_secs(86_400)).await;
+    assert_eq!(later.attempted, vec![], "{later:?}");
+}

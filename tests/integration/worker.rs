@@ -449,6 +449,93 @@ async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
     );
 }
 
+/// The chaos run's model server as w1's, on a free loopback port, writing the run ledger at
+/// `ledger` (made empty) and looking for a closed connection every `hangup_poll_ms`; and its URL.
+fn ledger_model_server(
+    ledger: &std::path::Path,
+    hangup_poll_ms: u32,
+) -> (std::process::Child, String) {
+    std::fs::write(ledger, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/fixtures/chaos_model_server.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(port.to_string())
+        .env("CHAOS_LOG", ledger)
+        .env("CHAOS_WORKER", "w1")
+        .env("CHAOS_HANGUP_POLL_MS", hangup_poll_ms.to_string())
+        .spawn()
+        .unwrap();
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// A job stopped at its time limit and retried (`on_timeout: retry`) starts its next attempt
+/// only once the model server has had its moment to notice the closed connection: never beside
+/// the run it is still finishing.
+#[tokio::test]
+async fn a_job_timed_out_in_http_mode_is_retried_only_after_the_server_could_stop() {
+    let s = Stack::new("http_timeout_retry").await;
+    let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
+    // A server that looks for a closed connection 4 s into a run, and every 4 s after.
+    let (mut server, url) = ledger_model_server(&ledger, 4000);
+    let _w1 = s.worker(
+        "w1",
+        &[
+            ("SLUICE_HANDLER", "http"),
+            ("SLUICE_MODEL_URL", url.as_str()),
+            ("SLUICE_CONCURRENCY", "1"),
+            ("SLUICE_RETRY_BASE_SECONDS", "1"),
+        ],
+    );
+    // Stopped at 2 s, retried a second later: the server notices the hang-up 2 s after it.
+    let id = s
+        .submit_job(
+            ALICE,
+            json!({"input": {"text": "one run at a time", "sleep_ms": 6000},
+                   "timeout_seconds": 2, "on_timeout": "retry", "max_attempts": 2}),
+        )
+        .await;
+    s.until(&id, SOON, "the job runs on w1", |j| {
+        j.status == Status::Running && j.worker_id.as_deref() == Some("w1")
+    })
+    .await;
+    let env = ledger_handler(&ledger);
+    let mut other: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    other.push(("CHAOS_WORKER", "w2"));
+    let _w2 = s.worker("w2", &other);
+    let view = s.wait_terminal(ALICE, &id, Duration::from_secs(40)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        view.status,
+        Status::Failed,
+        "both attempts time out: {view:?}"
+    );
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut runs = runs_in(&text, &id);
+    runs.sort_by_key(|r| r.1);
+    let [first, second] = runs.as_slice() else {
+        panic!("two runs, one per attempt: {text}")
+    };
+    assert_eq!(first.0, "w1", "{text}");
+    let (ended, _) = first
+        .2
+        .clone()
+        .unwrap_or_else(|| panic!("the server's run never ended: {text}"));
+    assert!(
+        ended < second.1,
+        "the server's run ended before the next attempt began on {} (ended {} ms after it): {text}",
+        second.0,
+        (ended - second.1) / 1_000_000
+    );
+}
+
 /// A model server is told a run stopped only by its closed connection, and needs a moment to
 /// notice. A job a stopping worker hands back starts elsewhere only once the server has had
 /// that moment: never beside the run it is still finishing.
@@ -456,25 +543,8 @@ async fn a_worker_cut_off_from_aws_stops_its_run_before_another_takes_over() {
 async fn a_job_released_in_http_mode_starts_elsewhere_only_after_the_server_could_stop() {
     let s = Stack::new("http_release").await;
     let ledger = std::env::temp_dir().join(format!("{}-ledger", s.name));
-    std::fs::write(&ledger, "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // A server that looks for a closed connection every 3 s.
-    let mut server = std::process::Command::new("python3")
-        .arg(format!(
-            "{}/tests/fixtures/chaos_model_server.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(port.to_string())
-        .env("CHAOS_LOG", &ledger)
-        .env("CHAOS_WORKER", "w1")
-        .env("CHAOS_HANGUP_POLL_MS", "3000")
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut server, url) = ledger_model_server(&ledger, 3000);
     let w1 = s.worker(
         "w1",
         &[

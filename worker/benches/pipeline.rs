@@ -725,6 +725,8 @@ fn counted_api(sdk: &SdkConfig, res: &Resources, counter: &RequestCounter) -> Ap
             webhook_policy: sluice::webhook::TargetPolicy::DEPLOYED,
             uploads: Default::default(),
             operators: Vec::new(),
+            publishes: false,
+            references: Default::default(),
         },
     )
 }

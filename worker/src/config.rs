@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     pub webhook_policy: sluice::webhook::TargetPolicy,
     /// The bucket of uploaded job inputs; `None`: a job with a file fails.
     pub payload_bucket: Option<String>,
+    /// The SNS topics and EventBridge bus the ends of the jobs marked so are published to.
+    pub events: sluice::events::EventTargets,
 }
 
 impl WorkerConfig {
@@ -124,6 +126,7 @@ impl WorkerConfig {
                 * number_or(src, env::RETENTION_DAYS, 7u32, 1..=3650)?,
             webhook_policy: sluice::config::webhook_policy(src)?,
             payload_bucket: src.get(env::PAYLOAD_BUCKET),
+            events: sluice::config::event_targets(src)?,
         })
     }
 }

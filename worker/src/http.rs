@@ -387,22 +387,36 @@ const FILE_CHUNK: usize = 256 * 1024;
 /// The largest JSON input sent beside a file, in the `X-Sluice-Input` header.
 pub const MAX_INPUT_HEADER: usize = 8 * 1024;
 
-/// The `X-Sluice-Input` header of a job sent with its file: the JSON input, `None` when it is
-/// `null`. An input too long for a header, or not ASCII, fails the job for good. Pure.
+/// The `X-Sluice-Input` header of a job sent with its file: the JSON input as compact JSON of
+/// visible ASCII (any other character, which JSON has only inside strings, written as a `\u`
+/// escape), `None` when it is `null`. An input longer than [`MAX_INPUT_HEADER`] so written fails
+/// the job for good. Pure.
 pub fn input_header(input: &RawValue) -> Result<Option<String>, JobError> {
     let value: serde_json::Value = serde_json::from_str(input.get())
         .map_err(|e| JobError::permanent(format!("the job's input is not JSON: {e}")))?;
     if value.is_null() {
         return Ok(None);
     }
-    let text = value.to_string();
-    if text.len() > MAX_INPUT_HEADER || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    let mut text = String::new();
+    for c in value.to_string().chars() {
+        if (' '..='~').contains(&c) {
+            text.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                text.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    if text.len() > MAX_INPUT_HEADER {
         return Err(JobError::permanent(format!(
-            "a job with a file sends its JSON input to the model server in the X-Sluice-Input header, \
-             which takes at most {MAX_INPUT_HEADER} bytes of ASCII (write other characters as \\u escapes)"
+            "a job with a file sends its JSON input to the model server in the X-Sluice-Input \
+             header, which takes at most {MAX_INPUT_HEADER} bytes ({} here, non-ASCII characters \
+             written as \\u escapes): put what is longer in the job's file",
+            text.len()
         )));
     }
-    Ok(Some(text.to_owned()))
+    Ok(Some(text))
 }
 
 /// What an answer of the model server makes of the job. Pure.
@@ -674,6 +688,44 @@ mod tests {
         }
         assert_eq!(reply_ip("http://127.0.0.1:9").await, v4);
         assert!(reply_ip("http://[::1]:8080").await.is_loopback());
+    }
+
+    #[test]
+    fn an_input_beside_a_file_goes_in_a_header_of_ascii_that_reads_back_the_same() {
+        let cases = [
+            (r#"{"caption":"a cat"}"#, Some(r#"{"caption":"a cat"}"#)),
+            (
+                r#"{"caption":"café ☕"}"#,
+                Some(r#"{"caption":"caf\u00e9 \u2615"}"#),
+            ),
+            // Beyond the first plane: a surrogate pair, as JSON writes it.
+            (r#"["😀"]"#, Some(r#"["\ud83d\ude00"]"#)),
+            ("{\"del\":\"\u{7f}\"}", Some(r#"{"del":"\u007f"}"#)),
+            (r#"{"tab":"a\tb"}"#, Some(r#"{"tab":"a\tb"}"#)),
+            ("null", None),
+        ];
+        for (input, want) in cases {
+            let raw = RawValue::from_string(input.to_owned()).unwrap();
+            let got = input_header(&raw).unwrap();
+            assert_eq!(got.as_deref(), want, "{input}");
+            if let Some(header) = got {
+                assert!(
+                    header.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                    "{header}"
+                );
+                assert!(reqwest::header::HeaderValue::from_str(&header).is_ok());
+                let back: serde_json::Value = serde_json::from_str(&header).unwrap();
+                let original: serde_json::Value = serde_json::from_str(input).unwrap();
+                assert_eq!(back, original, "{input}");
+            }
+        }
+        let long = format!("\"{}\"", "é".repeat(MAX_INPUT_HEADER / 6 + 1));
+        let err = input_header(&RawValue::from_string(long).unwrap()).unwrap_err();
+        assert!(
+            err.message.contains("at most 8192 bytes"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

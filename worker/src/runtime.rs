@@ -75,6 +75,13 @@ pub async fn run_with<H: Handler>(
         None => None,
     };
     let outbox = Outbox::new(store.clone(), config.webhook_policy);
+    let outbox = match config.events.any() {
+        true => outbox.with_events(sluice::events::Publisher::from_sdk(
+            &sluice::aws::load().await,
+            config.events.clone(),
+        )),
+        false => outbox,
+    };
     let outbox = match &payloads {
         Some(p) => outbox.with_payloads(p.clone()),
         None => outbox,
@@ -127,7 +134,11 @@ async fn fetch_input(
         }
         None => payloads,
     };
-    match payloads.download_to_file(&object.key, &path).await {
+    // An object named in S3 is read as the version the API saw when it accepted the job.
+    match payloads
+        .download_version_to_file(&object.key, object.version_id.as_deref(), &path)
+        .await
+    {
         Ok(size) => {
             info!(size, took = ?started.elapsed(), "input file downloaded");
             Ok(InputFile {
@@ -136,10 +147,7 @@ async fn fetch_input(
                 content_type: object.content_type.clone(),
             })
         }
-        Err(PayloadError::NotFound { .. }) => Err(JobError::permanent(format!(
-            "the job's file (upload {}) is no longer in the payload bucket",
-            object.upload_id
-        ))),
+        Err(PayloadError::NotFound { .. }) => Err(JobError::permanent(missing_input(object))),
         Err(e) if e.is_retryable() => Err(JobError::unavailable(format!(
             "the job's file could not be downloaded ({}); the job goes back to the queue",
             DisplayErrorContext(&e)
@@ -148,6 +156,32 @@ async fn fetch_input(
             "the job's file could not be downloaded: {}",
             DisplayErrorContext(&e)
         ))),
+    }
+}
+
+/// Why a job fails whose file is gone. Pure.
+pub fn missing_input(object: &InputObject) -> String {
+    match &object.bucket {
+        None => format!(
+            "the job's file (upload {}) is no longer in the payload bucket: it expires with the \
+             job's retention; submit the job again with a new upload",
+            object.upload_id
+        ),
+        Some(bucket) => format!(
+            "the job's object s3://{bucket}/{}{} is no longer there (deleted{}): put it back, \
+             or submit the job again naming an object that exists",
+            object.key,
+            object
+                .version_id
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default(),
+            if object.version_id.is_some() {
+                ", or that version removed"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -722,6 +756,12 @@ impl<H: Handler> Worker<H> {
                     AttemptEnd::Retry(delay) => {
                         warn!(error = %e, ?delay, attempt = job.attempt, "job failed; retrying");
                         metrics::job_finished(cfg, Outcome::Retried, ran, &job);
+                        // A run stopped mid-way (its time limit) may still be going on: a child
+                        // in its cancel grace, a model server yet to notice the closed
+                        // connection. The next attempt may start only once it has stopped.
+                        if !self.stopped_within(msg, &job, &handler_alive).await {
+                            return self.linger(handler_alive).await;
+                        }
                         match self.requeue(msg, &job, Some(e.message.clone())).await {
                             Ok(_) => self.later(msg, delay).await,
                             Err(err) => {
@@ -1153,7 +1193,7 @@ impl<H: Handler> Worker<H> {
     /// jobs (it holds no slot). The announcement is already recorded due: should this worker
     /// die first, the backlog function delivers it.
     fn announce(&self, ended: JobRecord) {
-        if ended.webhook.is_none() && ended.sink.is_none() {
+        if !ended.is_announced() {
             return;
         }
         let outbox = self.outbox.clone();
@@ -1299,4 +1339,33 @@ fn jitter(id: &JobId, attempt: u32) -> f64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (id, attempt).hash(&mut h);
     (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_named_as_the_caller_gave_it() {
+        let object = |bucket: Option<&str>, upload: &str, version: Option<&str>| InputObject {
+            upload_id: upload.into(),
+            bucket: bucket.map(Into::into),
+            key: "in/a.csv".into(),
+            version_id: version.map(Into::into),
+            size: 1,
+            content_type: "text/csv".into(),
+        };
+        let cases = [
+            (object(None, "up_1", None), "upload up_1"),
+            (object(Some("lake"), "", None), "s3://lake/in/a.csv is no longer there (deleted)"),
+            (
+                object(Some("lake"), "", Some("v7")),
+                "s3://lake/in/a.csv (version v7) is no longer there (deleted, or that version removed)",
+            ),
+        ];
+        for (o, want) in cases {
+            let got = missing_input(&o);
+            assert!(got.contains(want), "{got}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ import { backlogEnv } from '../env';
 import { BacklogMetricName, MetricSource, backlogMetric } from '../metrics';
 import { MAX_TASKS_LIMIT, ScalingPolicy, effectivePolicy, keepIdleSeconds, policyJson, targetBacklogPerTask } from '../policy';
 import { acknowledge } from '../nag';
+import { JobEvents } from './job-events';
 import { RustFunction } from './rust-function';
 
 /**
@@ -94,6 +95,13 @@ export interface BacklogScalingProps {
    * @default logs.RetentionDays.ONE_MONTH
    */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * The topics and bus every job's end is published to: the outbox publishes the ends that are
+   * due, those a worker could not and those the reconciler and the sweeper make (granted here).
+   *
+   * @default - none: no job's end is published
+   */
+  readonly events?: JobEvents;
 }
 
 /**
@@ -175,9 +183,11 @@ export class BacklogScaling extends Construct {
         tableName: props.table.tableName,
         retentionDays: props.retentionDays,
         payloadBucket: props.payloadBucket.bucketName,
+        events: props.events?.env,
       }),
     });
     this.function = backlog.function;
+    props.events?.grantPublish(backlog.role);
     // GetQueueAttributes: the depth, and how long each queue keeps a message (the sweeper).
     // SendMessage: the reconciler sends back to the jobs queue a job whose message ran out of
     // deliveries with attempts left.

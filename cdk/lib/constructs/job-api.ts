@@ -12,12 +12,15 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
+import { JobEvents } from './job-events';
 import { Construct } from 'constructs';
 import { OwnerScope, statusEnv, submitEnv } from '../env';
 import { maxJobTimeoutSeconds } from '../handler';
 import { grantScalingLease } from '../lease';
 import { acknowledge, nagRef } from '../nag';
 import { RustFunction } from './rust-function';
+import { checkInputBucket } from '../validate';
+export { checkInputBucket } from '../validate';
 import { STATUS_FUNCTION_TIMEOUT, SUBMIT_FUNCTION_TIMEOUT } from '../limits';
 
 /** The key prefix of upload records in the jobs table (`src/store.rs`, `upload_item_id`). */
@@ -121,6 +124,15 @@ export interface JobApiProps {
    */
   readonly operators?: string[];
   /**
+   * Names of the S3 buckets whose objects jobs may name (`"input_file": {"s3": "s3://bucket/key",
+   * "presigned_url": …}`), for data that already sits there: submit gets them as
+   * `SLUICE_INPUT_BUCKETS` and accepts an object only through a GET the caller presigned with its
+   * own credentials. Grant the workers read access too (WorkersProps.inputBuckets).
+   *
+   * @default - none: jobs may name no object in S3
+   */
+  readonly inputBuckets?: string[];
+  /**
    * Authorize callers with JWTs instead of IAM (SigV4).
    *
    * @default - IAM authorization on every route
@@ -153,6 +165,13 @@ export interface JobApiProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * The topics and bus every job's end is published to: submit marks each job it accepts as one
+   * to publish (it publishes nothing itself, and gets no grant).
+   *
+   * @default - none
+   */
+  readonly events?: JobEvents;
 }
 
 /**
@@ -216,6 +235,7 @@ export class JobApi extends Construct {
     }
     pinnedSessionRoleArns.forEach(checkPinnedSessionRole);
     const operatorArns = (props.operators ?? []).map(checkOperator);
+    const inputBuckets = (props.inputBuckets ?? []).map(checkInputBucket);
     const maxUploadBytes = props.maxUploadBytes ?? MAX_OBJECT_BYTES;
     if (!Number.isSafeInteger(maxUploadBytes) || maxUploadBytes < 1 || maxUploadBytes > MAX_OBJECT_BYTES) {
       throw new Error(`maxUploadBytes must be a whole number from 1 to ${MAX_OBJECT_BYTES} (5 TiB), got ${maxUploadBytes}`);
@@ -242,6 +262,7 @@ export class JobApi extends Construct {
         payloadBucket: props.payloadBucket.bucketName,
         maxUploadBytes,
         uploadExpirySeconds,
+        inputBuckets,
         maxAttempts,
         retentionDays,
         clusterName: props.workerService.cluster.clusterName,
@@ -249,6 +270,7 @@ export class JobApi extends Construct {
         maxJobTimeoutSeconds: maxJobTimeout,
         ownerScope,
         pinnedSessionRoleArns,
+        events: props.events?.env,
       }),
     });
     // TransactWriteItems is authorized per item as PutItem / ConditionCheckItem. On the scaling

@@ -26,6 +26,13 @@ export interface ObservabilityProps {
    * @default - no pipeline
    */
   readonly pipelineDeadLetterQueue?: sqs.IQueue;
+  /**
+   * The job-event topics, by label: the dashboard shows the messages published to each and the
+   * deliveries to its subscribers that failed (SNS's `NumberOfNotificationsFailed`).
+   *
+   * @default - no events option: no graph
+   */
+  readonly eventTopics?: Record<string, sns.ITopic>;
   /** The Lambdas whose errors and duration the dashboard shows, by label. */
   readonly functions: Record<string, lambda.IFunction>;
   /**
@@ -258,6 +265,7 @@ export class Observability extends Construct {
     const b = (name: string, stat: string, label?: string) => backlogMetric(m, name, stat, minute, label);
     const w = (name: string, stat: string, label?: string) => workerMetric(m, name, stat, minute, label);
     const fns = Object.entries(props.functions);
+    const eventTopics = Object.entries(props.eventTopics ?? {});
     const width = 8;
     const height = 6;
 
@@ -294,6 +302,7 @@ export class Observability extends Construct {
               b(BacklogMetricName.NEEDED_TASKS, cloudwatch.Stats.MAXIMUM, 'Needed'),
               b(BacklogMetricName.DESIRED_TASKS, cloudwatch.Stats.MAXIMUM, 'Desired'),
               b(BacklogMetricName.RUNNING_TASKS, cloudwatch.Stats.MAXIMUM, 'Running'),
+              b(BacklogMetricName.PENDING_TASKS, cloudwatch.Stats.MAXIMUM, 'Pending'),
               b(BacklogMetricName.BACKLOG_WITHOUT_CAPACITY, cloudwatch.Stats.MAXIMUM, 'Backlog without capacity'),
             ],
           }),
@@ -361,6 +370,27 @@ export class Observability extends Construct {
             alarms: operatorAlarms,
           }),
         ],
+        ...(eventTopics.length === 0
+          ? []
+          : [
+              [
+                new cloudwatch.GraphWidget({
+                  title: 'Job events: published, and deliveries to subscribers that failed',
+                  width: 24,
+                  height,
+                  left: eventTopics.map(([label, topic]) =>
+                    topic.metricNumberOfNotificationsFailed({
+                      statistic: cloudwatch.Stats.SUM,
+                      period: minute,
+                      label: `${label} deliveries failed`,
+                    }),
+                  ),
+                  right: eventTopics.map(([label, topic]) =>
+                    topic.metricNumberOfMessagesPublished({ statistic: cloudwatch.Stats.SUM, period: minute, label: `${label} published` }),
+                  ),
+                }),
+              ],
+            ]),
       ],
     });
   }

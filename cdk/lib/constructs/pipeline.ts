@@ -11,6 +11,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ingestEnv } from '../env';
 import { acknowledge, nagRef } from '../nag';
+import { JobEvents } from './job-events';
 import { JobTable } from './job-table';
 import { RustFunction } from './rust-function';
 
@@ -98,6 +99,13 @@ export interface PipelineProps extends PipelineOptions {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * The topics and bus every job's end is published to: ingest marks each job it makes as one to
+   * publish (it publishes nothing itself, and gets no grant).
+   *
+   * @default - none
+   */
+  readonly events?: JobEvents;
 }
 
 /** The ingest function's time limit: a few events, each a HEAD, a SendMessage and a PutItem. */
@@ -268,6 +276,7 @@ export class Pipeline extends Construct {
         owner: this.owner,
         maxAttempts: props.maxAttempts ?? 3,
         retentionDays: props.retentionDays ?? 7,
+        events: props.events?.env,
       }),
     });
     this.function = ingest.function;

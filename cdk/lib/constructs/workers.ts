@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
+import { Aws, Duration, RemovalPolicy, Size, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -10,9 +10,10 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { JobTable } from './job-table';
 import { Construct } from 'constructs';
 import { workerEnv } from '../env';
+import { JobEvents } from './job-events';
 import { ResolvedHandler, WorkerHandler, jobTimeouts, resolveHandler } from '../handler';
 import { acknowledge, nagRef } from '../nag';
-import { wholeSeconds } from '../validate';
+import { checkInputBucket, wholeSeconds } from '../validate';
 import { Capacity, CpuArchitecture, resolveCapacity } from '../capacity';
 import { desiredCount } from '../deploy-helper';
 import { REPO_ROOT } from '../policy';
@@ -191,6 +192,14 @@ export interface WorkersProps {
    */
   readonly memoryLimitMiB?: number;
   /**
+   * Fargate ephemeral storage of a task, in GiB (21 to 200): a job's file and its outputs sit on it
+   * while the job runs (`concurrency` jobs at once), so jobs of several GB each need more than the
+   * default. Fargate only: GPU instances use their own volume.
+   *
+   * @default 20 GiB, Fargate's own default
+   */
+  readonly ephemeralStorageGiB?: number;
+  /**
    * Jobs one worker runs at once. Keep it equal to the scaling policy's `jobs_per_task` (the stack
    * does), or the service scales for a fleet it does not have.
    *
@@ -295,6 +304,14 @@ export interface WorkersProps {
    */
   readonly modelFileSystem?: ModelFileSystem;
   /**
+   * Names of the S3 buckets whose objects jobs may name (JobApiProps.inputBuckets): the task role
+   * may read any object in them (`s3:GetObject`, `s3:GetObjectVersion` for a job that recorded a
+   * version), by name, without a lookup. It never writes or deletes there.
+   *
+   * @default - none
+   */
+  readonly inputBuckets?: string[];
+  /**
    * Grace period before failed health checks count (model loading), at most 300 s (ECS's limit).
    *
    * @default - 60 s in demo mode; else the startup timeout plus 30 s, at least 60 s and at most 300 s
@@ -312,6 +329,13 @@ export interface WorkersProps {
    * @default RemovalPolicy.DESTROY
    */
   readonly logRemovalPolicy?: RemovalPolicy;
+  /**
+   * The topics and bus every job's end is published to: the workers' outbox publishes the ends
+   * it announces (granted here).
+   *
+   * @default - none: no job's end is published
+   */
+  readonly events?: JobEvents;
 }
 
 /** Fargate CPU units → allowed memory (MiB). */
@@ -409,6 +433,15 @@ export class Workers extends Construct {
       }
       if (!Number.isInteger(memoryLimitMiB) || memoryLimitMiB < 512) {
         throw new Error(`task memory must be an integer of at least 512 MiB on gpu instances, got ${memoryLimitMiB}`);
+      }
+    }
+    const storage = props.ephemeralStorageGiB;
+    if (storage !== undefined) {
+      if (gpu !== undefined) {
+        throw new Error('task storage applies to Fargate workers only: GPU workers use their instances\' volumes');
+      }
+      if (!Number.isInteger(storage) || storage < 21 || storage > 200) {
+        throw new Error(`task storage must be a whole number of GiB from 21 to 200 (Fargate's range; 20 is the default), got ${storage}`);
       }
     }
     const gpusPerTask = gpu?.gpusPerTask ?? 1;
@@ -513,6 +546,7 @@ export class Workers extends Construct {
         ? new ecs.FargateTaskDefinition(this, 'TaskDefinition', {
             cpu,
             memoryLimitMiB,
+            ephemeralStorageGiB: storage,
             runtimePlatform: {
               cpuArchitecture: this.capacity.cpuArchitecture,
               operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
@@ -568,6 +602,7 @@ export class Workers extends Construct {
         jobTimeoutSeconds,
         maxJobTimeoutSeconds,
         metricNamespace: props.metricNamespace ?? 'Sluice',
+        events: props.events?.env,
       }),
       stopTimeout,
       healthCheck: {
@@ -710,6 +745,8 @@ export class Workers extends Construct {
     // PutItem: retiring the id of a message whose record never came (an orphan), so that no
     // record can come after its message is deleted.
     JobTable.grantItems(props.table, taskRole, 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem');
+    // The outbox publishes each end it announces to the topics and the bus, and only there.
+    props.events?.grantPublish(taskRole);
     // A job's uploaded file, read only: every upload lies under uploads/.
     taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [props.payloadBucket.arnForObjects('uploads/*')] }),
@@ -736,6 +773,22 @@ export class Workers extends Construct {
       'the wildcard is the uploaded file of any job: the worker reads the object its job names, which submit checked ' +
         'belongs to the job\'s owner',
     );
+    // The objects jobs name in the listed buckets (submit checked each with a GET the caller
+    // presigned), read only, any version a job recorded.
+    for (const bucket of (props.inputBuckets ?? []).map(checkInputBucket)) {
+      iam.Grant.addToPrincipal({
+        grantee: taskRole,
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resourceArns: [`arn:${Aws.PARTITION}:s3:::${bucket}/*`],
+      });
+      acknowledge(
+        taskRole,
+        `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${bucket}/*]`,
+        `the wildcard is any object of ${bucket}, a bucket the deployment lists for jobs to name objects in: the ` +
+          'worker reads the object its job names, which submit checked its caller may read (a GET the caller ' +
+          'presigned with its own credentials)',
+      );
+    }
     // Scale-in protection through the ECS agent endpoint: only tasks of this cluster.
     const stack = Stack.of(this);
     iam.Grant.addToPrincipal({

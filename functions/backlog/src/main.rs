@@ -59,7 +59,11 @@ async fn main() -> Result<(), Error> {
     });
     // And the webhook announcements due are delivered.
     let outbox = config.table_name.as_ref().map(|table| {
-        let outbox = Outbox::new(JobStore::from_sdk(&aws, table), config.webhook_policy);
+        // The store's retention keeps a pending announcement's record past its next attempt.
+        let store = JobStore::from_sdk(&aws, table).with_retention(config.retention);
+        let outbox = Outbox::new(store, config.webhook_policy).with_events(
+            sluice::events::Publisher::from_sdk(&aws, config.events.clone()),
+        );
         match &config.payload_bucket {
             Some(bucket) => outbox.with_payloads(sluice::payload::Payloads::from_sdk(&aws, bucket)),
             None => outbox,

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let config = IngestConfig::from_env()?;
     let aws = sluice::aws::load().await;
     let ingest = Ingest {
-        store: JobStore::from_sdk(&aws, &config.table_name),
+        store: JobStore::from_sdk(&aws, &config.table_name).publishing(config.publishes),
         queue: JobQueue::from_sdk(&aws, &config.queue_url),
         objects: Payloads::from_sdk(&aws, &config.pipeline.bucket),
         config: config.pipeline,
