@@ -311,7 +311,11 @@ impl Client {
         tokio::fs::write(&path, input.get())
             .await
             .map_err(|e| file_error(&path, e))?;
-        let uploaded = self.upload_file(&path, "application/json", |_| {}).await;
+        // Declared by its SHA-256: the same input sent again under the same key is the same job.
+        let sum = hex_sha256(input.get().as_bytes());
+        let uploaded = self
+            .upload_file_declared(&path, "application/json", Some(&sum), |_| {})
+            .await;
         let _ = tokio::fs::remove_file(&path).await;
         self.submit_upload(&uploaded?.upload_id, None, opts).await
     }
@@ -326,7 +330,15 @@ impl Client {
         opts: &SubmitOptions,
         progress: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<JobView, ClientError> {
-        let upload = self.upload_file(path, content_type, progress).await?;
+        // Under a key of the caller's, the file is declared by its SHA-256 (one more read of it),
+        // so that the command run again is the same job.
+        let sum = match &opts.idempotency_key {
+            Some(_) => Some(file_sha256(path).await?),
+            None => None,
+        };
+        let upload = self
+            .upload_file_declared(path, content_type, sum.as_deref(), progress)
+            .await?;
         self.submit_upload(&upload.upload_id, input, opts).await
     }
 
@@ -394,13 +406,19 @@ impl Client {
         self.send_retrying(req).await
     }
 
-    /// `POST /uploads`: where to send a file of `size` bytes.
+    /// `POST /uploads`: where to send a file of `size` bytes (and, when given, of this SHA-256
+    /// in hex, which the API compares a keyed job's file by and S3 checks a single PUT against).
     pub async fn create_upload(
         &self,
         size: u64,
         content_type: &str,
+        sha256: Option<&str>,
     ) -> Result<UploadView, ClientError> {
-        let body = serde_json::json!({ "size": size, "content_type": content_type }).to_string();
+        let mut body = serde_json::json!({ "size": size, "content_type": content_type });
+        if let Some(sum) = sha256 {
+            body["sha256"] = sum.into();
+        }
+        let body = body.to_string();
         self.send_retrying(|| {
             self.http
                 .post(format!("{}/uploads", self.base))
@@ -451,11 +469,23 @@ impl Client {
         content_type: &str,
         progress: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<UploadView, ClientError> {
+        self.upload_file_declared(path, content_type, None, progress)
+            .await
+    }
+
+    /// [`Client::upload_file`] of a file whose SHA-256 (hex) the caller knows.
+    pub async fn upload_file_declared(
+        &self,
+        path: &Path,
+        content_type: &str,
+        sha256: Option<&str>,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<UploadView, ClientError> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| file_error(path, e))?
             .len();
-        let upload = self.create_upload(size, content_type).await?;
+        let upload = self.create_upload(size, content_type, sha256).await?;
         let parts = send_upload(&self.uploads, &upload, path, Arc::new(progress)).await?;
         if parts.is_empty() {
             return Ok(upload);
@@ -639,6 +669,42 @@ fn with_options(mut body: serde_json::Value, opts: &SubmitOptions) -> serde_json
         body["on_timeout"] = "retry".into();
     }
     body
+}
+
+/// The SHA-256 of `bytes`, in hex. Pure.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The SHA-256 (hex) of the file at `path`, read in chunks off the async threads.
+async fn file_sha256(path: &Path) -> Result<String, ClientError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>())
+    })
+    .await
+    .map_err(|e| file_error(path, std::io::Error::other(e)))?
+    .map_err(|e| file_error(path, e))
 }
 
 fn file_error(path: &Path, source: std::io::Error) -> ClientError {

@@ -51,6 +51,19 @@ pub const SINGLE_COPY_LIMIT: u64 = 5 * GIB;
 /// The part size a copy in parts prefers: few requests, each a server-side copy.
 pub const COPY_PART_SIZE: u64 = 512 * MIB;
 
+/// A SHA-256 in hex as S3's `x-amz-checksum-sha256` wants it (base64); `None` for anything
+/// but 64 hex digits. Pure.
+pub fn checksum_sha256(hex: &str) -> Option<String> {
+    use base64::Engine;
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..32)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes?))
+}
+
 /// How a copy in parts of `size` bytes is cut: `(part_size, parts)`, parts of `preferred`
 /// bytes, larger when that would make more than [`MAX_PARTS`]. Pure.
 pub fn copy_plan(size: u64, preferred: u64) -> Result<(u64, u32), PayloadError> {
@@ -321,7 +334,8 @@ impl Payloads {
         content_type: &str,
         expires_in: Duration,
     ) -> Result<Presigned, PayloadError> {
-        self.presign_put(key, content_type, None, expires_in).await
+        self.presign_put(key, content_type, None, None, expires_in)
+            .await
     }
 
     /// [`Payloads::presigned_put`] for exactly `size` bytes: the length is signed, so S3
@@ -333,16 +347,35 @@ impl Payloads {
         size: u64,
         expires_in: Duration,
     ) -> Result<Presigned, PayloadError> {
-        self.presign_put(key, content_type, Some(size), expires_in)
+        self.presign_put(key, content_type, Some(size), None, expires_in)
             .await
     }
 
-    /// One presigned PUT, with its length signed when given.
+    /// [`Payloads::presigned_put_sized`] whose body S3 also checks against `sha256` (hex):
+    /// the PUT carries it as `x-amz-checksum-sha256`, signed, and S3 refuses other bytes.
+    pub async fn presigned_put_checked(
+        &self,
+        key: &str,
+        content_type: &str,
+        size: u64,
+        sha256: &str,
+        expires_in: Duration,
+    ) -> Result<Presigned, PayloadError> {
+        let checksum = checksum_sha256(sha256).ok_or_else(|| {
+            PayloadError::Rejected(format!("{sha256:?} is not a SHA-256 in hex").into())
+        })?;
+        self.presign_put(key, content_type, Some(size), Some(checksum), expires_in)
+            .await
+    }
+
+    /// One presigned PUT, with its length and its checksum (`x-amz-checksum-sha256`, base64)
+    /// signed when given.
     async fn presign_put(
         &self,
         key: &str,
         content_type: &str,
         size: Option<u64>,
+        checksum_sha256: Option<String>,
         expires_in: Duration,
     ) -> Result<Presigned, PayloadError> {
         let length = size
@@ -355,6 +388,7 @@ impl Payloads {
             .key(key)
             .content_type(content_type)
             .set_content_length(length)
+            .set_checksum_sha256(checksum_sha256)
             .presigned(presigning(expires_in)?)
             .await
             .map_err(|e| classify(key, e))?;
@@ -998,6 +1032,22 @@ async fn write_stream(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_sha256_in_hex_is_sent_to_s3_in_base64() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            checksum_sha256(abc).as_deref(),
+            Some("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=")
+        );
+        assert_eq!(
+            checksum_sha256(&abc.to_uppercase()).as_deref(),
+            Some("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=")
+        );
+        for bad in ["", "abc", &abc[1..], &format!("{abc}00"), &"zz".repeat(32)] {
+            assert_eq!(checksum_sha256(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn copy_plans() {

@@ -173,6 +173,8 @@ mod attr {
     pub const UPLOAD_EXPIRES_AT: &str = "upload_expires_at";
     pub const MULTIPART: &str = "multipart";
     pub const COMPLETED_AT: &str = "completed_at";
+    /// An upload's SHA-256 as its caller declared it.
+    pub const SHA256: &str = "sha256";
     pub const INPUT_UPLOAD: &str = "input_upload";
     pub const INPUT_KEY: &str = "input_key";
     /// The bucket of the job's file, when not the payload bucket.
@@ -647,6 +649,9 @@ impl JobStore {
         );
         if let Some(m) = &up.multipart {
             item.insert(attr::MULTIPART.into(), s(m.as_str()));
+        }
+        if let Some(sum) = &up.sha256 {
+            item.insert(attr::SHA256.into(), s(sum.as_str()));
         }
         self.client
             .put_item()
@@ -1777,6 +1782,7 @@ fn upload_from_item(id: &UploadId, item: &Item) -> Result<UploadRecord, StoreErr
         expires_at: Millis(num(attr::UPLOAD_EXPIRES_AT).ok_or_else(|| corrupt("no expiry"))?),
         multipart: text(attr::MULTIPART),
         completed_at: num(attr::COMPLETED_AT).map(Millis),
+        sha256: text(attr::SHA256),
     })
 }
 

@@ -91,6 +91,20 @@ pub struct UploadRecord {
     pub multipart: Option<String>,
     /// When the multipart upload was completed (`POST /uploads/{id}/complete`).
     pub completed_at: Option<Millis>,
+    /// The file's SHA-256 (lowercase hex) as the caller declared it, if it did.
+    pub sha256: Option<String>,
+}
+
+impl UploadRecord {
+    /// What a job naming this upload is compared by under an idempotency key: the content it
+    /// declared (so the same file uploaded again is the same request), else the upload itself.
+    /// Pure.
+    pub fn identity(&self) -> String {
+        match &self.sha256 {
+            Some(sum) => format!("sha256:{sum}:{}", self.size),
+            None => self.id.to_string(),
+        }
+    }
 }
 
 /// How an upload of `size` bytes is sent: `None` for one PUT, or `(part_size, parts)` for a
@@ -230,6 +244,7 @@ mod tests {
             expires_at: Millis(5_000),
             multipart: multipart.then(|| "mp".into()),
             completed_at: completed.then_some(Millis(2_000)),
+            sha256: None,
         }
     }
 

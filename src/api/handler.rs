@@ -247,9 +247,24 @@ impl Api {
         };
         let multipart = match plan {
             None => {
-                let put = payloads
-                    .presigned_put_sized(&key, &file_type, asked.size, settings.expiry)
-                    .await?;
+                let put = match &asked.sha256 {
+                    Some(sum) => {
+                        payloads
+                            .presigned_put_checked(
+                                &key,
+                                &file_type,
+                                asked.size,
+                                sum,
+                                settings.expiry,
+                            )
+                            .await?
+                    }
+                    None => {
+                        payloads
+                            .presigned_put_sized(&key, &file_type, asked.size, settings.expiry)
+                            .await?
+                    }
+                };
                 view.url = Some(put.url);
                 view.headers = put.headers.into_iter().collect();
                 None
@@ -285,6 +300,7 @@ impl Api {
             expires_at,
             multipart,
             completed_at: None,
+            sha256: asked.sha256,
         };
         within(&budget, Duration::ZERO, self.store.create_upload(&record)).await??;
         tracing::info!(upload_id = %id, owner = %owner, size = asked.size, parts = view.parts.len(), "upload created");
@@ -374,15 +390,19 @@ impl Api {
     }
 
     /// The job's file, checked: the caller's own upload, not expired, its object there and of
-    /// the announced size.
+    /// the announced size; `read` is the upload's record when already read.
     async fn input_object(
         &self,
         id: &UploadId,
+        read: Option<Option<UploadRecord>>,
         owner: &Owner,
         budget: &Budget,
     ) -> Result<InputObject, ApiError> {
         let payloads = self.payloads()?;
-        let found = within(budget, RECORD_RESERVE, self.store.upload(id)).await??;
+        let found = match read {
+            Some(found) => found,
+            None => within(budget, RECORD_RESERVE, self.store.upload(id)).await??,
+        };
         upload::usable(found.as_ref(), owner, Millis::now())
             .map_err(|why| upload_refused(id, why))?;
         let up = found.expect("a usable upload is recorded");
@@ -630,6 +650,14 @@ impl Api {
         let url_of = |id: &JobId| self_url(req, id);
         let budget = budget_of(req, crate::limits::SUBMIT_FUNCTION_TIMEOUT);
 
+        // A keyed submit's upload is read first: the request is compared by the file the upload
+        // declares (its SHA-256), so that the same file uploaded again is the same request.
+        let upload = match (&key, &valid.input_file) {
+            (Some(_), Some(InputFile::Upload(id))) => {
+                Some(within(&budget, RECORD_RESERVE, self.store.upload(id)).await??)
+            }
+            _ => None,
+        };
         // The key is scoped to the caller; the request is compared by its meaning, not its bytes.
         let idempotency = key.map(|k| {
             let canonical = serde_json::from_str::<serde_json::Value>(valid.input.get())
@@ -644,8 +672,12 @@ impl Api {
                 webhook
             );
             // A job without a file hashes as before, so keys in use keep their meaning.
-            if let Some(f) = &valid.input_file {
-                shape.push_str(&format!("|{f}"));
+            match (&valid.input_file, &upload) {
+                (Some(_), Some(Some(up))) if up.owner == owner => {
+                    shape.push_str(&format!("|{}", up.identity()))
+                }
+                (Some(f), _) => shape.push_str(&format!("|{f}")),
+                (None, _) => {}
             }
             (
                 sha256_hex(&[owner.as_str().as_bytes(), k.as_bytes()]),
@@ -675,8 +707,8 @@ impl Api {
         }
 
         let input_object = match &valid.input_file {
-            Some(InputFile::Upload(upload)) => {
-                Some(self.input_object(upload, &owner, &budget).await?)
+            Some(InputFile::Upload(id)) => {
+                Some(self.input_object(id, upload, &owner, &budget).await?)
             }
             Some(InputFile::S3 {
                 name,

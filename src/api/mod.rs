@@ -114,6 +114,11 @@ pub struct UploadRequest {
     /// body type a model server gets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The file's SHA-256 in hex, when the caller knows it: a job naming the upload is compared
+    /// by it under an `Idempotency-Key` (the same file uploaded again is the same request), and
+    /// S3 refuses a single PUT of other bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// An upload as the API shows it: where to send the file, and how.
@@ -648,9 +653,19 @@ pub fn validate_upload(content_type: Option<&str>, body: &[u8]) -> Result<Upload
     let req: UploadRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("the body is not an upload request ({e}); expected {{\"size\": <bytes>, \"content_type\"?: \"image/jpeg\"}}"),
+            format!("the body is not an upload request ({e}); expected {{\"size\": <bytes>, \"content_type\"?: \"image/jpeg\", \"sha256\"?: \"<64 hex digits>\"}}"),
         )
     })?;
+    let mut req = req;
+    if let Some(sum) = &req.sha256 {
+        if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(
+                "invalid_sha256",
+                "sha256 must be the file's SHA-256 as 64 hex digits (sha256sum prints it), or left out",
+            ));
+        }
+        req.sha256 = Some(sum.to_ascii_lowercase());
+    }
     if let Some(ct) = &req.content_type {
         if !crate::upload::valid_content_type(ct) {
             return Err(ApiError::bad_request(

@@ -666,3 +666,77 @@ async fn a_completion_the_gateway_cuts_off_is_asked_again_until_the_file_is_join
     assert_eq!(object.size, 12 * MIB);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// The same explicit idempotency key, sent again by a command run again, names the same job,
+/// though the input was large enough to be uploaded each time: the API compares uploads that
+/// declare their content by its SHA-256, not by their id. Another input under the key is still
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_input_sent_again_under_its_key_names_the_same_job() {
+    let s = Stack::new("upload_idempotent").await;
+    let client = Client::new(&serve(s.api.clone()).await).unwrap();
+    let large = |fill: &str| {
+        serde_json::value::to_raw_value(&json!({"text": fill.repeat(900 * 1024)})).unwrap()
+    };
+    let opts = SubmitOptions {
+        idempotency_key: Some("nightly-batch-2026-12-05".into()),
+        ..Default::default()
+    };
+    let first = client.submit(&large("a"), &opts).await.unwrap();
+    let again = client.submit(&large("a"), &opts).await.unwrap();
+    assert_eq!(again.id, first.id, "one job for one key and one input");
+    assert_ne!(
+        again.input_file.as_ref().map(|f| f.upload_id.as_str()),
+        None,
+        "{again:?}"
+    );
+    let other = client.submit(&large("b"), &opts).await;
+    assert!(
+        matches!(
+            &other,
+            Err(sluice::client::ClientError::Api { status: 422, .. })
+        ),
+        "another input under the key: {other:?}"
+    );
+}
+
+/// An upload may declare its file's SHA-256: its single PUT then carries it, signed, for S3 to
+/// check the bytes against; a malformed one is refused.
+#[tokio::test]
+async fn an_upload_that_declares_its_sha256_has_s3_check_it() {
+    let s = Stack::new("upload_sha256").await;
+    let sum = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; // "abc"
+    let (status, v) = create(
+        &s.api,
+        ALICE,
+        json!({"size": 3, "sha256": sum.to_uppercase()}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let view: UploadView = serde_json::from_value(v).unwrap();
+    let signed = view
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-checksum-sha256"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        signed.as_deref(),
+        Some("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=")
+    );
+    assert!(
+        view.url
+            .as_deref()
+            .unwrap()
+            .contains("x-amz-checksum-sha256"),
+        "{:?}",
+        view.url
+    );
+    for bad in ["abc", &"g".repeat(64), &format!("{sum}0")] {
+        let (status, v) = create(&s.api, ALICE, json!({"size": 3, "sha256": bad})).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("invalid_sha256")),
+            "{bad}: {v}"
+        );
+    }
+}
