@@ -674,10 +674,12 @@ fn with_options(mut body: serde_json::Value, opts: &SubmitOptions) -> serde_json
 /// The SHA-256 of `bytes`, in hex. Pure.
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// `bytes` in lowercase hex. Pure.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SHA-256 (hex) of the file at `path`, read in chunks off the async threads.
@@ -696,11 +698,7 @@ async fn file_sha256(path: &Path) -> Result<String, ClientError> {
             }
             hasher.update(&buf[..n]);
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>())
+        Ok(hex(&hasher.finalize()))
     })
     .await
     .map_err(|e| file_error(path, std::io::Error::other(e)))?

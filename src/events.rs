@@ -204,6 +204,30 @@ pub fn event_body(event: &WebhookEvent, id: &str, max: usize) -> String {
     value.to_string()
 }
 
+/// A job's end as it is published: the event, its message id (the webhook's, the same on every
+/// attempt) and the body, made once for every target.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub event: WebhookEvent,
+    pub id: String,
+    pub body: String,
+}
+
+impl Announcement {
+    /// The announcement of `job`'s end; `None` while it has not ended. Its view carries neither
+    /// the delivery's own state nor the caller's webhook URL (which may hold a token of its
+    /// own). Pure.
+    pub fn of(job: &crate::job::JobRecord) -> Option<Announcement> {
+        let mut view = JobView::of(job);
+        view.delivery = None;
+        view.webhook = None;
+        let event = WebhookEvent::of(view).ok()?;
+        let id = webhook::message_id(&job.id, event.kind, job.redrives);
+        let body = event_body(&event, &id, MAX_BODY_BYTES);
+        Some(Announcement { event, id, body })
+    }
+}
+
 /// Publishes ends with the SDK's clients.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -221,15 +245,12 @@ impl Publisher {
         }
     }
 
-    /// Publishes `view`'s end (announced as message `id`) to `target`; the error says what
-    /// failed, for the job's delivery record.
-    pub async fn publish(&self, target: Target, view: &JobView, id: &str) -> Result<(), String> {
-        let event = WebhookEvent::of(view.clone()).map_err(|e| e.to_string())?;
-        let body = event_body(&event, id, MAX_BODY_BYTES);
+    /// Publishes `end` to `target`; the error says what failed, for the job's delivery record.
+    pub async fn publish(&self, target: Target, end: &Announcement) -> Result<(), String> {
         let call = async {
             match target {
-                Target::Sns => self.to_topic(&event, &body, id).await,
-                Target::EventBridge => self.to_bus(&event, &body).await,
+                Target::Sns => self.to_topic(&end.event, &end.body, &end.id).await,
+                Target::EventBridge => self.to_bus(&end.event, &end.body).await,
             }
         };
         match tokio::time::timeout(PUBLISH_TIMEOUT, call).await {

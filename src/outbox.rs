@@ -19,7 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::api::{sha256_hex, JobView};
-use crate::events::Publisher;
+use crate::events::{Announcement, Publisher};
 use crate::job::{JobId, JobRecord, Owner, Sink};
 use crate::payload::Payloads;
 use crate::store::{DeliveryEnd, JobStore, StoreError, StoredSecret, NOTIFY_SHARDS};
@@ -450,19 +450,15 @@ impl Outbox {
         // webhook that keeps failing does not publish the event again on every retry.
         let mut unpublished = None;
         if let (true, Some(publisher)) = (job.publish, &self.events) {
-            let mut view = JobView::of(&job);
-            view.delivery = None;
-            // The caller's webhook URL may carry its own token: it stays between the two.
-            view.webhook = None;
-            let msg_id = match webhook::EventType::of(job.status) {
-                Some(kind) => webhook::message_id(&job.id, kind, job.redrives),
-                None => return Ok(None),
+            // Taken only once ended (`take_delivery`), the job has an end to announce.
+            let Some(end) = Announcement::of(&job) else {
+                return Ok(None);
             };
             for target in publisher.targets.targets_for(job.status) {
                 if done(target.as_str()) {
                     continue;
                 }
-                match publisher.publish(target, &view, &msg_id).await {
+                match publisher.publish(target, &end).await {
                     Ok(()) => {
                         tracing::info!(job_id = %id, target = target.as_str(), "job's end published");
                         match self

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { Binary, ENV, HandlerMode, NOT_DEPLOYED, READS, WORKER_MODE_READS, workerReads } from '../lib/env';
 import { WorkerHandler } from '../lib/handler';
 import { WorkerImage } from '../lib/worker-image';
-import { REPO, logicalId, template } from './helpers';
+import { REPO, binaryEnvs, template } from './helpers';
 
 const ENV_RS = path.join(REPO, 'src', 'env.rs');
 
@@ -45,17 +45,7 @@ const HANDLERS: Record<HandlerMode, WorkerHandler> = {
 /** The variables a synthesized stack gives each binary (the worker in one handler mode). */
 function deployedEnvIn(mode: HandlerMode): Record<Binary, Record<string, unknown>> {
   const { stack, t } = template({ workerHandler: HANDLERS[mode], pipeline: PIPELINE, events: EVENTS });
-  const resources = t.toJSON().Resources;
-  const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
-  const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
-  const worker = containers.find((c: { Name: string }) => c.Name === 'Worker');
-  return {
-    submit: lambdaEnv(stack.jobApi.submitFunction),
-    status: lambdaEnv(stack.jobApi.statusFunction),
-    backlog: lambdaEnv(stack.scaling.function),
-    ingest: lambdaEnv(stack.pipeline!.function),
-    worker: Object.fromEntries(worker.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
-  };
+  return binaryEnvs(stack, t);
 }
 
 const MODES = Object.keys(HANDLERS) as HandlerMode[];

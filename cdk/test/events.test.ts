@@ -5,31 +5,21 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { stackConfigFromContext } from '../lib/config';
 import { EventsOptions, checkEventBus } from '../lib/constructs/job-events';
 import { SluiceStack } from '../lib/sluice-stack';
-import { Statement, j, logicalId, sluiceStack, statementsOf, template, testApp } from './helpers';
+import { Binary } from '../lib/env';
+import { Statement, assertAwsSolutionsClean, binaryEnvs, j, logicalId, sluiceStack, statementsOf, template } from './helpers';
 
 const OWNER = 'iam:arn:aws:sts::123456789012:assumed-role/Ops';
 const VARS = ['SLUICE_SUCCESS_TOPIC_ARN', 'SLUICE_ERROR_TOPIC_ARN', 'SLUICE_EVENT_BUS'];
 const PUBLISH_ACTIONS = ['sns:Publish', 'events:PutEvents'];
 
 /** A stack with the events option, and the pipeline so that the ingest function is deployed. */
+/** The binaries that mark jobs (submit, ingest) or publish their ends (worker, backlog). */
+const MARK_OR_PUBLISH: Binary[] = ['submit', 'ingest', 'worker', 'backlog'];
+
 function withEvents(events?: EventsOptions): { stack: SluiceStack; t: Template } {
   return template({ events, pipeline: { owner: OWNER } });
 }
 
-/** The environment of each of the five binaries. */
-function envs(stack: SluiceStack, t: Template): Record<string, Record<string, unknown>> {
-  const resources = t.toJSON().Resources;
-  const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
-  const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
-  const worker = containers.find((c: { Name: string }) => c.Name === 'Worker');
-  return {
-    submit: lambdaEnv(stack.jobApi.submitFunction),
-    status: lambdaEnv(stack.jobApi.statusFunction),
-    backlog: lambdaEnv(stack.scaling.function),
-    ingest: lambdaEnv(stack.pipeline!.function),
-    worker: Object.fromEntries(worker.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
-  };
-}
 
 /** The resources of the statements granting `action`, as JSON, sorted. */
 function resourcesOf(statements: Statement[], action: string): string[] {
@@ -65,7 +55,7 @@ test('without the option nothing is made, no variable is set and nobody may publ
   assert.equal(stack.events, undefined);
   // The alarm topic is the only one.
   t.resourceCountIs('AWS::SNS::Topic', 1);
-  for (const [binary, env] of Object.entries(envs(stack, t))) {
+  for (const [binary, env] of Object.entries(binaryEnvs(stack, t))) {
     for (const name of VARS) assert.equal(name in env, false, `${binary}: ${name}`);
   }
   assert.deepEqual(rolesGranting(t, PUBLISH_ACTIONS), []);
@@ -105,8 +95,8 @@ test('topics: two topics encrypted with the aws/sns key, publishing over tls onl
 test('topics: the four binaries that mark or publish jobs name both topics, and status does not', () => {
   const { stack, t } = withEvents({ topics: true });
   const e = stack.events!;
-  const all = envs(stack, t);
-  for (const binary of ['submit', 'ingest', 'worker', 'backlog']) {
+  const all = binaryEnvs(stack, t);
+  for (const binary of MARK_OR_PUBLISH) {
     const env = all[binary];
     assert.deepEqual(env.SLUICE_SUCCESS_TOPIC_ARN, { Ref: logicalId(e.successTopic!) }, binary);
     assert.deepEqual(env.SLUICE_ERROR_TOPIC_ARN, { Ref: logicalId(e.errorTopic!) }, binary);
@@ -163,8 +153,8 @@ test('eventBus default: the default bus of the stack\'s account and region, by a
     assert.deepEqual(resourcesOf(statements, 'sns:Publish'), [], logicalId(role));
   }
   assert.deepEqual(rolesGranting(t, PUBLISH_ACTIONS), [stack.workers.taskDefinition.taskRole, stack.scaling.function.role!].map((r) => logicalId(r)).sort());
-  const all = envs(stack, t);
-  for (const binary of ['submit', 'ingest', 'worker', 'backlog']) {
+  const all = binaryEnvs(stack, t);
+  for (const binary of MARK_OR_PUBLISH) {
     assert.equal(j(all[binary].SLUICE_EVENT_BUS), arn, binary);
     assert.equal('SLUICE_SUCCESS_TOPIC_ARN' in all[binary], false, binary);
     assert.equal('SLUICE_ERROR_TOPIC_ARN' in all[binary], false, binary);
@@ -179,16 +169,16 @@ test('eventBus by name and by arn: the grant and the variable name that bus', ()
   const named = withEvents({ topics: true, eventBus: 'orders.prod' });
   const arn = busArnOf('orders.prod');
   assert.deepEqual(resourcesOf(statementsOf(named.t, named.stack.workers.taskDefinition.taskRole), 'events:PutEvents'), [arn]);
-  assert.equal(j(envs(named.stack, named.t).worker.SLUICE_EVENT_BUS), arn);
-  assert.ok(envs(named.stack, named.t).worker.SLUICE_SUCCESS_TOPIC_ARN !== undefined, 'topics and a bus together');
+  assert.equal(j(binaryEnvs(named.stack, named.t).worker.SLUICE_EVENT_BUS), arn);
+  assert.ok(binaryEnvs(named.stack, named.t).worker.SLUICE_SUCCESS_TOPIC_ARN !== undefined, 'topics and a bus together');
 
   const given = 'arn:aws:events:eu-west-1:210987654321:event-bus/central';
   const byArn = withEvents({ eventBus: given });
   for (const role of [byArn.stack.workers.taskDefinition.taskRole, byArn.stack.scaling.function.role!]) {
     assert.deepEqual(resourcesOf(statementsOf(byArn.t, role), 'events:PutEvents'), [j(given)]);
   }
-  const all = envs(byArn.stack, byArn.t);
-  for (const binary of ['submit', 'ingest', 'worker', 'backlog']) assert.equal(all[binary].SLUICE_EVENT_BUS, given, binary);
+  const all = binaryEnvs(byArn.stack, byArn.t);
+  for (const binary of MARK_OR_PUBLISH) assert.equal(all[binary].SLUICE_EVENT_BUS, given, binary);
 });
 
 test('bad event options are rejected with the reason', () => {
@@ -235,19 +225,8 @@ test('the events context key takes a json object and names what is wrong', () =>
 });
 
 test('the events pass the AwsSolutions checks, with topics and a bus, and with a bus alone', async () => {
-  const { Validations } = await import('aws-cdk-lib');
-  const { AwsSolutionsChecks } = await import('cdk-nag');
-  const { STUB_LAMBDAS } = await import('./helpers');
-  const app = testApp({}, true);
-  new SluiceStack(app, 'Both', {
-    lambdaAssetDir: STUB_LAMBDAS,
-    pipeline: { owner: OWNER },
-    events: { topics: true, eventBus: 'default' },
+  await assertAwsSolutionsClean({
+    Both: { pipeline: { owner: OWNER }, events: { topics: true, eventBus: 'default' } },
+    Bus: { events: { eventBus: 'arn:aws:events:us-east-1:123456789012:event-bus/central' } },
   });
-  new SluiceStack(app, 'Bus', {
-    lambdaAssetDir: STUB_LAMBDAS,
-    events: { eventBus: 'arn:aws:events:us-east-1:123456789012:event-bus/central' },
-  });
-  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
-  assert.doesNotThrow(() => app.synth());
 });

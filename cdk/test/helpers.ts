@@ -1,3 +1,4 @@
+import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -6,6 +7,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { IConstruct } from 'constructs';
+import { Binary } from '../lib/env';
 import { SluiceStack, SluiceStackProps } from '../lib/sluice-stack';
 import { WorkerImage } from '../lib/worker-image';
 
@@ -14,6 +16,36 @@ export const REPO = path.resolve(CDK_DIR, '..');
 /** Stub `bootstrap` files standing in for cargo-lambda's output. */
 export const STUB_LAMBDAS = path.join(__dirname, 'fixtures', 'lambda');
 export const POLICY_FILE = path.join(REPO, 'scaling', 'policy.json');
+
+/** The environment each deployed binary gets in `stack` (which must have a pipeline). */
+export function binaryEnvs(stack: SluiceStack, t: Template): Record<Binary, Record<string, unknown>> {
+  const resources = t.toJSON().Resources;
+  const lambdaEnv = (fn: { node: any }) => resources[logicalId(fn as any)].Properties.Environment.Variables;
+  const containers = Object.values(t.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions;
+  const worker = containers.find((c: { Name: string }) => c.Name === 'Worker');
+  return {
+    submit: lambdaEnv(stack.jobApi.submitFunction),
+    status: lambdaEnv(stack.jobApi.statusFunction),
+    backlog: lambdaEnv(stack.scaling.function),
+    ingest: lambdaEnv(stack.pipeline!.function),
+    worker: Object.fromEntries(worker.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value])),
+  };
+}
+
+/**
+ * Synthesizes one app of `stacks` (by id, on stub Lambdas) with CloudFormation validation and
+ * cdk-nag's AwsSolutions checks, which fail the synth on any finding not acknowledged.
+ */
+export async function assertAwsSolutionsClean(stacks: Record<string, SluiceStackProps>): Promise<void> {
+  const { Validations } = await import('aws-cdk-lib');
+  const { AwsSolutionsChecks } = await import('cdk-nag');
+  const app = testApp({}, true);
+  for (const [id, props] of Object.entries(stacks)) {
+    new SluiceStack(app, id, { lambdaAssetDir: STUB_LAMBDAS, ...props });
+  }
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  assert.doesNotThrow(() => app.synth());
+}
 
 /** The context of cdk.json (feature flags included), so tests synthesize what `cdk synth` does. */
 export function cdkJsonContext(): Record<string, unknown> {

@@ -8,7 +8,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { stackConfigFromContext } from '../lib/config';
 import { INGEST_FUNCTION_TIMEOUT, PipelineOptions, checkOwner } from '../lib/constructs/pipeline';
 import { SluiceStack } from '../lib/sluice-stack';
-import { Statement, actionsOf, j, logicalId, sluiceStack, statementsOf, template, testApp } from './helpers';
+import { Statement, actionsOf, assertAwsSolutionsClean, j, logicalId, sluiceStack, statementsOf, template, testApp } from './helpers';
 
 const OWNER = 'iam:arn:aws:sts::123456789012:assumed-role/Ops';
 
@@ -352,17 +352,12 @@ test('the pipeline context key takes a json object and names what is wrong', () 
 });
 
 test('the pipeline passes the AwsSolutions checks, with a bucket of its own and an existing one', async () => {
-  const { Validations } = await import('aws-cdk-lib');
-  const { AwsSolutionsChecks } = await import('cdk-nag');
-  const { STUB_LAMBDAS } = await import('./helpers');
-  const app = testApp({}, true);
-  new SluiceStack(app, 'Own', { lambdaAssetDir: STUB_LAMBDAS, pipeline: { owner: OWNER } });
-  new SluiceStack(app, 'Existing', {
-    lambdaAssetDir: STUB_LAMBDAS,
-    pipeline: { owner: 'iam:arn:aws:iam::123456789012:user/ops', bucketName: 'my-photos', inputPrefix: 'incoming/', outputPrefix: 'done/' },
+  await assertAwsSolutionsClean({
+    Own: { pipeline: { owner: OWNER } },
+    Existing: {
+      pipeline: { owner: 'iam:arn:aws:iam::123456789012:user/ops', bucketName: 'my-photos', inputPrefix: 'incoming/', outputPrefix: 'done/' },
+    },
   });
-  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
-  assert.doesNotThrow(() => app.synth());
 });
 
 test('roles other than the three named get no pipeline grant', () => {

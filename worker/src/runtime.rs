@@ -70,22 +70,25 @@ pub async fn run_with<H: Handler>(
     ));
     let (deletes, pending) = mpsc::unbounded_channel();
     let deleter = tokio::spawn(delete_in_batches(queue.clone(), pending, DELETE_LINGER));
-    let payloads = match &config.payload_bucket {
-        Some(bucket) => Some(Payloads::from_sdk(&sluice::aws::load().await, bucket)),
-        None => None,
+    // The clients of S3, SNS and EventBridge, from one load of the SDK's settings, when needed.
+    let aws = match config.payload_bucket.is_some() || config.events.any() {
+        true => Some(sluice::aws::load().await),
+        false => None,
     };
-    let outbox = Outbox::new(store.clone(), config.webhook_policy);
-    let outbox = match config.events.any() {
-        true => outbox.with_events(sluice::events::Publisher::from_sdk(
-            &sluice::aws::load().await,
+    let payloads = aws
+        .as_ref()
+        .zip(config.payload_bucket.as_ref())
+        .map(|(aws, bucket)| Payloads::from_sdk(aws, bucket));
+    let mut outbox = Outbox::new(store.clone(), config.webhook_policy);
+    if let (Some(aws), true) = (&aws, config.events.any()) {
+        outbox = outbox.with_events(sluice::events::Publisher::from_sdk(
+            aws,
             config.events.clone(),
-        )),
-        false => outbox,
-    };
-    let outbox = match &payloads {
-        Some(p) => outbox.with_payloads(p.clone()),
-        None => outbox,
-    };
+        ));
+    }
+    if let Some(p) = &payloads {
+        outbox = outbox.with_payloads(p.clone());
+    }
     let result = Worker {
         payloads,
         handler: Arc::new(handler),
